@@ -1,0 +1,115 @@
+"""The ledger on disk: round trips, restarts, and a writer killed mid-write."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from peerfarm.ledger.store import RESTART_GAP, LedgerStore
+
+from .helpers import NODES, make_job, output
+
+
+def test_round_trip_through_sqlite(tmp_path: Path) -> None:
+    store = LedgerStore(tmp_path / "ledger.db")
+    a = store.load(NODES[0])
+    spec = make_job(a, frames=50)
+    a.submit(spec)
+    for f in range(1, 21):
+        claim = a.claim(spec.id, [f], 2_000 + f)[0][1]
+        a.complete(spec.id, f, claim, [output(f)], 0.5)  # type: ignore[arg-type]
+    a.pause(spec.id, 5_000)
+    store.flush(a)
+    digest, marks, version = a.state_digest(), a.watermarks(), a.version
+    store.close()
+
+    store = LedgerStore(tmp_path / "ledger.db")
+    b = store.load(NODES[0])
+    assert b.state_digest() == digest
+    assert b.watermarks()[NODES[0]] >= marks[NODES[0]]
+    assert b.version == version + RESTART_GAP  # never reuse versions broadcast before a crash
+    assert b.paused(spec.id)
+
+
+def test_archive_removes_rows(tmp_path: Path) -> None:
+    store = LedgerStore(tmp_path / "ledger.db")
+    a = store.load(NODES[0])
+    spec = make_job(a, frames=5)
+    a.submit(spec)
+    a.claim(spec.id, [1, 2], 2_000)
+    store.flush(a)
+    a.archive(spec.id, 3_000)
+    store.flush(a)
+    rows = sqlite3.connect(tmp_path / "ledger.db").execute("SELECT count(*) FROM entries")
+    assert rows.fetchone()[0] == 1  # only the tombstone
+    assert store.load(NODES[0]).archived()[spec.id]["frames"] == 5
+
+
+def test_corrupt_rows_are_skipped_not_fatal(tmp_path: Path) -> None:
+    store = LedgerStore(tmp_path / "ledger.db")
+    a = store.load(NODES[0])
+    a.submit(make_job(a))
+    store.flush(a)
+    store.close()
+    db = sqlite3.connect(tmp_path / "ledger.db")
+    db.execute("INSERT INTO entries VALUES (?, ?)", (b"junk", b"\xc1\xff"))
+    db.commit()
+    store = LedgerStore(tmp_path / "ledger.db")
+    b = store.load(NODES[0])
+    assert store.skipped == 1
+    assert len(b.jobs()) == 1
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, pathlib
+    sys.path.insert(0, sys.argv[2])
+    from peerfarm.ledger.store import LedgerStore
+    from tests.ledger.helpers import make_job, output, NODES
+    store = LedgerStore(pathlib.Path(sys.argv[1]))
+    a = store.load(NODES[0])
+    spec = make_job(a, frames=100_000)
+    a.submit(spec)
+    store.flush(a)
+    print("ready", flush=True)
+    f = 0
+    while True:
+        for _ in range(500):
+            f += 1
+            claim = a.claim(spec.id, [f], 2_000 + f)[0][1]
+            a.complete(spec.id, f, claim, [output(f)], 0.5)
+        store.flush(a)
+    """
+)
+
+
+def test_writer_killed_mid_write_leaves_a_readable_database(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    root = Path(__file__).resolve().parents[2]
+    for delay in (0.3, 0.45, 0.6):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(db), str(root)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+            time.sleep(delay)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        check = sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()
+        assert check == ("ok",)
+        ledger = LedgerStore(db).load(NODES[0])
+        spec = ledger.jobs()[0]
+        done = ledger.counts(spec.id).done
+        # What survived is a prefix of what was written: frames 1..done, all done.
+        assert done > 0
+        assert all(ledger.frame(spec.id, f).status == 5 for f in range(1, done + 1))
+        db.unlink()
+        for extra in ("-wal", "-shm"):
+            Path(str(db) + extra).unlink(missing_ok=True)

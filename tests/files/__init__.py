@@ -1,0 +1,1 @@
+"""Tests of the content-addressed store, blob transfer and network-name checks."""

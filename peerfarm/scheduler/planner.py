@@ -1,0 +1,158 @@
+"""Choosing what to render next: late binding, rendezvous homes, work stealing. Pure.
+
+A peer claims only when it has a free render slot. Jobs are taken by priority, then submit
+time; paused, cancelled and finished jobs are skipped, and so are jobs this peer cannot render
+or stopped taking (banned after repeated failures here). Within a job the unit of work is a
+chunk (``chunk`` consecutive frames of the job's order; 1 by default) and every chunk has a
+rendezvous-hash *home* among the job's capable peers. A peer takes its own chunks first, in
+order; only when a job has none of its own left does it steal, from the back of the queue, so
+that the home peer (working from the front) and the thief rarely meet. Homes are computed over
+every capable peer that has not left the farm, alive or not, until it has been dead for a grace
+period: after a network split each side first renders the chunks homed on its own side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from ..ledger import Ledger
+from ..ledger.model import OPEN, JobSpec, JobState, Status
+
+FINISHED = frozenset({Status.DONE, Status.FAILED})
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What the planner asks the node to claim: frames of one job, as one chunk."""
+
+    job: str
+    frames: tuple[int, ...]
+    takeover: bool  # claims an expired or dead owner's frames (a new attempt)
+    home: bool  # the chunk's home is this peer (False: stolen)
+
+
+def rendezvous_home(job: str, chunk: int, peers: Sequence[str]) -> str | None:
+    """Highest-random-weight hashing: the peer with the largest hash of (job, chunk, peer)."""
+    best: tuple[bytes, str] | None = None
+    prefix = f"{job}:{chunk}:".encode()
+    for peer in peers:
+        weight = hashlib.blake2b(prefix + peer.encode(), digest_size=8).digest()
+        if best is None or weight > best[0]:
+            best = (weight, peer)
+    return None if best is None else best[1]
+
+
+def job_order(ledger: Ledger) -> list[JobSpec]:
+    """Active jobs, highest priority first, then oldest first."""
+    jobs = [s for s in ledger.jobs() if ledger.job_state(s.id) == JobState.ACTIVE]
+    return sorted(jobs, key=lambda s: (-ledger.priority(s.id), s.stamp, s.id))
+
+
+def chunks_of(spec: JobSpec) -> list[tuple[int, ...]]:
+    frames = spec.frames
+    size = max(1, spec.chunk)
+    return [tuple(frames[i : i + size]) for i in range(0, len(frames), size)]
+
+
+class Planner:
+    """Picks claims for free slots. Holds a per-job cache of chunk homes."""
+
+    def __init__(self, node_id: str, *, prefer_home: bool = True) -> None:
+        self.node_id = node_id
+        self.prefer_home = prefer_home
+        self._homes: dict[str, tuple[tuple[str, ...], list[str | None]]] = {}
+        self._cursor: dict[str, int] = {}  # first chunk that may still hold work, per job
+
+    def homes(self, spec: JobSpec, peers: Sequence[str]) -> list[str | None]:
+        key = tuple(sorted(peers))
+        cached = self._homes.get(spec.id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        homes = [rendezvous_home(spec.id, i, key) for i in range(len(chunks_of(spec)))]
+        self._homes[spec.id] = (key, homes)
+        return homes
+
+    def forget(self, job: str) -> None:
+        self._homes.pop(job, None)
+        self._cursor.pop(job, None)
+
+    def reopened(self, job: str) -> None:
+        """A frame of ``job`` became claimable again (retry, failure, release): rescan it."""
+        self._cursor.pop(job, None)
+
+    def plan(
+        self,
+        ledger: Ledger,
+        *,
+        free_slots: int,
+        capable: Mapping[str, Sequence[str]],
+        expired: Iterable[tuple[str, int]] = (),
+        busy: Iterable[tuple[str, int]] = (),
+    ) -> list[Claim]:
+        """Claims for up to ``free_slots`` slots.
+
+        ``capable[job]`` lists the peers (this one included, if it can) that form the job's
+        home set; a job missing from ``capable`` or without this peer in it is skipped.
+        ``expired`` are claimed frames whose lease ran out or whose owner is gone; ``busy``
+        are frames this peer is rendering already.
+        """
+        if free_slots <= 0:
+            return []
+        takeable = set(expired)
+        taken = set(busy)
+        claims: list[Claim] = []
+        for spec in job_order(ledger):
+            peers = capable.get(spec.id)
+            if not peers or self.node_id not in peers:
+                continue
+            if self.node_id in ledger.banned(spec.id):
+                continue
+            records = ledger.frame_records(spec.id)
+            homes = self.homes(spec, peers) if self.prefer_home else None
+            own: list[Claim] = []
+            other: list[Claim] = []
+            all_chunks = chunks_of(spec)
+            start = self._cursor.get(spec.id, 0)
+            advancing = True
+            for index in range(start, len(all_chunks)):
+                chunk = all_chunks[index]
+                if advancing:
+                    if all(
+                        (r := records.get(f)) is not None and r.status in FINISHED for f in chunk
+                    ):
+                        self._cursor[spec.id] = index + 1
+                        continue
+                    advancing = False
+                free = []
+                takeover = False
+                for frame in chunk:
+                    if (spec.id, frame) in taken:
+                        continue
+                    record = records.get(frame)
+                    if record is None or record.status in OPEN:
+                        free.append(frame)
+                    elif record.status == Status.CLAIMED and (spec.id, frame) in takeable:
+                        free.append(frame)
+                        takeover = True
+                if not free:
+                    continue
+                if takeover:
+                    # Takeovers and fresh claims are separate ledger events: keep them apart.
+                    free = [f for f in free if (spec.id, f) in takeable]
+                mine = homes is None or homes[index] == self.node_id
+                claim = Claim(spec.id, tuple(free), takeover, mine)
+                (own if mine else other).append(claim)
+                if len(own) >= free_slots:
+                    break
+            picked = own[: free_slots - len(claims)]
+            if len(picked) < free_slots - len(claims) and not own:
+                # Nothing of our own left in this job: steal from the back of the queue.
+                picked += list(reversed(other))[: free_slots - len(claims) - len(picked)]
+            for claim in picked:
+                taken.update((claim.job, f) for f in claim.frames)
+            claims.extend(picked)
+            if len(claims) >= free_slots:
+                break
+        return claims

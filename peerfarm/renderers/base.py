@@ -1,0 +1,460 @@
+"""The renderer plugin interface and the process plumbing every plugin shares.
+
+This module owns: the value objects a renderer takes and returns (``RenderTask``, ``Progress``,
+``RenderResult``, ``RendererInfo``), the abstract ``Renderer``, the output naming rule
+(``frame_0001.png``), contiguous frame chunks, safe archive unpacking, and ``run_logged`` — the
+one place a renderer process is started. Its rule: a renderer runs in its own process group, and
+when the caller is cancelled (job cancelled, lease lost, shutdown) or the process ends, the whole
+group is killed (SIGTERM, then SIGKILL after ``KILL_GRACE_S``), so no renderer leaves orphans.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, ClassVar
+
+import trio
+
+from peerfarm.errors import RendererError
+
+#: Seconds between SIGTERM and SIGKILL when a renderer's process group is stopped.
+KILL_GRACE_S = 2.0
+#: How much of a renderer's output is kept for error reports (lines, then bytes).
+TAIL_LINES = 50
+TAIL_BYTES = 8 * 1024
+#: A line longer than this (no newline seen) is cut and emitted in pieces.
+MAX_LINE_BYTES = 64 * 1024
+#: Archive unpacking caps: total uncompressed bytes and member count.
+MAX_UNPACKED_BYTES = 4 * 1024**3
+MAX_ARCHIVE_MEMBERS = 100_000
+
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
+
+_LINE_SPLIT = re.compile(rb"\r\n|\r|\n")
+
+
+class RenderFailed(RendererError):
+    """A render that did not produce its frames: non-zero exit, crash, or missing output.
+
+    ``reason`` is one line for the ledger and the dashboard; ``log_tail`` is the end of the
+    renderer's output, for the person who has to fix the scene.
+    """
+
+    def __init__(self, reason: str, *, log_tail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.log_tail = log_tail
+
+
+@dataclass(frozen=True, slots=True)
+class RendererInfo:
+    """What a peer can render with: goes into the peer's metadata."""
+
+    name: str
+    version: str
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderTask:
+    """Frames of one job to render on this peer.
+
+    ``scene`` is a local file or an unpacked folder; ``output_dir`` is an empty folder for this
+    task's outputs; ``work_dir`` is scratch space for the job that persists across its frames.
+    ``allow_scripts`` lets a scene run code (Blender auto-exec, the command renderer).
+    """
+
+    job_id: str
+    frames: tuple[int, ...]
+    scene: Path
+    scene_name: str
+    options: Mapping[str, Any]
+    output_dir: Path
+    work_dir: Path
+    allow_scripts: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One progress report parsed from a renderer's output; ``None`` where it said nothing."""
+
+    frame: int | None
+    fraction: float | None
+    message: str
+    samples: str | None = None
+    memory: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RenderResult:
+    """Frame number -> the files it produced (inside the task's ``output_dir``)."""
+
+    outputs: dict[int, list[Path]]
+    seconds: float
+    log_tail: str
+
+
+class Renderer(abc.ABC):
+    """A renderer plugin. Pure where it can be: ``build_argv`` and ``parse_line``."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    async def detect(self) -> RendererInfo | None:
+        """The installed renderer's version, or ``None`` when this peer does not have it."""
+
+    @abc.abstractmethod
+    async def render(
+        self, task: RenderTask, *, on_progress: Callable[[Progress], None]
+    ) -> RenderResult:
+        """Render ``task.frames``; raise ``RenderFailed`` when any frame is not produced."""
+
+    async def aclose(self) -> None:  # noqa: B027 - most renderers keep nothing warm
+        """Stop anything kept running between renders."""
+
+    @abc.abstractmethod
+    def build_argv(self, task: RenderTask) -> list[str]:
+        """The command line for ``task`` (pure)."""
+
+    @abc.abstractmethod
+    def parse_line(self, line: str) -> Progress | None:
+        """Progress from one output line, or ``None`` when the line says nothing useful."""
+
+
+# --- naming and frames (pure) --------------------------------------------------------------
+
+
+def frame_stem(frame: int) -> str:
+    """``frame_0001``: zero-padded to 4 digits, more when the number needs them."""
+    sign = "-" if frame < 0 else ""
+    return f"frame_{sign}{abs(frame):04d}"
+
+
+def contiguous_runs(frames: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted, de-duplicated frames as inclusive (first, last) runs: 1,2,3,7 -> (1,3),(7,7)."""
+    runs: list[tuple[int, int]] = []
+    for frame in sorted(set(frames)):
+        if runs and frame == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], frame)
+        else:
+            runs.append((frame, frame))
+    return runs
+
+
+def split_lines(buffer: bytearray) -> list[str]:
+    """Take every complete line (ended by ``\\n``, ``\\r`` or ``\\r\\n``) out of ``buffer``.
+
+    Blank lines are dropped; a line longer than ``MAX_LINE_BYTES`` is cut. A lone trailing
+    ``\\r`` is kept back, since a ``\\n`` may follow in the next chunk.
+    """
+    lines: list[str] = []
+    start = 0
+    for match in _LINE_SPLIT.finditer(buffer):
+        if match.group() == b"\r" and match.end() == len(buffer):
+            break
+        lines.append(bytes(buffer[start : match.start()]).decode("utf-8", "replace"))
+        start = match.end()
+    del buffer[:start]
+    while len(buffer) > MAX_LINE_BYTES:
+        lines.append(bytes(buffer[:MAX_LINE_BYTES]).decode("utf-8", "replace"))
+        del buffer[:MAX_LINE_BYTES]
+    return [line for line in lines if line.strip()]
+
+
+class LogTail:
+    """The last ``max_lines`` lines of output, at most ``max_bytes`` in all."""
+
+    def __init__(self, max_lines: int = TAIL_LINES, max_bytes: int = TAIL_BYTES) -> None:
+        self._lines: collections.deque[str] = collections.deque()
+        self._max_lines = max_lines
+        self._max_bytes = max_bytes
+        self._bytes = 0
+
+    def add(self, line: str) -> None:
+        line = line[-self._max_bytes :]
+        self._lines.append(line)
+        self._bytes += len(line) + 1
+        while len(self._lines) > self._max_lines or self._bytes > self._max_bytes:
+            self._bytes -= len(self._lines.popleft()) + 1
+
+    def text(self) -> str:
+        return "\n".join(self._lines)
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+class LineReader:
+    """Lines from a trio receive stream, split on ``\\n`` and ``\\r`` (progress bars)."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        self._ready: collections.deque[str] = collections.deque()
+        self._eof = False
+
+    async def next_line(self) -> str | None:
+        """The next non-blank line, or ``None`` at end of stream."""
+        while not self._ready:
+            if self._eof:
+                return None
+            chunk = await self._stream.receive_some(65536)
+            if not chunk:
+                self._eof = True
+                self._buffer.extend(b"\n")
+            else:
+                self._buffer.extend(chunk)
+            self._ready.extend(split_lines(self._buffer))
+        return self._ready.popleft()
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to a process group; False when the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - a recycled id owned by someone else
+        return False
+    return True
+
+
+def _group_has_live_members(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` still runs (zombies waiting for a reaper do not).
+
+    Reads /proc on Linux; elsewhere any member, zombie or not, counts.
+    """
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return _signal_group(pgid, 0)
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"{entry.path}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+async def kill_process_group(process: trio.Process, grace: float = KILL_GRACE_S) -> None:
+    """Stop ``process`` and everything in its group: SIGTERM, then SIGKILL after ``grace``.
+
+    Runs shielded so a cancelled caller still waits for the kill; the group id equals the
+    leader's pid because every renderer is started with ``start_new_session=True``.
+    """
+    pgid = process.pid
+    with trio.CancelScope(shield=True):
+        if _signal_group(pgid, signal.SIGTERM):
+            with trio.move_on_after(grace):
+                await process.wait()
+                # The leader is gone; give the rest of the group the remaining grace.
+                while _group_has_live_members(pgid):
+                    await trio.sleep(0.02)
+        _signal_group(pgid, signal.SIGKILL)
+        await process.wait()
+
+
+async def close_pipes(process: trio.Process) -> None:
+    """Close our ends of a process's pipes (shielded: runs during cancellation too)."""
+    with trio.CancelScope(shield=True):
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                await stream.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRun:
+    """How a ``run_logged`` process ended."""
+
+    returncode: int
+    log_tail: str
+    seconds: float
+
+
+async def run_logged(
+    argv: list[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> LoggedRun:
+    """Run ``argv`` in its own process group, streaming stdout+stderr lines to ``on_line``.
+
+    Keeps a bounded tail of the output. On cancellation the group is killed and
+    ``trio.Cancelled`` propagates; when the leader exits, stragglers in its group are killed
+    too. A program that cannot be started raises ``RenderFailed``.
+    """
+    tail = LogTail()
+    started = time.monotonic()
+    try:
+        process = await trio.lowlevel.open_process(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise RenderFailed(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
+    assert process.stdout is not None
+    reader = LineReader(process.stdout)
+
+    async def pump() -> None:
+        while (line := await reader.next_line()) is not None:
+            tail.add(line)
+            if on_line is not None:
+                on_line(line)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump)
+            await process.wait()
+            # A grandchild may still hold the pipe open: end the group so the pump sees EOF.
+            _signal_group(process.pid, signal.SIGKILL)
+    except BaseException:
+        await kill_process_group(process)
+        raise
+    finally:
+        await close_pipes(process)
+    assert process.returncode is not None
+    return LoggedRun(process.returncode, tail.text(), time.monotonic() - started)
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a renderer: ours plus ``extra``."""
+    env = dict(os.environ)
+    env.update(extra or {})
+    return env
+
+
+# --- scenes on disk -------------------------------------------------------------------------
+
+
+def is_archive(path: Path) -> bool:
+    name = path.name.lower()
+    return path.is_file() and name.endswith(ARCHIVE_SUFFIXES)
+
+
+def _safe_member_name(name: str) -> PurePosixPath:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+        raise RenderFailed(f"archive member escapes the scene folder: {name!r}")
+    return path
+
+
+def _unpack_zip(archive: Path, into: Path, max_bytes: int) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        members = zf.infolist()
+        if len(members) > MAX_ARCHIVE_MEMBERS:
+            raise RenderFailed(f"archive has too many members ({len(members)})")
+        if sum(m.file_size for m in members) > max_bytes:
+            raise RenderFailed(f"archive unpacks to more than {max_bytes} bytes")
+        for member in members:
+            name = _safe_member_name(member.filename)
+            mode = member.external_attr >> 16
+            if mode and (mode & 0o170000) == 0o120000:
+                raise RenderFailed(f"archive member is a symlink: {member.filename!r}")
+            target = into.joinpath(*name.parts)
+            if member.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written = 0
+            with zf.open(member) as src, target.open("wb") as dst:
+                while chunk := src.read(1 << 20):
+                    written += len(chunk)
+                    if written > member.file_size:
+                        raise RenderFailed(f"archive member lies about its size: {name}")
+                    dst.write(chunk)
+
+
+def _unpack_tar(archive: Path, into: Path, max_bytes: int) -> None:
+    with tarfile.open(archive) as tf:
+        members = tf.getmembers()
+        if len(members) > MAX_ARCHIVE_MEMBERS:
+            raise RenderFailed(f"archive has too many members ({len(members)})")
+        if sum(m.size for m in members if m.isfile()) > max_bytes:
+            raise RenderFailed(f"archive unpacks to more than {max_bytes} bytes")
+        for member in members:
+            _safe_member_name(member.name)
+            if member.issym() or member.islnk():
+                raise RenderFailed(f"archive member is a link: {member.name!r}")
+        tf.extractall(into, members=members, filter="data")
+
+
+def unpack_archive_once(
+    archive: Path, work_dir: Path, *, max_bytes: int = MAX_UNPACKED_BYTES
+) -> Path:
+    """Unpack a .zip/.tar(.gz) scene into ``work_dir/scene`` once per job and return it.
+
+    Refuses absolute paths, ``..``, links and archives over ``max_bytes``. Unpacks into a
+    temporary folder and renames it into place, so a crash or a second slot never sees half.
+    """
+    target = work_dir / "scene"
+    if target.is_dir():
+        return target
+    work_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=work_dir))
+    try:
+        try:
+            if archive.name.lower().endswith(".zip"):
+                _unpack_zip(archive, staging, max_bytes)
+            else:
+                _unpack_tar(archive, staging, max_bytes)
+        except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
+            raise RenderFailed(f"cannot unpack {archive.name}: {exc}") from exc
+        with contextlib.suppress(OSError):  # another slot won the race: use its copy
+            staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def find_main_file(root: Path, suffix: str, main: str | None = None) -> Path:
+    """The scene's main file: ``main`` if given, else the only ``*suffix`` at the top level,
+    else the only one anywhere below."""
+    if main:
+        candidate = (root / main).resolve()
+        if not candidate.is_relative_to(root.resolve()) or not candidate.is_file():
+            raise RenderFailed(f"main file {main!r} is not in the scene folder")
+        return candidate
+    for found in (sorted(root.glob(f"*{suffix}")), sorted(root.rglob(f"*{suffix}"))):
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            names = ", ".join(str(p.relative_to(root)) for p in found[:5])
+            raise RenderFailed(f"several {suffix} files ({names}): set the 'main' option")
+    raise RenderFailed(f"no {suffix} file in the scene folder")
+
+
+def resolve_scene(task: RenderTask, suffix: str) -> Path:
+    """The main scene file of ``task``: the file itself, or found in a folder or archive."""
+    scene = task.scene
+    if is_archive(scene):
+        scene = unpack_archive_once(scene, task.work_dir)
+    if scene.is_dir():
+        main = task.options.get("main")
+        return find_main_file(scene, suffix, str(main) if main else None)
+    if not scene.is_file():
+        raise RenderFailed(f"scene not found: {scene}")
+    return scene

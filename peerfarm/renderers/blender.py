@@ -1,0 +1,444 @@
+"""The Blender renderer: the ``blender`` command line, or a warm embedded ``bpy`` worker.
+
+This module owns both backends and the parsing of Blender's progress output.
+
+* CLI: ``blender -b [--disable-autoexec] SCENE --python-expr PREPARE -o OUT/frame_#### [-F FMT]
+  [-t N] (-f N | -s A -e B -a)``. Options come before ``-f``/``-a`` (Blender runs its arguments
+  in order); ``--disable-autoexec`` comes before the file, unless the task allows scripts.
+  PREPARE turns Cycles denoising off when the build has no OpenImageDenoise (Debian's) and a
+  movie output format into PNG. Contiguous frames render in one process.
+* bpy (default when no ``blender`` is on PATH): one long-lived ``python -m
+  peerfarm.renderers.blender_worker`` per renderer instance, so the scene stays loaded between
+  frames; reloaded when the scene (path, size, mtime or script permission) changes; restarted
+  when it dies. A cancelled render kills the worker's process group; the next render starts a
+  fresh one. One render at a time per instance: make one renderer per render slot.
+
+Outputs are ``frame_0001.<ext>`` in the task's output folder, in the scene's own format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import trio
+
+from peerfarm.renderers.base import (
+    LineReader,
+    LogTail,
+    Progress,
+    Renderer,
+    RendererInfo,
+    RenderFailed,
+    RenderResult,
+    RenderTask,
+    child_env,
+    close_pipes,
+    contiguous_runs,
+    frame_stem,
+    kill_process_group,
+    resolve_scene,
+    run_logged,
+)
+
+FRAME_RE = re.compile(r"\bFra:\s*(\d+)")
+SAMPLE_RE = re.compile(r"\bSample\s+(\d+)\s*/\s*(\d+)")
+MEMORY_RE = re.compile(r"\bMem:\s*([\d.]+\s*[KMGT]?)")
+TIME_RE = re.compile(r"\bTime:\s*([\d:.]+)")
+SAVED_RE = re.compile(r"\bSaved:\s*'([^']+)'")
+FINISHED_RE = re.compile(r"\|\s*Finished\s*$")
+VERSION_RE = re.compile(r"Blender\s+(\d+\.\d+(?:\.\d+)?)")
+STATS_FIELD_RE = re.compile(r"^(Fra|Mem|Time|Remaining|Peak)\b:?", re.IGNORECASE)
+OUTPUT_NAME_RE = re.compile(r"^frame_(-?\d+)\.\w+$")
+
+#: Runs inside Blender before rendering (CLI backend); the worker does the same in ``prepare``.
+PREPARE_EXPR = (
+    "import bpy\n"
+    "try:\n"
+    "    import _cycles; oidn = bool(_cycles.with_openimagedenoise)\n"
+    "except Exception:\n"
+    "    oidn = False\n"
+    "for s in bpy.data.scenes:\n"
+    "    if not oidn and hasattr(s, 'cycles'): s.cycles.use_denoising = False\n"
+    "    if getattr(s.render, 'is_movie_format', False):\n"
+    "        s.render.image_settings.file_format = 'PNG'\n"
+    "    s.render.use_file_extension = True\n"
+)
+
+#: Seconds allowed for the worker to import bpy, and to load a scene.
+WORKER_START_TIMEOUT_S = 120.0
+SCENE_LOAD_TIMEOUT_S = 600.0
+
+Mode = Literal["auto", "cli", "bpy"]
+
+
+def bpy_available() -> bool:
+    """Whether ``bpy`` can be imported by this interpreter (checked without importing it)."""
+    return importlib.util.find_spec("bpy") is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _SceneKey:
+    path: str
+    size: int
+    mtime_ns: int
+    allow_scripts: bool
+
+
+class WarmWorker:
+    """One ``blender_worker`` subprocess and the scene it has loaded."""
+
+    def __init__(self, python: str) -> None:
+        self.python = python
+        self.process: trio.Process | None = None
+        self.scene: _SceneKey | None = None
+        self.version = ""
+        self.oidn = False
+        self.tail = LogTail()
+        self._stdin: trio.abc.SendStream | None = None
+        self._proto: LineReader | None = None
+        self._log: LineReader | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    async def start(self) -> None:
+        self.tail = LogTail()
+        try:
+            self.process = await trio.lowlevel.open_process(
+                [self.python, "-m", "peerfarm.renderers.blender_worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=child_env({"PYTHONUNBUFFERED": "1"}),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise RenderFailed(f"cannot start the Blender worker: {exc}") from exc
+        assert self.process.stdin and self.process.stdout and self.process.stderr
+        self._stdin = self.process.stdin
+        self._proto = LineReader(self.process.stdout)
+        self._log = LineReader(self.process.stderr)
+        ready = await self._exchange(None, None, WORKER_START_TIMEOUT_S, {"ready"})
+        self.version = str(ready.get("version", ""))
+        self.oidn = bool(ready.get("oidn", False))
+
+    async def stop(self) -> None:
+        """Ask the worker to quit, and kill its group if it does not within the grace."""
+        process, self.process, self.scene = self.process, None, None
+        if process is None:
+            return
+        if process.returncode is None and self._stdin is not None:
+            with trio.move_on_after(1.0) as scope:
+                scope.shield = True
+                try:
+                    await self._stdin.send_all(b'{"cmd": "quit"}\n')
+                    await process.wait()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+        await kill_process_group(process)
+        await close_pipes(process)
+
+    async def ensure_scene(self, key: _SceneKey) -> None:
+        if not self.alive:
+            await self.stop()
+            await self.start()
+        if self.scene == key:
+            return
+        self.scene = None
+        command = {"cmd": "load", "path": key.path, "allow_scripts": key.allow_scripts}
+        await self._exchange(command, None, SCENE_LOAD_TIMEOUT_S, {"loaded"})
+        self.scene = key
+
+    async def render(
+        self, frame: int, output: Path, on_line: Callable[[str], None], timeout: float
+    ) -> dict[str, Any]:
+        command = {"cmd": "render", "frame": frame, "output": str(output)}
+        return await self._exchange(command, on_line, timeout, {"done"})
+
+    async def _exchange(
+        self,
+        command: dict[str, Any] | None,
+        on_line: Callable[[str], None] | None,
+        timeout: float,
+        until: set[str],
+    ) -> dict[str, Any]:
+        """Send ``command``; relay progress and stderr until an event in ``until`` arrives.
+
+        Any failure, timeout or cancellation kills the worker (it is restarted next time).
+        """
+        assert self.process and self._stdin and self._proto and self._log
+        process, proto, log = self.process, self._proto, self._log
+        answer: dict[str, Any] = {}
+        failure: list[RenderFailed] = []
+
+        async def pump_log() -> None:
+            while (line := await log.next_line()) is not None:
+                self.tail.add(line)
+                if on_line is not None:
+                    on_line(line)
+
+        async def read_answer(cancel: trio.CancelScope) -> None:
+            while (raw := await proto.next_line()) is not None:
+                try:
+                    message = json.loads(raw)
+                except ValueError:
+                    self.tail.add(raw)
+                    continue
+                event = message.get("event")
+                if event == "progress" and on_line is not None:
+                    on_line(f"Fra:{message.get('frame')} | {message.get('line', '')}")
+                elif event == "error":
+                    reason = f"Blender: {message.get('message', 'unknown error')}"
+                    failure.append(RenderFailed(reason[:300], log_tail=self.tail.text()))
+                    break
+                elif event in until:
+                    answer.update(message)
+                    break
+            else:
+                with trio.move_on_after(5):
+                    await process.wait()
+                failure.append(
+                    RenderFailed(
+                        f"the Blender worker exited (status {process.returncode})",
+                        log_tail=self.tail.text(),
+                    )
+                )
+            cancel.cancel()
+
+        try:
+            with trio.fail_after(timeout):
+                if command is not None:
+                    await self._stdin.send_all(json.dumps(command).encode() + b"\n")
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(pump_log)
+                    nursery.start_soon(read_answer, nursery.cancel_scope)
+        except trio.TooSlowError:
+            tail = self.tail.text()
+            await self.stop()
+            message = f"the Blender worker did not answer in {timeout:g} s"
+            raise RenderFailed(message, log_tail=tail) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            tail = self.tail.text()
+            await self.stop()
+            raise RenderFailed("the Blender worker closed its pipes", log_tail=tail) from exc
+        except BaseException:
+            await self.stop()
+            raise
+        if failure:
+            if not self.alive:
+                await self.stop()
+            raise failure[0]
+        return answer
+
+
+class BlenderRenderer(Renderer):
+    """Blender through its CLI (``mode="cli"``) or a warm ``bpy`` worker (``mode="bpy"``)."""
+
+    name: ClassVar[str] = "blender"
+
+    def __init__(
+        self,
+        *,
+        mode: Mode = "auto",
+        executable: str | Path | None = None,
+        python: str | None = None,
+        frame_timeout: float = 24 * 3600.0,
+    ) -> None:
+        self.requested_mode: Mode = mode
+        self.executable = str(executable) if executable else None
+        self.python = python or sys.executable
+        self.frame_timeout = frame_timeout
+        self._worker: WarmWorker | None = None
+        self._lock = trio.Lock()
+
+    # --- detection --------------------------------------------------------------------------
+
+    def blender_path(self) -> str | None:
+        return shutil.which(self.executable or "blender")
+
+    def mode(self) -> Literal["cli", "bpy"] | None:
+        """The backend this instance uses, or ``None`` when neither is installed."""
+        if self.requested_mode in ("auto", "cli") and self.blender_path():
+            return "cli"
+        if self.requested_mode in ("auto", "bpy") and bpy_available():
+            return "bpy"
+        return None
+
+    async def detect(self) -> RendererInfo | None:
+        mode = self.mode()
+        if mode == "cli":
+            path = self.blender_path()
+            assert path is not None
+            try:
+                run = await run_logged([path, "-b", "--factory-startup", "--version"])
+            except RenderFailed:
+                return None
+            match = VERSION_RE.search(run.log_tail)
+            if run.returncode != 0 or match is None:
+                return None
+            return RendererInfo(self.name, match.group(1), {"mode": "cli", "path": path})
+        if mode == "bpy":
+            try:
+                version = importlib.metadata.version("bpy")
+            except importlib.metadata.PackageNotFoundError:
+                version = "unknown"
+            return RendererInfo(self.name, version, {"mode": "bpy", "python": self.python})
+        return None
+
+    # --- pure -----------------------------------------------------------------------------
+
+    def build_argv(self, task: RenderTask) -> list[str]:
+        """CLI argv for ``task.frames`` (one contiguous run), ``task.scene`` the .blend."""
+        runs = contiguous_runs(task.frames)
+        if len(runs) != 1:
+            raise RenderFailed(f"one Blender process renders one run of frames, not {runs}")
+        start, end = runs[0]
+        argv = [self.executable or "blender", "-b"]
+        if not task.allow_scripts:
+            argv.append("--disable-autoexec")
+        argv += [str(task.scene), "--python-expr", PREPARE_EXPR]
+        argv += ["-o", f"{task.output_dir}/frame_####"]
+        if fmt := task.options.get("format"):
+            argv += ["-F", str(fmt)]
+        if threads := task.options.get("threads"):
+            argv += ["-t", str(int(threads))]
+        if start == end:
+            argv += ["-f", str(start)]
+        else:
+            argv += ["-s", str(start), "-e", str(end), "-a"]
+        return argv
+
+    def parse_line(self, line: str) -> Progress | None:
+        frame_match = FRAME_RE.search(line)
+        sample_match = SAMPLE_RE.search(line)
+        memory_match = MEMORY_RE.search(line)
+        saved_match = SAVED_RE.search(line)
+        if not (frame_match or sample_match or saved_match):
+            return None
+        frame = int(frame_match.group(1)) if frame_match else None
+        fraction: float | None = None
+        samples: str | None = None
+        if sample_match:
+            done, total = int(sample_match.group(1)), int(sample_match.group(2))
+            samples = f"{done}/{total}"
+            fraction = done / total if total else None
+        if saved_match or FINISHED_RE.search(line):
+            fraction = 1.0
+        memory = memory_match.group(1).replace(" ", "") if memory_match else None
+        time_match = TIME_RE.search(line)
+        parts = [p.strip() for p in line.split("|") if p.strip()]
+        words = [p for p in parts if not STATS_FIELD_RE.match(p)] or parts
+        message = " | ".join(words)
+        if saved_match:
+            message = f"saved {Path(saved_match.group(1)).name}"
+        elif time_match and not sample_match:
+            message = f"time {time_match.group(1)}"
+        return Progress(frame, fraction, message, samples=samples, memory=memory)
+
+    # --- rendering ----------------------------------------------------------------------------
+
+    async def render(
+        self, task: RenderTask, *, on_progress: Callable[[Progress], None]
+    ) -> RenderResult:
+        mode = self.mode()
+        if mode is None:
+            raise RenderFailed("Blender is not installed on this peer (no blender, no bpy)")
+        scene = resolve_scene(task, ".blend").resolve()
+        output_dir = task.output_dir.resolve()
+        output_dir.mkdir(parents=True, exist_ok=True)
+        task = dataclasses.replace(task, scene=scene, output_dir=output_dir)
+        async with self._lock:
+            if mode == "cli":
+                return await self._render_cli(task, on_progress)
+            return await self._render_bpy(task, on_progress)
+
+    def _progress_relay(
+        self, on_progress: Callable[[Progress], None], default_frame: list[int]
+    ) -> Callable[[str], None]:
+        def on_line(line: str) -> None:
+            progress = self.parse_line(line)
+            if progress is None:
+                return
+            if progress.frame is None:
+                progress = dataclasses.replace(progress, frame=default_frame[0])
+            else:
+                default_frame[0] = progress.frame
+            on_progress(progress)
+
+        return on_line
+
+    async def _render_cli(
+        self, task: RenderTask, on_progress: Callable[[Progress], None]
+    ) -> RenderResult:
+        started = time.monotonic()
+        tail = ""
+        for start, end in contiguous_runs(task.frames):
+            frames = tuple(range(start, end + 1))
+            argv = self.build_argv(dataclasses.replace(task, frames=frames))
+            argv[0] = self.blender_path() or argv[0]
+            relay = self._progress_relay(on_progress, [start])
+            run = await run_logged(argv, cwd=task.scene.parent, env=child_env(), on_line=relay)
+            tail = run.log_tail
+            if run.returncode != 0:
+                raise RenderFailed(f"blender exited with status {run.returncode}", log_tail=tail)
+        outputs = _collect_outputs(task.output_dir, task.frames, tail)
+        return RenderResult(outputs, time.monotonic() - started, tail)
+
+    async def _render_bpy(
+        self, task: RenderTask, on_progress: Callable[[Progress], None]
+    ) -> RenderResult:
+        started = time.monotonic()
+        if self._worker is None:
+            self._worker = WarmWorker(self.python)
+        worker = self._worker
+        stat = task.scene.stat()
+        key = _SceneKey(str(task.scene), stat.st_size, stat.st_mtime_ns, task.allow_scripts)
+        await worker.ensure_scene(key)
+        outputs: dict[int, list[Path]] = {}
+        for frame in task.frames:
+            relay = self._progress_relay(on_progress, [frame])
+            target = task.output_dir / frame_stem(frame)
+            answer = await worker.render(frame, target, relay, self.frame_timeout)
+            files = [Path(f) for f in answer.get("files", [])]
+            if not files:
+                raise RenderFailed(
+                    f"Blender wrote no file for frame {frame}", log_tail=worker.tail.text()
+                )
+            outputs[frame] = sorted(files)
+        return RenderResult(outputs, time.monotonic() - started, worker.tail.text())
+
+    async def aclose(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.stop()
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The warm worker's pid (tests and diagnostics)."""
+        worker = self._worker
+        return worker.process.pid if worker and worker.process else None
+
+
+def _collect_outputs(output_dir: Path, frames: tuple[int, ...], tail: str) -> dict[int, list[Path]]:
+    found: dict[int, list[Path]] = {}
+    for path in sorted(output_dir.iterdir()):
+        match = OUTPUT_NAME_RE.match(path.name)
+        if match and path.is_file():
+            found.setdefault(int(match.group(1)), []).append(path)
+    missing = [f for f in frames if f not in found]
+    if missing:
+        raise RenderFailed(f"blender wrote no image for frames {missing}", log_tail=tail)
+    return {f: found[f] for f in frames}

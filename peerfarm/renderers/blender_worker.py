@@ -1,0 +1,162 @@
+"""The warm Blender worker: a long-lived ``bpy`` process that keeps a scene loaded.
+
+Run as ``python -m peerfarm.renderers.blender_worker`` by ``blender.py`` with the same
+interpreter (so ``bpy`` comes from the same environment). This module owns the worker's side of
+the protocol: one JSON object per line on stdin, one JSON object per line back on the protocol
+stream (the original stdout). Blender's own prints go to stderr, which the parent keeps as the
+log. Append-only protocol, version ``WORKER_PROTOCOL``:
+
+    -> {"cmd": "load", "path": str, "allow_scripts": bool}
+    <- {"event": "loaded", "path": str, "engine": str, "resolution": [x, y], ...}
+    -> {"cmd": "render", "frame": int, "output": str}      # output: path without extension
+    <- {"event": "progress", "frame": int, "line": str}    # zero or more, from render_stats
+    <- {"event": "done", "frame": int, "files": [str, ...], "seconds": float}
+    -> {"cmd": "quit"}
+    <- {"event": "ready", "version": str, "protocol": int, "oidn": bool}   # once, at start
+    <- {"event": "error", "message": str}                  # answers a command that failed
+
+The scene renders with its own settings; only the output path changes, Cycles denoising is
+turned off when this build lacks OpenImageDenoise, and a movie output format becomes PNG (a farm
+renders frames, the video is made afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, TextIO
+
+WORKER_PROTOCOL = 1
+
+
+def _open_protocol_stream() -> TextIO:
+    """Keep the real stdout for the protocol and send everything else printed there to stderr."""
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(protocol_fd, "w", buffering=1, encoding="utf-8")
+
+
+def _has_oidn() -> bool:
+    try:
+        import _cycles
+    except ImportError:
+        return False
+    return bool(getattr(_cycles, "with_openimagedenoise", False))
+
+
+class Worker:
+    """Holds the loaded scene; every method answers one command."""
+
+    def __init__(self, out: TextIO) -> None:
+        import bpy  # imported here so ``--help``-style checks do not need Blender
+
+        self.bpy = bpy
+        self.out = out
+        self.oidn = _has_oidn()
+        self.current_frame: int | None = None
+
+        def on_stats(stats: str, *_: Any) -> None:
+            self._on_stats(stats)
+
+        # persistent: survives open_mainfile, which clears every other handler
+        bpy.app.handlers.render_stats.append(bpy.app.handlers.persistent(on_stats))
+
+    def send(self, **message: Any) -> None:
+        self.out.write(json.dumps(message) + "\n")
+        self.out.flush()
+
+    def _on_stats(self, stats: str) -> None:
+        if self.current_frame is not None:
+            self.send(event="progress", frame=self.current_frame, line=str(stats))
+
+    def load(self, path: str, allow_scripts: bool) -> None:
+        bpy = self.bpy
+        bpy.context.preferences.filepaths.use_scripts_auto_execute = allow_scripts
+        bpy.ops.wm.open_mainfile(filepath=path, load_ui=False, use_scripts=allow_scripts)
+        scene = bpy.context.scene
+        render = scene.render
+        self.send(
+            event="loaded",
+            path=path,
+            scene=scene.name,
+            engine=render.engine,
+            resolution=[render.resolution_x, render.resolution_y],
+            frame_range=[scene.frame_start, scene.frame_end],
+            file_format=render.image_settings.file_format,
+        )
+
+    def prepare(self) -> None:
+        scene = self.bpy.context.scene
+        if not self.oidn and hasattr(scene, "cycles"):
+            scene.cycles.use_denoising = False
+        render = scene.render
+        if getattr(render, "is_movie_format", False):
+            render.image_settings.file_format = "PNG"
+        render.use_file_extension = True
+
+    def render(self, frame: int, output: str) -> None:
+        bpy = self.bpy
+        scene = bpy.context.scene
+        self.prepare()
+        folder = Path(output).parent
+        before = set(folder.iterdir()) if folder.is_dir() else set()
+        started = time.monotonic()
+        scene.frame_set(frame)
+        scene.render.filepath = output
+        self.current_frame = frame
+        try:
+            bpy.ops.render.render(write_still=True)
+        finally:
+            self.current_frame = None
+        files = sorted(str(p) for p in set(folder.iterdir()) - before if p.is_file())
+        self.send(event="done", frame=frame, files=files, seconds=time.monotonic() - started)
+
+    def handle(self, command: dict[str, Any]) -> bool:
+        """Run one command; False when the worker should exit."""
+        kind = command.get("cmd")
+        if kind == "quit":
+            return False
+        if kind == "load":
+            self.load(str(command["path"]), bool(command.get("allow_scripts", False)))
+        elif kind == "render":
+            self.render(int(command["frame"]), str(command["output"]))
+        else:
+            self.send(event="error", message=f"unknown command {kind!r}")
+        return True
+
+
+def main() -> int:
+    out = _open_protocol_stream()
+    try:
+        worker = Worker(out)
+    except Exception as exc:  # bpy missing or broken: tell the parent, then stop
+        out.write(json.dumps({"event": "error", "message": f"cannot load bpy: {exc}"}) + "\n")
+        return 3
+    worker.send(
+        event="ready",
+        version=worker.bpy.app.version_string,
+        protocol=WORKER_PROTOCOL,
+        oidn=worker.oidn,
+    )
+    for raw in sys.stdin:
+        if not raw.strip():
+            continue
+        try:
+            command = json.loads(raw)
+            if not isinstance(command, dict):
+                raise ValueError("a command is a JSON object")
+            if not worker.handle(command):
+                break
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            worker.send(event="error", message=f"{type(exc).__name__}: {exc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

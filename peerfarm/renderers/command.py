@@ -1,0 +1,113 @@
+"""The generic command renderer: any executable script renders a frame.
+
+This module owns the contract with such a script. SCENE is run once per frame with
+``PEERFARM_FRAME`` (the frame number) and ``PEERFARM_OUTPUT_DIR`` (an empty folder,
+``output_dir/frame_0001/``) in its environment; exit status 0 means success and every file left
+in that folder is an output of the frame, under the name the script gave it. ``options["args"]``
+(a list of strings) is appended to the command line. Running a script is running arbitrary code,
+so a task must have ``allow_scripts``. A script without its executable bit (files fetched from
+the content store lose it) is run through its ``#!`` line, or ``/bin/sh`` when it has none.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+from peerfarm.renderers.base import (
+    Progress,
+    Renderer,
+    RendererInfo,
+    RenderFailed,
+    RenderResult,
+    RenderTask,
+    child_env,
+    frame_stem,
+    run_logged,
+)
+
+#: ``PROGRESS 0.5`` or ``PROGRESS 50%`` on a line of its own: a script's way to report progress.
+PROGRESS_RE = re.compile(r"^\s*PROGRESS\s+(?P<value>\d+(?:\.\d+)?)(?P<percent>%?)\s*$")
+
+
+def interpreter_argv(first_line: bytes, script: Path) -> list[str]:
+    """How to run a non-executable ``script`` whose first line is ``first_line`` (pure)."""
+    if first_line.startswith(b"#!"):
+        words = shlex.split(first_line[2:].decode("utf-8", "replace"))
+        if words:
+            return [*words, str(script)]
+    return ["/bin/sh", str(script)]
+
+
+class CommandRenderer(Renderer):
+    """Runs the scene script once per frame."""
+
+    name: ClassVar[str] = "command"
+
+    async def detect(self) -> RendererInfo | None:
+        return RendererInfo(self.name, "1", {"mode": "script"})
+
+    def build_argv(self, task: RenderTask) -> list[str]:
+        args = task.options.get("args", [])
+        if not isinstance(args, list | tuple) or not all(isinstance(a, str) for a in args):
+            raise RenderFailed("option 'args' must be a list of strings")
+        return [str(task.scene), *args]
+
+    def parse_line(self, line: str) -> Progress | None:
+        match = PROGRESS_RE.match(line)
+        if match is None:
+            return None
+        value = float(match["value"])
+        fraction = value / 100 if match["percent"] else value
+        return Progress(frame=None, fraction=min(max(fraction, 0.0), 1.0), message=line.strip())
+
+    def _runnable_argv(self, task: RenderTask) -> list[str]:
+        argv = self.build_argv(task)
+        script = task.scene
+        if not script.is_file():
+            raise RenderFailed(f"script not found: {script}")
+        if os.access(script, os.X_OK):
+            return [str(script.resolve()), *argv[1:]]
+        with script.open("rb") as f:
+            first_line = f.readline(4096).rstrip(b"\r\n")
+        return interpreter_argv(first_line, script.resolve()) + argv[1:]
+
+    async def render(
+        self, task: RenderTask, *, on_progress: Callable[[Progress], None]
+    ) -> RenderResult:
+        if not task.allow_scripts:
+            raise RenderFailed("the command renderer runs a script: the job needs allow_scripts")
+        argv = self._runnable_argv(task)
+        task.work_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        outputs: dict[int, list[Path]] = {}
+        tail = ""
+        for frame in task.frames:
+            frame_dir = task.output_dir / frame_stem(frame)
+            frame_dir.mkdir(parents=True, exist_ok=False)
+            env = child_env(
+                {"PEERFARM_FRAME": str(frame), "PEERFARM_OUTPUT_DIR": str(frame_dir.resolve())}
+            )
+
+            def on_line(line: str, frame: int = frame) -> None:
+                progress = self.parse_line(line)
+                if progress is not None:
+                    on_progress(Progress(frame, progress.fraction, progress.message))
+
+            run = await run_logged(argv, cwd=task.work_dir, env=env, on_line=on_line)
+            tail = run.log_tail
+            if run.returncode != 0:
+                raise RenderFailed(
+                    f"script exited with status {run.returncode} on frame {frame}", log_tail=tail
+                )
+            files = sorted(p for p in frame_dir.rglob("*") if p.is_file())
+            if not files:
+                raise RenderFailed(f"script left no file for frame {frame}", log_tail=tail)
+            outputs[frame] = files
+            on_progress(Progress(frame, 1.0, f"frame {frame} done"))
+        return RenderResult(outputs, time.monotonic() - started, tail)

@@ -1,0 +1,188 @@
+"""The POV-Ray renderer: ``povray`` from PATH, one process per contiguous run of frames.
+
+This module owns POV-Ray's command line and its output. Options: ``width`` (320), ``height``
+(240), ``antialias`` (0.3 -> ``+A0.3``; 0 turns it off), ``threads`` (``+WT``), ``main`` (the
+main file of a folder or archive scene), and the animation clock: ``frame_first`` (1) and
+``frames_total`` (default: up to the task's last frame) give ``+KFI<first> +KFF<last> +KI0 +KF1``,
+so ``clock`` runs 0..1 over the whole job whichever peer renders which frame. A scene is a .pov
+file, a folder, or a .zip/.tar.gz archive unpacked once per job into ``work_dir``. POV-Ray runs
+in the main file's folder (its I/O restrictions allow reads there), its image is renamed to
+``frame_0001.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+from peerfarm.renderers.base import (
+    Progress,
+    Renderer,
+    RendererInfo,
+    RenderFailed,
+    RenderResult,
+    RenderTask,
+    child_env,
+    contiguous_runs,
+    frame_stem,
+    resolve_scene,
+    run_logged,
+)
+
+VERSION_RE = re.compile(r"POV-Ray\s+(?:Version\s+)?(\d+\.\d+[\w.\-]*)", re.IGNORECASE)
+PIXELS_RE = re.compile(r"Rendered\s+(\d+)\s+of\s+(\d+)\s+pixels")
+FRAME_OF_RE = re.compile(r"Rendering frame\s+(\d+)\s+of\s+(\d+)")
+PARSING_RE = re.compile(r"^==== \[(Parsing|Rendering)\.\.\.\]")
+ERROR_RE = re.compile(r"(Parse Error|Fatal error|Render error|Possible Parse Error):?\s*(.*)")
+OUTPUT_NAME_RE = re.compile(r"^frame_(-?\d*)\.png$")
+
+DEFAULT_WIDTH = 320
+DEFAULT_HEIGHT = 240
+DEFAULT_ANTIALIAS = 0.3
+
+
+def clock_range(task: RenderTask) -> tuple[int, int]:
+    """The job's first and last frame, between which ``clock`` runs from 0 to 1."""
+    first = int(task.options.get("frame_first", 1))
+    first = min(first, *task.frames)
+    total = task.options.get("frames_total")
+    last = first + int(total) - 1 if total is not None else max(task.frames)
+    return first, max(last, max(task.frames))
+
+
+def frame_index(line: str) -> int | None:
+    """k from ``Rendering frame k of n`` (1-based, within this process's run)."""
+    match = FRAME_OF_RE.search(line)
+    return int(match.group(1)) if match else None
+
+
+class PovrayRenderer(Renderer):
+    """POV-Ray 3.7 through its command line."""
+
+    name: ClassVar[str] = "povray"
+
+    def __init__(self, executable: str = "povray") -> None:
+        self.executable = executable
+
+    async def detect(self) -> RendererInfo | None:
+        path = shutil.which(self.executable)
+        if path is None:
+            return None
+        try:
+            run = await run_logged([path, "--version"])
+        except RenderFailed:
+            return None
+        match = VERSION_RE.search(run.log_tail)
+        if match is None:
+            return None
+        return RendererInfo(self.name, match.group(1), {"mode": "cli", "path": path})
+
+    def build_argv(self, task: RenderTask) -> list[str]:
+        """argv for ``task.frames`` (contiguous), ``task.scene`` being the main .pov file."""
+        runs = contiguous_runs(task.frames)
+        if len(runs) != 1:
+            raise RenderFailed(f"povray renders one contiguous run of frames, not {runs}")
+        start, end = runs[0]
+        first, last = clock_range(task)
+        width = int(task.options.get("width", DEFAULT_WIDTH))
+        height = int(task.options.get("height", DEFAULT_HEIGHT))
+        antialias = float(task.options.get("antialias", DEFAULT_ANTIALIAS))
+        argv = [
+            self.executable,
+            f"+I{task.scene.name}",
+            f"+O{task.output_dir}/frame_",
+            f"+W{width}",
+            f"+H{height}",
+            f"+A{antialias:g}" if antialias > 0 else "-A",
+            "+FN",
+            "-D",
+            f"+L{task.scene.parent}",
+            f"+KFI{first}",
+            f"+KFF{last}",
+            "+KI0",
+            "+KF1",
+            f"+SF{start}",
+            f"+EF{end}",
+        ]
+        threads = task.options.get("threads")
+        if threads:
+            argv.append(f"+WT{int(threads)}")
+        return argv
+
+    def parse_line(self, line: str) -> Progress | None:
+        if match := PIXELS_RE.search(line):
+            done, total = int(match.group(1)), int(match.group(2))
+            return Progress(None, done / total if total else None, line.strip())
+        if match := FRAME_OF_RE.search(line):
+            return Progress(None, 0.0, line.strip())
+        if match := PARSING_RE.search(line):
+            return Progress(None, 0.0, match.group(1).lower())
+        if match := ERROR_RE.search(line):
+            return Progress(None, None, line.strip())
+        return None
+
+    async def render(
+        self, task: RenderTask, *, on_progress: Callable[[Progress], None]
+    ) -> RenderResult:
+        main = resolve_scene(task, ".pov").resolve()
+        output_dir = task.output_dir.resolve()
+        output_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        outputs: dict[int, list[Path]] = {}
+        tail = ""
+        for start, end in contiguous_runs(task.frames):
+            run_task = dataclasses.replace(
+                task, frames=tuple(range(start, end + 1)), scene=main, output_dir=output_dir
+            )
+            current = [start]
+
+            def on_line(line: str, start: int = start, current: list[int] = current) -> None:
+                index = frame_index(line)
+                if index is not None:
+                    current[0] = start + index - 1
+                progress = self.parse_line(line)
+                if progress is not None:
+                    on_progress(dataclasses.replace(progress, frame=current[0]))
+
+            run = await run_logged(
+                self.build_argv(run_task), cwd=main.parent, env=child_env(), on_line=on_line
+            )
+            tail = run.log_tail
+            if run.returncode != 0:
+                raise RenderFailed(
+                    f"povray exited with status {run.returncode} ({_first_error(tail)})",
+                    log_tail=tail,
+                )
+            outputs.update(self._collect(output_dir, start, end, tail))
+        return RenderResult(outputs, time.monotonic() - started, tail)
+
+    @staticmethod
+    def _collect(output_dir: Path, start: int, end: int, tail: str) -> dict[int, list[Path]]:
+        """Rename POV-Ray's ``frame_07.png`` (or ``frame_.png`` for a one-frame job)."""
+        produced: dict[int | None, Path] = {}
+        for path in output_dir.iterdir():
+            match = OUTPUT_NAME_RE.match(path.name)
+            if match:
+                produced[int(match.group(1)) if match.group(1) else None] = path
+        outputs: dict[int, list[Path]] = {}
+        for frame in range(start, end + 1):
+            source = produced.get(frame) or (produced.get(None) if start == end else None)
+            if source is None:
+                raise RenderFailed(f"povray wrote no image for frame {frame}", log_tail=tail)
+            target = output_dir / f"{frame_stem(frame)}.png"
+            if source != target:
+                source.rename(target)
+            outputs[frame] = [target]
+        return outputs
+
+
+def _first_error(tail: str) -> str:
+    for line in tail.splitlines():
+        if match := ERROR_RE.search(line):
+            return match.group(0).strip()[:200]
+    return tail.splitlines()[-1][:200] if tail.strip() else "no output"

@@ -636,6 +636,9 @@ class Ledger:
         ]
         return sorted(found, key=lambda item: (item[0][3], item[0][4], item[1].stamp))
 
+    def attempts_of_job(self, job: str) -> list[tuple[Key, Attempt]]:
+        return list(self._attempts.get(job, {}).items())
+
     def failures_by(self, job: str, node: str) -> int:
         return sum(1 for key in self._attempts.get(job, {}) if key[5] == node)
 

@@ -1,0 +1,364 @@
+"""The daemon's control facade: what the API, the dashboard and the CLI may ask of a peer.
+
+Implements :class:`peerfarm.control.FarmControl` on top of a :class:`peerfarm.node.Node`:
+submitting (scene checks, asset packing, content-addressing), job actions, status views, logs,
+fetching outputs, thumbnails and video. User mistakes raise ``UsageError`` with one clear line.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import PROTOCOL_VERSION, __version__
+from .control import Action, SubmitRequest
+from .errors import LedgerError, PeerfarmError, UsageError
+from .files.names import safe_join
+from .frames import parse_frames
+from .ledger.model import JobState, SceneRef, Status
+from .node import Node
+from .status import busy_by_peer, frames_view, job_view, logs_view, names_by_id, peer_view
+
+log = logging.getLogger("peerfarm")
+
+RENDERERS = ("blender", "povray", "command")
+
+
+class Farm:
+    """A :class:`~peerfarm.control.FarmControl` over one node."""
+
+    def __init__(self, node: Node, *, farm_id: str = "") -> None:
+        self.node = node
+        self.farm_id = farm_id
+        self._encodes: dict[str, tuple[Path, float | None]] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background work of the facade (encoding when jobs complete)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                await self._encode_finished()
+                gen = self.node.generation
+                await self.node.wait_for_change(gen, 2.0)
+
+    # ----------------------------------------------------------------------------------
+    # views
+
+    def status(self, job: str | None = None) -> dict[str, Any]:
+        node = self.node
+        ledger = node.ledger
+        members = node.members()
+        busy = busy_by_peer(ledger)
+        peers = [peer_view(m, busy) for m in sorted(members, key=lambda m: str(m.meta.get("name")))]
+        slots = sum(p["slots"] for p in peers if p["state"] == "alive")
+        specs = ledger.jobs()
+        if job is not None:
+            specs = [s for s in specs if s.id == self.resolve_job(job)]
+        jobs = [job_view(ledger, s, peer_slots=slots) for s in specs]
+        out: dict[str, Any] = {
+            "node": {
+                "id": node.node_id,
+                "name": node.name,
+                "address": "{}:{}".format(*node.transport.local_address),
+                "farm": self.farm_id,
+                "version": __version__,
+                "protocol": PROTOCOL_VERSION,
+                "digest": ledger.state_digest(),
+            },
+            "peers": peers,
+            "jobs": jobs,
+            "archived": [
+                {"id": jid, **summary} for jid, summary in sorted(ledger.archived().items())
+            ],
+        }
+        if job is not None and specs:
+            out["frames"] = frames_view(ledger, specs[0], names_by_id(members))
+        return out
+
+    def peers(self) -> dict[str, Any]:
+        busy = busy_by_peer(self.node.ledger)
+        return {"peers": [peer_view(m, busy) for m in self.node.members()]}
+
+    def resolve_job(self, ref: str) -> str:
+        return self.node.resolve_job(ref)
+
+    def logs(self, job: str, frame: int) -> dict[str, Any]:
+        job = self.resolve_job(job)
+        spec = self.node.ledger.job(job)
+        assert spec is not None
+        if frame not in spec.frames:
+            raise UsageError(f"frame {frame} is not part of job {spec.name}")
+        names = names_by_id(self.node.members())
+        return logs_view(self.node.ledger, spec, frame, names, self.node.progress_of(job, frame))
+
+    def metrics(self) -> dict[str, Any]:
+        stats = self.node.stats
+        transport = self.node.transport.stats.as_dict()
+        return {
+            "frames_rendered": stats.frames_rendered,
+            "frames_failed": stats.frames_failed,
+            "frames_duplicated": stats.duplicate_frames,
+            "frames_lost": stats.frames_lost,
+            "lease_takeovers": stats.takeovers,
+            "render_seconds": stats.render_seconds,
+            "render_seconds_by_peer": dict(stats.render_seconds_by_peer),
+            "deltas_sent": stats.deltas_sent,
+            "deltas_received": stats.deltas_received,
+            "syncs": stats.syncs,
+            "sync_failures": stats.sync_failures,
+            "bad_messages": stats.bad_messages,
+            "delivered": stats.delivered,
+            "transfer_bytes": stats.transfer_bytes,
+            **{f"transport_{k}": v for k, v in transport.items()},
+        }
+
+    async def wait_for_change(self, since: int, timeout: float) -> int:
+        return await self.node.wait_for_change(since, timeout)
+
+    # ----------------------------------------------------------------------------------
+    # submit
+
+    async def submit(self, request: SubmitRequest) -> dict[str, Any]:
+        scene = Path(request.scene).expanduser()
+        if not scene.exists():
+            raise UsageError(f"scene not found: {scene}")
+        if scene.is_file():
+            try:
+                with scene.open("rb") as fh:
+                    fh.read(1)
+            except OSError as exc:
+                raise UsageError(f"cannot read the scene {scene}: {exc.strerror}") from None
+        frames = parse_frames(request.frames)
+        renderer = request.renderer or _renderer_for(scene)
+        if renderer not in RENDERERS:
+            raise UsageError(f"unknown renderer {renderer!r}: choose one of {', '.join(RENDERERS)}")
+        if request.chunk < 1:
+            raise UsageError("--chunk must be at least 1")
+        name = (request.name or scene.stem or "job")[:200]
+        cwd = request.cwd or Path.cwd()
+        output = request.output or (cwd / "peerfarm-out" / _safe_folder(name))
+        output = output if output.is_absolute() else cwd / output
+        options = dict(request.options)
+        if request.allow_scripts:
+            options["allow_scripts"] = True
+        if request.fps:
+            options["fps"] = request.fps
+        with tempfile.TemporaryDirectory(dir=self.node.data_dir) as tmp:
+            main, assets, extra = await trio.to_thread.run_sync(
+                _prepare_scene, scene, renderer, Path(tmp)
+            )
+            options.update(extra)
+            store = self.node.store
+            digest = await trio.to_thread.run_sync(store.put_file, main)
+            scene_ref = SceneRef(bytes.fromhex(digest), main.name, main.stat().st_size)
+            asset_refs = []
+            for rel, path in assets:
+                d = await trio.to_thread.run_sync(store.put_file, path)
+                asset_refs.append(SceneRef(bytes.fromhex(d), rel, path.stat().st_size))
+        ledger = self.node.ledger
+        try:
+            spec = ledger.new_job(
+                name=name,
+                submitter_name=self.node.name,
+                renderer=renderer,
+                options=options,
+                scene=scene_ref,
+                assets=asset_refs,
+                frames=frames,
+                wall_ms=self.node.parts.wall_ms(),
+                chunk=request.chunk,
+                output=str(output),
+                retries=request.retries,
+                priority=request.priority,
+            )
+        except PeerfarmError as exc:
+            raise UsageError(f"cannot submit: {exc}") from None
+        await self.node.publish(ledger.submit(spec))
+        if request.encode is not None:
+            self._encodes[spec.id] = (request.encode, request.fps)
+        capable = self.node.capable_peers(spec)
+        log.info(
+            "job submitted: %s (%s), %d frames, %s", spec.name, spec.id[:8], len(frames), renderer
+        )
+        return {
+            "job": spec.id,
+            "name": spec.name,
+            "frames": len(frames),
+            "renderer": renderer,
+            "output": str(output),
+            "capable_peers": len(capable),
+        }
+
+    # ----------------------------------------------------------------------------------
+    # actions
+
+    async def act(self, job: str, action: Action, frames: str | None = None) -> dict[str, Any]:
+        job = self.resolve_job(job)
+        ledger = self.node.ledger
+        wall = self.node.parts.wall_ms()
+        try:
+            if action == "cancel":
+                deltas = ledger.cancel(job, wall)
+            elif action == "pause":
+                deltas = ledger.pause(job, wall)
+            elif action == "resume":
+                deltas = ledger.resume(job, wall)
+            elif action == "retry":
+                chosen = parse_frames(frames) if frames else None
+                deltas = ledger.retry(job, chosen, wall)
+            else:
+                raise UsageError(f"unknown action {action!r}")
+        except LedgerError as exc:
+            raise UsageError(str(exc)) from None
+        await self.node.publish(deltas)
+        spec = ledger.job(job)
+        log.info("job %s: %s", action, spec.name if spec else job)
+        return {
+            "job": job,
+            "action": action,
+            "state": ledger.job_state(job).value,
+            "changed": len(deltas),
+        }
+
+    async def fetch(self, job: str, dest: Path) -> dict[str, Any]:
+        job = self.resolve_job(job)
+        spec = self.node.ledger.job(job)
+        assert spec is not None
+        dest.mkdir(parents=True, exist_ok=True)
+        written = []
+        for _frame, record in sorted(self.node.ledger.frame_records(job).items()):
+            if record.status != Status.DONE:
+                continue
+            for output in record.outputs:
+                blob = await self.node.ensure_blob(output.digest.hex(), prefer=record.node)
+                target = safe_join(dest, output.name)
+                await trio.to_thread.run_sync(shutil.copyfile, blob, target)
+                written.append(str(target))
+        return {"job": job, "dest": str(dest), "files": len(written)}
+
+    async def output_file(self, job: str, frame: int, index: int = 0) -> Path | None:
+        job = self.resolve_job(job)
+        record = self.node.ledger.frame(job, frame)
+        if record.status != Status.DONE or index >= len(record.outputs):
+            return None
+        output = record.outputs[index]
+        return await self.node.ensure_blob(output.digest.hex(), prefer=record.node)
+
+    async def thumbnail(self, job: str, frame: int) -> bytes | None:
+        from .media import make_thumbnail
+
+        path = await self.output_file(job, frame)
+        if path is None:
+            return None
+        thumbs = self.node.data_dir / "thumbs"
+        thumbs.mkdir(exist_ok=True)
+        out = thumbs / f"{path.name}.png"
+        if not out.exists():
+            try:
+                await trio.to_thread.run_sync(make_thumbnail, path, out)
+            except PeerfarmError:
+                return None
+        return out.read_bytes()
+
+    async def encode(self, job: str, out: Path, fps: float | None = None) -> dict[str, Any]:
+        from .media import encode_video
+
+        job = self.resolve_job(job)
+        spec = self.node.ledger.job(job)
+        assert spec is not None
+        frames = []
+        for frame in spec.frames:
+            record = self.node.ledger.frame(job, frame)
+            if record.status == Status.DONE and record.outputs:
+                frames.append(
+                    await self.node.ensure_blob(record.outputs[0].digest.hex(), prefer=record.node)
+                )
+        if not frames:
+            raise UsageError(f"job {spec.name} has no rendered frames to encode yet")
+        rate = fps or float(spec.options.get("fps") or 24)
+        with tempfile.TemporaryDirectory(dir=self.node.data_dir) as tmp:
+            suffix = (
+                Path((spec.frames and self._first_output_name(job)) or "x.png").suffix or ".png"
+            )
+            links = []
+            for i, blob in enumerate(frames):
+                link = Path(tmp) / f"f{i:06d}{suffix}"
+                link.symlink_to(blob)
+                links.append(link)
+            out = out.expanduser().resolve()
+            out.parent.mkdir(parents=True, exist_ok=True)
+            await encode_video(links, out, rate)
+        return {"job": job, "video": str(out), "frames": len(frames), "fps": rate}
+
+    def _first_output_name(self, job: str) -> str:
+        for record in self.node.ledger.frame_records(job).values():
+            if record.outputs:
+                return record.outputs[0].name
+        return "x.png"
+
+    async def _encode_finished(self) -> None:
+        for job, (out, fps) in list(self._encodes.items()):
+            spec = self.node.ledger.job(job)
+            if spec is None:
+                del self._encodes[job]
+                continue
+            if self.node.ledger.job_state(job) != JobState.DONE:
+                continue
+            del self._encodes[job]
+            try:
+                result = await self.encode(job, out, fps)
+                log.info("encoded %s -> %s", spec.name, result["video"])
+            except PeerfarmError as exc:
+                log.error("cannot encode %s: %s", spec.name, exc)
+
+
+def _renderer_for(scene: Path) -> str:
+    from .renderers import renderer_for_scene
+
+    return renderer_for_scene(scene)
+
+
+def _safe_folder(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
+    return cleaned or "job"
+
+
+def _prepare_scene(
+    scene: Path, renderer: str, tmp: Path
+) -> tuple[Path, list[tuple[str, Path]], dict[str, Any]]:
+    """The scene file to store, its assets (relative name, path) and options it implies."""
+    extra: dict[str, Any] = {}
+    if scene.is_dir():
+        archive = tmp / f"{scene.name}.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(scene.rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(scene).as_posix())
+        return archive, [], extra
+    if renderer == "blender" and scene.suffix.lower() == ".blend":
+        from .renderers.scenes import inspect_blend, pack_blend
+
+        info = inspect_blend(scene)
+        extra["blend_version"] = f"{info.version[0]}.{info.version[1]}"
+        packed = pack_blend(scene, tmp / "packed")
+        if packed.missing:
+            raise UsageError(
+                f"{scene.name} uses files that are missing: {', '.join(packed.missing[:5])}"
+                + (" ..." if len(packed.missing) > 5 else "")
+            )
+        root = packed.main.parent
+        assets = [
+            (p.relative_to(root).as_posix(), p)
+            for p in packed.files
+            if p != packed.main and p.is_file()
+        ]
+        return packed.main, assets, extra
+    return scene, [], extra

@@ -1,0 +1,1017 @@
+"""One peer of the farm: the trio services around the pure cores.
+
+Owns the daemon's tasks and nothing else: it reads datagrams and streams, feeds the membership
+table and the ledger, sends what they return, runs renders in free slots, renews leases,
+delivers outputs to this peer when it submitted the job, and persists the ledger. Every rule
+lives in a pure module (``ledger``, ``gossip.membership``, ``scheduler``); this module only
+wires them to the network, the clock and the disk. The parts are injected, so the same node runs
+on real sockets (``peerfarm.daemon``) or on the in-memory network under trio's MockClock.
+
+Task layout (one nursery): datagram reader, membership ticker, push-pull syncer, stream server
+(sync and blob requests), scheduler, lease renewer, deliverer, ledger flusher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import PROTOCOL_VERSION, __version__
+from .errors import (
+    DecodeError,
+    LedgerError,
+    MessageTooLarge,
+    PeerfarmError,
+    RemoteProtocolError,
+    StoreError,
+    TransportError,
+    UsageError,
+)
+from .files.names import safe_join, safe_name
+from .files.store import ContentStore
+from .files.transfer import fetch_blob, serve_blob
+from .gossip.config import GossipConfig
+from .gossip.membership import (
+    Member,
+    MemberAlive,
+    MemberDied,
+    MemberJoined,
+    MemberLeft,
+    Membership,
+    MemberState,
+    MemberSuspected,
+    MemberUpdated,
+    UserBroadcast,
+)
+from .gossip.transport import Address, Stream, Transport
+from .ledger import Ledger, LostClaim, Output, codec
+from .ledger.codec import Delta
+from .ledger.model import FrameRecord, JobSpec, JobState, Status
+from .ledger.store import LedgerStore
+from .renderers.base import Progress, Renderer, RenderFailed, RenderTask
+from .scheduler.leases import LeaseTable
+from .scheduler.planner import Claim, Planner
+
+log = logging.getLogger("peerfarm")
+
+T_LEDGER = "L"  # datagram: fresh ledger deltas pushed at once. Wire name: append-only.
+T_SYNC = "sync"  # stream: push-pull request (membership table + ledger watermarks)
+T_SYNC_REPLY = "sync-r"
+T_DELTAS = "deltas"
+T_END = "end"
+T_GET = "get"  # stream: blob request (peerfarm.files.transfer)
+
+SYNC_BATCH = 1_000  # deltas per stream message
+MAX_PUSH_BYTES = 1_100  # payload budget of an immediate ledger push datagram
+DELIVERY_CONCURRENCY = 8  # outputs fetched at once by a submitting peer
+
+
+@dataclass(slots=True)
+class Running:
+    """A render in progress on this peer."""
+
+    job: str
+    frames: tuple[int, ...]
+    claims: dict[int, FrameRecord]
+    scope: trio.CancelScope
+    started: float
+    progress: Progress | None = None
+    stop_reason: str | None = None
+
+
+@dataclass(slots=True)
+class NodeStats:
+    frames_rendered: int = 0
+    frames_failed: int = 0
+    frames_lost: int = 0  # renders stopped because another peer won the claim
+    takeovers: int = 0
+    render_seconds: float = 0.0
+    deltas_sent: int = 0
+    deltas_received: int = 0
+    syncs: int = 0
+    sync_failures: int = 0
+    bad_messages: int = 0
+    delivered: int = 0
+    delivery_failures: int = 0
+    transfer_bytes: int = 0
+    duplicate_frames: int = 0
+    render_seconds_by_peer: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class NodeParts:
+    """Everything a node needs, built by the daemon (real) or a simulation (fake)."""
+
+    node_id: str
+    name: str
+    config: GossipConfig
+    transport: Transport
+    ledger: Ledger
+    store: ContentStore
+    data_dir: Path
+    renderers: dict[str, Renderer]
+    slots: int = 1
+    tags: Sequence[str] = ()
+    allow_command: bool = False
+    allow_scripts: bool = False
+    ledger_store: LedgerStore | None = None
+    frame_timeout: float | None = None
+    max_failures_per_job: int = 3
+    prefer_home: bool = True
+    wall_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    rng: random.Random = field(default_factory=random.Random)
+    incarnation: int = 0
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+    renderer_versions: dict[str, str] = field(default_factory=dict)
+
+
+class Node:
+    """A peer: gossip, ledger, scheduling, rendering and delivery."""
+
+    def __init__(self, parts: NodeParts) -> None:
+        self.parts = parts
+        self.node_id = parts.node_id
+        self.name = parts.name
+        self.config = parts.config
+        self.transport = parts.transport
+        self.ledger = parts.ledger
+        self.store = parts.store
+        self.data_dir = parts.data_dir
+        self.work_dir = parts.data_dir / "work"
+        self.stats = NodeStats()
+        self.leases = LeaseTable(parts.config.lease_timeout)
+        self.planner = Planner(parts.node_id, prefer_home=parts.prefer_home)
+        self.running: dict[tuple[str, int], Running] = {}
+        self.generation = 0
+        self._changed = trio.Event()
+        self._wake_scheduler = trio.Event()
+        self._wake_deliverer = trio.Event()
+        self._sync_requests: trio.MemorySendChannel[Address]
+        self._sync_receive: trio.MemoryReceiveChannel[Address]
+        self._sync_requests, self._sync_receive = trio.open_memory_channel(64)
+        self._stopping = False
+        self._nursery: trio.Nursery | None = None
+        self._slots = trio.Semaphore(max(1, parts.slots))
+        self._fail_counts: dict[str, int] = {}
+        self._started = trio.current_time()
+        self.membership = Membership(
+            parts.node_id,
+            parts.transport.local_address,
+            self._meta(),
+            parts.config,
+            parts.rng,
+            trio.current_time(),
+            protocol=PROTOCOL_VERSION,
+            incarnation=parts.incarnation,
+        )
+        now = trio.current_time()
+        for spec in self.ledger.jobs():
+            for frame, record in self.ledger.claimed_frames(spec.id):
+                self.leases.observe(spec.id, frame, record, now)
+
+    # ----------------------------------------------------------------------------------
+    # metadata and helpers
+
+    def _meta(self) -> dict[str, Any]:
+        import platform
+        import socket
+
+        renderers = dict(self.parts.renderer_versions)
+        if not self.parts.allow_command:
+            renderers.pop("command", None)
+        meta: dict[str, Any] = {
+            "name": self.name[:64],
+            "slots": self.parts.slots,
+            "renderers": renderers,
+            "cmd": self.parts.allow_command,
+            "host": socket.gethostname()[:64],
+            "os": f"{platform.system()} {platform.release()}"[:64],
+            "py": platform.python_version(),
+            "pf": __version__,
+        }
+        if self.parts.tags:
+            meta["tags"] = list(self.parts.tags)[:8]
+        meta.update(self.parts.extra_meta)
+        return meta
+
+    def _now(self) -> float:
+        return trio.current_time()
+
+    def _wall(self) -> int:
+        return self.parts.wall_ms()
+
+    def _touch(self) -> None:
+        self.generation += 1
+        self._changed.set()
+        self._changed = trio.Event()
+        self._wake_scheduler.set()
+        self._wake_deliverer.set()
+
+    async def wait_for_change(self, since: int, timeout: float) -> int:
+        if self.generation == since:
+            with trio.move_on_after(timeout):
+                await self._changed.wait()
+        return self.generation
+
+    def members(self) -> list[Member]:
+        return self.membership.members()
+
+    def address_of(self, node_id: str) -> Address | None:
+        member = self.membership.get(node_id)
+        return None if member is None else member.address
+
+    # ----------------------------------------------------------------------------------
+    # publishing ledger writes
+
+    async def publish(self, deltas: Sequence[Delta]) -> None:
+        """Spread local writes: pushed at once to a few peers, then piggybacked on gossip."""
+        if not deltas:
+            return
+        self._after_change(deltas)
+        encoded = []
+        for delta in deltas:
+            wire = codec.encode_delta(delta)
+            encoded.append(wire)
+            key = "/".join(str(part) for part in delta[0])
+            try:
+                self.membership.queue_broadcast(key, wire)
+            except MessageTooLarge:
+                # Too big for a datagram (a spec with many assets): push-pull carries it.
+                for member in self._sample_peers(self.config.gossip_fanout):
+                    self._request_sync(member.address)
+        self.stats.deltas_sent += len(encoded)
+        targets = self._sample_peers(self.config.gossip_fanout)
+        if not targets:
+            return
+        for batch in _batches(encoded, MAX_PUSH_BYTES):
+            message = {"t": T_LEDGER, "d": batch}
+            for member in targets:
+                await self._send(member.address, message)
+
+    def _sample_peers(self, k: int) -> list[Member]:
+        peers = [m for m in self.membership.alive_members()]
+        self.parts.rng.shuffle(peers)
+        return peers[:k]
+
+    async def _send(self, address: Address, message: Any) -> None:
+        try:
+            await self.transport.send_datagram(address, message)
+        except MessageTooLarge:
+            log.warning("dropped an oversized datagram to %s:%s", *address)
+        except PeerfarmError as exc:
+            log.debug("send to %s failed: %s", address, exc)
+
+    def _after_change(self, changed: Sequence[Delta]) -> None:
+        """Local bookkeeping for every ledger entry that changed (ours or a peer's)."""
+        now = self._now()
+        for key, value, _origin, _version in changed:
+            kind = key[0]
+            if kind == "F" and isinstance(value, FrameRecord):
+                job, frame = key[1], key[2]
+                self.leases.observe(job, frame, value, now)
+                if value.status not in (Status.CLAIMED, Status.DONE, Status.FAILED):
+                    self.planner.reopened(job)
+                running = self.running.get((job, frame))
+                if running is not None:
+                    mine = running.claims.get(frame)
+                    if value.status != Status.DONE and (
+                        mine is None
+                        or value.node != self.node_id
+                        or value.attempt != mine.attempt
+                        or value.epoch != mine.epoch
+                    ):
+                        self._stop(running, "lost")
+            elif kind in ("C", "Z", "X"):
+                job = key[1]
+                if kind == "X" or self.ledger.job_state(job) in (
+                    JobState.CANCELLED,
+                    JobState.PAUSED,
+                ):
+                    for running in list(self.running.values()):
+                        if running.job == job:
+                            self._stop(running, "cancelled" if kind != "Z" else "paused")
+                if kind == "X":
+                    self.leases.forget_job(job)
+                    self.planner.forget(job)
+            elif kind == "J":
+                self.planner.forget(key[1])
+        self._touch()
+
+    def _stop(self, running: Running, reason: str) -> None:
+        if running.stop_reason is None:
+            running.stop_reason = reason
+            running.scope.cancel()
+
+    def merge(self, deltas: Sequence[Delta]) -> list[Delta]:
+        changed = self.ledger.merge(deltas, self._wall())
+        self.stats.deltas_received += len(deltas)
+        if changed:
+            self._after_change(changed)
+        return changed
+
+    # ----------------------------------------------------------------------------------
+    # the daemon
+
+    async def run(
+        self,
+        *,
+        seeds: Sequence[Address] = (),
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run every service until cancelled; leave the farm gracefully when stopped."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.transport.serve_streams, self._serve_stream)
+                nursery.start_soon(self._datagram_loop)
+                nursery.start_soon(self._tick_loop)
+                nursery.start_soon(self._sync_loop)
+                nursery.start_soon(self._schedule_loop)
+                nursery.start_soon(self._renew_loop)
+                nursery.start_soon(self._deliver_loop)
+                nursery.start_soon(self._flush_loop)
+                if seeds:
+                    await self.join(seeds)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                self._flush()
+
+    async def join(self, seeds: Sequence[Address]) -> None:
+        for out in self.membership.join(list(seeds), self._now()):
+            await self._send(*out)
+        for seed in seeds:
+            self._request_sync(seed)
+
+    def _request_sync(self, address: Address) -> None:
+        with contextlib.suppress(trio.WouldBlock):
+            self._sync_requests.send_nowait(address)
+
+    async def leave(self, grace: float = 2.0) -> None:
+        """Graceful stop: render nothing new, hand back claims, announce the leave."""
+        self._stopping = True
+        for running in list(self.running.values()):
+            self._stop(running, "stopping")
+        with trio.move_on_after(grace):
+            while self.running:
+                await trio.sleep(0.01)
+        released: list[Delta] = []
+        for spec in self.ledger.jobs():
+            mine = [
+                (f, r) for f, r in self.ledger.claimed_frames(spec.id) if r.node == self.node_id
+            ]
+            if mine:
+                released += self.ledger.release(spec.id, mine, self._wall())
+        if released:
+            await self.publish(released)
+        for out in self.membership.leave(self._now()):
+            await self._send(*out)
+        # Give the leave a moment to go out (and be relayed) before sockets close.
+        await trio.sleep(min(0.2, self.config.gossip_interval))
+        for out in self.membership.tick(self._now()):
+            await self._send(*out)
+        self._flush()
+
+    # ----------------------------------------------------------------------------------
+    # gossip
+
+    async def _datagram_loop(self) -> None:
+        while True:
+            datagram = await self.transport.receive_datagram()
+            try:
+                await self._on_datagram(datagram.sender, datagram.message)
+            except RemoteProtocolError as exc:
+                self.stats.bad_messages += 1
+                log.debug("dropped a bad message from %s: %s", datagram.sender, exc)
+            except Exception:  # the daemon never dies from a message
+                self.stats.bad_messages += 1
+                log.exception("error while handling a message from %s", datagram.sender)
+
+    async def _on_datagram(self, sender: Address, message: Any) -> None:
+        if isinstance(message, dict) and message.get("t") == T_LEDGER:
+            deltas = codec.decode_deltas(message.get("d"), max_count=1_000)
+            self.merge(deltas)
+            return
+        outs = self.membership.receive(sender, message, self._now())
+        for out in outs:
+            await self._send(*out)
+        await self._membership_events()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            deadline = self.membership.next_deadline()
+            now = self._now()
+            wait = min(max(0.0, deadline - now), self.config.gossip_interval)
+            await trio.sleep(wait)
+            for out in self.membership.tick(self._now()):
+                await self._send(*out)
+            await self._membership_events()
+
+    async def _membership_events(self) -> None:
+        for event in self.membership.drain_events():
+            if isinstance(event, UserBroadcast):
+                try:
+                    self.merge([codec.decode_delta(event.payload)])
+                except DecodeError as exc:
+                    self.stats.bad_messages += 1
+                    log.debug("dropped a bad ledger broadcast: %s", exc)
+                continue
+            member = event.member
+            label = f"{member.meta.get('name', member.node_id[:8])} ({member.node_id[:8]})"
+            if isinstance(event, MemberJoined):
+                log.info("peer joined: %s at %s:%s", label, *member.address)
+                self._request_sync(member.address)
+            elif isinstance(event, MemberAlive):
+                log.info("peer alive again: %s", label)
+                self._request_sync(member.address)
+            elif isinstance(event, MemberSuspected):
+                log.info("peer suspected: %s", label)
+            elif isinstance(event, MemberDied):
+                log.warning("peer died: %s", label)
+            elif isinstance(event, MemberLeft):
+                log.info("peer left: %s", label)
+            elif isinstance(event, MemberUpdated):
+                log.debug("peer updated: %s", label)
+            if member.protocol != PROTOCOL_VERSION:
+                log.warning(
+                    "peer %s speaks protocol %s, this peer %s",
+                    label,
+                    member.protocol,
+                    PROTOCOL_VERSION,
+                )
+            self._touch()
+
+    async def _sync_loop(self) -> None:
+        next_periodic = self._now() + self.config.push_pull_interval * self.parts.rng.uniform(
+            0.5, 1.0
+        )
+        while True:
+            address: Address | None = None
+            with trio.move_on_at(next_periodic):
+                address = await self._sync_receive.receive()
+            if address is None:
+                next_periodic = self._now() + self.config.push_pull_interval
+                peers = self._sample_peers(1)
+                if not peers:
+                    continue
+                address = peers[0].address
+            try:
+                await self.push_pull(address)
+            except PeerfarmError as exc:
+                self.stats.sync_failures += 1
+                log.debug("push-pull with %s:%s failed: %s", *address, exc)
+
+    async def push_pull(self, address: Address) -> None:
+        """Full anti-entropy with one peer: member tables and the ledger, both ways."""
+        with trio.fail_after(self.config.stream_timeout * 3):
+            stream = await self.transport.connect(address, timeout=self.config.stream_timeout)
+            try:
+                await stream.send(
+                    {
+                        "t": T_SYNC,
+                        "m": self.membership.push_pull_state(),
+                        "w": self.ledger.watermarks(),
+                    }
+                )
+                reply = await stream.receive(timeout=self.config.stream_timeout)
+                if not isinstance(reply, dict) or reply.get("t") != T_SYNC_REPLY:
+                    raise DecodeError("unexpected reply to a sync request")
+                self.membership.merge_push_pull(reply.get("m"), self._now())
+                their_marks = codec.decode_watermarks(reply.get("w"))
+                await self._receive_deltas(stream)
+                self.ledger.absorb_watermarks(their_marks)
+                await self._send_deltas(stream, their_marks)
+            finally:
+                await stream.aclose()
+        self.stats.syncs += 1
+        await self._membership_events()
+
+    async def _send_deltas(self, stream: Stream, marks: dict[str, int]) -> None:
+        batch: list[Any] = []
+        for delta in self.ledger.deltas_since(marks):
+            batch.append(codec.encode_delta(delta))
+            if len(batch) >= SYNC_BATCH:
+                await stream.send({"t": T_DELTAS, "d": batch})
+                batch = []
+                await trio.lowlevel.checkpoint()
+        if batch:
+            await stream.send({"t": T_DELTAS, "d": batch})
+        await stream.send({"t": T_END})
+
+    async def _receive_deltas(self, stream: Stream) -> None:
+        while True:
+            message = await stream.receive(timeout=self.config.stream_timeout)
+            if not isinstance(message, dict):
+                raise DecodeError("expected a map")
+            if message.get("t") == T_END:
+                return
+            if message.get("t") != T_DELTAS:
+                raise DecodeError(f"unexpected message {message.get('t')!r} in a sync")
+            self.merge(codec.decode_deltas(message.get("d"), max_count=SYNC_BATCH))
+
+    async def _serve_stream(self, stream: Stream) -> None:
+        try:
+            while True:
+                try:
+                    request = await stream.receive(timeout=self.config.stream_timeout * 6)
+                except TransportError:
+                    return
+                if not isinstance(request, dict):
+                    raise DecodeError("expected a map")
+                kind = request.get("t")
+                if kind == T_SYNC:
+                    self.membership.merge_push_pull(request.get("m"), self._now())
+                    their_marks = codec.decode_watermarks(request.get("w"))
+                    await stream.send(
+                        {
+                            "t": T_SYNC_REPLY,
+                            "m": self.membership.push_pull_state(),
+                            "w": self.ledger.watermarks(),
+                        }
+                    )
+                    await self._send_deltas(stream, their_marks)
+                    await self._receive_deltas(stream)
+                    self.ledger.absorb_watermarks(their_marks)
+                    self.stats.syncs += 1
+                    await self._membership_events()
+                    return
+                if kind == T_GET:
+                    await serve_blob(stream, self.store, request)
+                    continue
+                raise DecodeError(f"unknown stream request {kind!r}")
+        except RemoteProtocolError as exc:
+            self.stats.bad_messages += 1
+            log.debug("bad stream from %s: %s", stream.remote, exc)
+        finally:
+            await stream.aclose()
+
+    # ----------------------------------------------------------------------------------
+    # scheduling and rendering
+
+    def capable_peers(self, spec: JobSpec) -> list[str]:
+        """The job's home set: peers that can render it and have not left (dead: for a while)."""
+        now = self._now()
+        banned = self.ledger.banned(spec.id)
+        out = []
+        for member in self.membership.members():
+            if member.state == MemberState.LEFT:
+                continue
+            if (
+                member.state == MemberState.DEAD
+                and now - member.state_since > self.config.home_grace
+            ):
+                continue
+            if member.node_id in banned:
+                continue
+            if member.node_id == self.node_id and self._stopping:
+                continue
+            renderers = member.meta.get("renderers", {})
+            if not isinstance(renderers, dict) or spec.renderer not in renderers:
+                continue
+            if spec.renderer == "command" and not member.meta.get("cmd"):
+                continue
+            if not _version_ok(spec, renderers.get(spec.renderer)):
+                continue
+            out.append(member.node_id)
+        return out
+
+    def _gone(self) -> list[str]:
+        return [
+            m.node_id
+            for m in self.membership.members()
+            if m.state in (MemberState.DEAD, MemberState.LEFT)
+        ]
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            self._wake_scheduler = trio.Event()
+            await self._schedule_once()
+            next_expiry = self.leases.next_expiry(exclude=self.node_id)
+            timeout = 1.0 if next_expiry is None else max(0.01, next_expiry - self._now() + 0.01)
+            with trio.move_on_after(min(timeout, 1.0)):
+                await self._wake_scheduler.wait()
+
+    async def _schedule_once(self) -> None:
+        if self._stopping or self._nursery is None:
+            return
+        free = self._slots.value
+        if free <= 0:
+            return
+        now = self._now()
+        expired = self.leases.expired(now, gone=self._gone(), exclude=self.node_id)
+        capable = {}
+        for spec in self.ledger.jobs():
+            if self.ledger.job_state(spec.id) == JobState.ACTIVE:
+                capable[spec.id] = self.capable_peers(spec)
+        busy = list(self.running)
+        claims = self.planner.plan(
+            self.ledger, free_slots=free, capable=capable, expired=expired, busy=busy
+        )
+        for claim in claims:
+            try:
+                deltas = self.ledger.claim(
+                    claim.job, claim.frames, self._wall(), takeover=claim.takeover
+                )
+            except LedgerError as exc:
+                log.debug("claim of %s %s failed: %s", claim.job, claim.frames, exc)
+                continue
+            if claim.takeover:
+                self.stats.takeovers += len(claim.frames)
+            records = {d[0][2]: d[1] for d in deltas if isinstance(d[1], FrameRecord)}
+            await self._slots.acquire()
+            running = Running(claim.job, claim.frames, records, trio.CancelScope(), self._now())
+            for frame in claim.frames:
+                self.running[(claim.job, frame)] = running
+            await self.publish(deltas)
+            log.info(
+                "claimed %s frame%s %s%s",
+                self._job_label(claim.job),
+                "s" if len(claim.frames) > 1 else "",
+                _frames_text(claim.frames),
+                " (takeover)" if claim.takeover else "" if claim.home else " (stolen)",
+            )
+            self._nursery.start_soon(self._render, running, claim)
+
+    def _job_label(self, job: str) -> str:
+        spec = self.ledger.job(job)
+        return f"{spec.name} ({job[:8]})" if spec else job[:8]
+
+    async def _render(self, running: Running, claim: Claim) -> None:
+        spec = self.ledger.job(claim.job)
+        started = self._now()
+        try:
+            if spec is not None:
+                await self._render_guarded(spec, running)
+        finally:
+            for frame in running.frames:
+                if self.running.get((running.job, frame)) is running:
+                    del self.running[(running.job, frame)]
+            self._slots.release()
+            self.stats.render_seconds += self._now() - started
+            self._touch()
+
+    async def _render_guarded(self, spec: JobSpec, running: Running) -> None:
+        """Render, and turn every way a render can end into the right ledger record."""
+        try:
+            with running.scope:
+                timeout = self.parts.frame_timeout
+                with trio.fail_after(timeout * len(running.frames) if timeout else math.inf):
+                    await self._render_frames(spec, running)
+            if running.stop_reason is not None:
+                await self._after_stop(spec, running)
+        except trio.TooSlowError:
+            reason = f"timed out after {self.parts.frame_timeout:g} s per frame"
+            await self._record_failure(spec, running, reason, "")
+        except RenderFailed as exc:
+            await self._record_failure(spec, running, exc.reason, exc.log_tail)
+        except (StoreError, TransportError, RemoteProtocolError, OSError) as exc:
+            await self._record_failure(spec, running, f"{type(exc).__name__}: {exc}", "")
+        except LostClaim as exc:
+            self.stats.frames_lost += 1
+            log.info("%s", exc)
+
+    async def _after_stop(self, spec: JobSpec, running: Running) -> None:
+        reason = running.stop_reason
+        if reason == "lost":
+            self.stats.frames_lost += 1
+            log.info(
+                "stopped %s %s: another peer owns it", self._job_label(spec.id), running.frames
+            )
+        elif reason in ("paused", "stopping"):
+            mine = [(f, c) for f, c in running.claims.items()]
+            await self.publish(self.ledger.release(spec.id, mine, self._wall()))
+        elif reason == "cancelled":
+            log.info("stopped %s: cancelled", self._job_label(spec.id))
+
+    async def _render_frames(self, spec: JobSpec, running: Running) -> None:
+        renderer = self.parts.renderers.get(spec.renderer)
+        if renderer is None:
+            raise RenderFailed(f"renderer {spec.renderer!r} is not available on {self.name}")
+        scene = await self._materialize_scene(spec)
+        out_dir = (
+            self.work_dir
+            / spec.id
+            / f"out-{running.frames[0]}-{self.parts.rng.getrandbits(32):08x}"
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            task = RenderTask(
+                job_id=spec.id,
+                frames=running.frames,
+                scene=scene,
+                scene_name=spec.scene.name,
+                options={
+                    **spec.options,
+                    "frames_total": spec.frame_count,
+                    "frame_first": spec.frames[0],
+                },
+                output_dir=out_dir,
+                work_dir=self.work_dir / spec.id,
+                allow_scripts=(spec.renderer == "command" and self.parts.allow_command)
+                or (bool(spec.options.get("allow_scripts")) and self.parts.allow_scripts),
+            )
+
+            def on_progress(progress: Progress) -> None:
+                running.progress = progress
+
+            result = await renderer.render(task, on_progress=on_progress)
+            per_frame = result.seconds / max(1, len(running.frames))
+            deltas: list[Delta] = []
+            for frame in running.frames:
+                files = result.outputs.get(frame, [])
+                outputs = []
+                for path in files:
+                    digest = await trio.to_thread.run_sync(self.store.put_file, path)
+                    name = safe_name(path.name)
+                    outputs.append(Output(name, bytes.fromhex(digest), path.stat().st_size))
+                try:
+                    deltas += self.ledger.complete(
+                        spec.id, frame, running.claims[frame], outputs, per_frame
+                    )
+                except LostClaim:
+                    self.stats.duplicate_frames += 1
+                    continue
+                self.stats.frames_rendered += 1
+                self.stats.render_seconds_by_peer[self.name] = (
+                    self.stats.render_seconds_by_peer.get(self.name, 0.0) + per_frame
+                )
+            await self.publish(deltas)
+            log.info(
+                "rendered %s frame%s %s in %.2f s",
+                self._job_label(spec.id),
+                "s" if len(running.frames) > 1 else "",
+                _frames_text(running.frames),
+                result.seconds,
+            )
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+    async def _record_failure(
+        self, spec: JobSpec, running: Running, reason: str, tail: str
+    ) -> None:
+        deltas: list[Delta] = []
+        seconds = self._now() - running.started
+        for frame, claim in running.claims.items():
+            try:
+                deltas += self.ledger.fail(
+                    spec.id, frame, claim, reason, tail, seconds, self._wall()
+                )
+            except LostClaim:
+                continue
+            self.stats.frames_failed += 1
+        self._fail_counts[spec.id] = self._fail_counts.get(spec.id, 0) + 1
+        log.warning(
+            "%s frames %s failed: %s",
+            self._job_label(spec.id),
+            _frames_text(running.frames),
+            reason,
+        )
+        if self._fail_counts[
+            spec.id
+        ] >= self.parts.max_failures_per_job and self.node_id not in self.ledger.banned(spec.id):
+            why = f"failed {self._fail_counts[spec.id]} times on {self.name}: {reason}"
+            deltas += self.ledger.ban(spec.id, why, self._wall())
+            log.warning("stopped taking %s: %s", self._job_label(spec.id), why)
+        await self.publish(deltas)
+
+    async def _materialize_scene(self, spec: JobSpec) -> Path:
+        """The scene (and its assets) as local files under the job's work folder."""
+        job_dir = self.work_dir / spec.id / "scene"
+        scene_path = safe_join(job_dir, safe_name(Path(spec.scene.name).name))
+        if scene_path.exists():
+            return scene_path
+        job_dir.mkdir(parents=True, exist_ok=True)
+        for ref, target in [(spec.scene, scene_path)] + [
+            (a, _asset_path(job_dir, a.name)) for a in spec.assets
+        ]:
+            digest = ref.digest.hex()
+            blob = await self.ensure_blob(digest, prefer=spec.submitted_by)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".part")
+            await trio.to_thread.run_sync(shutil.copyfile, blob, tmp)
+            tmp.replace(target)
+        return scene_path
+
+    async def ensure_blob(self, digest: str, *, prefer: str | None = None) -> Path:
+        """The local path of a blob, fetched from a peer that has it if needed."""
+        if self.store.has(digest):
+            return self.store.path(digest)
+        candidates: list[str] = []
+        if prefer and prefer != self.node_id:
+            candidates.append(prefer)
+        others = [m.node_id for m in self.membership.alive_members() if m.node_id not in candidates]
+        self.parts.rng.shuffle(others)
+        candidates += others
+        errors = []
+        for node_id in candidates:
+            address = self.address_of(node_id)
+            if address is None:
+                continue
+
+            async def connect(address: Address = address) -> Stream:
+                return await self.transport.connect(address, timeout=self.config.stream_timeout)
+
+            try:
+                path = await fetch_blob(
+                    connect, digest, self.store, timeout=self.config.stream_timeout
+                )
+                self.stats.transfer_bytes += path.stat().st_size
+                return path
+            except PeerfarmError as exc:
+                errors.append(f"{node_id[:8]}: {exc}")
+        raise StoreError(
+            f"no peer could provide {digest[:12]}" + (f" ({'; '.join(errors)})" if errors else "")
+        )
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.lease_renew_interval)
+            deltas: list[Delta] = []
+            for running in {id(r): r for r in self.running.values()}.values():
+                try:
+                    renewed = self.ledger.renew(running.job, list(running.claims.items()))
+                except LostClaim:
+                    self._stop(running, "lost")
+                    continue
+                for delta in renewed:
+                    record = delta[1]
+                    if isinstance(record, FrameRecord):
+                        running.claims[delta[0][2]] = record
+                deltas += renewed
+            await self.publish(deltas)
+
+    # ----------------------------------------------------------------------------------
+    # delivery to the submitter
+
+    async def _deliver_loop(self) -> None:
+        while True:
+            self._wake_deliverer = trio.Event()
+            try:
+                await self._deliver_once()
+            except PeerfarmError as exc:
+                log.debug("delivery round failed: %s", exc)
+            with trio.move_on_after(1.0):
+                await self._wake_deliverer.wait()
+
+    async def _deliver_once(self) -> None:
+        """Bring every done frame of the jobs this peer submitted into its output folder."""
+        todo = []
+        for spec in self.ledger.jobs():
+            if spec.submitted_by != self.node_id:
+                continue
+            for frame, record in list(self.ledger.frame_records(spec.id).items()):
+                if record.status == Status.DONE and not self.ledger.delivered(spec.id, frame):
+                    todo.append((spec, frame, record))
+        if not todo:
+            return
+        limit = trio.Semaphore(DELIVERY_CONCURRENCY)
+        delivered: list[tuple[JobSpec, int, FrameRecord]] = []
+
+        async def deliver(spec: JobSpec, frame: int, record: FrameRecord) -> None:
+            async with limit:
+                try:
+                    await self._deliver_frame(spec, record)
+                except (PeerfarmError, OSError) as exc:
+                    self.stats.delivery_failures += 1
+                    log.warning(
+                        "cannot deliver %s frame %s yet: %s", self._job_label(spec.id), frame, exc
+                    )
+                    return
+                delivered.append((spec, frame, record))
+
+        async with trio.open_nursery() as nursery:
+            for item in todo:
+                nursery.start_soon(deliver, *item)
+        deltas: list[Delta] = []
+        for spec, frame, record in delivered:
+            deltas += self.ledger.mark_delivered(spec.id, frame, record.epoch, self._wall())
+            self.stats.delivered += 1
+        await self.publish(deltas)
+        for spec in {id(s): s for s, _f, _r in delivered}.values():
+            counts = self.ledger.counts(spec.id)
+            if counts.done == counts.total and all(
+                self.ledger.delivered(spec.id, f) for f in spec.frames
+            ):
+                log.info(
+                    "job done: %s, every frame delivered to %s",
+                    self._job_label(spec.id),
+                    spec.output,
+                )
+
+    async def _deliver_frame(self, spec: JobSpec, record: FrameRecord) -> None:
+        if not record.outputs:
+            return
+        folder = Path(spec.output)
+        folder.mkdir(parents=True, exist_ok=True)
+        for output in record.outputs:
+            target = safe_join(folder, output.name)
+            blob = await self.ensure_blob(output.digest.hex(), prefer=record.node)
+            if target.exists() and target.stat().st_size == output.size:
+                continue
+            tmp = target.with_name(f".{target.name}.part")
+            await trio.to_thread.run_sync(shutil.copyfile, blob, tmp)
+            tmp.replace(target)
+
+    # ----------------------------------------------------------------------------------
+    # persistence
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await trio.sleep(0.25)
+            if self.parts.ledger_store is not None:
+                try:
+                    await trio.to_thread.run_sync(self._flush)
+                except LedgerError as exc:
+                    log.error("%s", exc)
+
+    def _flush(self) -> None:
+        if self.parts.ledger_store is not None:
+            self.parts.ledger_store.flush(self.ledger)
+
+    # ----------------------------------------------------------------------------------
+    # queries for interfaces
+
+    def progress_of(self, job: str, frame: int) -> str | None:
+        running = self.running.get((job, frame))
+        if running is None or running.progress is None:
+            return None
+        return running.progress.message
+
+    def check_submit(self, spec: JobSpec) -> None:
+        if not any(self.capable_peers(spec)):
+            log.warning("no peer can render %s jobs yet; it waits for one", spec.renderer)
+
+    def resolve_job(self, ref: str) -> str:
+        ref = ref.strip()
+        specs = self.ledger.jobs()
+        exact = [s.id for s in specs if s.id == ref]
+        if exact:
+            return exact[0]
+        by_prefix = [s.id for s in specs if ref and s.id.startswith(ref)]
+        by_name = [s.id for s in specs if s.name == ref]
+        matches = list(dict.fromkeys(by_prefix + by_name))
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise UsageError(f"no job {ref!r}: see `peerfarm status` for the jobs of this farm")
+        raise UsageError(
+            f"{ref!r} matches {len(matches)} jobs ({', '.join(m[:8] for m in matches)}): "
+            "use more of the id"
+        )
+
+
+def _version_ok(spec: JobSpec, version: Any) -> bool:
+    need = spec.options.get("blend_version")
+    if spec.renderer != "blender" or not need or not isinstance(version, str):
+        return True
+    try:
+        have = tuple(int(p) for p in version.split(".")[:2])
+        want = tuple(int(p) for p in str(need).split(".")[:2])
+    except ValueError:
+        return True
+    return have >= want
+
+
+def _asset_path(job_dir: Path, relative: str) -> Path:
+    parts = [safe_name(p) for p in relative.replace("\\", "/").split("/") if p]
+    if not parts:
+        raise RemoteProtocolError(f"bad asset path {relative!r}")
+    path = job_dir
+    for part in parts[:-1]:
+        path = safe_join(path, part)
+    return safe_join(path, parts[-1])
+
+
+def _frames_text(frames: Sequence[int]) -> str:
+    from .frames import format_frames
+
+    return format_frames(frames)
+
+
+def _batches(items: list[Any], budget: int) -> list[list[Any]]:
+    out: list[list[Any]] = []
+    batch: list[Any] = []
+    size = 0
+    for item in items:
+        n = len(codec.packb(item))
+        if batch and size + n > budget:
+            out.append(batch)
+            batch, size = [], 0
+        if n > budget:
+            continue  # too big for a datagram: the broadcast/push-pull path carries it
+        batch.append(item)
+        size += n
+    if batch:
+        out.append(batch)
+    return out

@@ -1,0 +1,173 @@
+"""The farm as people and scripts see it: pure views over a ledger and a member table.
+
+Builds the JSON documented in :mod:`peerfarm.control` (``status``, ``status JOB``, ``peers``,
+``logs``). No I/O: the node passes in what it knows, including its monotonic ``now``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .gossip.membership import Member, MemberState
+from .ledger import Ledger
+from .ledger.hlc import to_seconds
+from .ledger.model import JobSpec, Status
+
+PEER_STATES = {
+    MemberState.ALIVE: "alive",
+    MemberState.SUSPECT: "suspect",
+    MemberState.DEAD: "dead",
+    MemberState.LEFT: "left",
+}
+FRAME_STATES = {
+    Status.PENDING: "pending",
+    Status.RELEASED: "pending",
+    Status.RETRYING: "pending",
+    Status.CLAIMED: "rendering",
+    Status.DONE: "done",
+    Status.FAILED: "failed",
+}
+
+
+def peer_view(member: Member, busy: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    meta = member.meta
+    rendering = busy.get(member.node_id, [])
+    return {
+        "id": member.node_id,
+        "name": str(meta.get("name", member.node_id[:8])),
+        "address": f"{member.address[0]}:{member.address[1]}",
+        "state": PEER_STATES.get(member.state, "unknown"),
+        "slots": int(meta.get("slots", 1)),
+        "busy": len(rendering),
+        "renderers": dict(meta.get("renderers", {})),
+        "host": meta.get("host", ""),
+        "os": meta.get("os", ""),
+        "python": meta.get("py", ""),
+        "peerfarm": meta.get("pf", ""),
+        "protocol": member.protocol,
+        "tags": list(meta.get("tags", [])),
+        "allow_command": bool(meta.get("cmd", False)),
+        "rendering": rendering,
+    }
+
+
+def busy_by_peer(ledger: Ledger) -> dict[str, list[dict[str, Any]]]:
+    """What every peer is rendering, from the ledger's live claims."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for spec in ledger.jobs():
+        for frame, record in ledger.claimed_frames(spec.id):
+            out.setdefault(record.node, []).append(
+                {"job": spec.id, "name": spec.name, "frame": frame}
+            )
+    return out
+
+
+def names_by_id(members: Sequence[Member]) -> dict[str, str]:
+    return {m.node_id: str(m.meta.get("name", m.node_id[:8])) for m in members}
+
+
+def job_view(
+    ledger: Ledger, spec: JobSpec, *, peer_slots: int, render_rate: float | None = None
+) -> dict[str, Any]:
+    counts = ledger.counts(spec.id)
+    records = ledger.frame_records(spec.id)
+    seconds = [r.seconds for r in records.values() if r.status == Status.DONE]
+    delivered = sum(
+        1 for f, r in records.items() if r.status == Status.DONE and ledger.delivered(spec.id, f)
+    )
+    eta = None
+    remaining = counts.pending + counts.rendering
+    if remaining and seconds and peer_slots > 0:
+        mean = sum(seconds) / len(seconds)
+        eta = round(remaining * mean / peer_slots, 1)
+    elif remaining == 0:
+        eta = 0.0
+    return {
+        "id": spec.id,
+        "name": spec.name,
+        "state": ledger.job_state(spec.id).value,
+        "priority": ledger.priority(spec.id),
+        "frames_total": counts.total,
+        "frames_done": counts.done,
+        "frames_failed": counts.failed,
+        "frames_rendering": counts.rendering,
+        "frames_pending": counts.pending,
+        "frames_delivered": delivered,
+        "submitted_by": spec.submitter_name,
+        "submitted_by_id": spec.submitted_by,
+        "submitted_at": to_seconds(spec.stamp),
+        "output": spec.output,
+        "renderer": spec.renderer,
+        "scene": spec.scene.name,
+        "chunk": spec.chunk,
+        "eta_seconds": eta,
+        "seconds_rendered": round(sum(seconds), 3),
+        "banned": ledger.banned(spec.id),
+    }
+
+
+def frames_view(ledger: Ledger, spec: JobSpec, names: Mapping[str, str]) -> list[dict[str, Any]]:
+    out = []
+    records = ledger.frame_records(spec.id)
+    failures: dict[int, int] = {}
+    for key, _attempt in ledger.attempts_of_job(spec.id):
+        failures[key[2]] = failures.get(key[2], 0) + 1
+    for frame in spec.frames:
+        record = records.get(frame)
+        if record is None:
+            out.append(
+                {
+                    "frame": frame,
+                    "state": "pending",
+                    "peer": None,
+                    "attempts": 0,
+                    "seconds": None,
+                    "delivered": False,
+                    "outputs": [],
+                    "error": None,
+                }
+            )
+            continue
+        out.append(
+            {
+                "frame": frame,
+                "state": FRAME_STATES[record.status],
+                "peer": names.get(record.node, record.node[:8]) if record.node else None,
+                "attempts": record.attempt,
+                "seconds": record.seconds if record.status == Status.DONE else None,
+                "delivered": ledger.delivered(spec.id, frame),
+                "outputs": [
+                    {"name": o.name, "sha256": o.digest.hex(), "size": o.size}
+                    for o in record.outputs
+                ],
+                "error": record.error or None,
+                "failures": failures.get(frame, 0),
+            }
+        )
+    return out
+
+
+def logs_view(
+    ledger: Ledger, spec: JobSpec, frame: int, names: Mapping[str, str], progress: str | None
+) -> dict[str, Any]:
+    record = ledger.frame(spec.id, frame)
+    attempts = [
+        {
+            "epoch": key[3],
+            "attempt": key[4],
+            "peer": names.get(key[5], key[5][:8]),
+            "error": a.error,
+            "log_tail": a.log_tail,
+            "seconds": a.seconds,
+        }
+        for key, a in ledger.attempts(spec.id, frame)
+    ]
+    return {
+        "job": spec.id,
+        "frame": frame,
+        "state": FRAME_STATES[record.status],
+        "peer": names.get(record.node, record.node[:8]) if record.node else None,
+        "attempts": attempts,
+        "progress": progress,
+    }

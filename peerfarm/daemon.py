@@ -304,15 +304,10 @@ async def _start_api(
         binds = [f"{options.web[0]}:{options.web[1]}"]
         if options.web[0] not in ("127.0.0.1", "localhost"):
             binds.append("127.0.0.1:0")
-    ports = await nursery.start(functools.partial(serve_http, app, binds, shutdown=shutdown))
-    control_port = ports[-1] if isinstance(ports, list | tuple) else ports
-    write_control_file(options.data_dir, f"http://127.0.0.1:{control_port}", token)
+    urls = await nursery.start(functools.partial(serve_http, app, binds, shutdown=shutdown))
+    write_control_file(options.data_dir, urls[-1], token, pid=os.getpid())
     if options.web is not None:
-        log.info(
-            "dashboard: http://%s:%s/",
-            options.web[0],
-            ports[0] if isinstance(ports, list | tuple) else ports,
-        )
+        log.info("dashboard: %s/", urls[0])
 
 
 def run_daemon(options: NodeOptions) -> int:

@@ -58,7 +58,7 @@ from .ledger import Ledger, LostClaim, Output, codec
 from .ledger.codec import Delta
 from .ledger.model import FrameRecord, JobSpec, JobState, Status
 from .ledger.store import LedgerStore
-from .renderers.base import Progress, Renderer, RenderFailed, RenderTask
+from .renderers.base import Progress, Renderer, RenderFailed, RenderTask, frame_stem
 from .scheduler.leases import LeaseTable
 from .scheduler.planner import Claim, Planner
 
@@ -615,8 +615,14 @@ class Node:
             if self.ledger.job_state(spec.id) == JobState.ACTIVE:
                 capable[spec.id] = self.capable_peers(spec)
         busy = list(self.running)
+        alive = [m.node_id for m in self.membership.members() if m.state == MemberState.ALIVE]
         claims = self.planner.plan(
-            self.ledger, free_slots=free, capable=capable, expired=expired, busy=busy
+            self.ledger,
+            free_slots=free,
+            capable=capable,
+            expired=expired,
+            busy=busy,
+            alive=alive,
         )
         for claim in claims:
             try:
@@ -731,9 +737,8 @@ class Node:
             for frame in running.frames:
                 files = result.outputs.get(frame, [])
                 outputs = []
-                for path in files:
+                for path, name in zip(files, output_names(frame, files), strict=True):
                     digest = await trio.to_thread.run_sync(self.store.put_file, path)
-                    name = safe_name(path.name)
                     outputs.append(Output(name, bytes.fromhex(digest), path.stat().st_size))
                 try:
                     deltas += self.ledger.complete(
@@ -930,8 +935,10 @@ class Node:
         while True:
             await trio.sleep(0.25)
             if self.parts.ledger_store is not None:
+                # In this thread: the SQLite connection belongs to the thread that opened it,
+                # and take_dirty() must not race the merges made by this thread's tasks.
                 try:
-                    await trio.to_thread.run_sync(self._flush)
+                    self._flush()
                 except LedgerError as exc:
                     log.error("%s", exc)
 
@@ -969,6 +976,23 @@ class Node:
             f"{ref!r} matches {len(matches)} jobs ({', '.join(m[:8] for m in matches)}): "
             "use more of the id"
         )
+
+
+def output_names(frame: int, files: Sequence[Path]) -> list[str]:
+    """Names in the job's output folder: the renderer's own when they carry the frame number
+    (``frame_0001.png``), otherwise prefixed with it so frames never overwrite each other."""
+    stem = frame_stem(frame)
+    digits = stem.split("_")[-1]
+    names = []
+    for path in files:
+        name = path.name
+        if digits in name:
+            names.append(safe_name(name))
+        elif len(files) == 1:
+            names.append(safe_name(stem + path.suffix))
+        else:
+            names.append(safe_name(f"{stem}_{name}"))
+    return names
 
 
 def _version_ok(spec: JobSpec, version: Any) -> bool:

@@ -105,9 +105,7 @@ class CommandRenderer(Renderer):
                 raise RenderFailed(
                     f"script exited with status {run.returncode} on frame {frame}", log_tail=tail
                 )
-            files = sorted(p for p in frame_dir.rglob("*") if p.is_file())
-            if not files:
-                raise RenderFailed(f"script left no file for frame {frame}", log_tail=tail)
-            outputs[frame] = files
+            # A frame may leave no file (a script that writes elsewhere, a simulation step).
+            outputs[frame] = sorted(p for p in frame_dir.rglob("*") if p.is_file())
             on_progress(Progress(frame, 1.0, f"frame {frame} done"))
         return RenderResult(outputs, time.monotonic() - started, tail)

@@ -90,14 +90,17 @@ class Planner:
         capable: Mapping[str, Sequence[str]],
         expired: Iterable[tuple[str, int]] = (),
         busy: Iterable[tuple[str, int]] = (),
+        alive: Iterable[str] | None = None,
     ) -> list[Claim]:
         """Claims for up to ``free_slots`` slots.
 
         ``capable[job]`` lists the peers (this one included, if it can) that form the job's
         home set; a job missing from ``capable`` or without this peer in it is skipped.
         ``expired`` are claimed frames whose lease ran out or whose owner is gone; ``busy``
-        are frames this peer is rendering already.
+        are frames this peer is rendering already. A thief never takes the next chunk of a home
+        peer in ``alive``: that peer is about to claim it, and taking it would only collide.
         """
+        alive_set = set(alive) if alive is not None else None
         if free_slots <= 0:
             return []
         takeable = set(expired)
@@ -113,6 +116,7 @@ class Planner:
             homes = self.homes(spec, peers) if self.prefer_home else None
             own: list[Claim] = []
             other: list[Claim] = []
+            next_of: set[str | None] = set()
             all_chunks = chunks_of(spec)
             start = self._cursor.get(spec.id, 0)
             advancing = True
@@ -143,9 +147,20 @@ class Planner:
                     free = [f for f in free if (spec.id, f) in takeable]
                 mine = homes is None or homes[index] == self.node_id
                 claim = Claim(spec.id, tuple(free), takeover, mine)
-                (own if mine else other).append(claim)
-                if len(own) >= free_slots:
-                    break
+                if mine:
+                    own.append(claim)
+                    if len(own) >= free_slots:
+                        break
+                    continue
+                home = homes[index] if homes is not None else None
+                if (
+                    not takeover
+                    and home not in next_of
+                    and (alive_set is None or home in alive_set)
+                ):
+                    next_of.add(home)  # the home peer's next chunk: leave it to that peer
+                    continue
+                other.append(claim)
             picked = own[: free_slots - len(claims)]
             if len(picked) < free_slots - len(claims) and not own:
                 # Nothing of our own left in this job: steal from the back of the queue.

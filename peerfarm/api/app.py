@@ -1,0 +1,346 @@
+"""The local control API: one Starlette app that exposes a :class:`FarmControl` as JSON.
+
+This module owns the routes of the daemon's HTTP API (the CLI and the dashboard use the same
+ones) and their status codes. Rules:
+
+- Errors map in one place (:func:`_error_response`): ``UsageError`` -> 400, an unknown job ->
+  404, a body over its cap -> 413, ``ControlError`` -> 503, any other ``PeerfarmError`` -> 500,
+  always as ``{"error": message}`` and never a traceback page.
+- Access control wraps every route (``peerfarm.api.access``); bodies are read with caps
+  (``peerfarm.api.bodies``); streams end when ``shutdown`` is set (``peerfarm.api.streams``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import secrets
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import trio
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from peerfarm.api.access import (
+    SESSION_COOKIE,
+    SESSION_MAX_AGE_S,
+    AccessMiddleware,
+    Sessions,
+    is_loopback_host,
+)
+from peerfarm.api.bodies import (
+    UPLOAD_LIMIT,
+    BodyTooLarge,
+    abs_path,
+    number,
+    read_json,
+    receive_upload,
+    submit_request,
+    text_field,
+)
+from peerfarm.api.streams import done_outputs, event_stream, render_metrics, zip_stream
+from peerfarm.control import Action, FarmControl
+from peerfarm.errors import ControlError, PeerfarmError, UsageError
+from peerfarm.frames import parse_frames
+
+log = logging.getLogger(__name__)
+
+#: Where the dashboard's static files live (another module fills it; optional).
+STATIC_DIR = Path(__file__).with_name("static")
+
+_ACTIONS: tuple[Action, ...] = ("cancel", "pause", "resume", "retry")
+
+
+class UnknownJob(UsageError):
+    """A job reference that names no job (or more than one): HTTP 404."""
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def _error_response(exc: Exception) -> JSONResponse:
+    if isinstance(exc, UnknownJob):
+        status = 404
+    elif isinstance(exc, BodyTooLarge):
+        status = 413
+    elif isinstance(exc, UsageError):
+        status = 400
+    elif isinstance(exc, ControlError):
+        status = 503
+    elif isinstance(exc, PeerfarmError):
+        status = 500
+    else:
+        log.exception("unexpected error in the control API", exc_info=exc)
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+    return JSONResponse({"error": str(exc)}, status_code=status)
+
+
+async def _handle_error(request: Request, exc: Exception) -> Response:
+    return _error_response(exc)
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+_PLACEHOLDER = """<!doctype html><meta charset="utf-8"><title>peerfarm</title>
+<h1>peerfarm</h1><p>The dashboard is not installed. The JSON API is at
+<a href="/api/status">/api/status</a>.</p>"""
+
+
+class _Api:
+    """The route handlers, closed over one control and its settings."""
+
+    def __init__(
+        self,
+        control: FarmControl,
+        *,
+        login_password: str | None,
+        sessions: Sessions,
+        upload_dir: Path,
+        upload_limit: int,
+        shutdown: trio.Event,
+        static_dir: Path | None,
+    ) -> None:
+        self.control = control
+        self.login_password = login_password
+        self.sessions = sessions
+        self.upload_dir = upload_dir
+        self.upload_limit = upload_limit
+        self.shutdown = shutdown
+        self.static_dir = static_dir
+        self._encoded: dict[str, int] = {}
+
+    def job(self, request: Request) -> str:
+        try:
+            return self.control.resolve_job(request.path_params["ref"])
+        except UsageError as exc:
+            raise UnknownJob(str(exc)) from None
+
+    async def index(self, request: Request) -> Response:
+        if self.static_dir is not None and (self.static_dir / "index.html").is_file():
+            return FileResponse(self.static_dir / "index.html")
+        return HTMLResponse(_PLACEHOLDER)
+
+    async def session(self, request: Request) -> Response:
+        facts = request.scope.get("server")
+        loopback = facts is None or is_loopback_host(str(facts[0]))
+        logged_in = self.sessions.valid(request.cookies.get(SESSION_COOKIE))
+        return JSONResponse(
+            {"loopback": loopback, "logged_in": logged_in, "login": self.login_password is not None}
+        )
+
+    async def login(self, request: Request) -> Response:
+        body = await read_json(request)
+        if self.login_password is None:
+            return JSONResponse({"error": "login is disabled on this peer"}, status_code=403)
+        given = body.get("password")
+        if not isinstance(given, str) or not hmac.compare_digest(
+            given.encode(), self.login_password.encode()
+        ):
+            return JSONResponse({"error": "wrong password"}, status_code=401)
+        response = JSONResponse({"logged_in": True})
+        response.set_cookie(
+            SESSION_COOKIE,
+            self.sessions.issue(),
+            max_age=SESSION_MAX_AGE_S,
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        response = JSONResponse({"logged_in": False})
+        response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
+        return response
+
+    async def status(self, request: Request) -> Response:
+        ref = request.query_params.get("job")
+        if ref is None:
+            return JSONResponse(self.control.status())
+        try:
+            job = self.control.resolve_job(ref)
+        except UsageError as exc:
+            raise UnknownJob(str(exc)) from None
+        return JSONResponse(self.control.status(job))
+
+    async def peers(self, request: Request) -> Response:
+        return JSONResponse(self.control.peers())
+
+    async def submit(self, request: Request) -> Response:
+        body = await read_json(request)
+        result = await self.control.submit(submit_request(body))
+        return JSONResponse(result, status_code=201)
+
+    async def upload(self, request: Request) -> Response:
+        self.upload_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder = self.upload_dir / f"upload-{secrets.token_hex(8)}"
+        folder.mkdir(mode=0o700)
+        try:
+            scene, fields = await receive_upload(request, folder, self.upload_limit)
+            result = await self.control.submit(submit_request(fields, scene=scene))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return JSONResponse(result, status_code=201)
+
+    async def act(self, request: Request) -> Response:
+        action = request.path_params["action"]
+        if action not in _ACTIONS:
+            return JSONResponse({"error": f"unknown action {action!r}"}, status_code=404)
+        job = self.job(request)
+        body = await read_json(request)
+        frames = text_field(body, "frames") if action == "retry" else None
+        if frames is not None:
+            parse_frames(frames)
+        return JSONResponse(await self.control.act(job, action, frames))
+
+    async def log(self, request: Request) -> Response:
+        return JSONResponse(self.control.logs(self.job(request), request.path_params["n"]))
+
+    async def thumbnail(self, request: Request) -> Response:
+        job = self.job(request)
+        frame = request.path_params["n"]
+        png = await self.control.thumbnail(job, frame)
+        if png is None:
+            return JSONResponse({"error": f"no thumbnail for frame {frame}"}, status_code=404)
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+    async def output(self, request: Request) -> Response:
+        job = self.job(request)
+        frame = request.path_params["n"]
+        index = number(request.query_params, "index", int) or 0
+        path = await self.control.output_file(job, frame, index)
+        if path is None or not path.is_file():
+            return JSONResponse({"error": f"frame {frame} has no output yet"}, status_code=404)
+        return FileResponse(path, filename=path.name)
+
+    async def archive(self, request: Request) -> Response:
+        job = self.job(request)
+        status = self.control.status(job)
+        outputs = list(done_outputs(status))
+        if not outputs:
+            raise UsageError("this job has no finished frames yet")
+        name = _job_name(status, job)
+        return StreamingResponse(
+            zip_stream(self.control, job, outputs),
+            media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{name}.zip"'},
+        )
+
+    async def fetch(self, request: Request) -> Response:
+        job = self.job(request)
+        dest = abs_path(await read_json(request), "dest")
+        if dest is None:
+            raise UsageError("'dest' is required: the folder to copy the frames into")
+        return JSONResponse(await self.control.fetch(job, dest))
+
+    async def encode(self, request: Request) -> Response:
+        job = self.job(request)
+        body = await read_json(request)
+        out = abs_path(body, "out")
+        if out is None:
+            raise UsageError("'out' is required: the .mp4 file to write")
+        return JSONResponse(await self.control.encode(job, out, number(body, "fps", float)))
+
+    async def video(self, request: Request) -> Response:
+        job = self.job(request)
+        status = self.control.status(job)
+        done = sum(1 for _ in done_outputs(status))
+        if done == 0:
+            raise UsageError("this job has no finished frames yet")
+        out = self.upload_dir / "videos" / f"{job}.mp4"
+        if self._encoded.get(job) != done or not out.is_file():
+            out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fps = number(request.query_params, "fps", float)
+            await self.control.encode(job, out, fps)
+            self._encoded[job] = done
+        name = _job_name(status, job)
+        return FileResponse(out, media_type="video/mp4", filename=f"{name}.mp4")
+
+    async def events(self, request: Request) -> Response:
+        return StreamingResponse(
+            event_stream(self.control, self.shutdown),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(render_metrics(self.control), media_type=CONTENT_TYPE_LATEST)
+
+
+def _job_name(status: Mapping[str, Any], job: str) -> str:
+    jobs = status.get("jobs") or [{}]
+    name = str(jobs[0].get("name") or job)
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or job
+
+
+def create_app(
+    control: FarmControl,
+    *,
+    token: str,
+    login_password: str | None,
+    public: bool,
+    upload_dir: Path,
+    shutdown: trio.Event,
+    upload_limit: int = UPLOAD_LIMIT,
+    static_dir: Path | None = STATIC_DIR,
+) -> Starlette:
+    """The control API and dashboard backend for ``control``.
+
+    ``token`` authorizes the CLI (bearer); ``login_password`` (derived from the farm key, or
+    ``None`` to disable logins) lets browsers act when bound beyond loopback; ``public`` lets
+    anyone view there. ``shutdown`` ends open event streams so the server can stop promptly.
+    """
+    if static_dir is not None and not static_dir.is_dir():
+        static_dir = None
+    sessions = Sessions(hmac.new(token.encode(), b"peerfarm session", "sha256").hexdigest())
+    api = _Api(
+        control,
+        login_password=login_password,
+        sessions=sessions,
+        upload_dir=upload_dir,
+        upload_limit=upload_limit,
+        shutdown=shutdown,
+        static_dir=static_dir,
+    )
+    routes: list[BaseRoute] = [
+        Route("/", api.index),
+        Route("/metrics", api.metrics),
+        Route("/api/session", api.session),
+        Route("/api/login", api.login, methods=["POST"]),
+        Route("/api/logout", api.logout, methods=["POST"]),
+        Route("/api/status", api.status),
+        Route("/api/peers", api.peers),
+        Route("/api/events", api.events),
+        Route("/api/jobs", api.submit, methods=["POST"]),
+        Route("/api/upload", api.upload, methods=["POST"]),
+        Route("/api/jobs/{ref}/archive", api.archive),
+        Route("/api/jobs/{ref}/video", api.video),
+        Route("/api/jobs/{ref}/fetch", api.fetch, methods=["POST"]),
+        Route("/api/jobs/{ref}/encode", api.encode, methods=["POST"]),
+        Route("/api/jobs/{ref}/frames/{n:int}/log", api.log),
+        Route("/api/jobs/{ref}/frames/{n:int}/thumbnail", api.thumbnail),
+        Route("/api/jobs/{ref}/frames/{n:int}/output", api.output),
+        Route("/api/jobs/{ref}/{action}", api.act, methods=["POST"]),
+    ]
+    if static_dir is not None:
+        routes.append(Mount("/static", StaticFiles(directory=static_dir), name="static"))
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(AccessMiddleware, token=token, sessions=sessions, public=public)],
+        exception_handlers={PeerfarmError: _handle_error, Exception: _handle_error},
+    )

@@ -1,0 +1,632 @@
+// peerfarm dashboard: one page over the control API (peerfarm/api/app.py).
+//
+// Owns what the browser shows and sends. Rules: every view is drawn from GET /api/status (and
+// GET /api/status?job=ID for the selected job); server-sent events from /api/events only say
+// "something changed", so each one schedules a debounced refetch, never a reload. Every action
+// is a POST carrying `X-Peerfarm: 1`; a 401 opens the login box and the action is retried after
+// a login. Text from the farm (job names, logs) is only ever set as textContent.
+"use strict";
+
+(() => {
+  const REFRESH_DEBOUNCE_MS = 200; // coalesce bursts of change events into one refetch
+  const FALLBACK_POLL_MS = 15000; // refetch now and then even if the event stream is quiet
+  const ACTION_HEADERS = { "X-Peerfarm": "1" };
+
+  const state = {
+    status: null, // the last GET /api/status
+    job: null, // the last GET /api/status?job=<selected>
+    selected: null, // selected job id
+    frame: null, // selected frame number
+    frameKey: null, // what the frame panel last showed (to refetch its log only on change)
+    autoSelect: true, // select the newest active job until the user picks one
+  };
+  // Exposed for tests and for poking around in the console.
+  window.peerfarm = { state, refreshes: 0, events: 0 };
+
+  const $ = (id) => document.getElementById(id);
+
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else if (key === "dataset") Object.assign(node.dataset, value);
+      else node.setAttribute(key, value === true ? "" : value);
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  // --- formatting --------------------------------------------------------------------------
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "—";
+    const s = Math.max(0, Math.round(seconds));
+    if (s < 60) return `${s}s`;
+    const m = Math.floor(s / 60);
+    if (m < 60) return `${m}m ${String(s % 60).padStart(2, "0")}s`;
+    return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+  }
+
+  function eta(job) {
+    if (job.state === "done") return "done";
+    if (job.state === "cancelled" || job.state === "paused" || job.state === "failed") return "—";
+    if (job.eta_seconds === null || job.eta_seconds === undefined) return "estimating";
+    return duration(job.eta_seconds);
+  }
+
+  function percent(part, total) {
+    return total > 0 ? `${(100 * part) / total}%` : "0%";
+  }
+
+  // --- talking to the daemon ---------------------------------------------------------------
+
+  async function api(path, options = {}) {
+    let response;
+    try {
+      response = await fetch(path, { credentials: "same-origin", ...options });
+    } catch (err) {
+      return { ok: false, status: 0, data: { error: `cannot reach this peer (${err.message})` } };
+    }
+    let data = null;
+    const type = response.headers.get("content-type") || "";
+    if (type.includes("application/json")) {
+      try {
+        data = await response.json();
+      } catch (_) {
+        data = null;
+      }
+    }
+    if (!response.ok && !(data && data.error)) {
+      data = { error: `${response.status} ${response.statusText}` };
+    }
+    return { ok: response.ok, status: response.status, data };
+  }
+
+  function post(path, body) {
+    const isForm = body instanceof FormData;
+    return api(path, {
+      method: "POST",
+      headers: isForm ? ACTION_HEADERS : { ...ACTION_HEADERS, "Content-Type": "application/json" },
+      body: isForm ? body : JSON.stringify(body || {}),
+    });
+  }
+
+  // --- refreshing --------------------------------------------------------------------------
+
+  let refreshTimer = null;
+  let refreshing = false;
+  let refreshAgain = false;
+
+  function scheduleRefresh(delay = REFRESH_DEBOUNCE_MS) {
+    if (refreshTimer !== null) return;
+    refreshTimer = setTimeout(() => {
+      refreshTimer = null;
+      refresh();
+    }, delay);
+  }
+
+  async function refresh() {
+    if (refreshing) {
+      refreshAgain = true;
+      return;
+    }
+    refreshing = true;
+    try {
+      const result = await api("/api/status");
+      if (result.status === 401) {
+        showBanner("This dashboard is not public: log in to see the farm.");
+        openLogin(() => scheduleRefresh(0));
+        return;
+      }
+      if (!result.ok) {
+        showBanner(result.data.error);
+        return;
+      }
+      hideBanner();
+      state.status = result.data;
+      chooseJob();
+      if (state.selected !== null) {
+        const detail = await api(`/api/status?job=${encodeURIComponent(state.selected)}`);
+        state.job = detail.ok ? detail.data : null;
+        if (detail.status === 404) selectJob(null);
+      } else {
+        state.job = null;
+      }
+      render();
+      window.peerfarm.refreshes += 1;
+    } finally {
+      refreshing = false;
+      if (refreshAgain) {
+        refreshAgain = false;
+        scheduleRefresh();
+      }
+    }
+  }
+
+  function chooseJob() {
+    const jobs = state.status.jobs || [];
+    if (state.selected !== null && !jobs.some((j) => j.id === state.selected)) {
+      state.selected = null;
+      state.frame = null;
+    }
+    if (state.selected === null && state.autoSelect && jobs.length > 0) {
+      const active = jobs.filter((j) => j.state === "active");
+      const pool = active.length > 0 ? active : jobs;
+      const newest = pool.reduce((a, b) => (b.submitted_at > a.submitted_at ? b : a));
+      state.selected = newest.id;
+    }
+  }
+
+  function selectJob(id, byUser = false) {
+    if (byUser) state.autoSelect = false;
+    if (state.selected !== id) {
+      state.selected = id;
+      state.frame = null;
+      state.frameKey = null;
+      state.job = null;
+    }
+    history.replaceState(null, "", id ? `#job=${encodeURIComponent(id)}` : location.pathname);
+  }
+
+  function connectEvents() {
+    const live = $("live");
+    const source = new EventSource("/api/events");
+    source.addEventListener("open", () => {
+      live.dataset.state = "live";
+      $("live-text").textContent = "live";
+      scheduleRefresh(0);
+    });
+    source.addEventListener("change", () => {
+      window.peerfarm.events += 1;
+      scheduleRefresh();
+    });
+    source.addEventListener("error", () => {
+      live.dataset.state = "reconnecting";
+      $("live-text").textContent = source.readyState === EventSource.CLOSED ? "offline" : "reconnecting";
+      if (source.readyState === EventSource.CLOSED) {
+        setTimeout(connectEvents, 3000); // the browser gave up (e.g. 401): try again later
+      }
+    });
+  }
+
+  // --- drawing -----------------------------------------------------------------------------
+
+  function render() {
+    const status = state.status;
+    const node = status.node || {};
+    $("node-label").textContent = node.name ? `${node.name} · farm ${node.farm || ""}` : "";
+    document.title = `peerfarm · ${node.name || ""}`;
+    renderPeers(status.peers || []);
+    renderJobs(status.jobs || []);
+    renderDetail();
+    fillRenderers(status.peers || []);
+  }
+
+  /** Keep one element per key in `parent`, in order: create the missing, drop the gone. */
+  function syncChildren(parent, items, keyOf, create, update) {
+    const existing = new Map();
+    for (const child of Array.from(parent.children)) existing.set(child.dataset.key, child);
+    let previous = null;
+    for (const item of items) {
+      const key = String(keyOf(item));
+      let node = existing.get(key);
+      if (node) existing.delete(key);
+      else {
+        node = create(item);
+        node.dataset.key = key;
+      }
+      update(node, item);
+      const want = previous ? previous.nextSibling : parent.firstChild;
+      if (want !== node) parent.insertBefore(node, want);
+      previous = node;
+    }
+    for (const stale of existing.values()) stale.remove();
+  }
+
+  // A cancelled job's last claims stay in the ledger; nothing renders them any more.
+  function stoppedJobs() {
+    const jobs = (state.status && state.status.jobs) || [];
+    return new Set(jobs.filter((j) => j.state === "cancelled").map((j) => j.id));
+  }
+
+  function frameState(job, frame) {
+    return job.state === "cancelled" && frame.state === "rendering" ? "stopped" : frame.state;
+  }
+
+  function renderPeers(peers) {
+    const stopped = stoppedJobs();
+    peers = peers.map((p) => {
+      const rendering = (p.rendering || []).filter((r) => !stopped.has(r.job));
+      return { ...p, rendering, busy: Math.min(p.busy, rendering.length) };
+    });
+    const alive = peers.filter((p) => p.state === "alive");
+    const slots = alive.reduce((n, p) => n + p.slots, 0);
+    const busy = alive.reduce((n, p) => n + p.busy, 0);
+    $("peers-summary").textContent =
+      `${alive.length} of ${peers.length} alive · ${busy} of ${slots} slots busy`;
+    $("peers-empty").classList.toggle("hidden", peers.length > 0);
+    const body = $("peers").tBodies[0];
+    syncChildren(body, peers, (p) => p.id, () => el("tr"), (row, peer) => {
+      row.dataset.peer = peer.name;
+      row.dataset.state = peer.state;
+      const renderers = Object.entries(peer.renderers || {}).map(([name, version]) =>
+        el("span", { class: "tag", title: version, text: `${name} ${shortVersion(version)}` }));
+      const rendering = (peer.rendering || []).map((r) =>
+        el("span", { class: "tag", text: `${r.name} #${r.frame}` }));
+      row.replaceChildren(
+        el("td", {}, el("b", { text: peer.name }), el("span", { class: "sub", text: peer.address })),
+        el("td", {}, el("span", { class: `chip ${peer.state}`, text: peer.state })),
+        el("td", { class: "num", text: peer.slots }),
+        el("td", { class: "num", text: peer.busy }),
+        el("td", {}, peer.host || "—", el("span", { class: "sub", text: peer.os || "" })),
+        el("td", {}, renderers.length ? renderers : "—"),
+        el("td", {}, rendering.length ? rendering : el("span", { class: "muted", text: "idle" })),
+      );
+    });
+  }
+
+  function shortVersion(version) {
+    const match = /^\d+(\.\d+){0,2}/.exec(String(version));
+    return match ? match[0] : String(version).slice(0, 12);
+  }
+
+  function renderJobs(jobs) {
+    const active = jobs.filter((j) => j.state === "active").length;
+    $("jobs-summary").textContent = jobs.length ? `${active} active of ${jobs.length}` : "";
+    $("jobs-empty").classList.toggle("hidden", jobs.length > 0);
+    const sorted = [...jobs].sort((a, b) => b.submitted_at - a.submitted_at);
+    syncChildren($("jobs").tBodies[0], sorted, (j) => j.id, createJobRow, updateJobRow);
+  }
+
+  function createJobRow() {
+    const row = el("tr", {
+      onclick: (event) => {
+        if (event.target.closest("button, a")) return;
+        selectJob(row.dataset.job, true);
+        scheduleRefresh(0);
+      },
+    });
+    const bar = el("div", { class: "bar" },
+      el("span", { class: "done" }), el("span", { class: "rendering" }),
+      el("span", { class: "failed" }));
+    row.append(
+      el("td", { class: "job-name" }),
+      el("td", { class: "job-state" }),
+      el("td", {}, bar, el("div", { class: "bar-label" })),
+      el("td", { class: "num job-frames" }),
+      el("td", { class: "num job-eta" }),
+      el("td", { class: "job-renderer" }),
+      el("td", {}, el("div", { class: "actions" })),
+    );
+    return row;
+  }
+
+  function updateJobRow(row, job) {
+    row.dataset.job = job.id;
+    row.dataset.state = job.state;
+    row.dataset.done = job.frames_done;
+    row.classList.toggle("selected", job.id === state.selected);
+    row.querySelector(".job-name").replaceChildren(
+      el("b", { text: job.name }),
+      el("span", { class: "sub", text: `${job.id.slice(0, 8)} · by ${job.submitted_by}` }),
+    );
+    row.querySelector(".job-state").replaceChildren(
+      el("span", { class: `chip ${job.state}`, text: job.state }));
+    const [done, rendering, failed] = row.querySelectorAll(".bar > span");
+    done.style.width = percent(job.frames_done, job.frames_total);
+    const renderingNow = job.state === "cancelled" ? 0 : job.frames_rendering;
+    rendering.style.width = percent(renderingNow, job.frames_total);
+    failed.style.width = percent(job.frames_failed, job.frames_total);
+    const pct = job.frames_total ? Math.floor((100 * job.frames_done) / job.frames_total) : 0;
+    const parts = [`${pct}%`];
+    if (renderingNow) parts.push(`${renderingNow} rendering`);
+    if (job.frames_failed) parts.push(`${job.frames_failed} failed`);
+    row.querySelector(".bar-label").textContent = parts.join(" · ");
+    row.querySelector(".job-frames").replaceChildren(
+      el("span", { class: "done-count", text: job.frames_done }), ` / ${job.frames_total}`);
+    row.querySelector(".job-eta").textContent = eta(job);
+    row.querySelector(".job-renderer").textContent = job.renderer;
+    row.querySelector(".actions").replaceChildren(...jobActions(job));
+  }
+
+  function jobActions(job) {
+    const finished = job.state === "cancelled" || job.state === "done";
+    const buttons = [];
+    if (job.state === "paused") {
+      buttons.push(actionButton(job, "resume", "Resume"));
+    } else {
+      buttons.push(actionButton(job, "pause", "Pause", job.state !== "active"));
+    }
+    buttons.push(actionButton(job, "retry", "Retry failed", job.frames_failed === 0));
+    buttons.push(actionButton(job, "cancel", "Cancel", finished, "danger"));
+    const none = job.frames_done === 0;
+    buttons.push(downloadLink(job, "archive", "Frames .zip", none));
+    buttons.push(downloadLink(job, "video", "Video", none));
+    return buttons;
+  }
+
+  function actionButton(job, action, label, disabled = false, extra = "") {
+    return el("button", {
+      type: "button",
+      class: `btn small ${extra}`,
+      disabled,
+      dataset: { action },
+      onclick: () => runAction(job, action),
+      text: label,
+    });
+  }
+
+  function downloadLink(job, what, label, disabled) {
+    if (disabled) {
+      return el("button", { type: "button", class: "btn small", disabled: true, text: label });
+    }
+    return el("a", {
+      class: "btn small",
+      href: `/api/jobs/${encodeURIComponent(job.id)}/${what}`,
+      download: "",
+      dataset: { link: what },
+      text: label,
+    });
+  }
+
+  async function runAction(job, action) {
+    if (action === "cancel" && !window.confirm(`Cancel “${job.name}” on every peer?`)) return;
+    const result = await post(`/api/jobs/${encodeURIComponent(job.id)}/${action}`, {});
+    if (result.status === 401) {
+      openLogin(() => runAction(job, action));
+      return;
+    }
+    if (!result.ok) {
+      toast(result.data.error, true);
+      return;
+    }
+    toast(`${job.name}: ${action} sent to the farm`);
+    scheduleRefresh(0);
+  }
+
+  // --- the selected job --------------------------------------------------------------------
+
+  function renderDetail() {
+    const detail = $("detail");
+    const job = state.job && state.job.jobs && state.job.jobs[0];
+    if (!job) {
+      detail.classList.add("hidden");
+      return;
+    }
+    detail.classList.remove("hidden");
+    detail.dataset.job = job.id;
+    $("detail-title").textContent = job.name;
+    $("detail-summary").textContent = [
+      `${job.frames_total} frames`,
+      job.chunk > 1 ? `chunks of ${job.chunk}` : null,
+      `priority ${job.priority}`,
+      `${duration(job.seconds_rendered)} rendered`,
+      `output ${job.output}`,
+    ].filter(Boolean).join(" · ");
+    const frames = state.job.frames || [];
+    syncChildren($("frames"), frames, (f) => f.frame,
+      (frame) => el("button", {
+        type: "button",
+        onclick: () => {
+          state.frame = frame.frame;
+          state.frameKey = null;
+          renderDetail();
+        },
+        text: frame.frame,
+      }),
+      (button, frame) => {
+        const shown = frameState(job, frame);
+        button.className = `frame ${shown}`;
+        button.classList.toggle("selected", frame.frame === state.frame);
+        button.dataset.frame = frame.frame;
+        button.dataset.state = shown;
+        button.title = `frame ${frame.frame}: ${shown}${frame.peer ? ` on ${frame.peer}` : ""}`;
+      });
+    renderFramePanel(job, frames.find((f) => f.frame === state.frame) || null);
+  }
+
+  function renderFramePanel(job, frame) {
+    const panel = $("frame-panel");
+    if (!frame) {
+      panel.classList.add("hidden");
+      return;
+    }
+    panel.classList.remove("hidden");
+    panel.dataset.frame = frame.frame;
+    const shown = frameState(job, frame);
+    panel.dataset.state = shown;
+    $("fp-title").textContent = `Frame ${frame.frame}`;
+    $("fp-state").replaceChildren(el("span", { class: `chip ${shown}`, text: shown }));
+    $("fp-peer").textContent = frame.peer || "—";
+    $("fp-attempts-count").textContent = frame.attempts;
+    $("fp-seconds").textContent = frame.seconds === null ? "—" : `${frame.seconds.toFixed(2)} s`;
+    const key = `${job.id}/${frame.frame}/${shown}/${frame.attempts}/${frame.peer}`;
+    if (key === state.frameKey && shown !== "rendering") return;
+    state.frameKey = key;
+    const base = `/api/jobs/${encodeURIComponent(job.id)}/frames/${frame.frame}`;
+    const thumb = $("fp-thumb");
+    const links = $("fp-links");
+    if (frame.state === "done") {
+      const img = el("img", { alt: `frame ${frame.frame}`, src: `${base}/thumbnail?v=${frame.attempts}` });
+      img.addEventListener("error", () => thumb.replaceChildren(el("span", { text: "no preview" })));
+      thumb.replaceChildren(img);
+      links.replaceChildren(el("a", { class: "btn small", href: `${base}/output`, download: "",
+        text: "Download output" }));
+    } else {
+      const note = { rendering: "rendering…", stopped: "stopped: the job was cancelled" };
+      thumb.replaceChildren(el("span", { text: note[shown] || "no image yet" }));
+      links.replaceChildren();
+    }
+    loadLog(base, key);
+  }
+
+  async function loadLog(base, key) {
+    const result = await api(`${base}/log`);
+    if (state.frameKey !== key) return; // another frame was picked meanwhile
+    const attempts = $("fp-attempts");
+    const log = $("fp-log");
+    if (!result.ok) {
+      attempts.replaceChildren();
+      log.textContent = result.data.error;
+      return;
+    }
+    const data = result.data;
+    if (data.peer) $("fp-peer").textContent = data.peer;
+    attempts.replaceChildren(...(data.attempts || []).map((a) => el("li", {},
+      `#${a.attempt} on ${a.peer}`,
+      a.seconds !== null && a.seconds !== undefined ? ` · ${Number(a.seconds).toFixed(2)} s` : "",
+      a.error ? el("span", { class: "err", text: ` · ${a.error}` }) : "")));
+    if (!attempts.children.length) attempts.append(el("li", { class: "muted", text: "none recorded" }));
+    const tails = (data.attempts || []).map((a) => a.log_tail).filter(Boolean);
+    const text = [data.progress, tails.length ? tails[tails.length - 1] : null].filter(Boolean);
+    log.textContent = text.length ? text.join("\n") : "(no log yet)";
+    log.scrollTop = log.scrollHeight;
+  }
+
+  // --- upload ------------------------------------------------------------------------------
+
+  function fillRenderers(peers) {
+    const select = $("up-renderer");
+    const names = new Set();
+    for (const peer of peers) {
+      if (peer.state === "alive") Object.keys(peer.renderers || {}).forEach((n) => names.add(n));
+    }
+    const have = new Set(Array.from(select.options).map((o) => o.value));
+    for (const name of [...names].sort()) {
+      if (!have.has(name)) select.append(el("option", { value: name, text: name }));
+    }
+  }
+
+  function uploadForm() {
+    const form = new FormData();
+    const file = $("up-scene").files[0];
+    form.append("scene", file, file.name);
+    form.append("frames", $("up-frames").value.trim());
+    const optional = { renderer: "up-renderer", chunk: "up-chunk", priority: "up-priority",
+      name: "up-name" };
+    for (const [field, id] of Object.entries(optional)) {
+      const value = $(id).value.trim();
+      if (value !== "") form.append(field, value);
+    }
+    for (const line of $("up-options").value.split("\n")) {
+      if (line.trim()) form.append("option", line.trim());
+    }
+    return form;
+  }
+
+  async function submitUpload(event) {
+    event.preventDefault();
+    const error = $("upload-error");
+    error.classList.add("hidden");
+    if (!$("up-scene").files.length) {
+      showFormError(error, "Choose a scene file.");
+      return;
+    }
+    const button = $("upload-submit");
+    button.disabled = true;
+    button.textContent = "Uploading…";
+    try {
+      const result = await post("/api/upload", uploadForm());
+      if (result.status === 401) {
+        openLogin(() => $("upload-form").requestSubmit());
+        return;
+      }
+      if (!result.ok) {
+        showFormError(error, result.data.error);
+        return;
+      }
+      $("upload-dialog").close();
+      $("upload-form").reset();
+      const job = result.data;
+      toast(`Submitted ${job.name}: ${job.frames} frames`);
+      selectJob(job.job, true);
+      scheduleRefresh(0);
+    } finally {
+      button.disabled = false;
+      button.textContent = "Submit";
+    }
+  }
+
+  // --- login -------------------------------------------------------------------------------
+
+  let afterLogin = null;
+
+  function openLogin(then) {
+    afterLogin = then;
+    const dialog = $("login-dialog");
+    $("login-error").classList.add("hidden");
+    if (!dialog.open) dialog.showModal();
+    $("login-password").focus();
+  }
+
+  async function submitLogin(event) {
+    event.preventDefault();
+    const result = await post("/api/login", { password: $("login-password").value });
+    if (!result.ok) {
+      showFormError($("login-error"), result.status === 401 ? "Wrong password." : result.data.error);
+      return;
+    }
+    $("login-dialog").close();
+    $("login-password").value = "";
+    toast("Logged in");
+    const then = afterLogin;
+    afterLogin = null;
+    scheduleRefresh(0);
+    if (then) then();
+  }
+
+  // --- small things ------------------------------------------------------------------------
+
+  function showFormError(node, message) {
+    node.textContent = message;
+    node.classList.remove("hidden");
+  }
+
+  function showBanner(message) {
+    const banner = $("banner");
+    banner.textContent = message;
+    banner.classList.remove("hidden");
+  }
+
+  function hideBanner() {
+    $("banner").classList.add("hidden");
+  }
+
+  function toast(message, isError = false) {
+    const node = el("div", { class: `toast${isError ? " error" : ""}`, role: "status", text: message });
+    $("toasts").append(node);
+    setTimeout(() => node.remove(), isError ? 6000 : 3000);
+  }
+
+  function start() {
+    const match = /^#job=(.+)$/.exec(location.hash);
+    if (match) {
+      state.selected = decodeURIComponent(match[1]);
+      state.autoSelect = false;
+    }
+    $("open-upload").addEventListener("click", () => {
+      $("upload-error").classList.add("hidden");
+      $("upload-dialog").showModal();
+    });
+    $("upload-cancel").addEventListener("click", () => $("upload-dialog").close());
+    $("upload-form").addEventListener("submit", submitUpload);
+    $("login-cancel").addEventListener("click", () => $("login-dialog").close());
+    $("login-form").addEventListener("submit", submitLogin);
+    $("fp-close").addEventListener("click", () => {
+      state.frame = null;
+      state.frameKey = null;
+      renderDetail();
+    });
+    connectEvents();
+    setInterval(() => scheduleRefresh(0), FALLBACK_POLL_MS);
+    scheduleRefresh(0);
+  }
+
+  start();
+})();

@@ -1,0 +1,162 @@
+"""Long responses of the control API: server-sent events, zip archives, Prometheus metrics.
+
+This module owns every response that is produced piece by piece. Rules: an event stream ends
+as soon as the server's ``shutdown`` event is set (so hypercorn can stop without waiting out its
+graceful timeout); an archive is written while it is sent, never held whole in memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import zipfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import trio
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from peerfarm.control import FarmControl
+
+#: Seconds an SSE stream waits for a change before sending a keep-alive comment.
+SSE_KEEPALIVE_S = 15.0
+_CHUNK = 256 * 1024
+_METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+T = TypeVar("T")
+
+
+async def until_shutdown(shutdown: trio.Event, fn: Callable[[], Awaitable[T]]) -> T | None:
+    """``await fn()``, or ``None`` as soon as ``shutdown`` is set."""
+    result: list[T] = []
+    async with trio.open_nursery() as nursery:
+
+        async def run() -> None:
+            result.append(await fn())
+            nursery.cancel_scope.cancel()
+
+        async def watch() -> None:
+            await shutdown.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(run)
+        nursery.start_soon(watch)
+    return result[0] if result else None
+
+
+async def event_stream(
+    control: FarmControl, shutdown: trio.Event, keepalive: float = SSE_KEEPALIVE_S
+) -> AsyncIterator[str]:
+    """Server-sent events: ``change`` each time the farm's view changes, comments otherwise."""
+    since = 0
+    yield "retry: 2000\n\n"
+    while not shutdown.is_set():
+        generation = await until_shutdown(
+            shutdown, functools.partial(control.wait_for_change, since, keepalive)
+        )
+        if generation is None:
+            return
+        if generation != since:
+            since = generation
+            yield f"event: change\ndata: {json.dumps({'generation': generation})}\n\n"
+        else:
+            yield ": keep-alive\n\n"
+
+
+class _ZipSink:
+    """A write-only, tell-able stream for ``zipfile`` whose bytes are taken as they come."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._position = 0
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        self._position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
+
+def output_count(value: Any) -> int:
+    """How many outputs a frame's ``outputs`` field names (a count or a list)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, list | tuple):
+        return len(value)
+    return 1
+
+
+def done_outputs(status: Mapping[str, Any]) -> Iterator[tuple[int, int]]:
+    """(frame, output index) of every output of every done frame in a ``status(job)``."""
+    for frame in status.get("frames", []):
+        if frame.get("state") == "done":
+            for index in range(output_count(frame.get("outputs", 1))):
+                yield int(frame["frame"]), index
+
+
+async def zip_stream(
+    control: FarmControl, job: str, outputs: list[tuple[int, int]]
+) -> AsyncIterator[bytes]:
+    """A zip of the given outputs (stored, not recompressed), yielded as it is written."""
+    sink = _ZipSink()
+    names: set[str] = set()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for frame, index in outputs:
+            path = await control.output_file(job, frame, index)
+            if path is None:
+                continue
+            name = path.name if path.name not in names else f"{frame:06d}_{index}_{path.name}"
+            names.add(name)
+            info = zipfile.ZipInfo.from_file(path, name)
+            with archive.open(info, "w") as dest:
+                async with await trio.open_file(path, "rb") as src:
+                    while chunk := await src.read(_CHUNK):
+                        dest.write(chunk)
+                        yield sink.take()
+            yield sink.take()
+    yield sink.take()
+
+
+class _MetricsCollector(Collector):
+    """``control.metrics()`` as Prometheus gauges (nested keys joined by ``_``)."""
+
+    def __init__(self, control: FarmControl) -> None:
+        self.control = control
+
+    def collect(self) -> Iterator[Metric]:
+        for name, value in sorted(_flatten(self.control.metrics())):
+            yield GaugeMetricFamily(f"peerfarm_{name}", f"peerfarm {name}", value=value)
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
+    for key, value in data.items():
+        name = _METRIC_NAME.sub("_", f"{prefix}{key}")
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{name}_")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            yield name, float(value)
+
+
+def render_metrics(control: FarmControl) -> bytes:
+    """``control.metrics()`` in the Prometheus text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_MetricsCollector(control))
+    return generate_latest(registry)

@@ -1,0 +1,343 @@
+"""How every CLI verb finds the local daemon and talks to its control API.
+
+This module owns the data dir's small files and the HTTP client of the control API:
+
+- The data dir is ``--data-dir``, else ``$PEERFARM_DATA_DIR``, else the platform's user data dir.
+- The daemon writes ``<data dir>/control.json`` = ``{"url", "token", "pid"}`` (mode 0600, written
+  atomically) with :func:`write_control_file`; clients read it with :func:`read_control_file`.
+  A missing file, a dead pid or a refused connection all mean "no daemon running", and that
+  message always carries the command that starts one.
+- The farm key comes from ``--key-file``, else ``$PEERFARM_KEY`` (base64), else the data dir's
+  key file (:func:`load_farm_key`; ``peerfarm up`` creates it on first start).
+- :class:`FarmClient` maps every HTTP or transport failure onto ``peerfarm.errors``: 400/404 ->
+  ``UsageError``, 401 and unreachable -> ``ControlError``, any other failure -> ``DaemonError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import platformdirs
+
+from peerfarm.errors import ControlError, PeerfarmError, UsageError
+from peerfarm.gossip.crypto import decode_key, load_key_file, load_or_create_key_file
+
+CONTROL_FILE = "control.json"
+KEY_FILE = "farm.key"
+ENV_DATA_DIR = "PEERFARM_DATA_DIR"
+ENV_KEY = "PEERFARM_KEY"
+
+#: Seconds to wait for the daemon to answer an ordinary request.
+DEFAULT_TIMEOUT_S = 30.0
+#: Seconds to wait for a long operation (submit packs a scene; fetch and encode copy files).
+LONG_TIMEOUT_S = 3600.0
+
+
+class DaemonError(PeerfarmError):
+    """The daemon answered, but the operation failed on its side (an HTTP 5xx)."""
+
+
+def resolve_data_dir(option: Path | None, environ: Mapping[str, str] | None = None) -> Path:
+    """``--data-dir``, else ``$PEERFARM_DATA_DIR``, else the user data dir; made absolute."""
+    env = os.environ if environ is None else environ
+    if option is not None:
+        chosen = option
+    elif env.get(ENV_DATA_DIR):
+        chosen = Path(env[ENV_DATA_DIR])
+    else:
+        chosen = Path(platformdirs.user_data_dir("peerfarm"))
+    return chosen.expanduser().absolute()
+
+
+def up_command(data_dir: Path) -> str:
+    """The command that starts a daemon for ``data_dir`` (quoted for a POSIX shell)."""
+    return f"peerfarm up --data-dir {shlex.quote(str(data_dir))}"
+
+
+def new_token() -> str:
+    """A fresh control token (256 bits, url-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlInfo:
+    """The contents of ``control.json``: where the daemon listens and how to prove who we are."""
+
+    url: str
+    token: str
+    pid: int
+
+
+def write_control_file(data_dir: Path, url: str, token: str, *, pid: int | None = None) -> Path:
+    """Write ``control.json`` (mode 0600, atomically) for the daemon of ``data_dir``."""
+    info = {"url": url, "token": token, "pid": os.getpid() if pid is None else pid}
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = data_dir / CONTROL_FILE
+    tmp = data_dir / f".{CONTROL_FILE}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(info, f)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return path
+
+
+def remove_control_file(data_dir: Path, token: str) -> None:
+    """Remove ``control.json`` if it is still ours (a newer daemon's file is left alone)."""
+    path = data_dir / CONTROL_FILE
+    try:
+        current = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(current, dict) and current.get("token") == token:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists (one of another user counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def no_daemon(data_dir: Path, why: str = "") -> ControlError:
+    """The error for "nobody is listening", with the command that starts a daemon."""
+    detail = f" ({why})" if why else ""
+    return ControlError(
+        f"no peerfarm daemon running for {data_dir}{detail}: start one with "
+        f"`{up_command(data_dir)}`"
+    )
+
+
+def read_control_file(data_dir: Path) -> ControlInfo:
+    """The daemon's address and token; ``ControlError`` when there is no live daemon."""
+    path = data_dir / CONTROL_FILE
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise no_daemon(data_dir) from None
+    except OSError as exc:
+        raise ControlError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(raw)
+        info = ControlInfo(url=str(data["url"]), token=str(data["token"]), pid=int(data["pid"]))
+    except (ValueError, KeyError, TypeError):
+        raise ControlError(f"{path} is malformed: remove it and restart the daemon") from None
+    if not pid_alive(info.pid):
+        raise no_daemon(data_dir, f"stale {CONTROL_FILE}: process {info.pid} is gone")
+    return info
+
+
+def key_file_path(data_dir: Path) -> Path:
+    """Where a data dir keeps its farm key."""
+    return data_dir / KEY_FILE
+
+
+def load_farm_key(
+    data_dir: Path,
+    key_file: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    create: bool = False,
+) -> bytes:
+    """The primary farm key: ``key_file``, else ``$PEERFARM_KEY``, else the data dir's key file.
+
+    With ``create`` (``peerfarm up``) a missing data-dir key file is created; otherwise a
+    missing one is a ``UsageError`` that says how to get one.
+    """
+    env = os.environ if environ is None else environ
+    if key_file is not None:
+        return load_key_file(key_file)
+    if env.get(ENV_KEY):  # several keys separated by commas (rotation): the first seals
+        try:
+            keys = [decode_key(part) for part in env[ENV_KEY].split(",") if part.strip()]
+            return keys[0]
+        except UsageError as exc:
+            raise UsageError(f"${ENV_KEY}: {exc}") from None
+    path = key_file_path(data_dir)
+    if create:
+        return load_or_create_key_file(path)
+    if not path.exists():
+        raise UsageError(
+            f"no farm key yet in {data_dir}: `{up_command(data_dir)}` creates one, or copy "
+            "another peer's key there (or pass --key-file)"
+        )
+    return load_key_file(path)
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body["error"])
+    text = response.text.strip().splitlines()
+    return text[0] if text else f"HTTP {response.status_code}"
+
+
+class FarmClient:
+    """A synchronous client of one daemon's control API (what the CLI uses)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        data_dir: Path | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.data_dir = data_dir
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token}", "X-Peerfarm": "1"},
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            transport=transport,
+            trust_env=False,  # never send the control token through a proxy
+        )
+
+    @classmethod
+    def connect(cls, data_dir: Path, *, timeout: float = DEFAULT_TIMEOUT_S) -> FarmClient:
+        """A client of the daemon whose ``control.json`` is in ``data_dir``."""
+        info = read_control_file(data_dir)
+        return cls(info.url, info.token, data_dir=data_dir, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> FarmClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """Send one request; every failure becomes a ``PeerfarmError`` (see the module doc)."""
+        extra: dict[str, Any] = {}
+        if timeout is not None:
+            extra["timeout"] = httpx.Timeout(timeout, connect=5.0)
+        try:
+            response = self._http.request(
+                method, path, json=json_body, params=dict(params or {}), **extra
+            )
+        except httpx.ConnectError as exc:
+            if self.data_dir is not None:
+                raise no_daemon(self.data_dir, f"{self.url} refused the connection") from exc
+            raise ControlError(f"no peerfarm daemon answering at {self.url}") from exc
+        except httpx.TimeoutException as exc:
+            raise ControlError(f"the daemon at {self.url} is not answering") from exc
+        except httpx.HTTPError as exc:
+            raise ControlError(f"cannot talk to the daemon at {self.url}: {exc}") from exc
+        self._check(response)
+        return response
+
+    def _check(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        message = _error_message(response)
+        if status in (400, 404, 409, 413, 422):
+            raise UsageError(message)
+        if status in (401, 403):
+            where = self.data_dir / CONTROL_FILE if self.data_dir else "the control file"
+            raise ControlError(
+                f"the daemon at {self.url} refused us ({message}): is {where} from this daemon?"
+            )
+        if status == 503:
+            raise ControlError(message)
+        raise DaemonError(message)
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise DaemonError(f"the daemon at {self.url} sent something that is not JSON") from None
+
+    # --- the verbs ---------------------------------------------------------------------------
+
+    def status(self, job: str | None = None) -> dict[str, Any]:
+        params = {"job": job} if job is not None else None
+        result: dict[str, Any] = self.json("GET", "/api/status", params=params)
+        return result
+
+    def peers(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.json("GET", "/api/peers")
+        return result
+
+    def submit(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.json(
+            "POST", "/api/jobs", json_body=fields, timeout=LONG_TIMEOUT_S
+        )
+        return result
+
+    def act(self, job: str, action: str, frames: str | None = None) -> dict[str, Any]:
+        body = {"frames": frames} if frames is not None else {}
+        result: dict[str, Any] = self.json("POST", f"/api/jobs/{_q(job)}/{action}", json_body=body)
+        return result
+
+    def logs(self, job: str, frame: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.json("GET", f"/api/jobs/{_q(job)}/frames/{frame}/log")
+        return result
+
+    def fetch(self, job: str, dest: Path) -> dict[str, Any]:
+        result: dict[str, Any] = self.json(
+            "POST",
+            f"/api/jobs/{_q(job)}/fetch",
+            json_body={"dest": str(dest)},
+            timeout=LONG_TIMEOUT_S,
+        )
+        return result
+
+    def encode(self, job: str, out: Path, fps: float | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"out": str(out)}
+        if fps is not None:
+            body["fps"] = fps
+        result: dict[str, Any] = self.json(
+            "POST", f"/api/jobs/{_q(job)}/encode", json_body=body, timeout=LONG_TIMEOUT_S
+        )
+        return result
+
+
+def _q(ref: str) -> str:
+    """A job reference made safe for one path segment."""
+    return quote(ref, safe="")

@@ -36,7 +36,9 @@ class Daemon:
     log_path: Path
     address: str = ""
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [*PEERFARM, *args, "--data-dir", str(self.data_dir)],
             capture_output=True,
@@ -99,12 +101,17 @@ class Farmhand:
         data_dir = data_dir or self.root / name
         args = [
             "up",
-            "--data-dir", str(data_dir),
-            "--name", name,
-            "--listen", "127.0.0.1:0",
+            "--data-dir",
+            str(data_dir),
+            "--name",
+            name,
+            "--listen",
+            "127.0.0.1:0",
             "--no-web",
-            "--key-file", str(key or self.key),
-            "--preset", preset,
+            "--key-file",
+            str(key or self.key),
+            "--preset",
+            preset,
             *extra,
         ]
         if mdns:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -19,7 +20,9 @@ def test_three_peers_find_each_other_by_mdns_alone(farm: Farmhand) -> None:
     t0 = time.monotonic()
     daemons = [farm.start(name, mdns=True) for name in ("m1", "m2", "m3")]
     for daemon in daemons:
-        wait_until(lambda d=daemon: alive_names(d) == {"m1", "m2", "m3"}, 30, f"{daemon.name} sees all")
+        wait_until(
+            lambda d=daemon: alive_names(d) == {"m1", "m2", "m3"}, 30, f"{daemon.name} sees all"
+        )
     print(f"mDNS discovery of 3 peers: {time.monotonic() - t0:.1f} s")
 
 
@@ -28,7 +31,9 @@ def test_three_peers_find_each_other_by_join_alone(farm: Farmhand) -> None:
     b = farm.start("j2", join=a)
     c = farm.start("j3", join=b)  # c only knows b; gossip introduces it to a
     for daemon in (a, b, c):
-        wait_until(lambda d=daemon: alive_names(d) == {"j1", "j2", "j3"}, 20, f"{daemon.name} sees all")
+        wait_until(
+            lambda d=daemon: alive_names(d) == {"j1", "j2", "j3"}, 20, f"{daemon.name} sees all"
+        )
 
 
 def test_a_peer_with_another_key_never_joins(farm: Farmhand, tmp_path: Path) -> None:
@@ -78,7 +83,9 @@ def test_garbage_leaves_every_daemon_alive_and_its_ledger_unchanged(farm: Farmha
     wait_until(lambda: alive_names(a) == {"g1", "g2"}, 20, "farm formed")
     job = a.json("submit", str(SCRIPT), "1-4")["job"]
     wait_until(lambda: a.status()["jobs"][0]["state"] == "done", 30, "job done")
-    wait_until(lambda: a.status()["node"]["digest"] == b.status()["node"]["digest"], 20, "converged")
+    wait_until(
+        lambda: a.status()["node"]["digest"] == b.status()["node"]["digest"], 20, "converged"
+    )
     before = a.status()["node"]["digest"]
     key = farm.key.read_text().strip()
     from peerfarm.gossip.crypto import decode_key
@@ -95,10 +102,8 @@ def test_garbage_leaves_every_daemon_alive_and_its_ledger_unchanged(farm: Farmha
         with socket.create_connection(target, timeout=5) as tcp:
             tcp.sendall(payload)
             tcp.settimeout(2)
-            try:
+            with contextlib.suppress(TimeoutError, ConnectionError):
                 tcp.recv(100)
-            except (TimeoutError, ConnectionError):
-                pass
     time.sleep(1)
     for daemon in (a, b):
         assert daemon.alive(), daemon.log()

@@ -576,6 +576,8 @@ class Node:
                 continue
             if member.node_id == self.node_id and self._stopping:
                 continue
+            if member.meta.get("slots") == 0:
+                continue  # a peer that only submits and watches
             renderers = member.meta.get("renderers", {})
             if not isinstance(renderers, dict) or spec.renderer not in renderers:
                 continue
@@ -603,7 +605,7 @@ class Node:
                 await self._wake_scheduler.wait()
 
     async def _schedule_once(self) -> None:
-        if self._stopping or self._nursery is None:
+        if self._stopping or self._nursery is None or self.parts.slots <= 0:
             return
         free = self._slots.value
         if free <= 0:
@@ -699,6 +701,8 @@ class Node:
             await self.publish(self.ledger.release(spec.id, mine, self._wall()))
         elif reason == "cancelled":
             log.info("stopped %s: cancelled", self._job_label(spec.id))
+            mine = [(f, c) for f, c in running.claims.items()]
+            await self.publish(self.ledger.release(spec.id, mine, self._wall()))
 
     async def _render_frames(self, spec: JobSpec, running: Running) -> None:
         renderer = self.parts.renderers.get(spec.renderer)
@@ -792,7 +796,7 @@ class Node:
 
     async def _materialize_scene(self, spec: JobSpec) -> Path:
         """The scene (and its assets) as local files under the job's work folder."""
-        job_dir = self.work_dir / spec.id / "scene"
+        job_dir = self.work_dir / spec.id / "input"  # not "scene": archives unpack there
         scene_path = safe_join(job_dir, safe_name(Path(spec.scene.name).name))
         if scene_path.exists():
             return scene_path

@@ -56,6 +56,8 @@ def busy_by_peer(ledger: Ledger) -> dict[str, list[dict[str, Any]]]:
     """What every peer is rendering, from the ledger's live claims."""
     out: dict[str, list[dict[str, Any]]] = {}
     for spec in ledger.jobs():
+        if ledger.job_state(spec.id).value != "active":
+            continue  # a cancelled job's leftover claims are not work anyone is doing
         for frame, record in ledger.claimed_frames(spec.id):
             out.setdefault(record.node, []).append(
                 {"job": spec.id, "name": spec.name, "frame": frame}
@@ -71,6 +73,12 @@ def job_view(
     ledger: Ledger, spec: JobSpec, *, peer_slots: int, render_rate: float | None = None
 ) -> dict[str, Any]:
     counts = ledger.counts(spec.id)
+    state = ledger.job_state(spec.id).value
+    if state == "cancelled" and counts.rendering:
+        # Claims left behind by peers that stopped: nobody renders a cancelled job.
+        counts = type(counts)(
+            counts.total, counts.pending + counts.rendering, 0, counts.done, counts.failed
+        )
     records = ledger.frame_records(spec.id)
     seconds = [r.seconds for r in records.values() if r.status == Status.DONE]
     delivered = sum(
@@ -86,7 +94,7 @@ def job_view(
     return {
         "id": spec.id,
         "name": spec.name,
-        "state": ledger.job_state(spec.id).value,
+        "state": state,
         "priority": ledger.priority(spec.id),
         "frames_total": counts.total,
         "frames_done": counts.done,

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..ledger import Ledger
-from ..ledger.model import OPEN, JobSpec, JobState, Status
+from ..ledger.model import OPEN, FrameRecord, JobSpec, JobState, Status
 
 FINISHED = frozenset({Status.DONE, Status.FAILED})
 
@@ -44,6 +44,17 @@ def rendezvous_home(job: str, chunk: int, peers: Sequence[str]) -> str | None:
     return None if best is None else best[1]
 
 
+def _rank(job: str, chunk: int, me: str, peers: Sequence[str]) -> int:
+    """How many peers outrank ``me`` in the rendezvous order of one chunk."""
+    prefix = f"{job}:{chunk}:".encode()
+
+    def weight(peer: str) -> bytes:
+        return hashlib.blake2b(prefix + peer.encode(), digest_size=8).digest()
+
+    mine = weight(me)
+    return sum(1 for peer in peers if peer != me and weight(peer) > mine)
+
+
 def job_order(ledger: Ledger) -> list[JobSpec]:
     """Active jobs, highest priority first, then oldest first."""
     jobs = [s for s in ledger.jobs() if ledger.job_state(s.id) == JobState.ACTIVE]
@@ -64,6 +75,7 @@ class Planner:
         self.prefer_home = prefer_home
         self._homes: dict[str, tuple[tuple[str, ...], list[str | None]]] = {}
         self._cursor: dict[str, int] = {}  # first chunk that may still hold work, per job
+        self._ranks: dict[str, tuple[tuple[str, ...], list[int]]] = {}
 
     def homes(self, spec: JobSpec, peers: Sequence[str]) -> list[str | None]:
         key = tuple(sorted(peers))
@@ -72,15 +84,47 @@ class Planner:
             return cached[1]
         homes = [rendezvous_home(spec.id, i, key) for i in range(len(chunks_of(spec)))]
         self._homes[spec.id] = (key, homes)
+        self._ranks.pop(spec.id, None)
         return homes
+
+    def ranks(self, spec: JobSpec, peers: Sequence[str]) -> list[int]:
+        """This peer's place in each chunk's rendezvous order (0: home, 1: first backup...).
+
+        Thieves steal the chunks they are first backup of before others, so idle peers spread
+        over different chunks instead of all taking the last one at once.
+        """
+        key = tuple(sorted(peers))
+        cached = self._ranks.get(spec.id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        ranks = [_rank(spec.id, i, self.node_id, key) for i in range(len(chunks_of(spec)))]
+        self._ranks[spec.id] = (key, ranks)
+        return ranks
 
     def forget(self, job: str) -> None:
         self._homes.pop(job, None)
+        self._ranks.pop(job, None)
         self._cursor.pop(job, None)
 
     def reopened(self, job: str) -> None:
         """A frame of ``job`` became claimable again (retry, failure, release): rescan it."""
         self._cursor.pop(job, None)
+
+    def _leave_retry_to_others(
+        self,
+        ledger: Ledger,
+        job: str,
+        frame: int,
+        record: FrameRecord,
+        peers: Sequence[str],
+        alive: set[str] | None,
+    ) -> bool:
+        """A frame that failed here goes to another peer, while one that has not failed it
+        (and is alive) can take it."""
+        failed = {key[5] for key, _a in ledger.attempts(job, frame, epoch=record.epoch)}
+        if self.node_id not in failed:
+            return False
+        return any(p not in failed and (alive is None or p in alive) for p in peers)
 
     def plan(
         self,
@@ -115,7 +159,7 @@ class Planner:
             records = ledger.frame_records(spec.id)
             homes = self.homes(spec, peers) if self.prefer_home else None
             own: list[Claim] = []
-            other: list[Claim] = []
+            other: list[tuple[int, Claim]] = []
             next_of: set[str | None] = set()
             all_chunks = chunks_of(spec)
             start = self._cursor.get(spec.id, 0)
@@ -135,7 +179,13 @@ class Planner:
                     if (spec.id, frame) in taken:
                         continue
                     record = records.get(frame)
-                    if record is None or record.status in OPEN:
+                    if record is not None and record.status == Status.RETRYING:
+                        if self._leave_retry_to_others(
+                            ledger, spec.id, frame, record, peers, alive_set
+                        ):
+                            continue
+                        free.append(frame)
+                    elif record is None or record.status in OPEN:
                         free.append(frame)
                     elif record.status == Status.CLAIMED and (spec.id, frame) in takeable:
                         free.append(frame)
@@ -153,18 +203,35 @@ class Planner:
                         break
                     continue
                 home = homes[index] if homes is not None else None
+                # A failed frame is left to others by the peer it failed on (its home, often):
+                # reserving it for that peer would leave it to nobody.
+                retry = any(
+                    (r := records.get(f)) is not None and r.status == Status.RETRYING
+                    for f in free
+                )
                 if (
                     not takeover
+                    and not retry
                     and home not in next_of
                     and (alive_set is None or home in alive_set)
                 ):
                     next_of.add(home)  # the home peer's next chunk: leave it to that peer
                     continue
-                other.append(claim)
+                other.append((index, claim))
             picked = own[: free_slots - len(claims)]
             if len(picked) < free_slots - len(claims) and not own:
-                # Nothing of our own left in this job: steal from the back of the queue.
-                picked += list(reversed(other))[: free_slots - len(claims) - len(picked)]
+                # Nothing of our own left in this job: steal from the back of the queue,
+                # chunks of live homes (this side of a split) first, then the chunks this
+                # peer is the first backup of, so that thieves spread over different chunks.
+                ranks = self.ranks(spec, peers) if homes is not None else None
+
+                keyed = []
+                for index, claim in other:
+                    home = homes[index] if homes is not None else None
+                    away = alive_set is not None and home not in alive_set
+                    keyed.append(((away, ranks[index] if ranks else 0, -index), claim))
+                stolen = [claim for _key, claim in sorted(keyed, key=lambda kc: kc[0])]
+                picked += stolen[: free_slots - len(claims) - len(picked)]
             for claim in picked:
                 taken.update((claim.job, f) for f in claim.frames)
             claims.extend(picked)

@@ -165,3 +165,15 @@ def test_home_claims_of_different_peers_never_overlap(
             if claim.home:  # two peers' own work never overlaps
                 assert seen.isdisjoint(claim.frames)
                 seen.update(claim.frames)
+
+
+def test_a_frame_that_failed_here_goes_to_another_peer_first() -> None:
+    ledger, job = setup(frames=1)
+    claim = ledger.claim(job, [1], 2_000)[0][1]
+    assert isinstance(claim, FrameRecord)
+    ledger.fail(job, 1, claim, "exit 1", "", 0.1, 2_100)
+    planner = Planner(A)
+    assert planner.plan(ledger, free_slots=1, capable={job: [A, B]}, alive=[A, B]) == []
+    # Alone (or when the others failed it too), this peer retries it itself.
+    assert planner.plan(ledger, free_slots=1, capable={job: [A]}, alive=[A])[0].frames == (1,)
+    assert planner.plan(ledger, free_slots=1, capable={job: [A, B]}, alive=[A])[0].frames == (1,)

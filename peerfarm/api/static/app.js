@@ -188,7 +188,8 @@
     });
     source.addEventListener("error", () => {
       live.dataset.state = "reconnecting";
-      $("live-text").textContent = source.readyState === EventSource.CLOSED ? "offline" : "reconnecting";
+      const closed = source.readyState === EventSource.CLOSED;
+      $("live-text").textContent = closed ? "offline" : "reconnecting";
       if (source.readyState === EventSource.CLOSED) {
         setTimeout(connectEvents, 3000); // the browser gave up (e.g. 401): try again later
       }
@@ -260,7 +261,8 @@
       const rendering = (peer.rendering || []).map((r) =>
         el("span", { class: "tag", text: `${r.name} #${r.frame}` }));
       row.replaceChildren(
-        el("td", {}, el("b", { text: peer.name }), el("span", { class: "sub", text: peer.address })),
+        el("td", {},
+          el("b", { text: peer.name }), el("span", { class: "sub", text: peer.address })),
         el("td", {}, el("span", { class: `chip ${peer.state}`, text: peer.state })),
         el("td", { class: "num", text: peer.slots }),
         el("td", { class: "num", text: peer.busy }),
@@ -453,8 +455,10 @@
     const thumb = $("fp-thumb");
     const links = $("fp-links");
     if (frame.state === "done") {
-      const img = el("img", { alt: `frame ${frame.frame}`, src: `${base}/thumbnail?v=${frame.attempts}` });
-      img.addEventListener("error", () => thumb.replaceChildren(el("span", { text: "no preview" })));
+      const src = `${base}/thumbnail?v=${frame.attempts}`;
+      const img = el("img", { alt: `frame ${frame.frame}`, src });
+      img.addEventListener("error",
+        () => thumb.replaceChildren(el("span", { text: "no preview" })));
       thumb.replaceChildren(img);
       links.replaceChildren(el("a", { class: "btn small", href: `${base}/output`, download: "",
         text: "Download output" }));
@@ -463,10 +467,10 @@
       thumb.replaceChildren(el("span", { text: note[shown] || "no image yet" }));
       links.replaceChildren();
     }
-    loadLog(base, key);
+    loadLog(base, key, frame);
   }
 
-  async function loadLog(base, key) {
+  async function loadLog(base, key, frame) {
     const result = await api(`${base}/log`);
     if (state.frameKey !== key) return; // another frame was picked meanwhile
     const attempts = $("fp-attempts");
@@ -482,10 +486,15 @@
       `#${a.attempt} on ${a.peer}`,
       a.seconds !== null && a.seconds !== undefined ? ` · ${Number(a.seconds).toFixed(2)} s` : "",
       a.error ? el("span", { class: "err", text: ` · ${a.error}` }) : "")));
-    if (!attempts.children.length) attempts.append(el("li", { class: "muted", text: "none recorded" }));
+    if (frame.state === "done" && data.peer) {
+      const seconds = frame.seconds === null ? "" : ` · ${frame.seconds.toFixed(2)} s`;
+      attempts.append(el("li", {}, `#${frame.attempts} on ${data.peer}${seconds} · done`));
+    }
+    if (!attempts.children.length) attempts.append(el("li", { class: "muted", text: "none yet" }));
     const tails = (data.attempts || []).map((a) => a.log_tail).filter(Boolean);
     const text = [data.progress, tails.length ? tails[tails.length - 1] : null].filter(Boolean);
-    log.textContent = text.length ? text.join("\n") : "(no log yet)";
+    const none = frame.state === "done" ? "(a successful render keeps no log)" : "(no log yet)";
+    log.textContent = text.length ? text.join("\n") : none;
     log.scrollTop = log.scrollHeight;
   }
 
@@ -569,7 +578,8 @@
     event.preventDefault();
     const result = await post("/api/login", { password: $("login-password").value });
     if (!result.ok) {
-      showFormError($("login-error"), result.status === 401 ? "Wrong password." : result.data.error);
+      const message = result.status === 401 ? "Wrong password." : result.data.error;
+      showFormError($("login-error"), message);
       return;
     }
     $("login-dialog").close();
@@ -599,7 +609,8 @@
   }
 
   function toast(message, isError = false) {
-    const node = el("div", { class: `toast${isError ? " error" : ""}`, role: "status", text: message });
+    const kind = isError ? "toast error" : "toast";
+    const node = el("div", { class: kind, role: "status", text: message });
     $("toasts").append(node);
     setTimeout(() => node.remove(), isError ? 6000 : 3000);
   }

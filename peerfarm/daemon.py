@@ -202,6 +202,7 @@ async def serve(
             rng=random.Random(),
             incarnation=next_incarnation(data_dir),
             renderer_versions=versions,
+            shared_root=options.shared_root.resolve() if options.shared_root else None,
         )
         node = Node(parts)
         from .farm import Farm

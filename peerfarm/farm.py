@@ -7,6 +7,7 @@ fetching outputs, thumbnails and video. User mistakes raise ``UsageError`` with 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -151,6 +152,22 @@ class Farm:
             options["allow_scripts"] = True
         if request.fps:
             options["fps"] = request.fps
+        root = self.node.parts.shared_root
+        if root is not None and output.resolve().is_relative_to(root):
+            options["shared_output"] = output.resolve().relative_to(root).as_posix()
+        if root is not None and scene.resolve().is_relative_to(root):
+            # Shared storage: every peer reads the scene in place under its own --shared-root.
+            options["shared_scene"] = scene.resolve().relative_to(root).as_posix()
+            return await self._submit_spec(
+                request,
+                name,
+                renderer,
+                options,
+                frames,
+                output,
+                SceneRef(hashlib.sha256(options["shared_scene"].encode()).digest(), scene.name, 0),
+                [],
+            )
         with tempfile.TemporaryDirectory(dir=self.node.data_dir) as tmp:
             main, assets, extra = await trio.to_thread.run_sync(
                 _prepare_scene, scene, renderer, Path(tmp)
@@ -163,6 +180,21 @@ class Farm:
             for rel, path in assets:
                 d = await trio.to_thread.run_sync(store.put_file, path)
                 asset_refs.append(SceneRef(bytes.fromhex(d), rel, path.stat().st_size))
+        return await self._submit_spec(
+            request, name, renderer, options, frames, output, scene_ref, asset_refs
+        )
+
+    async def _submit_spec(
+        self,
+        request: SubmitRequest,
+        name: str,
+        renderer: str,
+        options: dict[str, Any],
+        frames: tuple[int, ...],
+        output: Path,
+        scene_ref: SceneRef,
+        asset_refs: list[SceneRef],
+    ) -> dict[str, Any]:
         ledger = self.node.ledger
         try:
             spec = ledger.new_job(

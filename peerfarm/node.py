@@ -74,6 +74,7 @@ T_GET = "get"  # stream: blob request (peerfarm.files.transfer)
 SYNC_BATCH = 1_000  # deltas per stream message
 MAX_PUSH_BYTES = 1_100  # payload budget of an immediate ledger push datagram
 DELIVERY_CONCURRENCY = 8  # outputs fetched at once by a submitting peer
+OWN_JOBS_FILE = "submitted"  # data dir file: ids of the jobs submitted here, one a line
 
 
 @dataclass(slots=True)
@@ -133,6 +134,9 @@ class NodeParts:
     incarnation: int = 0
     extra_meta: dict[str, Any] = field(default_factory=dict)
     renderer_versions: dict[str, str] = field(default_factory=dict)
+    #: Shared-storage mode (a NAS mounted on every peer, perhaps at different paths): scenes
+    #: under it are read in place and outputs written there; nothing is transferred.
+    shared_root: Path | None = None
 
 
 class Node:
@@ -164,6 +168,11 @@ class Node:
         self._slots = trio.Semaphore(max(1, parts.slots))
         self._fail_counts: dict[str, int] = {}
         self._started = trio.current_time()
+        # Jobs submitted through this peer's own control facade. Only these are delivered: a
+        # spec's ``submitted_by`` and ``output`` are just fields any keyed peer can write.
+        self._own_jobs_path = parts.data_dir / OWN_JOBS_FILE
+        self._own_jobs: set[str] = _read_own_jobs(self._own_jobs_path)
+        self._refused_jobs: set[str] = set()
         self.membership = Membership(
             parts.node_id,
             parts.transport.local_address,
@@ -201,6 +210,8 @@ class Node:
         }
         if self.parts.tags:
             meta["tags"] = list(self.parts.tags)[:8]
+        if self.parts.shared_root is not None:
+            meta["shared"] = True
         meta.update(self.parts.extra_meta)
         return meta
 
@@ -229,6 +240,49 @@ class Node:
     def address_of(self, node_id: str) -> Address | None:
         member = self.membership.get(node_id)
         return None if member is None else member.address
+
+    def add_own_job(self, job: str) -> None:
+        """Remember (on disk) that ``job`` was submitted here, so its outputs are delivered."""
+        if job in self._own_jobs:
+            return
+        self._own_jobs.add(job)
+        try:
+            with self._own_jobs_path.open("a") as fh:
+                fh.write(job + "\n")
+        except OSError as exc:
+            log.error("cannot record job %s in %s: %s", job[:8], self._own_jobs_path, exc)
+
+    def is_own_job(self, job: str) -> bool:
+        return job in self._own_jobs
+
+    # ----------------------------------------------------------------------------------
+    # the content store's disk budget
+
+    def needed_blobs(self) -> set[str]:
+        """Digests a live job still needs: the scene and assets of a job with frames left to
+        render, and the outputs of done frames not yet delivered. Archived jobs need nothing."""
+        needed: set[str] = set()
+        for spec in self.ledger.jobs():
+            state = self.ledger.job_state(spec.id)
+            if state in (JobState.ACTIVE, JobState.PAUSED):
+                needed.add(spec.scene.digest.hex())
+                needed.update(a.digest.hex() for a in spec.assets)
+            for frame, record in self.ledger.frame_records(spec.id).items():
+                if record.status == Status.DONE and not self.ledger.delivered(spec.id, frame):
+                    needed.update(o.digest.hex() for o in record.outputs)
+        return needed
+
+    async def make_room(self, needed: int) -> None:
+        """Evict least-recently-used blobs no live job needs until ``needed`` more bytes fit
+        under ``--store-limit``. StoreFull (a StoreError) when they cannot."""
+        if self.store.limit_bytes is None:
+            return
+        pinned = self.needed_blobs()
+        evicted = await trio.to_thread.run_sync(
+            lambda: self.store.evict(needed=needed, pinned=pinned.__contains__)
+        )
+        if evicted:
+            log.info("store limit: evicted %d unused file%s", len(evicted), _s(evicted))
 
     # ----------------------------------------------------------------------------------
     # publishing ledger writes
@@ -578,6 +632,8 @@ class Node:
                 continue
             if member.meta.get("slots") == 0:
                 continue  # a peer that only submits and watches
+            if "shared_scene" in spec.options and not member.meta.get("shared"):
+                continue  # the scene lives on shared storage this peer has not mounted
             renderers = member.meta.get("renderers", {})
             if not isinstance(renderers, dict) or spec.renderer not in renderers:
                 continue
@@ -741,9 +797,13 @@ class Node:
             for frame in running.frames:
                 files = result.outputs.get(frame, [])
                 outputs = []
+                await self.make_room(sum(path.stat().st_size for path in files))
+                shared_out = self.shared_path(spec.options.get("shared_output"))
                 for path, name in zip(files, output_names(frame, files), strict=True):
                     digest = await trio.to_thread.run_sync(self.store.put_file, path)
                     outputs.append(Output(name, bytes.fromhex(digest), path.stat().st_size))
+                    if shared_out is not None:
+                        await trio.to_thread.run_sync(_copy_atomic, path, shared_out / name)
                 try:
                     deltas += self.ledger.complete(
                         spec.id, frame, running.claims[frame], outputs, per_frame
@@ -794,8 +854,27 @@ class Node:
             log.warning("stopped taking %s: %s", self._job_label(spec.id), why)
         await self.publish(deltas)
 
+    def shared_path(self, relative: object) -> Path | None:
+        """``relative`` under this peer's --shared-root, if it has one (checked to stay inside)."""
+        root = self.parts.shared_root
+        if root is None or not isinstance(relative, str) or not relative:
+            return None
+        path = root
+        for part in relative.replace("\\", "/").split("/"):
+            if part:
+                path = safe_join(path, safe_name(part))
+        return path
+
     async def _materialize_scene(self, spec: JobSpec) -> Path:
         """The scene (and its assets) as local files under the job's work folder."""
+        shared = self.shared_path(spec.options.get("shared_scene"))
+        if shared is not None:
+            if not shared.exists():
+                raise StoreError(
+                    f"shared scene {spec.options['shared_scene']} not found under "
+                    f"--shared-root {self.parts.shared_root}"
+                )
+            return shared
         job_dir = self.work_dir / spec.id / "input"  # not "scene": archives unpack there
         scene_path = safe_join(job_dir, safe_name(Path(spec.scene.name).name))
         if scene_path.exists():
@@ -805,17 +884,22 @@ class Node:
             (a, _asset_path(job_dir, a.name)) for a in spec.assets
         ]:
             digest = ref.digest.hex()
-            blob = await self.ensure_blob(digest, prefer=spec.submitted_by)
+            blob = await self.ensure_blob(digest, prefer=spec.submitted_by, size=ref.size)
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(target.name + ".part")
             await trio.to_thread.run_sync(shutil.copyfile, blob, tmp)
             tmp.replace(target)
         return scene_path
 
-    async def ensure_blob(self, digest: str, *, prefer: str | None = None) -> Path:
-        """The local path of a blob, fetched from a peer that has it if needed."""
+    async def ensure_blob(
+        self, digest: str, *, prefer: str | None = None, size: int | None = None
+    ) -> Path:
+        """The local path of a blob, fetched from a peer that has it if needed. ``size`` (when
+        the ledger says it) makes room under the store limit before the download."""
         if self.store.has(digest):
             return self.store.path(digest)
+        if size is not None:
+            await self.make_room(size)
         candidates: list[str] = []
         if prefer and prefer != self.node_id:
             candidates.append(prefer)
@@ -921,13 +1005,19 @@ class Node:
     async def _deliver_frame(self, spec: JobSpec, record: FrameRecord) -> None:
         if not record.outputs:
             return
+        shared = self.shared_path(spec.options.get("shared_output"))
+        if shared is not None and all(
+            (shared / o.name).is_file() and (shared / o.name).stat().st_size == o.size
+            for o in record.outputs
+        ):
+            return  # the renderer wrote them to shared storage: nothing to transfer
         folder = Path(spec.output)
         folder.mkdir(parents=True, exist_ok=True)
         for output in record.outputs:
             target = safe_join(folder, output.name)
-            blob = await self.ensure_blob(output.digest.hex(), prefer=record.node)
             if target.exists() and target.stat().st_size == output.size:
                 continue
+            blob = await self.ensure_blob(output.digest.hex(), prefer=record.node)
             tmp = target.with_name(f".{target.name}.part")
             await trio.to_thread.run_sync(shutil.copyfile, blob, tmp)
             tmp.replace(target)
@@ -982,6 +1072,13 @@ class Node:
         )
 
 
+def _copy_atomic(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+
+
 def output_names(frame: int, files: Sequence[Path]) -> list[str]:
     """Names in the job's output folder: the renderer's own when they carry the frame number
     (``frame_0001.png``), otherwise prefixed with it so frames never overwrite each other."""
@@ -1019,6 +1116,18 @@ def _asset_path(job_dir: Path, relative: str) -> Path:
     for part in parts[:-1]:
         path = safe_join(path, part)
     return safe_join(path, parts[-1])
+
+
+def _read_own_jobs(path: Path) -> set[str]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return set()
+    return {line.strip() for line in text.splitlines() if line.strip()}
+
+
+def _s(items: Sequence[Any]) -> str:
+    return "" if len(items) == 1 else "s"
 
 
 def _frames_text(frames: Sequence[int]) -> str:

@@ -155,3 +155,27 @@ def test_a_blender_scene_with_an_external_texture_renders_after_its_folder_moved
     with Image.open(frames[0]) as f1, Image.open(frames[1]) as f24:
         assert f1.tobytes() != f24.tobytes()
     assert {f["peer"] for f in a.status(job)["frames"]} == {"b2"}
+
+
+def test_shared_storage_mode_reads_scenes_in_place_and_writes_outputs_there(
+    farm: Farmhand, tmp_path: Path
+) -> None:
+    nas = tmp_path / "nas"
+    (nas / "shots").mkdir(parents=True)
+    mount_b = tmp_path / "mnt-b"
+    mount_b.symlink_to(nas)  # the same storage, mounted at another path on the other host
+    scene = script(nas / "shots" / "seq.sh", DETERMINISTIC)
+    a = farm.start("n1", "--allow-command", "--slots", "0", "--shared-root", str(nas))
+    b = farm.start("n2", "--allow-command", "--shared-root", str(mount_b), join=a)
+    wait_until(lambda: alive_names(a) == {"n1", "n2"}, 20, "farm formed")
+    out = nas / "renders" / "seq"
+    job = a.json("submit", str(scene), "1-5", "--output", str(out))["job"]
+    wait_until(lambda: a.status(job)["jobs"][0]["frames_delivered"] == 5, 60, "delivered")
+    for frame in range(1, 6):
+        assert (out / f"frame_{frame:04d}.txt").read_bytes() == expected(frame)
+    # Nothing crossed the network: the renderer never fetched the scene, the submitter never
+    # fetched an output.
+    digest = hashlib.sha256(scene.read_bytes()).hexdigest()
+    assert not (b.data_dir / "store" / digest[:2] / digest[2:]).exists()
+    store_a = a.data_dir / "store"
+    assert not [p for p in store_a.rglob("*") if p.is_file() and p.parent.name != "tmp"]

@@ -18,7 +18,8 @@ EXAMPLES = ROOT / "examples"
 
 DETERMINISTIC = """#!/bin/sh
 # Deterministic output per frame, so delivered files can be checked byte for byte.
-seq "$PEERFARM_FRAME" "$((PEERFARM_FRAME + 300))" > "$PEERFARM_OUTPUT_DIR/frame_$(printf %04d "$PEERFARM_FRAME").txt"
+name="frame_$(printf %04d "$PEERFARM_FRAME").txt"
+seq "$PEERFARM_FRAME" "$((PEERFARM_FRAME + 300))" > "$PEERFARM_OUTPUT_DIR/$name"
 """
 
 
@@ -64,7 +65,8 @@ def test_240_frames_across_3_peers_are_delivered_byte_identical(
     wait_until(
         lambda: len({d.status()["node"]["digest"] for d in (a, b, c)}) == 1, 20, "same digest"
     )
-    print(f"rendered by: { {p: sum(f['peer'] == p for f in status['frames']) for p in rendered_by} }")
+    shares = {p: sum(f["peer"] == p for f in status["frames"]) for p in rendered_by}
+    print(f"rendered by: {shares}")
     assert digests
 
 
@@ -134,7 +136,7 @@ def test_a_blender_scene_with_an_external_texture_renders_after_its_folder_moved
         capture_output=True,
     )
     a = farm.start("b1", "--slots", "0")  # the submitter renders nothing itself
-    b = farm.start("b2", join=a)
+    farm.start("b2", join=a)
     wait_until(lambda: alive_names(a) == {"b1", "b2"}, 20, "farm formed")
     out = tmp_path / "out"
     job = a.json("submit", str(scene_dir / "turntable.blend"), "1,24", "--output", str(out))["job"]

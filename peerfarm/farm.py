@@ -19,11 +19,13 @@ import trio
 
 from . import PROTOCOL_VERSION, __version__
 from .control import Action, SubmitRequest
-from .errors import LedgerError, PeerfarmError, UsageError
+from .errors import LedgerError, PeerfarmError, StoreError, UsageError
 from .files.names import safe_join
 from .frames import parse_frames
+from .gossip.membership import MemberState
+from .gossip.transport import versions_text
 from .ledger.model import JobState, SceneRef, Status
-from .node import Node
+from .node import IncompatiblePeer, Node
 from .status import busy_by_peer, frames_view, job_view, logs_view, names_by_id, peer_view
 
 log = logging.getLogger("peerfarm")
@@ -86,7 +88,9 @@ class Farm:
 
     def peers(self) -> dict[str, Any]:
         busy = busy_by_peer(self.node.ledger)
-        return {"peers": [peer_view(m, busy) for m in self.node.members()]}
+        refused = self.node.incompatible
+        views = [peer_view(m, busy) for m in self.node.members() if m.node_id not in refused]
+        return {"peers": views + [_incompatible_view(node_id, p) for node_id, p in refused.items()]}
 
     def resolve_job(self, ref: str) -> str:
         return self.node.resolve_job(ref)
@@ -101,24 +105,77 @@ class Farm:
         return logs_view(self.node.ledger, spec, frame, names, self.node.progress_of(job, frame))
 
     def metrics(self) -> dict[str, Any]:
-        stats = self.node.stats
-        transport = self.node.transport.stats.as_dict()
+        """This peer's counters and the farm's per-peer totals, shaped for /metrics: keys
+        ending in ``_total`` are counters, ``{"label", "values"}`` maps are labelled (see
+        :mod:`peerfarm.metrics`)."""
+        node = self.node
+        stats = node.stats
+        net = node.transport.stats
+        members = node.members()
+        states = {state.name.lower(): 0 for state in MemberState}
+        for member in members:
+            states[member.state.name.lower()] += 1
+        states["incompatible"] = len(node.incompatible)
+        names = names_by_id(members)
+        done_frames: dict[str, float] = {}
+        done_seconds: dict[str, float] = {}
+        for spec in node.ledger.jobs():
+            for record in node.ledger.frame_records(spec.id).values():
+                if record.status == Status.DONE:
+                    peer = names.get(record.node, record.node[:8])
+                    done_frames[peer] = done_frames.get(peer, 0) + 1
+                    done_seconds[peer] = done_seconds.get(peer, 0.0) + record.seconds
         return {
-            "frames_rendered": stats.frames_rendered,
-            "frames_failed": stats.frames_failed,
-            "frames_duplicated": stats.duplicate_frames,
-            "frames_lost": stats.frames_lost,
-            "lease_takeovers": stats.takeovers,
-            "render_seconds": stats.render_seconds,
-            "render_seconds_by_peer": dict(stats.render_seconds_by_peer),
-            "deltas_sent": stats.deltas_sent,
-            "deltas_received": stats.deltas_received,
-            "syncs": stats.syncs,
-            "sync_failures": stats.sync_failures,
-            "bad_messages": stats.bad_messages,
-            "delivered": stats.delivered,
-            "transfer_bytes": stats.transfer_bytes,
-            **{f"transport_{k}": v for k, v in transport.items()},
+            "info": {
+                "node": node.node_id,
+                "name": node.name,
+                "version": __version__,
+                "protocol": versions_text(),
+            },
+            "frames_rendered_total": stats.frames_rendered,
+            "frames_failed_total": stats.frames_failed,
+            "frames_duplicated_total": stats.duplicate_frames,
+            "frames_lost_total": stats.frames_lost,
+            "lease_takeovers_total": stats.takeovers,
+            "render_seconds_total": _labels("peer", stats.render_seconds_by_peer),
+            "frames_delivered_total": stats.delivered,
+            "delivery_failures_total": stats.delivery_failures,
+            "transfer_bytes_total": stats.transfer_bytes,
+            "ledger_deltas_sent_total": stats.deltas_sent,
+            "ledger_deltas_received_total": stats.deltas_received,
+            "syncs_total": stats.syncs,
+            "sync_failures_total": stats.sync_failures,
+            "bad_messages_total": stats.bad_messages,
+            "gossip_datagrams_total": _labels(
+                "direction", {"sent": net.datagrams_sent, "received": net.datagrams_received}
+            ),
+            "gossip_bytes_total": _labels(
+                "direction", {"sent": net.bytes_sent, "received": net.bytes_received}
+            ),
+            "gossip_streams_total": _labels(
+                "event",
+                {
+                    "opened": net.streams_opened,
+                    "accepted": net.streams_accepted,
+                    "refused": net.streams_refused,
+                },
+            ),
+            "gossip_rejected_total": _labels(
+                "reason",
+                {
+                    "auth_failures": net.auth_failures,
+                    "decode_failures": net.decode_failures,
+                    "oversized": net.oversized,
+                    "version_rejected": net.version_rejected,
+                    "replayed": net.replayed,
+                    "send_errors": net.send_errors,
+                },
+            ),
+            "members": _labels("state", states),
+            "render_slots": node.parts.slots,
+            "renders_running": len({id(r) for r in node.running.values()}),
+            "farm_frames_done": _labels("peer", done_frames),
+            "farm_render_seconds": _labels("peer", done_seconds),
         }
 
     async def wait_for_change(self, since: int, timeout: float) -> int:
@@ -174,6 +231,11 @@ class Farm:
             )
             options.update(extra)
             store = self.node.store
+            total = main.stat().st_size + sum(path.stat().st_size for _rel, path in assets)
+            try:
+                await self.node.make_room(total)
+            except StoreError as exc:
+                raise UsageError(f"cannot submit: {exc} (raise --store-limit?)") from None
             digest = await trio.to_thread.run_sync(store.put_file, main)
             scene_ref = SceneRef(bytes.fromhex(digest), main.name, main.stat().st_size)
             asset_refs = []
@@ -213,6 +275,7 @@ class Farm:
             )
         except PeerfarmError as exc:
             raise UsageError(f"cannot submit: {exc}") from None
+        self.node.add_own_job(spec.id)  # only jobs submitted here are delivered here
         await self.node.publish(ledger.submit(spec))
         if request.encode is not None:
             self._encodes[spec.id] = (request.encode, request.fps)
@@ -350,6 +413,32 @@ class Farm:
                 log.info("encoded %s -> %s", spec.name, result["video"])
             except PeerfarmError as exc:
                 log.error("cannot encode %s: %s", spec.name, exc)
+
+
+def _labels(label: str, values: dict[str, float] | dict[str, int]) -> dict[str, Any]:
+    return {"label": label, "values": dict(values)}
+
+
+def _incompatible_view(node_id: str, refused: IncompatiblePeer) -> dict[str, Any]:
+    """A refused peer in the shape of ``peer_view``: its state says why it is refused."""
+    peer = refused.peer
+    return {
+        "id": node_id,
+        "name": peer.name or node_id[:8],
+        "address": "{}:{}".format(*peer.address) if peer.address else "",
+        "state": refused.reason,
+        "slots": 0,
+        "busy": 0,
+        "renderers": {},
+        "host": "",
+        "os": "",
+        "python": "",
+        "peerfarm": "",
+        "protocol": peer.protocol if peer.protocol is not None else peer.version,
+        "tags": [],
+        "allow_command": False,
+        "rendering": [],
+    }
 
 
 def _renderer_for(scene: Path) -> str:

@@ -19,14 +19,14 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from . import PROTOCOL_VERSION, __version__
+from . import __version__
 from .errors import (
     DecodeError,
     LedgerError,
@@ -41,6 +41,8 @@ from .files.names import safe_join, safe_name
 from .files.store import ContentStore
 from .files.transfer import fetch_blob, serve_blob
 from .gossip.config import GossipConfig
+from .gossip.membership import T_GOSSIP as T_MEMBER_GOSSIP
+from .gossip.membership import Alive as AliveItem
 from .gossip.membership import (
     Member,
     MemberAlive,
@@ -53,7 +55,14 @@ from .gossip.membership import (
     MemberUpdated,
     UserBroadcast,
 )
-from .gossip.transport import Address, Stream, Transport
+from .gossip.transport import (
+    PROTOCOL_VERSION,
+    Address,
+    ForeignPeer,
+    Stream,
+    Transport,
+    versions_text,
+)
 from .ledger import Ledger, LostClaim, Output, codec
 from .ledger.codec import Delta
 from .ledger.model import FrameRecord, JobSpec, JobState, Status
@@ -88,6 +97,26 @@ class Running:
     started: float
     progress: Progress | None = None
     stop_reason: str | None = None
+
+
+#: Seconds between two notices to a peer that speaks a protocol we do not (it logs them).
+INCOMPATIBLE_NOTICE_INTERVAL = 5.0
+#: Seconds of silence after which an incompatible peer leaves ``peers``.
+INCOMPATIBLE_FORGET_AFTER = 600.0
+
+
+@dataclass(slots=True)
+class IncompatiblePeer:
+    """A peer refused because no protocol version is spoken by both (never in membership)."""
+
+    peer: ForeignPeer
+    first_seen: float
+    last_seen: float
+    last_notice: float = -math.inf
+
+    @property
+    def reason(self) -> str:
+        return f"incompatible: {self.peer.describe()}"
 
 
 @dataclass(slots=True)
@@ -128,6 +157,9 @@ class NodeParts:
     ledger_store: LedgerStore | None = None
     frame_timeout: float | None = None
     max_failures_per_job: int = 3
+    #: Seconds a finished job (done, failed or cancelled, every done frame delivered) stays in
+    #: the ledger before its submitter archives it to a small tombstone. None: never.
+    archive_after: float | None = 7 * 24 * 3600.0
     prefer_home: bool = True
     wall_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     rng: random.Random = field(default_factory=random.Random)
@@ -167,7 +199,9 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._slots = trio.Semaphore(max(1, parts.slots))
         self._fail_counts: dict[str, int] = {}
+        self._finished_at: dict[str, float] = {}
         self._started = trio.current_time()
+        self.incompatible: dict[str, IncompatiblePeer] = {}
         # Jobs submitted through this peer's own control facade. Only these are delivered: a
         # spec's ``submitted_by`` and ``output`` are just fields any keyed peer can write.
         self._own_jobs_path = parts.data_dir / OWN_JOBS_FILE
@@ -471,6 +505,7 @@ class Node:
             for out in self.membership.tick(self._now()):
                 await self._send(*out)
             await self._membership_events()
+            await self._check_foreign()
 
     async def _membership_events(self) -> None:
         for event in self.membership.drain_events():
@@ -497,14 +532,65 @@ class Node:
                 log.info("peer left: %s", label)
             elif isinstance(event, MemberUpdated):
                 log.debug("peer updated: %s", label)
-            if member.protocol != PROTOCOL_VERSION:
-                log.warning(
-                    "peer %s speaks protocol %s, this peer %s",
-                    label,
-                    member.protocol,
-                    PROTOCOL_VERSION,
-                )
+            if isinstance(event, MemberJoined | MemberAlive):
+                self.incompatible.pop(member.node_id, None)
+                if member.protocol != PROTOCOL_VERSION:
+                    log.info(
+                        "peer %s speaks protocol %s, this peer %s: compatible, working together",
+                        label,
+                        member.protocol,
+                        versions_text(),
+                    )
             self._touch()
+
+    async def _check_foreign(self) -> None:
+        """Report peers whose datagrams the transport refused for their protocol version:
+        one warning each, an entry in ``peers``, and a notice back so that their log says it
+        too (they refuse our datagram, and their transport names us the same way)."""
+        now = self._now()
+        foreign = self.transport.stats.foreign
+        while foreign:
+            node_id, peer = foreign.popitem()
+            known = self.incompatible.get(node_id)
+            if known is None or known.peer.version != peer.version:
+                known = self.incompatible[node_id] = IncompatiblePeer(peer, now, now)
+                log.warning(
+                    "refusing peer %s (%s)%s: it %s; upgrade the older peer (docs/operators.md)",
+                    peer.name or node_id[:8],
+                    node_id[:8],
+                    " at {}:{}".format(*peer.address) if peer.address else "",
+                    peer.describe(),
+                )
+                self._touch()
+            known.last_seen = now
+            known.peer = ForeignPeer(
+                node_id,
+                peer.version,
+                peer.protocol if peer.protocol is not None else known.peer.protocol,
+                peer.name or known.peer.name,
+                peer.address or known.peer.address,
+            )
+            if known.peer.address and now - known.last_notice >= INCOMPATIBLE_NOTICE_INTERVAL:
+                known.last_notice = now
+                await self._send(known.peer.address, self._self_notice())
+        for node_id, known in list(self.incompatible.items()):
+            if now - known.last_seen > INCOMPATIBLE_FORGET_AFTER:
+                del self.incompatible[node_id]
+                self._touch()
+
+    def _self_notice(self) -> dict[str, Any]:
+        """A gossip datagram carrying only our own alive item: who we are, for a peer that
+        cannot read our protocol (its transport names us from it and refuses it)."""
+        me = self.membership.get(self.node_id)
+        incarnation = self.membership.incarnation
+        alive = AliveItem(
+            self.node_id,
+            incarnation,
+            self.transport.local_address,
+            me.meta if me is not None else self._meta(),
+            PROTOCOL_VERSION,
+        )
+        return {"t": T_MEMBER_GOSSIP, "f": self.node_id, "i": incarnation, "b": [alive.wire()]}
 
     async def _sync_loop(self) -> None:
         next_periodic = self._now() + self.config.push_pull_interval * self.parts.rng.uniform(
@@ -952,16 +1038,53 @@ class Node:
             self._wake_deliverer = trio.Event()
             try:
                 await self._deliver_once()
+                await self._archive_finished()
             except PeerfarmError as exc:
                 log.debug("delivery round failed: %s", exc)
             with trio.move_on_after(1.0):
                 await self._wake_deliverer.wait()
+
+    async def _archive_finished(self) -> None:
+        """The submitter archives its finished, delivered jobs once they are old enough."""
+        after = self.parts.archive_after
+        if after is None:
+            return
+        now = self._now()
+        deltas: list[Delta] = []
+        for spec in self.ledger.jobs():
+            if spec.submitted_by != self.node_id:
+                continue
+            state = self.ledger.job_state(spec.id)
+            finished = state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED) and all(
+                self.ledger.delivered(spec.id, f)
+                for f, r in self.ledger.frame_records(spec.id).items()
+                if r.status == Status.DONE
+            )
+            if not finished:
+                self._finished_at.pop(spec.id, None)
+                continue
+            since = self._finished_at.setdefault(spec.id, now)
+            if now - since >= after:
+                deltas += self.ledger.archive(spec.id, self._wall())
+                self._finished_at.pop(spec.id, None)
+                log.info("archived %s", self._job_label(spec.id))
+        await self.publish(deltas)
 
     async def _deliver_once(self) -> None:
         """Bring every done frame of the jobs this peer submitted into its output folder."""
         todo = []
         for spec in self.ledger.jobs():
             if spec.submitted_by != self.node_id:
+                continue
+            if not self.is_own_job(spec.id):
+                if spec.id not in self._refused_jobs:
+                    self._refused_jobs.add(spec.id)
+                    log.warning(
+                        "not delivering %s to %s: it names this peer as its submitter but was "
+                        "not submitted here (a forged job?)",
+                        self._job_label(spec.id),
+                        spec.output,
+                    )
                 continue
             for frame, record in list(self.ledger.frame_records(spec.id).items()):
                 if record.status == Status.DONE and not self.ledger.delivered(spec.id, frame):
@@ -1013,13 +1136,32 @@ class Node:
             return  # the renderer wrote them to shared storage: nothing to transfer
         folder = Path(spec.output)
         folder.mkdir(parents=True, exist_ok=True)
+        overwrite = spec.options.get("overwrite") is True
+        written = self.data_dir / "deliveries" / spec.id  # names this job wrote in the folder
         for output in record.outputs:
-            target = safe_join(folder, output.name)
-            if target.exists() and target.stat().st_size == output.size:
-                continue
-            blob = await self.ensure_blob(output.digest.hex(), prefer=record.node)
-            tmp = target.with_name(f".{target.name}.part")
+            ours = _read_own_jobs(written)
+            target = await trio.to_thread.run_sync(
+                delivery_target, folder, output, overwrite, ours
+            )
+            if target is None:
+                continue  # already there
+            blob = await self.ensure_blob(
+                output.digest.hex(), prefer=record.node, size=output.size
+            )
+            if target.name != output.name:
+                log.warning(
+                    "%s: %s already holds a different %s that this job did not write; "
+                    "delivered as %s instead (submit with --option overwrite=true to replace)",
+                    self._job_label(spec.id),
+                    folder,
+                    output.name,
+                    target.name,
+                )
+            tmp = safe_join(folder, f".{target.name}.part")
             await trio.to_thread.run_sync(shutil.copyfile, blob, tmp)
+            written.parent.mkdir(exist_ok=True)
+            with written.open("a") as fh:
+                fh.write(target.name + "\n")
             tmp.replace(target)
 
     # ----------------------------------------------------------------------------------
@@ -1094,6 +1236,47 @@ def output_names(frame: int, files: Sequence[Path]) -> list[str]:
         else:
             names.append(safe_name(f"{stem}_{name}"))
     return names
+
+
+def delivery_target(
+    folder: Path, output: Output, overwrite: bool, ours: Collection[str]
+) -> Path | None:
+    """Where to deliver ``output`` in ``folder``; None when an identical file is there already.
+
+    The policy: never overwrite a file this job did not write. The output's own name when it is
+    free, holds the same bytes, is one of ``ours`` (written by this job before: a retried frame)
+    or the job asked to ``overwrite``; otherwise the first free (or identical, or ours)
+    ``stem (2).ext``, ``stem (3).ext``...
+    Names pass through ``safe_join`` (UnsafeName for anything that could leave the folder).
+    """
+    stem, suffix = _split_suffix(output.name)
+    for n in range(1, 1000):
+        name = output.name if n == 1 else f"{stem} ({n}){suffix}"
+        target = safe_join(folder, name)
+        if not target.exists() and not target.is_symlink():
+            return target
+        if _same_content(target, output):
+            return None
+        if overwrite or name in ours:
+            return target
+    raise StoreError(f"no free name for {output.name} in {folder}")
+
+
+def _split_suffix(name: str) -> tuple[str, str]:
+    dot = name.rfind(".")
+    return (name, "") if dot <= 0 else (name[:dot], name[dot:])
+
+
+def _same_content(path: Path, output: Output) -> bool:
+    import hashlib
+
+    try:
+        if not path.is_file() or path.stat().st_size != output.size:
+            return False
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").digest() == output.digest
+    except OSError:
+        return False
 
 
 def _version_ok(spec: JobSpec, version: Any) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+import trio.testing
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -13,10 +15,6 @@ settings.register_profile(
     "long", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=5000
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-
-
-import pytest
-import trio.testing
 
 
 @pytest.fixture

@@ -92,6 +92,7 @@ _SUBMIT_FIELDS = frozenset(
         "fps",
         "retries",
         "allow_scripts",
+        "overwrite",
     }
 )
 
@@ -111,6 +112,9 @@ def submit_request(fields: Mapping[str, Any], *, scene: Path | None = None) -> S
     options = fields.get("options", {})
     if not isinstance(options, dict):
         raise UsageError("'options' must be an object of renderer options")
+    options = dict(options)
+    if flag(fields, "overwrite"):
+        options["overwrite"] = True  # deliveries may replace files the job did not write
     chunk = number(fields, "chunk", int)
     retries = number(fields, "retries", int)
     if chunk is not None and chunk < 1:

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import trio
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from peerfarm.control import FarmControl
+from peerfarm.metrics import render
 
 #: Seconds an SSE stream waits for a change before sending a keep-alive comment.
 SSE_KEEPALIVE_S = 15.0
 _CHUNK = 256 * 1024
-_METRIC_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 T = TypeVar("T")
 
@@ -135,28 +131,6 @@ async def zip_stream(
     yield sink.take()
 
 
-class _MetricsCollector(Collector):
-    """``control.metrics()`` as Prometheus gauges (nested keys joined by ``_``)."""
-
-    def __init__(self, control: FarmControl) -> None:
-        self.control = control
-
-    def collect(self) -> Iterator[Metric]:
-        for name, value in sorted(_flatten(self.control.metrics())):
-            yield GaugeMetricFamily(f"peerfarm_{name}", f"peerfarm {name}", value=value)
-
-
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
-    for key, value in data.items():
-        name = _METRIC_NAME.sub("_", f"{prefix}{key}")
-        if isinstance(value, Mapping):
-            yield from _flatten(value, f"{name}_")
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            yield name, float(value)
-
-
 def render_metrics(control: FarmControl) -> bytes:
-    """``control.metrics()`` in the Prometheus text format."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_MetricsCollector(control))
-    return generate_latest(registry)
+    """``control.metrics()`` in the Prometheus text format (see :mod:`peerfarm.metrics`)."""
+    return render(control.metrics)

@@ -226,9 +226,7 @@ async def fetch_blob(
         try:
             for _attempt in range(attempts):
                 try:
-                    writer = await _attempt_download(
-                        download, stream_factory, timeout, on_progress
-                    )
+                    writer = await _attempt_download(download, stream_factory, timeout, on_progress)
                     download.writer = None  # commit cleans up after itself, success or not
                     return await trio.to_thread.run_sync(writer.commit)
                 except HashMismatch as exc:
@@ -350,4 +348,3 @@ def _expect_mapping(message: object, stream: MessageStream) -> Mapping[str, Any]
 def _shorten(value: object, limit: int = 80) -> str:
     text = repr(value) if not isinstance(value, bytes | bytearray) else f"<{len(value)} bytes>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
-

@@ -145,7 +145,7 @@ def instance_name(name: str, node_id: str) -> str:
 
 def host_name(node_id: str) -> str:
     """The mDNS host name our A/AAAA records hang off: unique per node, DNS-safe."""
-    return f"pf-{_HOST_UNSAFE.sub('-', node_id[:_LABEL_MAX_BYTES - 3])}.local."
+    return f"pf-{_HOST_UNSAFE.sub('-', node_id[: _LABEL_MAX_BYTES - 3])}.local."
 
 
 def _text_field(properties: Mapping[bytes, bytes | None], key: bytes) -> str:
@@ -465,7 +465,12 @@ class Discovery:
                     bridge = _BrowserBridge(internal_send, trio.lowlevel.current_trio_token())
                     browser = ServiceBrowser(zc, SERVICE_TYPE, handlers=[bridge])
                     nursery.start_soon(
-                        self._pump, zc, table, internal_send, internal_recv, events,
+                        self._pump,
+                        zc,
+                        table,
+                        internal_send,
+                        internal_recv,
+                        events,
                         nursery.cancel_scope,
                     )
                     await trio.to_thread.run_sync(self._register, zc, info)

@@ -132,8 +132,13 @@ class Member:
 
     def copy(self) -> Member:
         return Member(
-            self.node_id, self.address, self.incarnation, self.state, dict(self.meta),
-            self.state_since, self.protocol,
+            self.node_id,
+            self.address,
+            self.incarnation,
+            self.state,
+            dict(self.meta),
+            self.state_since,
+            self.protocol,
         )
 
 
@@ -185,7 +190,12 @@ class UserBroadcast:
 
 
 MembershipEvent = (
-    MemberJoined | MemberUpdated | MemberSuspected | MemberAlive | MemberDied | MemberLeft
+    MemberJoined
+    | MemberUpdated
+    | MemberSuspected
+    | MemberAlive
+    | MemberDied
+    | MemberLeft
     | UserBroadcast
 )
 
@@ -203,8 +213,12 @@ class Alive:
 
     def wire(self) -> Message:
         return {
-            "t": T_ALIVE, "n": self.node_id, "i": self.incarnation,
-            "a": list(self.address), "m": self.meta, "p": self.protocol,
+            "t": T_ALIVE,
+            "n": self.node_id,
+            "i": self.incarnation,
+            "a": list(self.address),
+            "m": self.meta,
+            "p": self.protocol,
         }
 
 
@@ -246,8 +260,13 @@ class UserItem:
     size: int  # encoded size of wire()
 
     def wire(self) -> Message:
-        return {"t": T_USER, "o": self.origin, "id": self.broadcast_id, "k": self.key,
-                "d": self.payload}
+        return {
+            "t": T_USER,
+            "o": self.origin,
+            "id": self.broadcast_id,
+            "k": self.key,
+            "d": self.payload,
+        }
 
 
 Update = Alive | Suspect | Dead | Left | UserItem
@@ -329,8 +348,11 @@ def _decode_update(raw: Any, config: GossipConfig) -> Update:
         if size > max_item_size(config):
             raise DecodeError(f"user item of {size} bytes exceeds {max_item_size(config)}")
         return UserItem(
-            _node(raw, "o", what), _uint(_get(raw, "id", what), f"{what} id"),
-            _text(_get(raw, "k", what), f"{what} key", MAX_KEY_BYTES), _get(raw, "d", what), size,
+            _node(raw, "o", what),
+            _uint(_get(raw, "id", what), f"{what} id"),
+            _text(_get(raw, "k", what), f"{what} key", MAX_KEY_BYTES),
+            _get(raw, "d", what),
+            size,
         )
     if kind not in (T_ALIVE, T_SUSPECT, T_DEAD, T_LEFT):
         raise DecodeError(f"unknown piggybacked item type {kind!r:.40}")
@@ -338,7 +360,9 @@ def _decode_update(raw: Any, config: GossipConfig) -> Update:
     inc = _uint(_get(raw, "i", what), f"{what} incarnation")
     if kind == T_ALIVE:
         return Alive(
-            node_id, inc, _address(_get(raw, "a", what), f"{what} address"),
+            node_id,
+            inc,
+            _address(_get(raw, "a", what), f"{what} address"),
             _meta(_get(raw, "m", what), what, config.meta_limit),
             _uint(_get(raw, "p", what), f"{what} protocol", 65535),
         )
@@ -376,8 +400,16 @@ def decode_packet(message: Any, config: GossipConfig) -> Packet:
     want_nack = _get(message, "n", kind)
     if not isinstance(want_nack, bool):
         raise DecodeError(f"{kind}: 'n' must be a boolean")
-    return Packet(kind, sender, inc, updates, seq, target,
-                  _address(_get(message, "a", kind), f"{kind} address"), want_nack)
+    return Packet(
+        kind,
+        sender,
+        inc,
+        updates,
+        seq,
+        target,
+        _address(_get(message, "a", kind), f"{kind} address"),
+        want_nack,
+    )
 
 
 def decode_push_pull(state: Any, config: GossipConfig) -> tuple[str, list[Member]]:
@@ -396,12 +428,17 @@ def decode_push_pull(state: Any, config: GossipConfig) -> tuple[str, list[Member
         raw_state = _uint(row[2], "push-pull member state", 255)
         if raw_state not in MemberState._value2member_map_:
             raise DecodeError(f"push-pull member state {raw_state} is unknown")
-        members.append(Member(
-            node_id, _address(row[3], "push-pull member address"),
-            _uint(row[1], "push-pull member incarnation"), MemberState(raw_state),
-            _meta(row[4], "push-pull member", config.meta_limit), 0.0,
-            _uint(row[5], "push-pull member protocol", 65535),
-        ))
+        members.append(
+            Member(
+                node_id,
+                _address(row[3], "push-pull member address"),
+                _uint(row[1], "push-pull member incarnation"),
+                MemberState(raw_state),
+                _meta(row[4], "push-pull member", config.meta_limit),
+                0.0,
+                _uint(row[5], "push-pull member protocol", 65535),
+            )
+        )
     return sender, members
 
 
@@ -464,8 +501,15 @@ class Membership:
         self._rng = rng
         self._id = node_id
         self._check_meta(meta)
-        self._self = Member(node_id, (address[0], address[1]), incarnation, MemberState.ALIVE,
-                            dict(meta), now, protocol)
+        self._self = Member(
+            node_id,
+            (address[0], address[1]),
+            incarnation,
+            MemberState.ALIVE,
+            dict(meta),
+            now,
+            protocol,
+        )
         self._table: dict[str, Member] = {node_id: self._self}
         self._members_q = BroadcastQueue(config.retransmit_mult, config.broadcast_queue_cap)
         self._user_q = BroadcastQueue(config.retransmit_mult, config.broadcast_queue_cap)
@@ -511,8 +555,11 @@ class Membership:
 
     def alive_members(self) -> list[Member]:
         """Members other than ourselves that are ALIVE (SUSPECT ones are not included)."""
-        return [m.copy() for m in self._table.values()
-                if m is not self._self and m.state is MemberState.ALIVE]
+        return [
+            m.copy()
+            for m in self._table.values()
+            if m is not self._self and m.state is MemberState.ALIVE
+        ]
 
     def drain_events(self) -> list[MembershipEvent]:
         events, self._events = self._events, []
@@ -539,8 +586,10 @@ class Membership:
 
     def push_pull_state(self) -> Message:
         """Our whole table, compact, for the periodic TCP push-pull."""
-        rows = [[m.node_id, m.incarnation, int(m.state), list(m.address), m.meta, m.protocol]
-                for m in self._table.values()]
+        rows = [
+            [m.node_id, m.incarnation, int(m.state), list(m.address), m.meta, m.protocol]
+            for m in self._table.values()
+        ]
         return {"t": T_PUSH_PULL, "f": self._id, "m": rows}
 
     # --- commands ----------------------------------------------------------------------
@@ -568,9 +617,11 @@ class Membership:
         self._self.state_since = now
         left = Left(self._id, self._self.incarnation).wire()
         self._members_q.queue(("m", self._id), left)
-        return [self._packet(m.address, self._header(T_GOSSIP), [left], piggyback=False)
-                for m in self._table.values()
-                if m is not self._self and m.state in (MemberState.ALIVE, MemberState.SUSPECT)]
+        return [
+            self._packet(m.address, self._header(T_GOSSIP), [left], piggyback=False)
+            for m in self._table.values()
+            if m is not self._self and m.state in (MemberState.ALIVE, MemberState.SUSPECT)
+        ]
 
     def update_meta(self, meta: dict[str, Any], now: float) -> None:
         """Change our metadata: bump our incarnation and gossip the new ALIVE."""
@@ -592,7 +643,8 @@ class Membership:
         size = encoded_size(wire)
         if size > max_item_size(self._config):
             raise MessageTooLarge(
-                f"broadcast of {size} bytes exceeds {max_item_size(self._config)}")
+                f"broadcast of {size} bytes exceeds {max_item_size(self._config)}"
+            )
         self._remember((self._id, item.broadcast_id))
         self._user_q.queue(("u", self._id, key), wire, size)
 
@@ -619,15 +671,19 @@ class Membership:
                 member = self._table.get(node_id)
                 if member is not None and member.state is MemberState.SUSPECT:
                     self._on_dead(Dead(node_id, member.incarnation, self._id), now)
-        if (not self._leaving and self._config.reconnect_interval > 0
-                and now >= self._next_reconnect_at):
+        if (
+            not self._leaving
+            and self._config.reconnect_interval > 0
+            and now >= self._next_reconnect_at
+        ):
             self._next_reconnect_at = now + self._config.reconnect_interval
             dead = [m for m in self._others() if m.state is MemberState.DEAD]
             if dead:
                 target = self._rng.choice(dead)
                 self._seq += 1
-                out.append(self._packet(target.address,
-                                        self._header(T_PING, self._seq, target.node_id)))
+                out.append(
+                    self._packet(target.address, self._header(T_PING, self._seq, target.node_id))
+                )
         if now >= self._next_gossip_at:
             self._next_gossip_at = now + self._config.gossip_interval
             out.extend(self._gossip_round(now))
@@ -694,8 +750,9 @@ class Membership:
             return []
         if kind == T_PING_REQ:
             self._seq += 1
-            self._relays[self._seq] = _Relay(sender, packet.seq, packet.want_nack,
-                                             now + self._config.probe_timeout)
+            self._relays[self._seq] = _Relay(
+                sender, packet.seq, packet.want_nack, now + self._config.probe_timeout
+            )
             ping = self._header(T_PING, self._seq, packet.target)
             return [self._packet(packet.target_address, ping)]
         if kind == T_JOIN:
@@ -741,14 +798,25 @@ class Membership:
             me = self._self
             if self._leaving or alive.incarnation < me.incarnation:
                 return False
-            if (alive.incarnation == me.incarnation and alive.address == me.address
-                    and alive.meta == me.meta and alive.protocol == me.protocol):
+            if (
+                alive.incarnation == me.incarnation
+                and alive.address == me.address
+                and alive.meta == me.meta
+                and alive.protocol == me.protocol
+            ):
                 return False
             return self._refute(alive.incarnation)
         member = self._table.get(alive.node_id)
         if member is None:
-            member = Member(alive.node_id, alive.address, alive.incarnation, MemberState.ALIVE,
-                            dict(alive.meta), now, alive.protocol)
+            member = Member(
+                alive.node_id,
+                alive.address,
+                alive.incarnation,
+                MemberState.ALIVE,
+                dict(alive.meta),
+                now,
+                alive.protocol,
+            )
             self._table[alive.node_id] = member
             self._add_to_probe_order(alive.node_id)
             self._events.append(MemberJoined(member.copy()))
@@ -756,8 +824,11 @@ class Membership:
             return False
         if alive.incarnation <= member.incarnation:
             return False
-        changed = (member.address != alive.address or member.meta != alive.meta
-                   or member.protocol != alive.protocol)
+        changed = (
+            member.address != alive.address
+            or member.meta != alive.meta
+            or member.protocol != alive.protocol
+        )
         member.incarnation = alive.incarnation
         member.address = alive.address
         member.meta = dict(alive.meta)
@@ -796,7 +867,8 @@ class Membership:
         n = len(self._table)
         low, high = suspicion_bounds(self._config, n)
         self._suspicions[member.node_id] = _Suspicion(
-            now, low, high, expected_confirmations(self._config, n), {suspect.accuser})
+            now, low, high, expected_confirmations(self._config, n), {suspect.accuser}
+        )
         self._events.append(MemberSuspected(member.copy()))
         self._members_q.queue(("m", member.node_id), suspect.wire())
         return False
@@ -879,8 +951,9 @@ class Membership:
             msg["to"] = target
         return msg
 
-    def _packet(self, address: Address, base: Message, extra: Sequence[Any] = (),
-                piggyback: bool = True) -> Outgoing:
+    def _packet(
+        self, address: Address, base: Message, extra: Sequence[Any] = (), piggyback: bool = True
+    ) -> Outgoing:
         """``base`` plus ``extra`` items and queued broadcasts, within the byte budget."""
         free = self._config.message_budget - encoded_size(base) - _LIST_OVERHEAD
         items: list[Any] = []
@@ -904,8 +977,7 @@ class Membership:
         return [self._packet(seed, self._header(T_JOIN), [alive]) for seed in self._seeds]
 
     def _join_answer(self, sender: Address, joiner: str) -> Outgoing:
-        others = [m for m in self._others()
-                  if m.state is MemberState.ALIVE and m.node_id != joiner]
+        others = [m for m in self._others() if m.state is MemberState.ALIVE and m.node_id != joiner]
         self._rng.shuffle(others)
         extra = [_alive_of(self._self).wire()] + [_alive_of(m).wire() for m in others[:16]]
         return self._packet(sender, self._header(T_GOSSIP), extra, piggyback=False)
@@ -914,9 +986,12 @@ class Membership:
         if not (len(self._members_q) or len(self._user_q)):
             return []
         horizon = now - self._config.gossip_to_dead_time
-        targets = [m for m in self._others()
-                   if m.state in (MemberState.ALIVE, MemberState.SUSPECT)
-                   or (m.state is MemberState.DEAD and m.state_since > horizon)]
+        targets = [
+            m
+            for m in self._others()
+            if m.state in (MemberState.ALIVE, MemberState.SUSPECT)
+            or (m.state is MemberState.DEAD and m.state_since > horizon)
+        ]
         chosen = self._rng.sample(targets, min(self._config.gossip_fanout, len(targets)))
         out = []
         for member in chosen:
@@ -934,8 +1009,11 @@ class Membership:
     def _next_probe_target(self) -> Member | None:
         for _ in range(2 * len(self._table) + 1):
             if self._probe_index >= len(self._probe_order):
-                self._probe_order = [m.node_id for m in self._others()
-                                     if m.state in (MemberState.ALIVE, MemberState.SUSPECT)]
+                self._probe_order = [
+                    m.node_id
+                    for m in self._others()
+                    if m.state in (MemberState.ALIVE, MemberState.SUSPECT)
+                ]
                 self._rng.shuffle(self._probe_order)
                 self._probe_index = 0
                 if not self._probe_order:
@@ -952,8 +1030,11 @@ class Membership:
         if probe is not None and not probe.indirect_sent and now >= probe.indirect_at:
             probe.indirect_sent = True
             target = self._table.get(probe.target)
-            helpers = [m for m in self._others()
-                       if m.state is MemberState.ALIVE and m.node_id != probe.target]
+            helpers = [
+                m
+                for m in self._others()
+                if m.state is MemberState.ALIVE and m.node_id != probe.target
+            ]
             helpers = self._rng.sample(helpers, min(self._config.indirect_checks, len(helpers)))
             probe.expected_nacks = len(helpers)
             if target is not None:
@@ -975,9 +1056,12 @@ class Membership:
             target = self._next_probe_target()
             if target is not None:
                 self._seq += 1
-                self._probe = _Probe(target.node_id, self._seq,
-                                     now + self._config.probe_timeout * scale,
-                                     now + self._config.probe_interval * scale)
+                self._probe = _Probe(
+                    target.node_id,
+                    self._seq,
+                    now + self._config.probe_timeout * scale,
+                    now + self._config.probe_interval * scale,
+                )
                 ping = self._header(T_PING, self._seq, target.node_id)
                 out.append(self._packet(target.address, ping))
         return out
@@ -994,4 +1078,3 @@ class Membership:
                     self._members_q.invalidate(("m", member.node_id))
                 else:
                     self._next_reap_at = min(self._next_reap_at, due)
-

@@ -11,6 +11,12 @@ This module owns the bytes on the wire and the contract every transport keeps:
   16-byte session nonces; every later frame's associated data binds both nonces, the sender's
   role and a sequence number, so a recorded frame is useless in another stream or position.
 - :func:`map_network_errors` is the one place where trio and OS errors become TransportError.
+- Mixed versions: a build speaks every protocol in :data:`SUPPORTED_VERSIONS`. Datagrams are
+  sealed at the *oldest* version it speaks and streams at the highest both ends speak, so two
+  builds work together when each one's oldest version is in the other's range. An authentic
+  datagram in a version outside our range raises :class:`ForeignVersion` naming the sender
+  (every datagram map of every version carries ``"f"``: the sender's node id), and
+  :meth:`TransportStats.count_rejection` keeps it in ``stats.foreign`` for the node to report.
 
 Decoding raises only :class:`~peerfarm.errors.RemoteProtocolError` subclasses: whatever a peer
 sends, the caller logs, counts and drops it.
@@ -19,17 +25,18 @@ sends, the caller logs, counts and drops it.
 from __future__ import annotations
 
 import contextlib
+import os
 import struct
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any, Protocol
 
 import msgpack
 import trio
 
-from peerfarm import PROTOCOL_VERSION
+from peerfarm import PROTOCOL_VERSION as BUILD_PROTOCOL_VERSION
 from peerfarm.errors import (
     AuthenticationError,
     DecodeError,
@@ -44,8 +51,35 @@ from peerfarm.gossip.crypto import NONCE_LEN, SEAL_OVERHEAD, Keyring
 Address = tuple[str, int]
 
 MAGIC = b"PF"
+#: Oldest protocol version this build still speaks. Raise it only after a release that speaks
+#: the new version runs on every peer (two-step rolling upgrade: see docs/operators.md).
+MIN_PROTOCOL_VERSION = 1
+#: Hidden test hook: ``MAX`` or ``MIN-MAX`` fakes the protocol versions this process speaks,
+#: so tests can run an older and a newer build side by side. Never set it in production.
+TEST_PROTOCOL_ENV = "PEERFARM_TEST_PROTOCOL"
+
+
+def protocol_range(build: int, minimum: int, override: str | None = None) -> range:
+    """The protocol versions a process speaks: ``minimum..build`` unless ``override`` says."""
+    if not override:
+        return range(minimum, build + 1)
+    low, _, high = override.strip().rpartition("-")
+    try:
+        top = int(high)
+        bottom = int(low) if low else min(minimum, top)
+    except ValueError:
+        raise ValueError(f"{TEST_PROTOCOL_ENV} must be MAX or MIN-MAX, not {override!r}") from None
+    if not 1 <= bottom <= top <= 255:
+        raise ValueError(f"{TEST_PROTOCOL_ENV}={override!r} is not a range within 1..255")
+    return range(bottom, top + 1)
+
+
 #: Protocol versions this build accepts on the wire.
-SUPPORTED_VERSIONS = range(1, PROTOCOL_VERSION + 1)
+SUPPORTED_VERSIONS = protocol_range(
+    BUILD_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, os.environ.get(TEST_PROTOCOL_ENV)
+)
+#: The newest version this process speaks: what its alive messages advertise.
+PROTOCOL_VERSION = SUPPORTED_VERSIONS.stop - 1
 
 _HEADER = struct.Struct("!2sBB")  # magic, protocol version, kind
 HEADER_LEN = _HEADER.size
@@ -93,6 +127,14 @@ class OversizedFrame(RemoteProtocolError):
     """A peer announced or sent more bytes than a frame may hold."""
 
 
+class ForeignVersion(VersionMismatchError):
+    """An authentic datagram in a protocol version we do not speak, and who sent it."""
+
+    def __init__(self, message: str, *, version: int, peer: ForeignPeer | None) -> None:
+        super().__init__(message, version=version)
+        self.peer = peer
+
+
 class StreamClosed(TransportError):
     """The peer closed the stream cleanly between frames."""
 
@@ -104,6 +146,33 @@ class Datagram:
     sender: Address
     version: int
     message: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignPeer:
+    """A peer whose authentic datagrams carry a protocol version this process does not speak."""
+
+    node_id: str
+    version: int  # the envelope's version
+    protocol: int | None = None  # the newest version it speaks, if its alive message said
+    name: str | None = None
+    address: Address | None = None
+
+    def describe(self) -> str:
+        """``speaks protocol 2, this peer 1`` (the words the logs and ``peers`` use)."""
+        theirs = self.protocol if self.protocol is not None else self.version
+        return f"speaks protocol {theirs}, this peer {versions_text()}"
+
+
+def versions_text(versions: range | None = None) -> str:
+    """``1`` or ``1-2``: the protocol versions this process speaks."""
+    span = SUPPORTED_VERSIONS if versions is None else versions
+    low, high = span.start, span.stop - 1
+    return str(high) if low == high else f"{low}-{high}"
+
+
+#: Foreign peers remembered between two reads by the node (a bound: peers are few).
+MAX_FOREIGN = 64
 
 
 @dataclass(slots=True)
@@ -123,14 +192,22 @@ class TransportStats:
     streams_accepted: int = 0
     streams_refused: int = 0
     send_errors: int = 0
+    #: Peers heard in a protocol version we do not speak, by node id (the node drains it).
+    foreign: dict[str, ForeignPeer] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        """The counters (``foreign`` is not a counter and is left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "foreign"}
 
     def count_rejection(self, exc: RemoteProtocolError) -> str:
         """Count a rejected input under its cause; return the counter's name (for logs)."""
         if isinstance(exc, VersionMismatchError):
             name = "version_rejected"
+            peer = exc.peer if isinstance(exc, ForeignVersion) else None
+            if peer is not None and (
+                peer.node_id in self.foreign or len(self.foreign) < MAX_FOREIGN
+            ):
+                self.foreign[peer.node_id] = peer
         elif isinstance(exc, AuthenticationError):
             name = "auth_failures"
         elif isinstance(exc, ReplayedMessage):
@@ -243,8 +320,13 @@ def _parse_header(data: bytes, kind: Kind) -> tuple[int, bytes]:
     return version, data[:HEADER_LEN]
 
 
-def encode_datagram(keyring: Keyring, message: Any, version: int = PROTOCOL_VERSION) -> bytes:
-    """Seal ``message`` into one datagram; MessageTooLarge if it exceeds MAX_DATAGRAM."""
+def encode_datagram(keyring: Keyring, message: Any, version: int | None = None) -> bytes:
+    """Seal ``message`` into one datagram; MessageTooLarge if it exceeds MAX_DATAGRAM.
+
+    The default version is the oldest we speak, so every peer that speaks it can read us.
+    """
+    if version is None:
+        version = SUPPORTED_VERSIONS.start
     plaintext = pack_message(message)
     if len(plaintext) > MAX_DATAGRAM_PAYLOAD:
         raise MessageTooLarge(
@@ -263,12 +345,59 @@ def decode_datagram(
     """
     if len(data) > MAX_DATAGRAM:
         raise OversizedFrame(f"datagram of {len(data)} bytes exceeds {MAX_DATAGRAM}")
-    version, header = _parse_header(data, Kind.DATAGRAM)
+    try:
+        version, header = _parse_header(data, Kind.DATAGRAM)
+    except VersionMismatchError as exc:
+        raise _foreign(keyring, data, exc) from None
     sealed = data[HEADER_LEN:]
     plaintext = keyring.open(sealed, header)
     if replay is not None and not replay.first_sight(sealed[:NONCE_LEN]):
         raise ReplayedMessage("datagram already received once (replay)")
     return version, unpack_message(plaintext)
+
+
+def _foreign(keyring: Keyring, data: bytes, exc: VersionMismatchError) -> VersionMismatchError:
+    """``exc`` as a ForeignVersion naming the sender if the datagram is authentic (the key
+    proves it comes from our farm), else ``exc`` unchanged: forged bytes name nobody."""
+    try:
+        message = unpack_message(keyring.open(data[HEADER_LEN:], data[:HEADER_LEN]))
+    except RemoteProtocolError:
+        return exc
+    peer = foreign_peer(message, exc.version)
+    return ForeignVersion(str(exc), version=exc.version, peer=peer)
+
+
+def foreign_peer(message: Any, version: int) -> ForeignPeer | None:
+    """Who sent ``message`` (a datagram map of any version): its ``"f"``, and its name,
+    address and protocol when it also carries its own alive item. None if it names nobody."""
+    if not isinstance(message, dict):
+        return None
+    node_id = message.get("f")
+    if not isinstance(node_id, str) or not 0 < len(node_id) <= 128:
+        return None
+    items = message.get("b")
+    for item in items if isinstance(items, list) else []:
+        if not (isinstance(item, dict) and item.get("t") == "alive" and item.get("n") == node_id):
+            continue
+        meta, addr, proto = item.get("m"), item.get("a"), item.get("p")
+        name = meta.get("name") if isinstance(meta, dict) else None
+        address: Address | None = None
+        if (
+            isinstance(addr, list)
+            and len(addr) == 2
+            and isinstance(addr[0], str)
+            and isinstance(addr[1], int)
+            and 0 < addr[1] < 65536
+        ):
+            address = (addr[0][:255], addr[1])
+        return ForeignPeer(
+            node_id,
+            version,
+            proto if isinstance(proto, int) and 0 <= proto < 65536 else None,
+            name[:64] if isinstance(name, str) else None,
+            address,
+        )
+    return ForeignPeer(node_id, version)
 
 
 class ReplayFilter:

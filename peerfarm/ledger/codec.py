@@ -17,6 +17,7 @@ from typing import Any
 import msgpack
 
 from ..errors import DecodeError
+from ..files.names import UnsafeName, safe_name
 from ..frames import MAX_FRAMES
 from .model import Attempt, FrameRecord, JobSpec, Output, Register, SceneRef, Status
 
@@ -106,6 +107,14 @@ def _node(x: Any, what: str) -> str:
     if x == "":
         return ""
     return _id(x, what)
+
+
+def _file_name(x: str, what: str) -> str:
+    """A name that becomes a file in someone's folder: one safe component (files.names)."""
+    try:
+        return safe_name(x)
+    except UnsafeName as exc:
+        raise DecodeError(f"{what}: {exc}") from None
 
 
 def _digest(x: Any, what: str) -> bytes:
@@ -259,7 +268,7 @@ def decode_frame(x: Any, origin: str, version: int) -> FrameRecord:
         name, digest, size = _list(o, "output", 3)
         outputs.append(
             Output(
-                _str(name, "output name", MAX_NAME, empty=False),
+                _file_name(_str(name, "output name", MAX_NAME, empty=False), "output name"),
                 _digest(digest, "output digest"),
                 _int(size, "output size"),
             )

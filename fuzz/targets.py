@@ -1,0 +1,209 @@
+"""Fuzz targets: every decoder that reads bytes from the network or text from a user.
+
+Each target takes arbitrary bytes and feeds them to the real code path (authenticated with a
+fixed test key where the path starts after authentication, so the fuzzer reaches the msgpack,
+membership and ledger decoders rather than stopping at the AEAD tag). A target may raise only
+the errors that code promises for bad input (``ALLOWED``); any other exception, or a broken
+invariant (AssertionError), is a crash. Pure: no sockets, no files, no clock.
+
+Used by ``fuzz/run.py`` (atheris, coverage-guided) and ``tests/security/test_fuzz.py``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from peerfarm import PROTOCOL_VERSION
+from peerfarm.errors import FrameRangeError, MessageTooLarge, RemoteProtocolError
+from peerfarm.files.names import safe_name
+from peerfarm.files.transfer import parse_get
+from peerfarm.frames import parse_frames
+from peerfarm.gossip.config import GossipConfig
+from peerfarm.gossip.crypto import Keyring
+from peerfarm.gossip.membership import Membership
+from peerfarm.gossip.transport import (
+    HEADER_LEN,
+    FrameBuffer,
+    Kind,
+    Role,
+    StreamSession,
+    _header,
+    decode_datagram,
+)
+from peerfarm.ledger import Ledger, codec
+from peerfarm.ledger.model import FrameRecord, Output, Register, SceneRef, Status
+
+KEY = bytes(range(32))
+KEYRING = Keyring([KEY])
+NODE = "0123456789abcdef"
+PEER = "fedcba9876543210"
+WALL_MS = 1_700_000_000_000
+
+#: What a decoder may raise for bad input. Anything else is a bug.
+ALLOWED: tuple[type[BaseException], ...] = (RemoteProtocolError, MessageTooLarge)
+
+
+def _membership() -> Membership:
+    return Membership(
+        NODE,
+        ("127.0.0.1", 7946),
+        {"name": "fuzz"},
+        GossipConfig.fast(),
+        random.Random(0),
+        0.0,
+        protocol=PROTOCOL_VERSION,
+        incarnation=1,
+    )
+
+
+def _handle_message(message: object) -> None:
+    """What Node._on_datagram does with an authentic datagram's message."""
+    if isinstance(message, dict) and message.get("t") == "L":
+        deltas = codec.decode_deltas(message.get("d"), max_count=1_000)
+        Ledger(NODE).merge(deltas, WALL_MS)
+        return
+    membership = _membership()
+    membership.receive(("127.0.0.1", 7000), message, 1.0)
+    membership.tick(2.0)
+    membership.drain_events()
+
+
+def datagram(data: bytes) -> None:
+    """One UDP datagram. First byte even: the raw bytes as received (envelope, AEAD);
+    odd: the rest sealed with the farm key, as a keyed (possibly hostile) peer would send."""
+    if not data:
+        return
+    if data[0] % 2 == 0:
+        raw = data[1:]
+    else:
+        header = _header(PROTOCOL_VERSION, Kind.DATAGRAM)
+        raw = header + KEYRING.seal(data[1:], header)
+    try:
+        _version, message = decode_datagram(KEYRING, raw)
+        _handle_message(message)
+    except ALLOWED:
+        pass
+
+
+def _session_pair() -> tuple[StreamSession, StreamSession]:
+    client_nonce, server_nonce = b"c" * 16, b"s" * 16
+    client = StreamSession(KEYRING, Role.CLIENT, client_nonce, server_nonce, PROTOCOL_VERSION)
+    server = StreamSession(KEYRING, Role.SERVER, client_nonce, server_nonce, PROTOCOL_VERSION)
+    return client, server
+
+
+def stream(data: bytes) -> None:
+    """TCP stream bytes. First byte even: raw bytes through the length-prefix framer; odd: the
+    rest sealed as the next frame of an established session, then parsed like a request."""
+    if not data:
+        return
+    try:
+        if data[0] % 2 == 0:
+            buffer = FrameBuffer()
+            buffer.feed(data[1:])
+            while (frame := buffer.next_frame()) is not None:
+                _client, server = _session_pair()
+                server.open(frame)
+            return
+        client, server = _session_pair()
+        header = _header(PROTOCOL_VERSION, Kind.STREAM_FRAME)
+        body = header + KEYRING.seal(data[1:], client._aad(header, Role.CLIENT, 0))
+        assert len(header) == HEADER_LEN
+        message = server.open(body)
+        if isinstance(message, dict):
+            kind = message.get("t")
+            if kind == "get":
+                parse_get(message)
+            elif kind in ("sync", "sync-r"):
+                codec.decode_watermarks(message.get("w"))
+                _membership().merge_push_pull(message.get("m"), 1.0)
+            elif kind == "deltas":
+                Ledger(NODE).merge(codec.decode_deltas(message.get("d"), 1_000), WALL_MS)
+    except ALLOWED:
+        pass
+
+
+def ledger(data: bytes) -> None:
+    """msgpack bytes as a list of ledger deltas (push-pull, ledger.db rows), then merged."""
+    try:
+        deltas = codec.decode_deltas(codec.unpackb(data), max_count=1_000)
+    except ALLOWED:
+        return
+    replica = Ledger(NODE)
+    replica.merge(deltas, WALL_MS)
+    for _key, value, _origin, _version in deltas:
+        if isinstance(value, FrameRecord):  # every accepted output name is a safe file name
+            for output in value.outputs:
+                assert safe_name(output.name) == output.name
+    # Whatever was accepted re-encodes and decodes to the same thing (a round trip).
+    for delta in deltas:
+        again = codec.decode_delta(codec.encode_delta(delta))
+        assert again[0] == delta[0] and again[1] == delta[1], (delta, again)
+    replica.state_digest()
+
+
+def frames(data: bytes) -> None:
+    """A frame range as typed by an artist (CLI, API, dashboard)."""
+    text = data.decode("utf-8", "replace")
+    try:
+        result = parse_frames(text, limit=10_000)
+    except FrameRangeError:
+        return
+    assert result, "an accepted range is never empty"
+    assert len(result) == len(set(result)) <= 10_000
+    assert all(type(f) is int and f >= 0 for f in result)
+
+
+TARGETS: dict[str, Callable[[bytes], None]] = {
+    "datagram": datagram,
+    "stream": stream,
+    "ledger": ledger,
+    "frames": frames,
+}
+
+
+def seeds() -> dict[str, list[bytes]]:
+    """Valid inputs for each target, so mutation starts from messages that parse."""
+    ledger_ = Ledger(PEER)
+    scene = SceneRef(bytes(32), "scene.blend", 10)
+    spec = ledger_.new_job(
+        name="shot",
+        submitter_name="peer",
+        renderer="blender",
+        options={"samples": 8, "allow_scripts": True},
+        scene=scene,
+        assets=[SceneRef(bytes(range(32)), "tex/wood.png", 5)],
+        frames=[1, 2, 3, 10],
+        wall_ms=WALL_MS,
+        output="/tmp/out",
+    )
+    deltas = ledger_.submit(spec)
+    deltas += ledger_.claim(spec.id, (1,), WALL_MS)
+    deltas += ledger_.cancel(spec.id, WALL_MS)
+    done = FrameRecord(
+        epoch=0,
+        status=Status.DONE,
+        attempt=1,
+        stamp=5,
+        node=PEER,
+        outputs=(Output("frame_0001.png", bytes(32), 3),),
+    )
+    wire = [codec.encode_delta(d) for d in deltas]
+    wire.append(codec.encode_delta((("F", spec.id, 2), done, PEER, 99)))
+    wire.append(codec.encode_delta((("P", spec.id), Register(3, 7, PEER, 0), PEER, 100)))
+    packed = codec.packb(wire)
+    membership = _membership()
+    ping = codec.packb({"t": "ping", "seq": 1, "f": PEER})
+    state = codec.packb({"t": "sync", "m": membership.push_pull_state(), "w": {PEER: 3}})
+    return {
+        "datagram": [b"\x01" + codec.packb({"t": "L", "d": wire[:2]}), b"\x01" + ping],
+        "stream": [
+            b"\x01" + state,
+            b"\x01" + codec.packb({"t": "get", "digest": "a" * 64, "offset": 0}),
+            b"\x01" + codec.packb({"t": "deltas", "d": wire}),
+            b"\x00" + b"\x00\x00\x00\x10" + bytes(16),
+        ],
+        "ledger": [packed] + [codec.packb([w]) for w in wire],
+        "frames": [b"1-240", b"1,5,10-20x2", b"7", b" 3 , 4-9x3"],
+    }

@@ -1,0 +1,249 @@
+"""Gossip at farm scale (issue 3): 50 real nodes on the in-memory network, virtual time.
+
+Every test runs real :class:`~peerfarm.node.Node` objects (membership, ledger, push-pull) with
+``GossipConfig.fast()`` timers on :class:`~peerfarm.gossip.memnet.MemoryNetwork` under
+:func:`peerfarm.testing.sim_clock`; the network and every node draw from seeded RNGs, and time
+is virtual, so a run is the same on a busy machine as on an idle one. No peer has a renderer:
+this is pure ledger and membership traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from peerfarm.gossip.config import GossipConfig, suspicion_bounds
+from peerfarm.gossip.membership import MemberState
+from peerfarm.testing import SimFarm
+
+N = 50
+
+
+class _Counter(logging.Handler):
+    """Counts the node's membership log lines ("peer died: ...", "peer suspected: ...")."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def count(self, prefix: str) -> int:
+        return sum(1 for line in self.lines if line.startswith(prefix))
+
+
+@pytest.fixture
+def membership_log() -> Iterator[_Counter]:
+    logger = logging.getLogger("peerfarm")
+    handler = _Counter()
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+
+
+async def test_one_update_reaches_every_live_peer_by_gossip_alone(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Push-pull off after the joins: only the immediate push and piggybacked gossip carry it.
+    config = GossipConfig.fast().replace(push_pull_interval=3600.0)
+    with trio.fail_after(60):
+        farm = SimFarm(tmp_path, seed=11, config=config)
+        async with farm.running():
+            peers = await farm.start(N, renderers=0)
+            await trio.sleep(1.0)  # let the join-time syncs finish
+            for victim in peers[-3:]:
+                farm.crash(victim.node_id)  # not yet known dead: pushes to them are wasted
+            origin = peers[7]
+            syncs = {p.node_id: p.node.stats.syncs for p in farm.live()}
+            sent = trio.current_time()
+            job = await farm.announce_job(origin, "news")
+            arrived = await farm.wait_until(
+                lambda: all(p.node.ledger.job(job) is not None for p in farm.live()),
+                timeout=2.0,
+                poll=0.005,
+                what="the update on every live peer",
+            )
+            took = arrived - sent
+            print(f"one update reached {len(farm.live())} peers in {took:.3f} s (virtual)")
+            # log4(50) ~ 3 gossip rounds; 10 rounds (0.2 s) leaves room for unlucky sampling.
+            assert took <= 10 * config.gossip_interval
+            assert farm.converged()
+            # Nothing came by push-pull: no sync ran since the update was written.
+            assert {p.node_id: p.node.stats.syncs for p in farm.live()} == syncs
+
+
+async def test_farm_converges_with_ten_percent_loss_on_every_link(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(60):
+        farm = SimFarm(tmp_path, seed=12)
+        async with farm.running():
+            peers = await farm.start(N, renderers=0)
+            farm.set_loss(0.10, delay=0.001, jitter=0.004)
+            writers = peers[::5]  # ten peers each write a job, then act on another's
+            jobs = [await farm.announce_job(p, f"job{i}") for i, p in enumerate(writers)]
+            await trio.sleep(0.05)
+            for i, peer in enumerate(writers):
+                target = jobs[(i + 1) % len(jobs)]
+                if peer.node.ledger.job(target) is None:
+                    continue  # not arrived yet: skip this write (the loss decides, seeded)
+                await peer.node.publish(peer.node.ledger.pause(target, farm.wall_ms()))
+            started = trio.current_time()
+            at = await farm.wait_until(
+                lambda: farm.converged()
+                and all(len(p.node.ledger.jobs()) == len(jobs) for p in farm.live()),
+                timeout=15.0,
+                poll=0.05,
+                what="one ledger on every peer",
+            )
+            print(f"converged {at - started:.2f} s (virtual) after the last write")
+            # Push-pull every second repairs what gossip lost: a few rounds at most.
+            assert at - started <= 5 * farm.config.push_pull_interval
+            paused = {sum(p.node.ledger.paused(j) for j in jobs) for p in farm.live()}
+            assert len(paused) == 1 and paused.pop() > 0
+
+
+async def test_two_way_partition_heals_into_identical_ledgers(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(90):
+        farm = SimFarm(tmp_path, seed=13)
+        async with farm.running():
+            peers = await farm.start(N, renderers=0)
+            shared = await farm.announce_job(peers[0], "shared")
+            await farm.wait_until(farm.converged, timeout=5.0, what="the shared job everywhere")
+            left, right = peers[: N // 2], peers[N // 2 :]
+            farm.partition([p.node_id for p in left], [p.node_id for p in right])
+            split = trio.current_time()
+            # Each side writes on its own, including opposite writes to one register.
+            left_job = await farm.announce_job(left[3], "left-only")
+            right_job = await farm.announce_job(right[4], "right-only")
+            await left[5].node.publish(left[5].node.ledger.pause(shared, farm.wall_ms()))
+            await trio.sleep(0.5)
+            await right[6].node.publish(right[6].node.ledger.pause(shared, farm.wall_ms()))
+            await trio.sleep(0.5)
+            await right[7].node.publish(right[7].node.ledger.resume(shared, farm.wall_ms()))
+            await trio.sleep(0.5)
+            await left[8].node.publish(
+                left[8].node.ledger.set_priority(shared, 5, farm.wall_ms())
+            )
+            # Long enough for each side to declare the other dead.
+            def sides_apart() -> bool:
+                seen_left = farm.states_of(right[0].node_id)
+                seen_right = farm.states_of(left[0].node_id)
+                return all(seen_left[p.node_id] == MemberState.DEAD for p in left) and all(
+                    seen_right[p.node_id] == MemberState.DEAD for p in right
+                )
+
+            await farm.wait_until(
+                sides_apart, timeout=15.0, poll=0.1, what="each side declaring the other dead"
+            )
+            # Each side agrees within itself (two ledgers in the farm).
+            await farm.wait_until(
+                lambda: len(farm.digests()) == 2, timeout=5.0, poll=0.05, what="one per side"
+            )
+            farm.heal()
+            healed = trio.current_time()
+            print(f"split for {healed - split:.1f} s")
+            ledger_at = await farm.wait_until(
+                lambda: farm.converged() and len(farm.live()[0].node.ledger.jobs()) == 3,
+                timeout=20.0,
+                poll=0.05,
+                what="identical ledgers after the heal",
+            )
+            members_at = await farm.wait_until(
+                farm.membership_converged, timeout=20.0, poll=0.05, what="everyone alive again"
+            )
+            print(
+                f"ledgers identical {ledger_at - healed:.2f} s, "
+                f"membership {members_at - healed:.2f} s after the heal"
+            )
+            for peer in farm.live():
+                ledger = peer.node.ledger
+                assert {s.id for s in ledger.jobs()} == {shared, left_job, right_job}
+                assert ledger.paused(shared) is False  # the last write (resume) won everywhere
+                assert ledger.priority(shared) == 5
+
+
+async def test_crashed_peer_is_declared_dead_everywhere_within_the_suspicion_timeout(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, membership_log: _Counter
+) -> None:
+    config = GossipConfig.fast()
+    with trio.fail_after(60):
+        farm = SimFarm(tmp_path, seed=14, config=config)
+        async with farm.running():
+            peers = await farm.start(N, renderers=0)
+            await trio.sleep(1.0)
+            victim = peers[17]
+            farm.crash(victim.node_id)
+            crashed = trio.current_time()
+            await farm.wait_until(
+                lambda: all(s == MemberState.DEAD for s in farm.states_of(victim.node_id).values()),
+                timeout=15.0,
+                poll=0.02,
+                what="the crashed peer dead everywhere",
+            )
+            declared = [
+                m.state_since - crashed
+                for p in farm.live()
+                if (m := p.node.membership.get(victim.node_id)) is not None
+            ]
+            low, high = suspicion_bounds(config, N)
+            print(
+                f"dead everywhere after {min(declared):.2f}..{max(declared):.2f} s (virtual); "
+                f"suspicion timeout {low:.2f}..{high:.2f} s"
+            )
+            # Bound: the first probe of the victim (49 probers walking shuffled round-robin
+            # lists: well within 5 probe intervals) + its timeout and the indirect round (one
+            # more interval) + Lifeguard's *longest* suspicion timeout (no confirmations) +
+            # dissemination of the death (log4(50) ~ 3 gossip rounds; 10 allowed).
+            bound = 6 * config.probe_interval + high + 10 * config.gossip_interval
+            assert max(declared) <= bound
+            # With 49 probers confirming, Lifeguard brings the timeout well below its maximum.
+            assert max(declared) <= high
+            # Nobody else was declared dead, and nobody alive was even suspected.
+            assert membership_log.count("peer died") == len(declared)
+            assert all(
+                m.state == MemberState.ALIVE
+                for p in farm.live()
+                for m in p.node.members()
+                if m.node_id != victim.node_id
+            )
+
+
+async def test_long_loss_free_run_never_declares_a_live_peer_dead(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, membership_log: _Counter
+) -> None:
+    # 30 virtual seconds of the fast preset are 300 probe rounds per peer (15,000 probes in
+    # all): five minutes of LAN probing (its probe interval is ten times longer). Push-pull
+    # every 3 s keeps nearer LAN's ratio of push-pulls to gossip rounds and the run affordable
+    # in real time (~15 s on 2 busy cores).
+    config = GossipConfig.fast().replace(push_pull_interval=3.0)
+    minutes = 0.5
+    with trio.fail_after(120):
+        farm = SimFarm(tmp_path, seed=15, config=config)
+        async with farm.running():
+            # Jitter: round trips vary from 2 to 12 ms against a 50 ms probe timeout.
+            farm.set_loss(0.0, delay=0.001, jitter=0.005)
+            await farm.start(N, renderers=0)
+            membership_log.lines.clear()
+            probes = [p.node.transport.stats.datagrams_sent for p in farm.live()]
+            await trio.sleep(60 * minutes)
+            sent = sum(p.node.transport.stats.datagrams_sent for p in farm.live()) - sum(probes)
+            print(f"{60 * minutes:.0f} s (virtual): {sent} datagrams, no suspicion")
+            assert sent >= 2 * N * 60 * minutes / config.probe_interval * 0.9  # pings and acks
+            assert membership_log.count("peer suspected") == 0
+            assert membership_log.count("peer died") == 0
+            assert farm.membership_converged()
+            assert all(m.incarnation == 0 for p in farm.live() for m in p.node.members())

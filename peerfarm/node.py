@@ -83,6 +83,7 @@ T_GET = "get"  # stream: blob request (peerfarm.files.transfer)
 SYNC_BATCH = 1_000  # deltas per stream message
 MAX_PUSH_BYTES = 1_100  # payload budget of an immediate ledger push datagram
 DELIVERY_CONCURRENCY = 8  # outputs fetched at once by a submitting peer
+DELIVERY_RESCAN = 5.0  # seconds between full scans for undelivered frames
 OWN_JOBS_FILE = "submitted"  # data dir file: ids of the jobs submitted here, one a line
 
 
@@ -97,6 +98,7 @@ class Running:
     started: float
     progress: Progress | None = None
     stop_reason: str | None = None
+    slot_freed: bool = False
 
 
 #: Seconds between two notices to a peer that speaks a protocol we do not (it logs them).
@@ -200,6 +202,9 @@ class Node:
         self._slots = trio.Semaphore(max(1, parts.slots))
         self._fail_counts: dict[str, int] = {}
         self._finished_at: dict[str, float] = {}
+        self._trash_event = trio.Event()
+        self._deliver_dirty: dict[str, set[int]] = {}  # frames done since the last round
+        self._deliver_full_at = 0.0  # next full scan (retries failed deliveries)
         self._started = trio.current_time()
         self.incompatible: dict[str, IncompatiblePeer] = {}
         # Jobs submitted through this peer's own control facade. Only these are delivered: a
@@ -367,6 +372,8 @@ class Node:
             if kind == "F" and isinstance(value, FrameRecord):
                 job, frame = key[1], key[2]
                 self.leases.observe(job, frame, value, now)
+                if value.status == Status.DONE:
+                    self._deliver_dirty.setdefault(job, set()).add(frame)
                 if value.status not in (Status.CLAIMED, Status.DONE, Status.FAILED):
                     self.planner.reopened(job)
                 running = self.running.get((job, frame))
@@ -429,6 +436,7 @@ class Node:
                 nursery.start_soon(self._renew_loop)
                 nursery.start_soon(self._deliver_loop)
                 nursery.start_soon(self._flush_loop)
+                nursery.start_soon(self._trash_loop)
                 if seeds:
                     await self.join(seeds)
                 task_status.started()
@@ -807,9 +815,16 @@ class Node:
             for frame in running.frames:
                 if self.running.get((running.job, frame)) is running:
                     del self.running[(running.job, frame)]
-            self._slots.release()
+            self._free_slot(running)
             self.stats.render_seconds += self._now() - started
             self._touch()
+
+    def _free_slot(self, running: Running) -> None:
+        """Give the render slot back (once) and let the scheduler fill it."""
+        if not running.slot_freed:
+            running.slot_freed = True
+            self._slots.release()
+            self._wake_scheduler.set()
 
     async def _render_guarded(self, spec: JobSpec, running: Running) -> None:
         """Render, and turn every way a render can end into the right ledger record."""
@@ -878,6 +893,9 @@ class Node:
                 running.progress = progress
 
             result = await renderer.render(task, on_progress=on_progress)
+            # The renderer is done with the machine: start the next frame while this one's
+            # outputs are stored and its completion is gossiped.
+            self._free_slot(running)
             per_frame = result.seconds / max(1, len(running.frames))
             deltas: list[Delta] = []
             for frame in running.frames:
@@ -886,10 +904,11 @@ class Node:
                 await self.make_room(sum(path.stat().st_size for path in files))
                 shared_out = self.shared_path(spec.options.get("shared_output"))
                 for path, name in zip(files, output_names(frame, files), strict=True):
-                    digest = await trio.to_thread.run_sync(self.store.put_file, path)
-                    outputs.append(Output(name, bytes.fromhex(digest), path.stat().st_size))
                     if shared_out is not None:
                         await trio.to_thread.run_sync(_copy_atomic, path, shared_out / name)
+                    size = path.stat().st_size
+                    digest = await trio.to_thread.run_sync(self.store.adopt_file, path)
+                    outputs.append(Output(name, bytes.fromhex(digest), size))
                 try:
                     deltas += self.ledger.complete(
                         spec.id, frame, running.claims[frame], outputs, per_frame
@@ -910,7 +929,26 @@ class Node:
                 result.seconds,
             )
         finally:
-            shutil.rmtree(out_dir, ignore_errors=True)
+            self._discard(out_dir)
+
+    def _discard(self, folder: Path) -> None:
+        """Move a finished render's scratch folder to the trash, emptied in the background:
+        removing folders can cost milliseconds on some file systems, not worth a frame's time."""
+        trash = self.work_dir / "trash"
+        try:
+            trash.mkdir(exist_ok=True)
+            folder.rename(trash / f"{folder.name}-{self.parts.rng.getrandbits(32):08x}")
+        except OSError:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._trash_event.set()
+
+    async def _trash_loop(self) -> None:
+        trash = self.work_dir / "trash"
+        while True:
+            await self._trash_event.wait()
+            self._trash_event = trio.Event()
+            await trio.sleep(2.0)
+            await trio.to_thread.run_sync(_empty_folder, trash)
 
     async def _record_failure(
         self, spec: JobSpec, running: Running, reason: str, tail: str
@@ -1073,8 +1111,13 @@ class Node:
     async def _deliver_once(self) -> None:
         """Bring every done frame of the jobs this peer submitted into its output folder."""
         todo = []
+        now = self._now()
+        full = now >= self._deliver_full_at
+        if full:
+            self._deliver_full_at = now + DELIVERY_RESCAN
+        dirty, self._deliver_dirty = self._deliver_dirty, {}
         for spec in self.ledger.jobs():
-            if spec.submitted_by != self.node_id:
+            if spec.submitted_by != self.node_id or not (full or spec.id in dirty):
                 continue
             if not self.is_own_job(spec.id):
                 if spec.id not in self._refused_jobs:
@@ -1086,8 +1129,15 @@ class Node:
                         spec.output,
                     )
                 continue
-            for frame, record in list(self.ledger.frame_records(spec.id).items()):
-                if record.status == Status.DONE and not self.ledger.delivered(spec.id, frame):
+            records = self.ledger.frame_records(spec.id)
+            frames = list(records) if full else sorted(dirty.get(spec.id, ()))
+            for frame in frames:
+                record = records.get(frame)
+                if (
+                    record is not None
+                    and record.status == Status.DONE
+                    and not self.ledger.delivered(spec.id, frame)
+                ):
                     todo.append((spec, frame, record))
         if not todo:
             return
@@ -1212,6 +1262,12 @@ class Node:
             f"{ref!r} matches {len(matches)} jobs ({', '.join(m[:8] for m in matches)}): "
             "use more of the id"
         )
+
+
+def _empty_folder(folder: Path) -> None:
+    if folder.is_dir():
+        for child in folder.iterdir():
+            shutil.rmtree(child, ignore_errors=True)
 
 
 def _copy_atomic(source: Path, target: Path) -> None:

@@ -20,6 +20,7 @@ The store is synchronous file I/O; trio code calls the slow methods (``put_file`
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -246,6 +247,36 @@ class ContentStore:
             raise StoreError(f"cannot read {path}: {exc}") from exc
         with source:
             return self._put_stream(iter(lambda: source.read(IO_CHUNK), b""), str(path))
+
+    def adopt_file(self, path: Path) -> str:
+        """Move a file the caller owns into the store: hash it, then rename it into place.
+
+        No copy and no fsync (render outputs can be rendered again; a blob damaged by a crash
+        is caught by its hash when served). Falls back to :meth:`put_file` across devices.
+        """
+        hasher = hashlib.sha256()
+        try:
+            with open(path, "rb") as source:
+                for chunk in iter(lambda: source.read(IO_CHUNK), b""):
+                    hasher.update(chunk)
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from exc
+        digest = hasher.hexdigest()
+        final = self._blob_path(digest)
+        try:
+            if final.exists():
+                self._touch(final)
+                path.unlink(missing_ok=True)
+                return digest
+            os.chmod(path, BLOB_MODE)
+            final.parent.mkdir(exist_ok=True)
+            os.replace(path, final)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                return self.put_file(path)
+            raise StoreError(f"cannot store {path}: {exc}") from exc
+        self._touch(final)
+        return digest
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data``; return its hex sha256. Idempotent."""

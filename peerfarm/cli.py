@@ -498,6 +498,9 @@ def key(data_dir: Path | None, as_json: bool, key_file: Path | None) -> None:
 @click.option("--encode", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--allow-scripts", is_flag=True, help="Let Python inside the .blend run.")
+@click.option(
+    "--overwrite", is_flag=True, help="Let deliveries replace files this job did not write."
+)
 @click.option("--wait", is_flag=True, help="Show progress; exit 1 if any frame fails.")
 def submit(
     data_dir: Path | None,
@@ -514,6 +517,7 @@ def submit(
     encode: Path | None,
     fps: float | None,
     allow_scripts: bool,
+    overwrite: bool,
     wait: bool,
 ) -> int:
     """Submit SCENE for FRAMES (e.g. 1-240, 1,5,10-20x2); prints the job id."""
@@ -534,6 +538,7 @@ def submit(
         "fps": fps,
         "retries": retries,
         "allow_scripts": allow_scripts,
+        "overwrite": overwrite or None,
     }
     with _client(data_dir) as client:
         result = client.submit({k: v for k, v in fields.items() if v is not None})

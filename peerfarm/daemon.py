@@ -46,6 +46,8 @@ log = logging.getLogger("peerfarm")
 
 DEFAULT_PORT = 7946
 DEFAULT_WEB_PORT = 7947
+#: Seconds a starting peer listens (mDNS answers, push-pull) before it claims its first frame.
+STARTUP_SETTLE = 2.0
 
 
 @dataclass
@@ -203,6 +205,7 @@ async def serve(
             incarnation=next_incarnation(data_dir),
             renderer_versions=versions,
             shared_root=options.shared_root.resolve() if options.shared_root else None,
+            settle=STARTUP_SETTLE,
         )
         node = Node(parts)
         from .farm import Farm

@@ -162,6 +162,9 @@ class NodeParts:
     #: Seconds a finished job (done, failed or cancelled, every done frame delivered) stays in
     #: the ledger before its submitter archives it to a small tombstone. None: never.
     archive_after: float | None = 7 * 24 * 3600.0
+    #: Seconds after start before the first claim, so a restarted peer hears the farm's
+    #: claims (and its peers, for homes) before it picks work; 0 in simulations.
+    settle: float = 0.0
     prefer_home: bool = True
     wall_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     rng: random.Random = field(default_factory=random.Random)
@@ -746,6 +749,8 @@ class Node:
         ]
 
     async def _schedule_loop(self) -> None:
+        if self.parts.settle > 0:
+            await trio.sleep(self.parts.settle)
         while True:
             self._wake_scheduler = trio.Event()
             await self._schedule_once()
@@ -1143,11 +1148,23 @@ class Node:
             return
         limit = trio.Semaphore(DELIVERY_CONCURRENCY)
         delivered: list[tuple[JobSpec, int, FrameRecord]] = []
+        lost: list[tuple[JobSpec, int]] = []
 
         async def deliver(spec: JobSpec, frame: int, record: FrameRecord) -> None:
             async with limit:
                 try:
                     await self._deliver_frame(spec, record)
+                except StoreError as exc:
+                    self.stats.delivery_failures += 1
+                    renderer = self.membership.get(record.node)
+                    if renderer is None or renderer.state in (MemberState.DEAD, MemberState.LEFT):
+                        # The only copy died with its renderer: render the frame again.
+                        lost.append((spec, frame))
+                        return
+                    log.warning(
+                        "cannot deliver %s frame %s yet: %s", self._job_label(spec.id), frame, exc
+                    )
+                    return
                 except (PeerfarmError, OSError) as exc:
                     self.stats.delivery_failures += 1
                     log.warning(
@@ -1160,6 +1177,17 @@ class Node:
             for item in todo:
                 nursery.start_soon(deliver, *item)
         deltas: list[Delta] = []
+        for spec, frame in lost:
+            log.warning(
+                "%s frame %s: its outputs were lost with the peer that rendered them; "
+                "rendering it again",
+                self._job_label(spec.id),
+                frame,
+            )
+            try:
+                deltas += self.ledger.retry(spec.id, [frame], self._wall(), clear_bans=False)
+            except LedgerError as exc:
+                log.debug("cannot reopen frame %s: %s", frame, exc)
         for spec, frame, record in delivered:
             deltas += self.ledger.mark_delivered(spec.id, frame, record.epoch, self._wall())
             self.stats.delivered += 1
@@ -1190,9 +1218,13 @@ class Node:
         written = self.data_dir / "deliveries" / spec.id  # names this job wrote in the folder
         for output in record.outputs:
             ours = _read_own_jobs(written)
-            target = await trio.to_thread.run_sync(
-                delivery_target, folder, output, overwrite, ours
-            )
+            plain = safe_join(folder, output.name)
+            if not plain.exists() and not plain.is_symlink():
+                target: Path | None = plain  # the common case: no file there, no thread
+            else:  # compare contents (hashing) in a thread
+                target = await trio.to_thread.run_sync(
+                    delivery_target, folder, output, overwrite, ours
+                )
             if target is None:
                 continue  # already there
             blob = await self.ensure_blob(

@@ -287,8 +287,12 @@ class Ledger:
         deltas.append(self._write(("F", job, frame), new))
         return deltas
 
-    def retry(self, job: str, frames: Iterable[int] | None, wall_ms: int) -> list[Delta]:
-        """Open a new epoch for frames: the failed ones by default, or exactly those given."""
+    def retry(
+        self, job: str, frames: Iterable[int] | None, wall_ms: int, *, clear_bans: bool = True
+    ) -> list[Delta]:
+        """Open a new epoch for frames: the failed ones by default, or exactly those given.
+
+        A user's retry also lifts every peer's ban of the job (``clear_bans``)."""
         spec = self._require_job(job)
         stamp = self.clock.now(wall_ms)
         chosen = (
@@ -306,7 +310,7 @@ class Ledger:
             new = FrameRecord(current.epoch + 1, Status.PENDING, 0, stamp, "")
             check_transition(current, Event.RETRY, new)
             deltas.append(self._write(("F", job, frame), new))
-        for key in list(self._job_keys.get(job, ())):
+        for key in list(self._job_keys.get(job, ())) if clear_bans else []:
             if key[0] == "B" and self._regs[key].value is not None:
                 reg = Register(None, self.clock.now(wall_ms), self.node_id)
                 deltas.append(self._write(key, reg))

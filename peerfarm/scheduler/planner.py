@@ -195,7 +195,12 @@ class Planner:
                 if takeover:
                     # Takeovers and fresh claims are separate ledger events: keep them apart.
                     free = [f for f in free if (spec.id, f) in takeable]
-                mine = homes is None or homes[index] == self.node_id
+                if takeover and alive_set is not None:
+                    # A lapsed claim goes first to one live peer, chosen the same way by all.
+                    live = [p for p in peers if p in alive_set]
+                    mine = rendezvous_home(f"{spec.id}/takeover", index, live) == self.node_id
+                else:
+                    mine = homes is None or homes[index] == self.node_id
                 claim = Claim(spec.id, tuple(free), takeover, mine)
                 if mine:
                     own.append(claim)

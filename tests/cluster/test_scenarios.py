@@ -191,8 +191,9 @@ def test_killed_renderer_frames_move_elsewhere(
         if lost and all(f["peer"] == victim.name for f in lost):
             pytest.xfail(
                 f"daemon bug: frames {[f['frame'] for f in lost]} are DONE by the killed "
-                f"{victim.name}, whose store held their only output copy; DONE is terminal, so "
-                "no peer re-renders them and the submitter can never deliver them"
+                f"{victim.name}, whose store held their only output copy; nothing reopens "
+                "such a frame (Node._deliver_once only retries delivery), so it is never "
+                "delivered"
             )
         raise
     check_outputs(h1, "job", range(1, 41))

@@ -772,7 +772,18 @@ class Node:
             if self.ledger.job_state(spec.id) == JobState.ACTIVE:
                 capable[spec.id] = self.capable_peers(spec)
         busy = list(self.running)
-        alive = [m.node_id for m in self.membership.members() if m.state == MemberState.ALIVE]
+        members = self.membership.members()
+        alive = [m.node_id for m in members if m.state == MemberState.ALIVE]
+        claimed: dict[str, int] = {}
+        for spec in self.ledger.jobs():
+            if spec.id in capable:
+                for _frame, record in self.ledger.claimed_frames(spec.id):
+                    claimed[record.node] = claimed.get(record.node, 0) + 1
+        saturated = [
+            m.node_id
+            for m in members
+            if claimed.get(m.node_id, 0) >= max(1, int(m.meta.get("slots", 1) or 1))
+        ]
         claims = self.planner.plan(
             self.ledger,
             free_slots=free,
@@ -780,6 +791,7 @@ class Node:
             expired=expired,
             busy=busy,
             alive=alive,
+            saturated=saturated,
         )
         for claim in claims:
             try:

@@ -135,6 +135,7 @@ class Planner:
         expired: Iterable[tuple[str, int]] = (),
         busy: Iterable[tuple[str, int]] = (),
         alive: Iterable[str] | None = None,
+        saturated: Iterable[str] = (),
     ) -> list[Claim]:
         """Claims for up to ``free_slots`` slots.
 
@@ -142,9 +143,11 @@ class Planner:
         home set; a job missing from ``capable`` or without this peer in it is skipped.
         ``expired`` are claimed frames whose lease ran out or whose owner is gone; ``busy``
         are frames this peer is rendering already. A thief never takes the next chunk of a home
-        peer in ``alive``: that peer is about to claim it, and taking it would only collide.
+        peer that is ``alive`` and not ``saturated`` (every slot busy): that peer is about to
+        claim it, and taking it would only collide. A busy home's next chunk may be stolen.
         """
         alive_set = set(alive) if alive is not None else None
+        busy_homes = set(saturated)
         if free_slots <= 0:
             return []
         takeable = set(expired)
@@ -219,6 +222,7 @@ class Planner:
                     and not retry
                     and home not in next_of
                     and (alive_set is None or home in alive_set)
+                    and home not in busy_homes
                 ):
                     next_of.add(home)  # the home peer's next chunk: leave it to that peer
                     continue

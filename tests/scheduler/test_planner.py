@@ -177,3 +177,26 @@ def test_a_frame_that_failed_here_goes_to_another_peer_first() -> None:
     # Alone (or when the others failed it too), this peer retries it itself.
     assert planner.plan(ledger, free_slots=1, capable={job: [A]}, alive=[A])[0].frames == (1,)
     assert planner.plan(ledger, free_slots=1, capable={job: [A, B]}, alive=[A])[0].frames == (1,)
+
+
+def test_a_busy_homes_next_chunk_may_be_stolen_by_an_idle_peer() -> None:
+    ledger, job = setup(frames=12)
+    spec = ledger.job(job)
+    assert spec is not None
+    planner = Planner(A)
+    homes = planner.homes(spec, [A, B])
+    for i, chunk in enumerate(chunks_of(spec)):  # A has finished all of its own
+        if homes[i] == A:
+            claim = ledger.claim(job, chunk, 2_000)[0][1]
+            assert isinstance(claim, FrameRecord)
+            ledger.complete(job, chunk[0], claim, [output(chunk[0])], 0.1)
+    b_frames = [c[0] for i, c in enumerate(chunks_of(spec)) if homes[i] == B]
+    for frame in b_frames[1:]:
+        ledger.claim(job, [frame], 3_000)  # B renders... every other frame is taken
+    # B idle (not saturated): its next chunk stays its own.
+    assert planner.plan(ledger, free_slots=1, capable={job: [A, B]}, alive=[A, B]) == []
+    # B busy on all its slots: an idle A takes the chunk instead of waiting.
+    claims = planner.plan(
+        ledger, free_slots=1, capable={job: [A, B]}, alive=[A, B], saturated=[B]
+    )
+    assert [c.frames for c in claims] == [(b_frames[0],)]

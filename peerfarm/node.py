@@ -84,6 +84,7 @@ SYNC_BATCH = 1_000  # deltas per stream message
 MAX_PUSH_BYTES = 1_100  # payload budget of an immediate ledger push datagram
 DELIVERY_CONCURRENCY = 8  # outputs fetched at once by a submitting peer
 DELIVERY_RESCAN = 5.0  # seconds between full scans for undelivered frames
+PUSH_COALESCE = 0.002  # seconds writes wait to share an immediate-push datagram
 OWN_JOBS_FILE = "submitted"  # data dir file: ids of the jobs submitted here, one a line
 
 
@@ -206,6 +207,9 @@ class Node:
         self._fail_counts: dict[str, int] = {}
         self._finished_at: dict[str, float] = {}
         self._trash_event = trio.Event()
+        self._synced = trio.Event()  # set after the first complete push-pull
+        self._outbox: list[Any] = []  # encoded deltas waiting for the immediate push
+        self._outbox_ready = trio.Event()
         self._deliver_dirty: dict[str, set[int]] = {}  # frames done since the last round
         self._deliver_full_at = 0.0  # next full scan (retries failed deliveries)
         self._started = trio.current_time()
@@ -346,8 +350,21 @@ class Node:
                 for member in self._sample_peers(self.config.gossip_fanout):
                     self._request_sync(member.address)
         self.stats.deltas_sent += len(encoded)
+        self._outbox.extend(encoded)
+        self._outbox_ready.set()
+
+    async def _push_loop(self) -> None:
+        """Push fresh writes at once; a burst of writes within a few ms shares datagrams."""
+        while True:
+            await self._outbox_ready.wait()
+            await trio.sleep(PUSH_COALESCE)
+            await self._flush_outbox()
+
+    async def _flush_outbox(self) -> None:
+        self._outbox_ready = trio.Event()
+        encoded, self._outbox = self._outbox, []
         targets = self._sample_peers(self.config.gossip_fanout)
-        if not targets:
+        if not encoded or not targets:
             return
         for batch in _batches(encoded, MAX_PUSH_BYTES):
             message = {"t": T_LEDGER, "d": batch}
@@ -440,6 +457,7 @@ class Node:
                 nursery.start_soon(self._deliver_loop)
                 nursery.start_soon(self._flush_loop)
                 nursery.start_soon(self._trash_loop)
+                nursery.start_soon(self._push_loop)
                 if seeds:
                     await self.join(seeds)
                 task_status.started()
@@ -474,6 +492,7 @@ class Node:
                 released += self.ledger.release(spec.id, mine, self._wall())
         if released:
             await self.publish(released)
+        await self._flush_outbox()
         for out in self.membership.leave(self._now()):
             await self._send(*out)
         # Give the leave a moment to go out (and be relayed) before sockets close.
@@ -646,6 +665,7 @@ class Node:
             finally:
                 await stream.aclose()
         self.stats.syncs += 1
+        self._synced.set()
         await self._membership_events()
 
     async def _send_deltas(self, stream: Stream, marks: dict[str, int]) -> None:
@@ -695,6 +715,7 @@ class Node:
                     await self._receive_deltas(stream)
                     self.ledger.absorb_watermarks(their_marks)
                     self.stats.syncs += 1
+                    self._synced.set()
                     await self._membership_events()
                     return
                 if kind == T_GET:
@@ -750,7 +771,10 @@ class Node:
 
     async def _schedule_loop(self) -> None:
         if self.parts.settle > 0:
-            await trio.sleep(self.parts.settle)
+            # Until the first full sync with a peer (or the settle time): a restarted peer
+            # must hear the farm's claims before it picks work.
+            with trio.move_on_after(self.parts.settle):
+                await self._synced.wait()
         while True:
             self._wake_scheduler = trio.Event()
             await self._schedule_once()
@@ -774,11 +798,7 @@ class Node:
         busy = list(self.running)
         members = self.membership.members()
         alive = [m.node_id for m in members if m.state == MemberState.ALIVE]
-        claimed: dict[str, int] = {}
-        for spec in self.ledger.jobs():
-            if spec.id in capable:
-                for _frame, record in self.ledger.claimed_frames(spec.id):
-                    claimed[record.node] = claimed.get(record.node, 0) + 1
+        claimed = self.leases.claims_by_node()
         saturated = [
             m.node_id
             for m in members
@@ -1110,13 +1130,14 @@ class Node:
             if spec.submitted_by != self.node_id:
                 continue
             state = self.ledger.job_state(spec.id)
-            finished = state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED) and all(
+            if state not in (JobState.DONE, JobState.FAILED, JobState.CANCELLED):
+                self._finished_at.pop(spec.id, None)
+                continue
+            if spec.id not in self._finished_at and not all(
                 self.ledger.delivered(spec.id, f)
                 for f, r in self.ledger.frame_records(spec.id).items()
                 if r.status == Status.DONE
-            )
-            if not finished:
-                self._finished_at.pop(spec.id, None)
+            ):
                 continue
             since = self._finished_at.setdefault(spec.id, now)
             if now - since >= after:

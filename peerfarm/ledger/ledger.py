@@ -96,6 +96,7 @@ class Ledger:
         self._ahead: dict[str, set[int]] = {}
         self._fp = 0
         self._counts: dict[str, list[int]] = {}  # job -> explicit records per Status
+        self._done_seconds: dict[str, float] = {}  # job -> render seconds of its done frames
         self._dirty: dict[Key, None] = {}
         self._removed: dict[Key, None] = {}
 
@@ -418,7 +419,11 @@ class Ledger:
             if old is not None:
                 counts[old.status] -= 1
                 self._fp ^= _fp(codec.state_bytes(key, old))
+                if old.status == Status.DONE:
+                    self._done_seconds[job] = self._done_seconds.get(job, 0.0) - old.seconds
             counts[value.status] += 1
+            if value.status == Status.DONE:
+                self._done_seconds[job] = self._done_seconds.get(job, 0.0) + value.seconds
             self._fp ^= _fp(codec.state_bytes(key, value))
         elif kind == "J":
             assert isinstance(value, JobSpec)
@@ -463,6 +468,8 @@ class Ledger:
         key = ("F", job, frame)
         old = self._frames[job].pop(frame)
         self._counts[job][old.status] -= 1
+        if old.status == Status.DONE:
+            self._done_seconds[job] = self._done_seconds.get(job, 0.0) - old.seconds
         self._fp ^= _fp(codec.state_bytes(key, old))
         self._dirty.pop(key, None)
         self._removed[key] = None
@@ -626,9 +633,14 @@ class Ledger:
         return out
 
     def delivered(self, job: str, frame: int) -> bool:
-        reg = self._regs.get(("D", job, frame))
+        """A done frame is delivered once its submitter holds its outputs (at once if none)."""
         record = self.frame(job, frame)
-        return reg is not None and record.status == Status.DONE and reg.value >= record.epoch
+        if record.status != Status.DONE:
+            return False
+        if not record.outputs:
+            return True
+        reg = self._regs.get(("D", job, frame))
+        return reg is not None and reg.value >= record.epoch
 
     def attempts(
         self, job: str, frame: int, *, epoch: int | None = None
@@ -654,6 +666,11 @@ class Ledger:
         done = c[Status.DONE]
         failed = c[Status.FAILED]
         return JobCounts(total, total - rendering - done - failed, rendering, done, failed)
+
+    def mean_frame_seconds(self, job: str) -> float | None:
+        """Mean render time of the job's done frames (None before the first one)."""
+        done = self._counts.get(job, [0] * len(Status))[Status.DONE]
+        return self._done_seconds.get(job, 0.0) / done if done else None
 
     def job_state(self, job: str) -> JobState:
         if self.cancelled(job):

@@ -78,5 +78,12 @@ class LeaseTable:
         times = [s.since + self.timeout for s in self._seen.values() if s.node != exclude]
         return min(times) if times else None
 
+    def claims_by_node(self) -> dict[str, int]:
+        """How many live claims each node holds (ours included), from what we observed."""
+        counts: dict[str, int] = {}
+        for seen in self._seen.values():
+            counts[seen.node] = counts.get(seen.node, 0) + 1
+        return counts
+
     def __len__(self) -> int:
         return len(self._seen)

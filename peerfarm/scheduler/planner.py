@@ -21,6 +21,10 @@ from ..ledger import Ledger
 from ..ledger.model import OPEN, FrameRecord, JobSpec, JobState, Status
 
 FINISHED = frozenset({Status.DONE, Status.FAILED})
+#: Seconds per frame from which an idle peer takes the next chunk of a home peer that is busy
+#: (it would otherwise idle for a whole frame); shorter frames are left to their home, since a
+#: collision at the hand-over costs more than the wait.
+LONG_FRAME = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +169,8 @@ class Planner:
             other: list[tuple[int, Claim]] = []
             next_of: set[str | None] = set()
             all_chunks = chunks_of(spec)
+            mean = ledger.mean_frame_seconds(spec.id)
+            long_frames = mean is not None and mean >= LONG_FRAME
             start = self._cursor.get(spec.id, 0)
             advancing = True
             for index in range(start, len(all_chunks)):
@@ -222,7 +228,7 @@ class Planner:
                     and not retry
                     and home not in next_of
                     and (alive_set is None or home in alive_set)
-                    and home not in busy_homes
+                    and not (home in busy_homes and long_frames)
                 ):
                     next_of.add(home)  # the home peer's next chunk: leave it to that peer
                     continue

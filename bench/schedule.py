@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from bench.daemons import LocalFarm
 TARGET_EFFICIENCY = 0.97
 TARGET_RATE = 250.0
 TARGET_VS_SIMPLE = 1.5
-NOOP_BODY = ': > "$PEERFARM_OUTPUT_DIR/out"'
+NOOP_BODY = ":"  # a frame that does nothing (the same script runs under RQ)
 
 
 def spawn_ceiling(count: int = 1000, concurrency: int = 4) -> float:
@@ -67,13 +69,23 @@ def peerfarm_frames(farm: LocalFarm, body: str, frames: int, name: str) -> float
     return done - started
 
 
-def rq_both(worker_class: str, seconds: float, frames: int, noop: int, workers: int
-            ) -> tuple[float, float]:
-    """(seconds for ``frames`` x ``sleep seconds``, seconds for ``noop`` x ``true``) on RQ."""
+def rq_both(worker_class: str, sleeper: Path, noop_script: Path, frames: int, noop: int,
+            workers: int) -> tuple[float, float]:
+    """(seconds for ``frames`` x the sleeping script, for ``noop`` x the no-op script) on RQ:
+    the very scripts peerfarm's command renderer ran, one RQ job per frame."""
     from bench.rq_engine import RQFarm
 
     with RQFarm(workers, worker_class) as rq:
-        return rq.run_frames(["sleep", str(seconds)], frames), rq.run_frames(["true"], noop)
+        return (
+            rq.run_frames([str(sleeper)], frames),
+            rq.run_frames([str(noop_script)], noop),
+        )
+
+
+def _script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return path
 
 
 def rq_ready() -> bool:
@@ -91,13 +103,16 @@ def run(
     farm: LocalFarm | None = None,
 ) -> dict[str, Any]:
     rq = rq and rq_ready()
+    scripts = Path(tempfile.mkdtemp(prefix="pf-bench-rq-"))
+    sleeper = _script(scripts / "makespan.sh", f"sleep {seconds}")
+    noop_script = _script(scripts / "dispatch.sh", NOOP_BODY)
     own = farm is None
     farm = farm or LocalFarm(peers).__enter__()
     try:
         peers = len(farm.daemons)
         ideal = frames * seconds / peers
         # makespan
-        ours = peerfarm_frames(farm, f"sleep {seconds}\n{NOOP_BODY}", frames, "makespan")
+        ours = peerfarm_frames(farm, f"sleep {seconds}", frames, "makespan")
         makespan: dict[str, Any] = {
             "frames": frames, "seconds_per_frame": seconds, "peers": peers,
             "ideal_s": round(ideal, 3),
@@ -121,7 +136,7 @@ def run(
             farm.__exit__(None, None, None)
     if rq:
         for cls in ("fork", "simple"):
-            took, took_noop = rq_both(cls, seconds, frames, noop, peers)
+            took, took_noop = rq_both(cls, sleeper, noop_script, frames, noop, peers)
             makespan[f"rq_{cls}_s"] = round(took, 3)
             makespan[f"rq_{cls}_efficiency"] = round(ideal / took, 4)
             dispatch[f"rq_{cls}_fps"] = round(noop / took_noop, 1)
@@ -130,6 +145,7 @@ def run(
         dispatch["peerfarm_vs_fork"] = round(fps / dispatch["rq_fork_fps"], 2)
     else:
         makespan["rq"] = dispatch["rq"] = "skipped: redis-server or rq missing"
+    shutil.rmtree(scripts, ignore_errors=True)
     return {"makespan": makespan, "dispatch": dispatch}
 
 

@@ -770,9 +770,9 @@ class Node:
         ]
 
     async def _schedule_loop(self) -> None:
-        if self.parts.settle > 0:
+        if self.parts.settle > 0 and self.ledger.jobs():
             # Until the first full sync with a peer (or the settle time): a restarted peer
-            # must hear the farm's claims before it picks work.
+            # must hear the farm's claims before it picks work from what it remembers.
             with trio.move_on_after(self.parts.settle):
                 await self._synced.wait()
         while True:

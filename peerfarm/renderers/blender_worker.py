@@ -33,6 +33,9 @@ from typing import Any, TextIO
 WORKER_PROTOCOL = 1
 
 
+PROGRESS_INTERVAL = 0.25  # seconds between progress events of one render
+
+
 def _open_protocol_stream() -> TextIO:
     """Keep the real stdout for the protocol and send everything else printed there to stderr."""
     protocol_fd = os.dup(1)
@@ -59,6 +62,7 @@ class Worker:
         self.out = out
         self.oidn = _has_oidn()
         self.current_frame: int | None = None
+        self._last_progress = 0.0
 
         def on_stats(stats: str, *_: Any) -> None:
             self._on_stats(stats)
@@ -71,7 +75,11 @@ class Worker:
         self.out.flush()
 
     def _on_stats(self, stats: str) -> None:
-        if self.current_frame is not None:
+        # Cycles reports many times a frame; every line costs CPU the render could use, here
+        # and in the daemon, so progress goes out at most every PROGRESS_INTERVAL seconds.
+        now = time.monotonic()
+        if self.current_frame is not None and now - self._last_progress >= PROGRESS_INTERVAL:
+            self._last_progress = now
             self.send(event="progress", frame=self.current_frame, line=str(stats))
 
     def load(self, path: str, allow_scripts: bool) -> None:

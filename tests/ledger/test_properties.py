@@ -83,7 +83,7 @@ def exchange(a: Ledger, b: Ledger, wall: int) -> None:
     b.absorb_watermarks(a_marks)
 
 
-@settings(max_examples=300)
+@settings(max_examples=2000)
 @given(st.data())
 def test_replicas_converge_under_any_delivery(data: st.DataObject) -> None:
     n = data.draw(st.integers(2, 4), label="replicas")

@@ -157,7 +157,10 @@ class Planner:
         takeable = set(expired)
         taken = set(busy)
         claims: list[Claim] = []
+        waiting_priority: int | None = None  # a job whose frames wait for their home peers
         for spec in job_order(ledger):
+            if waiting_priority is not None and ledger.priority(spec.id) < waiting_priority:
+                break  # never start a lower-priority frame while a higher one waits
             peers = capable.get(spec.id)
             if not peers or self.node_id not in peers:
                 continue
@@ -252,4 +255,6 @@ class Planner:
             claims.extend(picked)
             if len(claims) >= free_slots:
                 break
+            if next_of:
+                waiting_priority = ledger.priority(spec.id)
         return claims

@@ -101,8 +101,10 @@ async def test_farm_converges_with_ten_percent_loss_on_every_link(
                 await peer.node.publish(peer.node.ledger.pause(target, farm.wall_ms()))
             started = trio.current_time()
             at = await farm.wait_until(
-                lambda: farm.converged()
-                and all(len(p.node.ledger.jobs()) == len(jobs) for p in farm.live()),
+                lambda: (
+                    farm.converged()
+                    and all(len(p.node.ledger.jobs()) == len(jobs) for p in farm.live())
+                ),
                 timeout=15.0,
                 poll=0.05,
                 what="one ledger on every peer",
@@ -135,9 +137,8 @@ async def test_two_way_partition_heals_into_identical_ledgers(
             await trio.sleep(0.5)
             await right[7].node.publish(right[7].node.ledger.resume(shared, farm.wall_ms()))
             await trio.sleep(0.5)
-            await left[8].node.publish(
-                left[8].node.ledger.set_priority(shared, 5, farm.wall_ms())
-            )
+            await left[8].node.publish(left[8].node.ledger.set_priority(shared, 5, farm.wall_ms()))
+
             # Long enough for each side to declare the other dead.
             def sides_apart() -> bool:
                 seen_left = farm.states_of(right[0].node_id)

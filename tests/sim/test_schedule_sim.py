@@ -9,6 +9,7 @@ virtual start and end, so the tests check what ran where and when, not only the 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import trio
@@ -88,10 +89,7 @@ async def test_every_frame_done_once_and_delivered_without_faults(
         async with farm.running():
             peers = await farm.start(N)
             submitters = [peers[0], peers[7], peers[13]]
-            jobs = [
-                await farm.submit(p, "1-60", name=f"job{i}")
-                for i, p in enumerate(submitters)
-            ]
+            jobs = [await farm.submit(p, "1-60", name=f"job{i}") for i, p in enumerate(submitters)]
             start = trio.current_time()
             for job in jobs:
                 await wait_finished(farm, job, 30.0)
@@ -101,7 +99,10 @@ async def test_every_frame_done_once_and_delivered_without_faults(
             # Thieves that lost a race for the same chunk (near a job's end) stopped at once.
             lost = [r for r in farm.log.records if not r.completed]
             print(f"{len(lost)} renders stopped after losing a concurrent claim")
-            assert all(r.ended is not None and r.ended - r.started <= 0.5 for r in lost)
+            # A loser hears of the winning claim from the immediate push (milliseconds) or, if
+            # that push went to other peers, from gossip or the next push-pull (1 s here).
+            slowest = max((r.ended or math.inf) - r.started for r in lost) if lost else 0.0
+            assert slowest <= GossipConfig.fast().push_pull_interval + 0.25, slowest
             # A third of the frames would be a herd, not a race (13-20 seen before commit
             # 204bb63, ~45-50 after it).
             assert len(lost) <= 60

@@ -399,7 +399,9 @@ class Node:
                 running = self.running.get((job, frame))
                 if running is not None:
                     mine = running.claims.get(frame)
-                    if value.status != Status.DONE and (
+                    # Anything but our own claim (renewed or completed) means another peer
+                    # owns the frame or finished it already: stop rendering it.
+                    if (
                         mine is None
                         or value.node != self.node_id
                         or value.attempt != mine.attempt

@@ -1308,10 +1308,6 @@ class Node:
             return None
         return running.progress.message
 
-    def check_submit(self, spec: JobSpec) -> None:
-        if not any(self.capable_peers(spec)):
-            log.warning("no peer can render %s jobs yet; it waits for one", spec.renderer)
-
     def resolve_job(self, ref: str) -> str:
         ref = ref.strip()
         specs = self.ledger.jobs()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import msgpack
@@ -391,10 +391,6 @@ def decode_deltas(x: Any, max_count: int = 1_000_000) -> list[Delta]:
     return [decode_delta(d) for d in _list(x, "deltas", max_len=max_count)]
 
 
-def encode_watermarks(marks: dict[str, int]) -> dict[str, int]:
-    return dict(marks)
-
-
 def decode_watermarks(x: Any) -> dict[str, int]:
     if type(x) is not dict or len(x) > 100_000:
         raise DecodeError("watermarks must be a map of node id to version")
@@ -412,7 +408,3 @@ def state_bytes(key: Key, value: Value) -> bytes:
     else:
         payload = encode_register(value)
     return packb([list(key), payload])
-
-
-def frames_of(delta_list: Sequence[Delta]) -> list[int]:
-    return [d[0][2] for d in delta_list if d[0][0] == "F"]

@@ -695,10 +695,3 @@ class Ledger:
 
     def claimed_frames(self, job: str) -> list[tuple[int, FrameRecord]]:
         return [(f, r) for f, r in self._frames.get(job, {}).items() if r.status == Status.CLAIMED]
-
-    def snapshot(self) -> dict[str, Any]:
-        """Everything, in wire form (for tests and debugging)."""
-        return {
-            "deltas": codec.encode_deltas(self.all_deltas()),
-            "watermarks": self.watermarks(),
-        }

@@ -2,7 +2,7 @@
 
 Owns the data dir layout (node id, incarnation, farm key, ledger database, content store,
 control file), the choice of the advertised address, logging, the mDNS bridge, the control API
-server, and the graceful stop. Everything else is :mod:`peerfarm.node`.
+server, and the graceful stop. Everything else is :mod:`peerfarm.peer`.
 
 Data dir::
 
@@ -38,7 +38,7 @@ from .gossip.crypto import Keyring, decode_key, load_key_file, load_or_create_ke
 from .gossip.membership import MemberState
 from .gossip.net import open_transport
 from .ledger.store import LedgerStore
-from .node import Node, NodeParts
+from .peer import Node, NodeParts
 from .renderers import available_renderers
 from .renderers.base import Renderer
 

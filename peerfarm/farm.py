@@ -25,7 +25,8 @@ from .frames import parse_frames
 from .gossip.membership import MemberState
 from .gossip.transport import versions_text
 from .ledger.model import JobState, SceneRef, Status
-from .node import IncompatiblePeer, Node
+from .peer import IncompatiblePeer, Node
+from .peer.node import Operation
 from .status import busy_by_peer, frames_view, job_view, logs_view, names_by_id, peer_view
 
 log = logging.getLogger("peerfarm")
@@ -173,7 +174,7 @@ class Farm:
             ),
             "members": _labels("state", states),
             "render_slots": node.parts.slots,
-            "renders_running": len({id(r) for r in node.running.values()}),
+            "renders_running": len(node.worker.renders()),
             "farm_frames_done": _labels("peer", done_frames),
             "farm_render_seconds": _labels("peer", done_seconds),
         }
@@ -233,7 +234,7 @@ class Farm:
             store = self.node.store
             total = main.stat().st_size + sum(path.stat().st_size for _rel, path in assets)
             try:
-                await self.node.make_room(total)
+                await self.node.blobs.make_room(total)
             except StoreError as exc:
                 raise UsageError(f"cannot submit: {exc} (raise --store-limit?)") from None
             digest = await trio.to_thread.run_sync(store.put_file, main)
@@ -276,7 +277,7 @@ class Farm:
         except PeerfarmError as exc:
             raise UsageError(f"cannot submit: {exc}") from None
         self.node.add_own_job(spec.id)  # only jobs submitted here are delivered here
-        await self.node.publish(ledger.submit(spec))
+        await self.node.write(lambda ledger, wall: ledger.submit(spec), durable=True)
         if request.encode is not None:
             self._encodes[spec.id] = (request.encode, request.fps)
         capable = self.node.capable_peers(spec)
@@ -298,22 +299,19 @@ class Farm:
     async def act(self, job: str, action: Action, frames: str | None = None) -> dict[str, Any]:
         job = self.resolve_job(job)
         ledger = self.node.ledger
-        wall = self.node.parts.wall_ms()
+        chosen = parse_frames(frames) if action == "retry" and frames else None
+        operations: dict[str, Operation] = {
+            "cancel": lambda ledger, wall: ledger.cancel(job, wall),
+            "pause": lambda ledger, wall: ledger.pause(job, wall),
+            "resume": lambda ledger, wall: ledger.resume(job, wall),
+            "retry": lambda ledger, wall: ledger.retry(job, chosen, wall),
+        }
+        if action not in operations:
+            raise UsageError(f"unknown action {action!r}")
         try:
-            if action == "cancel":
-                deltas = ledger.cancel(job, wall)
-            elif action == "pause":
-                deltas = ledger.pause(job, wall)
-            elif action == "resume":
-                deltas = ledger.resume(job, wall)
-            elif action == "retry":
-                chosen = parse_frames(frames) if frames else None
-                deltas = ledger.retry(job, chosen, wall)
-            else:
-                raise UsageError(f"unknown action {action!r}")
+            deltas = await self.node.write(operations[action], durable=True)
         except LedgerError as exc:
             raise UsageError(str(exc)) from None
-        await self.node.publish(deltas)
         spec = ledger.job(job)
         log.info("job %s: %s", action, spec.name if spec else job)
         return {
@@ -333,7 +331,7 @@ class Farm:
             if record.status != Status.DONE:
                 continue
             for output in record.outputs:
-                blob = await self.node.ensure_blob(output.digest.hex(), prefer=record.node)
+                blob = await self.node.blobs.ensure(output.digest.hex(), prefer=record.node)
                 target = safe_join(dest, output.name)
                 await trio.to_thread.run_sync(shutil.copyfile, blob, target)
                 written.append(str(target))
@@ -345,7 +343,7 @@ class Farm:
         if record.status != Status.DONE or index >= len(record.outputs):
             return None
         output = record.outputs[index]
-        return await self.node.ensure_blob(output.digest.hex(), prefer=record.node)
+        return await self.node.blobs.ensure(output.digest.hex(), prefer=record.node)
 
     async def thumbnail(self, job: str, frame: int) -> bytes | None:
         from .media import make_thumbnail
@@ -374,7 +372,7 @@ class Farm:
             record = self.node.ledger.frame(job, frame)
             if record.status == Status.DONE and record.outputs:
                 frames.append(
-                    await self.node.ensure_blob(record.outputs[0].digest.hex(), prefer=record.node)
+                    await self.node.blobs.ensure(record.outputs[0].digest.hex(), prefer=record.node)
                 )
         if not frames:
             raise UsageError(f"job {spec.name} has no rendered frames to encode yet")

@@ -9,6 +9,7 @@ convert both ways.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 
@@ -81,6 +82,32 @@ def from_runs(runs: Sequence[Sequence[int]]) -> tuple[int, ...]:
     for first, last, step in runs:
         frames.extend(range(first, last + 1, step))
     return tuple(frames)
+
+
+def frame_position(runs: Sequence[Sequence[int]], frame: int) -> int | None:
+    """Where ``frame`` is in the rendering order the runs describe (None: not in them), in
+    O(runs) without expanding them."""
+    position = 0
+    for first, last, step in runs:
+        if first <= frame <= last and (frame - first) % step == 0:
+            return position + (frame - first) // step
+        position += (last - first) // step + 1
+    return None
+
+
+def runs_overlap(runs: Sequence[Sequence[int]]) -> bool:
+    """Whether two runs share a frame (a job's frames must be distinct). O(runs log runs) when
+    the runs' spans are disjoint, the usual case; exact by expansion when spans overlap."""
+    spans = sorted((first, last) for first, last, _step in runs)
+    if all(b_first > a_last for (_a, a_last), (b_first, _b) in itertools.pairwise(spans)):
+        return False
+    seen: set[int] = set()
+    for first, last, step in runs:
+        for frame in range(first, last + 1, step):
+            if frame in seen:
+                return True
+            seen.add(frame)
+    return False
 
 
 def format_frames(frames: Iterable[int]) -> str:

@@ -183,10 +183,15 @@ class MemberLeft:
 
 @dataclass(frozen=True, slots=True)
 class UserBroadcast:
-    """An opaque payload another member queued with :meth:`Membership.queue_broadcast`."""
+    """An opaque payload another member queued with :meth:`Membership.queue_broadcast`.
+
+    It is not relayed on its own: the application passes it to :meth:`Membership.relay` when it
+    is news (it changed something), so a stale payload never replaces a newer one queued under
+    the same key."""
 
     payload: Any
     sender_id: str
+    item: Any = field(default=None, compare=False, repr=False)
 
 
 MembershipEvent = (
@@ -646,7 +651,7 @@ class Membership:
                 f"broadcast of {size} bytes exceeds {max_item_size(self._config)}"
             )
         self._remember((self._id, item.broadcast_id))
-        self._user_q.queue(("u", self._id, key), wire, size)
+        self._user_q.queue(("u", key), wire, size)
 
     # --- time ------------------------------------------------------------------------
 
@@ -908,8 +913,14 @@ class Membership:
         if item.origin == self._id or key in self._seen:
             return
         self._remember(key)
-        self._events.append(UserBroadcast(item.payload, item.origin))
-        self._user_q.queue(("u", item.origin, item.key), item.wire(), item.size)
+        self._events.append(UserBroadcast(item.payload, item.origin, item))
+
+    def relay(self, event: UserBroadcast) -> None:
+        """Spread a received broadcast further (the application found it was news). It replaces
+        whatever was queued under its key: the application relays only what supersedes that."""
+        item = event.item
+        if isinstance(item, UserItem):
+            self._user_q.queue(("u", item.key), item.wire(), item.size)
 
     # --- helpers -----------------------------------------------------------------------
 

@@ -92,6 +92,7 @@ class MemoryNetwork:
         self._hosts: dict[Address, MemoryTransport] = {}
         self._groups: dict[Address, int] | None = None
         self._crashed: set[Address] = set()
+        self._paused: dict[Address, list[tuple[Address, bytes]]] = {}  # held datagrams to it
         self._heap: list[_InFlight] = []
         self._seq = 0
         self._wakeup = trio.Event()
@@ -173,6 +174,18 @@ class MemoryNetwork:
         """Bring a crashed host back (with an empty inbox)."""
         self._crashed.discard(address)
 
+    def pause(self, address: Address) -> None:
+        """Freeze ``address`` (SIGSTOP): datagrams to it are held, as a kernel would buffer
+        them, and delivered when it resumes."""
+        self._paused.setdefault(address, [])
+
+    def resume(self, address: Address) -> None:
+        held = self._paused.pop(address, [])
+        host = self._hosts.get(address)
+        for sender, payload in held:
+            if host is not None and self.reachable(sender, address):
+                host._enqueue(sender, payload)
+
     def is_crashed(self, address: Address) -> bool:
         return address in self._crashed
 
@@ -244,6 +257,11 @@ class MemoryNetwork:
     def _deliver(self, item: _InFlight) -> None:
         host = self._hosts.get(item.to)
         if host is None or not self.reachable(item.sender, item.to):
+            return
+        held = self._paused.get(item.to)
+        if held is not None:
+            if len(held) < self.inbox_size:
+                held.append((item.sender, item.payload))
             return
         host._enqueue(item.sender, item.payload)
 

@@ -18,13 +18,11 @@ import msgpack
 
 from ..errors import DecodeError
 from ..files.names import UnsafeName, safe_name
-from ..frames import MAX_FRAMES
+from ..frames import MAX_FRAMES, runs_overlap
+from .keys import Delta, Key, Kind, Value
 from .model import Attempt, FrameRecord, JobSpec, Output, Register, SceneRef, Status
 
-Key = tuple[Any, ...]
-Value = JobSpec | FrameRecord | Register | Attempt
-Delta = tuple[Key, Value, str, int]
-"""One entry: ``(key, value, origin node id, origin's version)``."""
+__all__ = ["Delta", "Key", "Value"]
 
 ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
@@ -44,8 +42,7 @@ MAX_STAMP = (1 << 64) - 1
 MAX_FRAME = 10**9
 MAX_MESSAGE = 64 * 1024 * 1024
 
-REGISTER_KINDS = frozenset("PZCBDX")
-KINDS = frozenset("JFA") | REGISTER_KINDS
+KINDS = frozenset(Kind)
 
 
 def packb(obj: Any) -> bytes:
@@ -234,6 +231,8 @@ def decode_spec(job: str, body: Any) -> JobSpec:
     )
     if spec.frame_count > MAX_FRAMES:
         raise DecodeError(f"a job may have at most {MAX_FRAMES} frames")
+    if runs_overlap(spec.runs):
+        raise DecodeError("a job's frame runs overlap: every frame must appear once")
     if spec_id(spec) != job:
         raise DecodeError(f"job {job} does not match the hash of its spec")
     return spec
@@ -297,17 +296,30 @@ def encode_register(r: Register) -> list[Any]:
     return [r.value, r.stamp, r.node, r.rank]
 
 
-def decode_register(kind: str, x: Any) -> Register:
+def _is_mark(value: Any) -> bool:
+    return (
+        type(value) is list
+        and len(value) == 2
+        and type(value[0]) is int
+        and 0 <= value[0] <= 1_000_000
+        and type(value[1]) is str
+        and len(value[1]) == 16
+    )
+
+
+def decode_register(kind: Kind, x: Any) -> Register:
     value, stamp, node, rank = _list(x, "register", 4)
     value = _plain(value, "register value")
     if len(packb(value)) > MAX_REG_BYTES:
         raise DecodeError("register value too large")
-    if kind == "P" and type(value) is not int:
+    if kind == Kind.PRIORITY and type(value) is not int:
         raise DecodeError("a priority must be an integer")
-    if kind in "ZC" and type(value) is not bool:
+    if kind in (Kind.PAUSED, Kind.CANCELLED) and type(value) is not bool:
         raise DecodeError("paused/cancelled must be a boolean")
-    if kind == "D" and type(value) is not int:
-        raise DecodeError("a delivery mark holds the epoch delivered")
+    if kind == Kind.DELIVERED and not _is_mark(value):
+        raise DecodeError("a delivery mark holds [epoch, outputs fingerprint]")
+    if kind in (Kind.BAN, Kind.HALTED) and value is not None and type(value) is not str:
+        raise DecodeError("a ban or halt holds its reason (or nothing, when lifted)")
     return Register(
         value,
         _int(stamp, "stamp", 0, MAX_STAMP),
@@ -320,13 +332,13 @@ def encode_delta(delta: Delta) -> list[Any]:
     key, value, origin, version = delta
     kind = key[0]
     sub: Any
-    if kind == "J":
+    if kind == Kind.JOB:
         assert isinstance(value, JobSpec)
         sub, payload = None, _spec_body(value)
-    elif kind == "F":
+    elif kind == Kind.FRAME:
         assert isinstance(value, FrameRecord)
         sub, payload = key[2], encode_frame(value)
-    elif kind == "A":
+    elif kind == Kind.ATTEMPT:
         assert isinstance(value, Attempt)
         sub = list(key[2:])
         payload = [value.stamp, value.error, value.log_tail, value.seconds]
@@ -334,29 +346,30 @@ def encode_delta(delta: Delta) -> list[Any]:
         assert isinstance(value, Register)
         sub = key[2] if len(key) > 2 else None
         payload = encode_register(value)
-    return [kind, key[1], sub, origin, version, payload]
+    return [str(kind), key[1], sub, origin, version, payload]
 
 
 def decode_delta(x: Any) -> Delta:
     kind, job, sub, origin, version, payload = _list(x, "delta", 6)
     if type(kind) is not str or kind not in KINDS:
         raise DecodeError(f"unknown entry kind {_show(kind)}")
+    kind = Kind(kind)
     job = _id(job, "job id")
     origin = _id(origin, "origin")
     version = _int(version, "version", 1)
     value: Value
     key: Key
-    if kind == "J":
+    if kind == Kind.JOB:
         if sub is not None:
             raise DecodeError("a job entry has no sub-key")
-        key, value = ("J", job), decode_spec(job, payload)
-    elif kind == "F":
-        key = ("F", job, _int(sub, "frame", 0, MAX_FRAME))
+        key, value = (Kind.JOB, job), decode_spec(job, payload)
+    elif kind == Kind.FRAME:
+        key = (Kind.FRAME, job, _int(sub, "frame", 0, MAX_FRAME))
         value = decode_frame(payload, origin, version)
-    elif kind == "A":
+    elif kind == Kind.ATTEMPT:
         frame, epoch, attempt, node = _list(sub, "attempt key", 4)
         key = (
-            "A",
+            Kind.ATTEMPT,
             job,
             _int(frame, "frame", 0, MAX_FRAME),
             _int(epoch, "epoch", 0, 1_000_000),
@@ -371,10 +384,14 @@ def decode_delta(x: Any) -> Delta:
             _float(seconds, "seconds"),
         )
     else:
-        if kind == "B":
-            key = ("B", job, _id(sub, "banned node"))
-        elif kind == "D":
-            key = ("D", job, _int(sub, "frame", 0, MAX_FRAME))
+        if kind == Kind.BAN:
+            key = (Kind.BAN, job, _id(sub, "banned node"))
+        elif kind == Kind.DELIVERED:
+            key = (Kind.DELIVERED, job, _int(sub, "frame", 0, MAX_FRAME))
+        elif kind == Kind.HALTED:
+            if sub is not None:
+                raise DecodeError("a halt entry has no sub-key")
+            key = (kind, job)
         else:
             if sub is not None:
                 raise DecodeError(f"a {kind} entry has no sub-key")
@@ -407,4 +424,4 @@ def state_bytes(key: Key, value: Value) -> bytes:
         payload = [value.stamp, value.error, value.log_tail, value.seconds]
     else:
         payload = encode_register(value)
-    return packb([list(key), payload])
+    return packb([[str(key[0]), *key[1:]], payload])

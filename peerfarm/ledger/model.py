@@ -139,6 +139,13 @@ def frame_gt(a: FrameRecord, b: FrameRecord) -> bool:
     return _payload_key(a) > _payload_key(b)
 
 
+def same_claim(a: FrameRecord, b: FrameRecord) -> bool:
+    """Whether two records belong to one claim: one attempt of one epoch by one node, made at
+    one time. Renewals (``seq``) and the claim's outcome do not change which claim it is. The
+    one rule for "is this still my claim" (the ledger's fencing, the renderer's stop, leases)."""
+    return a.node == b.node and a.epoch == b.epoch and a.attempt == b.attempt and a.stamp == b.stamp
+
+
 def _payload_key(r: FrameRecord) -> tuple[Any, ...]:
     return (r.seconds, tuple((o.name, o.digest, o.size) for o in r.outputs), r.error)
 

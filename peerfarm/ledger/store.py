@@ -97,9 +97,6 @@ class LedgerStore:
                 )
         except sqlite3.Error as exc:
             # Put the work back so a later flush retries it (e.g. after a full disk is freed).
-            for delta in upserts:
-                ledger._dirty[delta[0]] = None
-            for key in removed:
-                ledger._removed[key] = None
+            ledger.restore_dirty(upserts, removed)
             raise LedgerError(f"cannot write the ledger database {self.path}: {exc}") from None
         return len(rows) + len(gone)

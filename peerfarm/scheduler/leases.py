@@ -23,6 +23,7 @@ class _Seen:
     node: str
     attempt: int
     epoch: int
+    stamp: int
     seq: int
     since: float
 
@@ -46,9 +47,18 @@ class LeaseTable:
             or seen.node != record.node
             or seen.attempt != record.attempt
             or seen.epoch != record.epoch
+            or seen.stamp != record.stamp
             or seen.seq != record.seq
         ):
-            self._seen[key] = _Seen(record.node, record.attempt, record.epoch, record.seq, now)
+            self._seen[key] = _Seen(
+                record.node, record.attempt, record.epoch, record.stamp, record.seq, now
+            )
+
+    def restart_all(self, now: float) -> None:
+        """Time every lease afresh from ``now``: this peer was frozen (SIGSTOP, a suspended
+        machine) and what it observed before is stale, not expired."""
+        for seen in self._seen.values():
+            seen.since = now
 
     def forget_job(self, job: str) -> None:
         for key in [k for k in self._seen if k[0] == job]:

@@ -17,6 +17,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..frames import frame_position
 from ..ledger import Ledger
 from ..ledger.model import OPEN, FrameRecord, JobSpec, JobState, Status
 
@@ -79,14 +80,23 @@ class Planner:
         self.prefer_home = prefer_home
         self._homes: dict[str, tuple[tuple[str, ...], list[str | None]]] = {}
         self._cursor: dict[str, int] = {}  # first chunk that may still hold work, per job
+        self._reopened: dict[str, set[int]] = {}  # frames open again since the last plan
         self._ranks: dict[str, tuple[tuple[str, ...], list[int]]] = {}
+        self._chunks: dict[str, list[tuple[int, ...]]] = {}
+
+    def chunks(self, spec: JobSpec) -> list[tuple[int, ...]]:
+        """The job's chunks (cached: a spec never changes)."""
+        chunks = self._chunks.get(spec.id)
+        if chunks is None:
+            chunks = self._chunks[spec.id] = chunks_of(spec)
+        return chunks
 
     def homes(self, spec: JobSpec, peers: Sequence[str]) -> list[str | None]:
         key = tuple(sorted(peers))
         cached = self._homes.get(spec.id)
         if cached is not None and cached[0] == key:
             return cached[1]
-        homes = [rendezvous_home(spec.id, i, key) for i in range(len(chunks_of(spec)))]
+        homes = [rendezvous_home(spec.id, i, key) for i in range(len(self.chunks(spec)))]
         self._homes[spec.id] = (key, homes)
         self._ranks.pop(spec.id, None)
         return homes
@@ -101,7 +111,7 @@ class Planner:
         cached = self._ranks.get(spec.id)
         if cached is not None and cached[0] == key:
             return cached[1]
-        ranks = [_rank(spec.id, i, self.node_id, key) for i in range(len(chunks_of(spec)))]
+        ranks = [_rank(spec.id, i, self.node_id, key) for i in range(len(self.chunks(spec)))]
         self._ranks[spec.id] = (key, ranks)
         return ranks
 
@@ -109,10 +119,33 @@ class Planner:
         self._homes.pop(job, None)
         self._ranks.pop(job, None)
         self._cursor.pop(job, None)
+        self._reopened.pop(job, None)
+        self._chunks.pop(job, None)
 
-    def reopened(self, job: str) -> None:
-        """A frame of ``job`` became claimable again (retry, failure, release): rescan it."""
-        self._cursor.pop(job, None)
+    def reopened(self, job: str, frame: int | None = None) -> None:
+        """A frame of ``job`` is unfinished again (a retry, a failure, a release, a claim of a
+        new epoch heard without its pending record): plan from its chunk again."""
+        if frame is None:
+            self._cursor.pop(job, None)
+        elif job in self._cursor:
+            self._reopened.setdefault(job, set()).add(frame)
+
+    def rescan_all(self) -> None:
+        """Look at every unfinished frame of every job again at the next plan (liveness)."""
+        self._cursor.clear()
+        self._reopened.clear()
+
+    def _start_of(self, spec: JobSpec) -> int:
+        start = self._cursor.get(spec.id, 0)
+        frames = self._reopened.pop(spec.id, None)
+        if frames:
+            size = max(1, spec.chunk)
+            for frame in frames:
+                position = frame_position(spec.runs, frame)
+                if position is not None:
+                    start = min(start, position // size)
+            self._cursor[spec.id] = start
+        return start
 
     def _leave_retry_to_others(
         self,
@@ -155,6 +188,8 @@ class Planner:
         if free_slots <= 0:
             return []
         takeable = set(expired)
+        for job, frame in takeable:  # a lapsed claim is looked at wherever the cursor is
+            self.reopened(job, frame)
         taken = set(busy)
         claims: list[Claim] = []
         waiting_priority: int | None = None  # a job whose frames wait for their home peers
@@ -171,10 +206,10 @@ class Planner:
             own: list[Claim] = []
             other: list[tuple[int, Claim]] = []
             next_of: set[str | None] = set()
-            all_chunks = chunks_of(spec)
+            all_chunks = self.chunks(spec)
             mean = ledger.mean_frame_seconds(spec.id)
             long_frames = mean is not None and mean >= LONG_FRAME
-            start = self._cursor.get(spec.id, 0)
+            start = self._start_of(spec)
             advancing = True
             for index in range(start, len(all_chunks)):
                 chunk = all_chunks[index]
@@ -223,8 +258,7 @@ class Planner:
                 # A failed frame is left to others by the peer it failed on (its home, often):
                 # reserving it for that peer would leave it to nobody.
                 retry = any(
-                    (r := records.get(f)) is not None and r.status == Status.RETRYING
-                    for f in free
+                    (r := records.get(f)) is not None and r.status == Status.RETRYING for f in free
                 )
                 if (
                     not takeover

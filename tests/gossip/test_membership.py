@@ -394,11 +394,29 @@ def test_user_broadcast_is_piggybacked_delivered_once_and_relayed() -> None:
     assert carried
     b.receive(addr(0), carried[0], 1.0)
     b.receive(addr(0), carried[0], 1.1)  # duplicate
-    assert [e for e in b.drain_events() if isinstance(e, UserBroadcast)] == [
-        UserBroadcast({"frames": [1, 2]}, "n0")]
-    relayed = run_until(b, 1.2, start=1.1)
+    events = [e for e in b.drain_events() if isinstance(e, UserBroadcast)]
+    assert events == [UserBroadcast({"frames": [1, 2]}, "n0")]
+    assert not items(run_until(b, 1.2, start=1.1), "user")  # news only once the app says so
+    b.relay(events[0])
+    relayed = run_until(b, 1.3, start=1.2)
     assert any(u["d"] == {"frames": [1, 2]} for u in items(relayed, "user"))
     assert [e for e in a.drain_events() if isinstance(e, UserBroadcast)] == []
+
+
+def test_a_relay_replaces_what_was_queued_under_its_key() -> None:
+    """The application relays only news, so the newest relay of a key is the one that rides."""
+    b = with_members(make(1), [0, 2, 3])
+    c = with_members(make(3), [1])
+    for value in (1, 2):
+        c.queue_broadcast("frame:7", {"v": value})
+        carried = [m for _, m in wire(c.tick(c.next_deadline())) if items([(addr(1), m)], "user")]
+        b.receive(addr(3), carried[0], float(value))
+    events = [e for e in b.drain_events() if isinstance(e, UserBroadcast)]
+    assert [e.payload for e in events] == [{"v": 1}, {"v": 2}]
+    for event in events:
+        b.relay(event)
+    relayed = [u["d"] for u in items(run_until(b, 3.0, start=2.0), "user")]
+    assert relayed and set(map(str, relayed)) == {str({"v": 2})}
 
 
 def test_queue_broadcast_rejects_what_cannot_fit_a_datagram() -> None:

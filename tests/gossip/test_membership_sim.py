@@ -81,7 +81,11 @@ class Sim:
     def after(self, addr: Address, out: list[Outgoing]) -> None:
         node = self.nodes[addr]
         self.send(addr, out)
-        self.log[addr].extend((self.now, ev) for ev in node.drain_events())
+        events = node.drain_events()
+        for ev in events:
+            if isinstance(ev, UserBroadcast):
+                node.relay(ev)  # every broadcast in these tests is news
+        self.log[addr].extend((self.now, ev) for ev in events)
         due = max(self.now, node.next_deadline())
         if due < self.scheduled.get(addr, float("inf")):
             self.scheduled[addr] = due

@@ -26,7 +26,7 @@ def busy_ledger() -> Ledger:
             a.complete(spec.id, f, claim, [output(f)], 0.5)  # type: ignore[arg-type]
     a.pause(spec.id, 4_000)
     a.set_priority(spec.id, 3, 4_001)
-    a.mark_delivered(spec.id, 1, 0, 4_002)
+    a.mark_delivered(spec.id, 1, a.frame(spec.id, 1), 4_002)
     a.ban(spec.id, "failed 3 times", 4_003)
     return a
 

@@ -198,10 +198,32 @@ def test_delivery_marks() -> None:
     assert isinstance(claim, FrameRecord)
     a.merge(b.complete(job, 4, claim, [output(4)], 1.0), 2_100)
     assert not a.delivered(job, 4)
-    b.merge(a.mark_delivered(job, 4, 0, 2_200), 2_200)
+    b.merge(a.mark_delivered(job, 4, a.frame(job, 4), 2_200), 2_200)
     assert b.delivered(job, 4)
     a.retry(job, [4], 3_000)
     assert not a.delivered(job, 4)
+
+
+def test_a_delivery_mark_names_the_outputs_it_delivered() -> None:
+    """A takeover's done record (attempt 2) that wins after attempt 1 was delivered is not
+    delivered: the submitter must bring in the bytes the ledger now names."""
+    a, b, job = pair()
+    c = Ledger(C)
+    c.merge(list(a.all_deltas()), 1_500)
+    first = b.claim(job, [4], 2_000)
+    c.merge(first, 2_001)
+    takeover = c.claim(job, [4], 9_000, takeover=True)[0][1]  # b's lease lapsed on c's clock
+    assert isinstance(takeover, FrameRecord) and takeover.attempt == 2
+    claim = first[0][1]
+    assert isinstance(claim, FrameRecord)
+    a.merge(b.complete(job, 4, claim, [output(4)], 1.0), 9_100)  # b never heard of it
+    a.merge(a.mark_delivered(job, 4, a.frame(job, 4), 9_200), 9_200)
+    assert a.delivered(job, 4)
+    a.merge(c.complete(job, 4, takeover, [output(4, b"other bytes")], 1.0), 9_300)
+    assert a.frame(job, 4).attempt == 2
+    assert not a.delivered(job, 4)
+    a.merge(a.mark_delivered(job, 4, a.frame(job, 4), 9_400), 9_400)
+    assert a.delivered(job, 4)
 
 
 def test_archive_tombstone_converges_a_replica_that_was_away() -> None:

@@ -65,9 +65,7 @@ def run_op(ledger: Ledger, job: str, op: str, frame: int, wall: int) -> list[Del
         return ledger.set_priority(job, frame, wall)
     if op == "deliver":
         return (
-            ledger.mark_delivered(job, frame, record.epoch, wall)
-            if record.status == Status.DONE
-            else []
+            ledger.mark_delivered(job, frame, record, wall) if record.status == Status.DONE else []
         )
     return ledger.ban(job, "failed here", wall)
 

@@ -21,8 +21,9 @@ from peerfarm.errors import DecodeError
 from peerfarm.farm import Farm
 from peerfarm.ledger import codec
 from peerfarm.ledger.model import FrameRecord, JobState, Output, SceneRef, Status
-from peerfarm.node import T_LEDGER, delivery_target
-from peerfarm.testing import SimFarm, SimPeer, expected_output, output_files
+from peerfarm.peer.delivery import delivery_target
+from peerfarm.peer.gossip import T_LEDGER
+from peerfarm.testing import SimFarm, SimPeer, output_files
 
 HOSTILE_NAMES = ["../escape.txt", "/etc/escape.txt", "CON", "con.txt", "a" * 201 + ".png", ".."]
 
@@ -77,10 +78,13 @@ async def test_keyed_peer_sending_traversal_output_names_writes_nothing_outside(
         for frame in range(1, 5):
             record = ledger.frame(job, frame)
             assert record.status == Status.DONE and record.node != hostile.node_id
+        expected = farm.expected_files(job)
+        farm.check_invariants()
     spec = ledger.job(job)
     assert spec is not None
     out = Path(spec.output)
-    assert output_files(out) == {f"frame_{f:04d}.txt": expected_output(job, f) for f in range(1, 5)}
+    assert sorted(expected) == [f"frame_{f:04d}.txt" for f in range(1, 5)]
+    assert output_files(out) == expected
     escaped = [p for p in tmp_path.rglob("escape*")] + [Path("/etc/escape.txt")]
     assert not any(p.exists() for p in escaped)
 
@@ -110,7 +114,7 @@ async def test_forged_job_naming_another_peer_as_submitter_is_never_delivered(
         )
         forged = dataclasses.replace(honest, submitted_by=victim.node_id)
         forged = dataclasses.replace(forged, id=codec.spec_id(forged))
-        await hostile.node.publish(hostile.node.ledger.submit(forged))
+        await hostile.node.write(lambda ledger, wall: ledger.submit(forged))
         await farm.wait_until(
             lambda: farm.job_finished(forged.id, delivered=False), timeout=30, what="rendered"
         )
@@ -141,7 +145,7 @@ async def test_asset_path_traversal_fails_the_frame_with_a_clear_error(
             wall_ms=farm.wall_ms(),
             retries=0,
         )
-        await hostile.node.publish(hostile.node.ledger.submit(spec))
+        await hostile.node.write(lambda ledger, wall: ledger.submit(spec))
         await farm.wait_until(
             lambda: (
                 renderer.node.ledger.job(spec.id) is not None
@@ -184,11 +188,13 @@ async def test_delivery_never_overwrites_a_file_it_did_not_write(
         # A retry re-renders frame 1: the job may replace what it wrote itself.
         await Farm(submitter.node).act(job, "retry", "1")
         await farm.wait_until(lambda: farm.job_finished(job), timeout=60, what="redelivered")
+        expected = farm.expected_files(job)
+        farm.check_invariants()
     assert output_files(out) == {
-        "frame_0001.txt": expected_output(job, 1),
-        "frame_0002.txt": "the artist's own work\n",
-        "frame_0002 (2).txt": expected_output(job, 2),
-        "frame_0003.txt": expected_output(job, 3),
+        "frame_0001.txt": expected["frame_0001.txt"],
+        "frame_0002.txt": b"the artist's own work\n",
+        "frame_0002 (2).txt": expected["frame_0002.txt"],
+        "frame_0003.txt": expected["frame_0003.txt"],
     }
 
 
@@ -203,7 +209,10 @@ async def test_overwrite_option_lets_a_job_replace_existing_files(
         submitter, _ = await farm.start(2)
         job = await _submit(submitter, tmp_path, out, overwrite=True)
         await farm.wait_until(lambda: farm.job_finished(job), timeout=60, what="delivered")
-    assert output_files(out) == {f"frame_{f:04d}.txt": expected_output(job, f) for f in (1, 2, 3)}
+        expected = farm.expected_files(job)
+        farm.check_invariants()
+    assert sorted(expected) == [f"frame_{f:04d}.txt" for f in (1, 2, 3)]
+    assert output_files(out) == expected
 
 
 def test_delivery_target_policy(tmp_path: Path) -> None:

@@ -115,7 +115,7 @@ async def test_python_in_a_scene_runs_only_where_job_and_peer_both_allow_it(
         peer.node.parts.renderers = {"blender": Recording(peer.node_id, farm.log)}
         peer.node.parts.allow_scripts = peer_allows
         peer.node.parts.allow_command = False
-        meta = {**peer.node._meta(), "renderers": {"blender": "4.5"}}
+        meta = {**peer.node.meta(), "renderers": {"blender": "4.5"}}
         peer.node.membership.update_meta(meta, trio.current_time())
         scene = tmp_path / "scene.blend"
         scene.write_bytes(b"BLENDER-v405 not really")
@@ -129,6 +129,6 @@ async def test_python_in_a_scene_runs_only_where_job_and_peer_both_allow_it(
             frames=[1],
             wall_ms=farm.wall_ms(),
         )
-        await peer.node.publish(peer.node.ledger.submit(spec))
+        await peer.node.write(lambda ledger, wall: ledger.submit(spec))
         await farm.wait_until(lambda: bool(seen), timeout=30, what="render started")
     assert seen[0].allow_scripts is expected

@@ -98,7 +98,7 @@ async def test_farm_converges_with_ten_percent_loss_on_every_link(
                 target = jobs[(i + 1) % len(jobs)]
                 if peer.node.ledger.job(target) is None:
                     continue  # not arrived yet: skip this write (the loss decides, seeded)
-                await peer.node.publish(peer.node.ledger.pause(target, farm.wall_ms()))
+                await peer.node.write(lambda ledger, wall: ledger.pause(target, wall))
             started = trio.current_time()
             at = await farm.wait_until(
                 lambda: (
@@ -131,13 +131,13 @@ async def test_two_way_partition_heals_into_identical_ledgers(
             # Each side writes on its own, including opposite writes to one register.
             left_job = await farm.announce_job(left[3], "left-only")
             right_job = await farm.announce_job(right[4], "right-only")
-            await left[5].node.publish(left[5].node.ledger.pause(shared, farm.wall_ms()))
+            await left[5].node.write(lambda ledger, wall: ledger.pause(shared, wall))
             await trio.sleep(0.5)
-            await right[6].node.publish(right[6].node.ledger.pause(shared, farm.wall_ms()))
+            await right[6].node.write(lambda ledger, wall: ledger.pause(shared, wall))
             await trio.sleep(0.5)
-            await right[7].node.publish(right[7].node.ledger.resume(shared, farm.wall_ms()))
+            await right[7].node.write(lambda ledger, wall: ledger.resume(shared, wall))
             await trio.sleep(0.5)
-            await left[8].node.publish(left[8].node.ledger.set_priority(shared, 5, farm.wall_ms()))
+            await left[8].node.write(lambda ledger, wall: ledger.set_priority(shared, 5, wall))
 
             # Long enough for each side to declare the other dead.
             def sides_apart() -> bool:

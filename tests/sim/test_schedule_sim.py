@@ -23,7 +23,6 @@ from peerfarm.testing import (
     RenderRecord,
     SimFarm,
     SimPeer,
-    expected_output,
     frames_of,
     output_files,
 )
@@ -68,8 +67,7 @@ def assert_complete(farm: SimFarm, job: str, submitter: SimPeer) -> None:
     assert spec is not None
     delivered = output_files(Path(spec.output))
     assert sorted(delivered) == sorted(frames_of(frames))
-    for frame, name in zip(frames, frames_of(frames), strict=True):
-        assert delivered[name] == expected_output(job, frame)
+    assert delivered == farm.expected_files(job)
 
 
 async def wait_finished(farm: SimFarm, job: str, timeout: float) -> float:

@@ -1,0 +1,113 @@
+"""The peer's files: the content store's blobs, fetched from peers, under a disk budget.
+
+Owns: getting a blob this peer lacks from a peer that has it (the preferred one first, then
+the others in random order, verified by hash), which blobs live jobs still need, evicting the
+least recently used others when ``--store-limit`` would be exceeded, and paths under the shared
+storage root of ``--shared-root``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..errors import PeerfarmError, StoreError
+from ..files.names import safe_join, safe_name
+from ..files.transfer import fetch_blob
+from ..gossip.transport import Address, Stream
+from ..ledger.model import JobState, Status
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("peerfarm")
+
+
+class Blobs:
+    """Blob access for one node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def needed(self) -> set[str]:
+        """Digests a live job still needs: the scene and assets of a job with frames left to
+        render, and the outputs of done frames not yet delivered. Archived jobs need nothing."""
+        ledger = self.node.ledger
+        needed: set[str] = set()
+        for spec in ledger.jobs():
+            state = ledger.job_state(spec.id)
+            if state in (JobState.ACTIVE, JobState.PAUSED):
+                needed.add(spec.scene.digest.hex())
+                needed.update(a.digest.hex() for a in spec.assets)
+            for frame, record in ledger.frame_records(spec.id).items():
+                if record.status == Status.DONE and not ledger.delivered(spec.id, frame):
+                    needed.update(o.digest.hex() for o in record.outputs)
+        return needed
+
+    async def make_room(self, needed: int) -> None:
+        """Evict least-recently-used blobs no live job needs until ``needed`` more bytes fit
+        under ``--store-limit``. StoreFull (a StoreError) when they cannot."""
+        store = self.node.store
+        if store.limit_bytes is None:
+            return
+        pinned = self.needed()
+        evicted = await trio.to_thread.run_sync(
+            lambda: store.evict(needed=needed, pinned=pinned.__contains__)
+        )
+        if evicted:
+            log.info(
+                "store limit: evicted %d unused file%s",
+                len(evicted),
+                "" if len(evicted) == 1 else "s",
+            )
+
+    async def ensure(
+        self, digest: str, *, prefer: str | None = None, size: int | None = None
+    ) -> Path:
+        """The local path of a blob, fetched from a peer that has it if needed. ``size`` (when
+        the ledger says it) makes room under the store limit before the download."""
+        node = self.node
+        if node.store.has(digest):
+            return node.store.path(digest)
+        if size is not None:
+            await self.make_room(size)
+        candidates: list[str] = []
+        if prefer and prefer != node.node_id:
+            candidates.append(prefer)
+        others = [m.node_id for m in node.membership.alive_members() if m.node_id not in candidates]
+        node.parts.rng.shuffle(others)
+        candidates += others
+        errors = []
+        for node_id in candidates:
+            address = node.address_of(node_id)
+            if address is None:
+                continue
+
+            async def connect(address: Address = address) -> Stream:
+                return await node.transport.connect(address, timeout=node.config.stream_timeout)
+
+            try:
+                path = await fetch_blob(
+                    connect, digest, node.store, timeout=node.config.stream_timeout
+                )
+                node.stats.transfer_bytes += path.stat().st_size
+                return path
+            except PeerfarmError as exc:
+                errors.append(f"{node_id[:8]}: {exc}")
+        raise StoreError(
+            f"no peer could provide {digest[:12]}" + (f" ({'; '.join(errors)})" if errors else "")
+        )
+
+    def shared_path(self, relative: object) -> Path | None:
+        """``relative`` under this peer's --shared-root, if it has one (checked to stay inside)."""
+        root = self.node.parts.shared_root
+        if root is None or not isinstance(relative, str) or not relative:
+            return None
+        path = root
+        for part in relative.replace("\\", "/").split("/"):
+            if part:
+                path = safe_join(path, safe_name(part))
+        return path

@@ -1,0 +1,333 @@
+"""The peer's datagram side: membership ticks, incoming datagrams, and pushing fresh writes.
+
+Owns: reading datagrams (membership packets and immediate ledger pushes), running the SWIM
+ticker, turning membership events into log lines and sync requests, noticing peers that speak
+another protocol, and the outbox of local writes. Its rule for writes is *durability before
+gossip*: the outbox is saved to the ledger database before any of it leaves the peer, so a peer
+killed at any moment never has sent a write it cannot recover. Fresh writes are pushed at once
+to a few peers (a burst of writes within :data:`PUSH_COALESCE` shares datagrams) and queued for
+piggybacking on later gossip; a received broadcast is relayed only when it was news here, so a
+stale value never replaces a newer one in the relay queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..errors import DecodeError, LedgerError, MessageTooLarge, PeerfarmError, RemoteProtocolError
+from ..gossip.membership import T_GOSSIP as T_MEMBER_GOSSIP
+from ..gossip.membership import Alive as AliveItem
+from ..gossip.membership import (
+    Member,
+    MemberAlive,
+    MemberDied,
+    MemberJoined,
+    MemberLeft,
+    MemberSuspected,
+    MemberUpdated,
+    UserBroadcast,
+)
+from ..gossip.transport import PROTOCOL_VERSION, Address, ForeignPeer, versions_text
+from ..ledger import codec
+from ..ledger.codec import Delta
+from ..ledger.keys import broadcast_key
+from .parts import INCOMPATIBLE_FORGET_AFTER, INCOMPATIBLE_NOTICE_INTERVAL, IncompatiblePeer
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("peerfarm")
+
+T_LEDGER = "L"  # datagram: fresh ledger deltas pushed at once. Wire name: append-only.
+
+MAX_PUSH_BYTES = 1_100  # payload budget of an immediate ledger push datagram
+PUSH_COALESCE = 0.002  # seconds writes wait to share an immediate-push datagram
+SAVE_INTERVAL = 0.25  # seconds between saves of merged (remote) changes
+SAVE_ERROR_EVERY = 30.0  # seconds between two log lines about a ledger that cannot be saved
+
+
+class GossipService:
+    """Datagrams in and out for one node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._outbox: list[Delta] = []
+        self._outbox_ready = trio.Event()
+        self._saved = trio.Event()  # set (and replaced) after every successful save
+        self._last_save_error = -SAVE_ERROR_EVERY
+        self.save_error: str | None = None
+
+    # ----------------------------------------------------------------------------------
+    # tasks
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._datagram_loop)
+            nursery.start_soon(self._tick_loop)
+            nursery.start_soon(self._push_loop)
+            nursery.start_soon(self._save_loop)
+            task_status.started()
+
+    async def send(self, address: Address, message: Any) -> None:
+        try:
+            await self.node.transport.send_datagram(address, message)
+        except MessageTooLarge:
+            log.warning("dropped an oversized datagram to %s:%s", *address)
+        except PeerfarmError as exc:
+            log.debug("send to %s failed: %s", address, exc)
+
+    def sample_peers(self, k: int) -> list[Member]:
+        peers = list(self.node.membership.alive_members())
+        self.node.parts.rng.shuffle(peers)
+        return peers[:k]
+
+    async def _datagram_loop(self) -> None:
+        node = self.node
+        while True:
+            datagram = await node.transport.receive_datagram()
+            await node.gate()
+            try:
+                await self._on_datagram(datagram.sender, datagram.message)
+            except RemoteProtocolError as exc:
+                node.stats.bad_messages += 1
+                log.debug("dropped a bad message from %s: %s", datagram.sender, exc)
+            except Exception:  # the daemon never dies from a message
+                node.stats.bad_messages += 1
+                log.exception("error while handling a message from %s", datagram.sender)
+
+    async def _on_datagram(self, sender: Address, message: Any) -> None:
+        node = self.node
+        if isinstance(message, dict) and message.get("t") == T_LEDGER:
+            node.merge(codec.decode_deltas(message.get("d"), max_count=1_000))
+            return
+        for address, out in node.membership.receive(sender, message, node.now()):
+            await self.send(address, out)
+        await self.membership_events()
+
+    async def _tick_loop(self) -> None:
+        node = self.node
+        last = node.now()
+        while True:
+            deadline = node.membership.next_deadline()
+            wait = min(max(0.0, deadline - node.now()), node.config.gossip_interval)
+            await trio.sleep(wait)
+            await node.gate()
+            now = node.now()
+            if now - last > node.config.lease_timeout / 2:
+                # This process was stopped (SIGSTOP, a suspended laptop) or starved: what it
+                # timed while asleep is stale. Leases restart their clocks instead of lapsing.
+                log.warning("this peer was frozen for %.1f s: re-timing every lease", now - last)
+                node.leases.restart_all(now)
+            last = now
+            for address, out in node.membership.tick(now):
+                await self.send(address, out)
+            await self.membership_events()
+            await self._check_foreign()
+
+    async def membership_events(self) -> None:
+        node = self.node
+        for event in node.membership.drain_events():
+            if isinstance(event, UserBroadcast):
+                try:
+                    changes = node.merge([codec.decode_delta(event.payload)])
+                except DecodeError as exc:
+                    node.stats.bad_messages += 1
+                    log.debug("dropped a bad ledger broadcast: %s", exc)
+                    continue
+                if changes:
+                    node.membership.relay(event)  # news here: pass it on
+                continue
+            member = event.member
+            label = f"{member.meta.get('name', member.node_id[:8])} ({member.node_id[:8]})"
+            if isinstance(event, MemberJoined):
+                log.info("peer joined: %s at %s:%s", label, *member.address)
+                node.sync.request(member.address)
+            elif isinstance(event, MemberAlive):
+                log.info("peer alive again: %s", label)
+                node.sync.request(member.address)
+            elif isinstance(event, MemberSuspected):
+                log.info("peer suspected: %s", label)
+            elif isinstance(event, MemberDied):
+                log.warning("peer died: %s", label)
+            elif isinstance(event, MemberLeft):
+                log.info("peer left: %s", label)
+            elif isinstance(event, MemberUpdated):
+                log.debug("peer updated: %s", label)
+            if isinstance(event, MemberJoined | MemberAlive):
+                node.incompatible.pop(member.node_id, None)
+                if member.protocol != PROTOCOL_VERSION:
+                    log.info(
+                        "peer %s speaks protocol %s, this peer %s: compatible, working together",
+                        label,
+                        member.protocol,
+                        versions_text(),
+                    )
+            node.touch()
+
+    async def _check_foreign(self) -> None:
+        """Report peers whose datagrams the transport refused for their protocol version:
+        one warning each, an entry in ``peers``, and a notice back so that their log says it
+        too (they refuse our datagram, and their transport names us the same way)."""
+        node = self.node
+        now = node.now()
+        foreign = node.transport.stats.foreign
+        while foreign:
+            node_id, peer = foreign.popitem()
+            known = node.incompatible.get(node_id)
+            if known is None or known.peer.version != peer.version:
+                known = node.incompatible[node_id] = IncompatiblePeer(peer, now, now)
+                log.warning(
+                    "refusing peer %s (%s)%s: it %s; upgrade the older peer (docs/operators.md)",
+                    peer.name or node_id[:8],
+                    node_id[:8],
+                    " at {}:{}".format(*peer.address) if peer.address else "",
+                    peer.describe(),
+                )
+                node.touch()
+            known.last_seen = now
+            known.peer = ForeignPeer(
+                node_id,
+                peer.version,
+                peer.protocol if peer.protocol is not None else known.peer.protocol,
+                peer.name or known.peer.name,
+                peer.address or known.peer.address,
+            )
+            if known.peer.address and now - known.last_notice >= INCOMPATIBLE_NOTICE_INTERVAL:
+                known.last_notice = now
+                await self.send(known.peer.address, self._self_notice())
+        for node_id, known in list(node.incompatible.items()):
+            if now - known.last_seen > INCOMPATIBLE_FORGET_AFTER:
+                del node.incompatible[node_id]
+                node.touch()
+
+    def _self_notice(self) -> dict[str, Any]:
+        """A gossip datagram carrying only our own alive item: who we are, for a peer that
+        cannot read our protocol (its transport names us from it and refuses it)."""
+        node = self.node
+        me = node.membership.get(node.node_id)
+        incarnation = node.membership.incarnation
+        alive = AliveItem(
+            node.node_id,
+            incarnation,
+            node.transport.local_address,
+            me.meta if me is not None else node.meta(),
+            PROTOCOL_VERSION,
+        )
+        return {"t": T_MEMBER_GOSSIP, "f": node.node_id, "i": incarnation, "b": [alive.wire()]}
+
+    # ----------------------------------------------------------------------------------
+    # local writes: saved, then sent
+
+    def publish(self, deltas: Sequence[Delta]) -> None:
+        """Queue local writes; the push task saves them, then sends them."""
+        self._outbox.extend(deltas)
+        self.node.stats.deltas_sent += len(deltas)
+        self._outbox_ready.set()
+
+    async def persisted(self) -> None:
+        """Wait until everything written so far is on disk (no-op without a database);
+        LedgerError when the database cannot be written."""
+        if self.node.parts.ledger_store is None:
+            return
+        while self.node.ledger.has_unsaved or self._outbox:
+            if self.save_error is not None:
+                raise LedgerError(f"not saved: {self.save_error}")
+            self._outbox_ready.set()
+            await self._saved.wait()
+
+    async def _push_loop(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            await trio.sleep(PUSH_COALESCE)
+            await self.node.gate()
+            await self.flush_outbox()
+
+    async def flush_outbox(self) -> None:
+        """Save the outbox, then push it at once and queue it for gossip. When the ledger
+        cannot be saved (full disk), nothing leaves: it is retried until it can."""
+        self._outbox_ready = trio.Event()
+        if not self._outbox:
+            return
+        if not self.save():
+            await trio.sleep(SAVE_INTERVAL)
+            self._outbox_ready.set()
+            return
+        deltas, self._outbox = self._outbox, []
+        node = self.node
+        encoded = []
+        for delta in deltas:
+            wire = codec.encode_delta(delta)
+            encoded.append(wire)
+            try:
+                node.membership.queue_broadcast(broadcast_key(delta[0]), wire)
+            except MessageTooLarge:
+                # Too big for a datagram (a spec with many assets): push-pull carries it.
+                for member in self.sample_peers(node.config.gossip_fanout):
+                    node.sync.request(member.address)
+        targets = self.sample_peers(node.config.gossip_fanout)
+        for batch in batches(encoded, MAX_PUSH_BYTES):
+            message = {"t": T_LEDGER, "d": batch}
+            for member in targets:
+                await self.send(member.address, message)
+
+    async def _save_loop(self) -> None:
+        """Save what merges changed, a few times a second (local writes are saved at once)."""
+        while True:
+            await trio.sleep(SAVE_INTERVAL)
+            await self.node.gate()
+            if self.node.ledger.has_unsaved:
+                self.save()
+
+    def save(self) -> bool:
+        """Write every unsaved change of the replica in one transaction. False (logged, rate
+        limited, and shown as this peer's problem) when the database cannot be written."""
+        node = self.node
+        store = node.parts.ledger_store
+        if store is None:
+            self._saved.set()
+            self._saved = trio.Event()
+            return True
+        try:
+            store.flush(node.ledger)
+        except LedgerError as exc:
+            now = node.now()
+            if self.save_error is None or now - self._last_save_error >= SAVE_ERROR_EVERY:
+                self._last_save_error = now
+                log.error("%s (retrying; nothing is sent until it is saved)", exc)
+            if self.save_error is None:
+                self.save_error = str(exc)
+                node.set_problem("ledger", f"cannot save the ledger: {exc}")
+            self._saved.set()  # wake waiters: they see save_error
+            self._saved = trio.Event()
+            return False
+        if self.save_error is not None:
+            self.save_error = None
+            log.info("the ledger is saved again")
+            node.set_problem("ledger", None)
+        self._saved.set()
+        self._saved = trio.Event()
+        return True
+
+
+def batches(items: list[Any], budget: int) -> list[list[Any]]:
+    """Encoded deltas grouped so each group's msgpack size stays within ``budget``; an item
+    bigger than the budget is left out (the broadcast / push-pull path carries it)."""
+    out: list[list[Any]] = []
+    batch: list[Any] = []
+    size = 0
+    for item in items:
+        n = len(codec.packb(item))
+        if batch and size + n > budget:
+            out.append(batch)
+            batch, size = [], 0
+        if n > budget:
+            continue
+        batch.append(item)
+        size += n
+    if batch:
+        out.append(batch)
+    return out

@@ -1,0 +1,131 @@
+"""What a peer is built from and what it counts: value objects shared by the peer's services.
+
+Owns :class:`NodeParts` (everything a node needs, built by the daemon from real parts or by a
+simulation from fakes), :class:`NodeStats` (the counters behind ``/metrics``), :class:`Running`
+(a render in progress) and :class:`IncompatiblePeer` (a peer refused for its protocol).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..files.store import ContentStore
+from ..gossip.config import GossipConfig
+from ..gossip.transport import ForeignPeer, Transport
+from ..ledger import Ledger
+from ..ledger.model import FrameRecord
+from ..ledger.store import LedgerStore
+from ..renderers.base import Progress, Renderer
+
+#: Seconds between two notices to a peer that speaks a protocol we do not (it logs them).
+INCOMPATIBLE_NOTICE_INTERVAL = 5.0
+#: Seconds of silence after which an incompatible peer leaves ``peers``.
+INCOMPATIBLE_FORGET_AFTER = 600.0
+
+
+@dataclass
+class NodeParts:
+    """Everything a node needs, built by the daemon (real) or a simulation (fake)."""
+
+    node_id: str
+    name: str
+    config: GossipConfig
+    transport: Transport
+    ledger: Ledger
+    store: ContentStore
+    data_dir: Path
+    renderers: dict[str, Renderer]  # the plugins of the first render slot
+    slots: int = 1
+    #: The plugins of slots 2, 3...: one instance per slot, since a plugin renders one task at
+    #: a time (a warm Blender keeps one scene loaded). Missing slots share ``renderers``.
+    slot_renderers: list[dict[str, Renderer]] = field(default_factory=list)
+    tags: Sequence[str] = ()
+    allow_command: bool = False
+    allow_scripts: bool = False
+    ledger_store: LedgerStore | None = None
+    frame_timeout: float | None = None
+    #: Failed attempts of one job on this peer after which it stops taking the job (counted
+    #: from the replicated ledger, so a restart does not forget them).
+    max_failures_per_job: int = 3
+    #: Seconds a finished job (done, failed or cancelled, every done frame delivered) stays in
+    #: the ledger before its submitter archives it to a small tombstone. None: never.
+    archive_after: float | None = 7 * 24 * 3600.0
+    #: Seconds after start before the first claim, so a restarted peer hears the farm's
+    #: claims (and its peers, for homes) before it picks work; 0 in simulations.
+    settle: float = 0.0
+    prefer_home: bool = True
+    wall_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    rng: random.Random = field(default_factory=random.Random)
+    incarnation: int = 0
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+    #: Renderer name -> version (or, for Blender, the versions of every installation).
+    renderer_versions: dict[str, Any] = field(default_factory=dict)
+    #: Shared-storage mode (a NAS mounted on every peer, perhaps at different paths): scenes
+    #: under it are read in place and outputs written there; nothing is transferred.
+    shared_root: Path | None = None
+    #: Kill what a previous life of this peer left running (renderer process groups).
+    #: Called once at start with the data dir; the daemon passes the real reaper.
+    reap_orphans: Callable[[Path], int] | None = None
+    #: Simulations only: awaited by every loop of the node before each step, so a test can
+    #: freeze the whole peer (SIGSTOP). None in a real daemon.
+    gate: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass(slots=True)
+class NodeStats:
+    frames_rendered: int = 0
+    frames_failed: int = 0
+    frames_lost: int = 0  # renders stopped because another peer won the claim
+    takeovers: int = 0
+    takeovers_refused: int = 0  # lapsed leases whose owner said it still renders
+    render_seconds: float = 0.0
+    deltas_sent: int = 0
+    deltas_received: int = 0
+    syncs: int = 0
+    sync_failures: int = 0
+    bad_messages: int = 0
+    stream_errors: int = 0
+    delivered: int = 0
+    delivery_failures: int = 0
+    transfer_bytes: int = 0
+    #: Renders of a frame that another render of it (the same epoch) had finished already, or
+    #: whose completion lost to another peer's: every render beyond the first.
+    duplicate_frames: int = 0
+    render_seconds_by_peer: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Running:
+    """A render in progress on this peer (one chunk of one job)."""
+
+    job: str
+    frames: tuple[int, ...]
+    claims: dict[int, FrameRecord]
+    scope: trio.CancelScope
+    started: float
+    slot: int = 0
+    progress: Progress | None = None
+    stop_reason: str | None = None
+    slot_freed: bool = False
+
+
+@dataclass(slots=True)
+class IncompatiblePeer:
+    """A peer refused because no protocol version is spoken by both (never in membership)."""
+
+    peer: ForeignPeer
+    first_seen: float
+    last_seen: float
+    last_notice: float = -math.inf
+
+    @property
+    def reason(self) -> str:
+        return f"incompatible: {self.peer.describe()}"

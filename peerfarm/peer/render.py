@@ -1,0 +1,331 @@
+"""Rendering one claim on this peer, and turning every way it can end into a ledger record.
+
+Owns: getting the job's scene onto local disk (once per job, whatever the number of slots),
+running the renderer plugin of the claim's slot in a scratch folder of that slot, storing the
+outputs in the content store, and recording the outcome — done (with the outputs' hashes),
+failed (with a reason a user can read), released (stopped by a pause, cancel or graceful stop),
+or handed back because of a problem of this peer (a full disk) rather than of the frame.
+
+Its rule (invariant 6): whatever happens inside one render — a renderer crash, a bad option, a
+bug — is that frame's failure with its message, never the daemon's death.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..errors import LedgerError, RemoteProtocolError, StoreError, TransportError
+from ..files.names import safe_join, safe_name
+from ..frames import format_frames
+from ..ledger import LostClaim, Output
+from ..ledger.model import FrameRecord, JobSpec
+from ..renderers.base import Progress, RenderFailed, RenderTask
+from .naming import output_names
+from .parts import Running
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("peerfarm")
+
+#: OS errors that say this peer's disk is full (a problem of the peer, not of the frame).
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: Seconds between checks whether a full disk has room again.
+DISK_RECHECK = 10.0
+#: Bytes that must be free before a peer whose disk was full takes work again.
+DISK_MARGIN = 64 * 1024 * 1024
+
+
+class Renderer:
+    """Renders claims for one node's worker."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._trash_event = trio.Event()
+        self._scene_locks: dict[str, trio.Lock] = {}
+
+    # ----------------------------------------------------------------------------------
+    # one claim, start to end
+
+    async def render(self, running: Running, *, free_slot: Callable[[], None]) -> None:
+        """Render ``running`` and record how it ended."""
+        node = self.node
+        spec = node.ledger.job(running.job)
+        if spec is None:
+            return
+        try:
+            with running.scope:
+                timeout = node.parts.frame_timeout
+                with trio.fail_after(timeout * len(running.frames) if timeout else math.inf):
+                    await self._render_frames(spec, running, free_slot)
+            if running.stop_reason is not None:
+                await self._after_stop(spec, running)
+        except trio.TooSlowError:
+            reason = f"timed out after {node.parts.frame_timeout:g} s per frame"
+            await self._record_failure(spec, running, reason, "")
+        except RenderFailed as exc:
+            await self._record_failure(spec, running, exc.reason, exc.log_tail)
+        except LostClaim as exc:
+            node.stats.frames_lost += 1
+            log.info("%s", exc)
+        except (OSError, StoreError, TransportError, RemoteProtocolError) as exc:
+            full = disk_full(exc)
+            if full is not None:
+                await self._hand_back(spec, running, f"disk full: {full}")
+            else:
+                await self._record_failure(spec, running, f"{type(exc).__name__}: {exc}", "")
+        except Exception as exc:  # a bug or a bad input inside one render: that frame fails
+            log.exception("render of %s %s failed", node.job_label(spec.id), running.frames)
+            await self._record_failure(spec, running, f"{type(exc).__name__}: {exc}", "")
+
+    async def _after_stop(self, spec: JobSpec, running: Running) -> None:
+        node = self.node
+        reason = running.stop_reason
+        if reason == "lost":
+            node.stats.frames_lost += 1
+            log.info("stopped %s %s: another peer owns it", node.job_label(spec.id), running.frames)
+            return
+        log.info("stopped %s %s: %s", node.job_label(spec.id), running.frames, reason)
+        if reason in ("paused", "stopping", "cancelled", "failed"):
+            await node.worker.release(running)
+
+    async def _hand_back(self, spec: JobSpec, running: Running, problem: str) -> None:
+        """A problem of this peer, not of the frame: give the claim back, take no more work
+        until it is solved, and say so (the peer's metadata carries it to every ``status``)."""
+        node = self.node
+        await node.worker.release(running)
+        first = "disk" not in node.problems
+        node.set_problem("disk", problem)
+        log.warning("%s %s handed back: %s", node.job_label(spec.id), running.frames, problem)
+        if first:
+            node.worker.spawn(self._watch_disk)
+
+    async def _watch_disk(self) -> None:
+        node = self.node
+        while "disk" in node.problems:
+            await trio.sleep(DISK_RECHECK)
+            await node.gate()
+            folders = [node.data_dir, node.store.root]
+            try:
+                usages = [await trio.to_thread.run_sync(shutil.disk_usage, f) for f in folders]
+            except OSError:
+                continue
+            if all(u.free >= min(DISK_MARGIN, u.total // 10) for u in usages):
+                node.set_problem("disk", None)
+
+    async def _record_failure(
+        self, spec: JobSpec, running: Running, reason: str, tail: str
+    ) -> None:
+        node = self.node
+        seconds = node.now() - running.started
+        failed = 0
+        for frame, claim in running.claims.items():
+            try:
+                await self._fail(spec.id, frame, claim, reason, tail, seconds)
+            except LedgerError:  # LostClaim: the frame is someone else's now
+                continue
+            failed += 1
+            node.stats.frames_failed += 1
+        log.warning(
+            "%s frames %s failed: %s",
+            node.job_label(spec.id),
+            format_frames(running.frames),
+            reason,
+        )
+        if failed:
+            await node.worker.after_failure(spec.id, reason)
+
+    # ----------------------------------------------------------------------------------
+    # the render itself
+
+    async def _render_frames(
+        self, spec: JobSpec, running: Running, free_slot: Callable[[], None]
+    ) -> None:
+        node = self.node
+        renderer = node.parts.renderers.get(spec.renderer)
+        if running.slot > 0 and running.slot - 1 < len(node.parts.slot_renderers):
+            renderer = node.parts.slot_renderers[running.slot - 1].get(spec.renderer, renderer)
+        if renderer is None:
+            raise RenderFailed(f"renderer {spec.renderer!r} is not available on {node.name}")
+        scene = await self._materialize_scene(spec)
+        job_dir = node.work_dir / spec.id
+        out_dir = job_dir / f"slot{running.slot}-{node.parts.rng.getrandbits(32):08x}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            task = RenderTask(
+                job_id=spec.id,
+                frames=running.frames,
+                scene=scene,
+                scene_name=spec.scene.name,
+                options={
+                    **spec.options,
+                    "frames_total": spec.frame_count,
+                    "frame_first": spec.frames[0],
+                },
+                output_dir=out_dir,
+                work_dir=job_dir,
+                allow_scripts=(spec.renderer == "command" and node.parts.allow_command)
+                or (bool(spec.options.get("allow_scripts")) and node.parts.allow_scripts),
+            )
+
+            def on_progress(progress: Progress) -> None:
+                running.progress = progress
+
+            result = await renderer.render(task, on_progress=on_progress)
+            # The renderer is done with the machine: start the next frame while this one's
+            # outputs are stored and its completion is gossiped.
+            free_slot()
+            per_frame = result.seconds / max(1, len(running.frames))
+            completed = 0
+            for frame in running.frames:
+                files = result.outputs.get(frame, [])
+                outputs = await self._store_outputs(spec, frame, files)
+                try:
+                    await self._complete(spec.id, frame, running.claims[frame], outputs, per_frame)
+                except LedgerError:  # LostClaim: another peer finished or took it
+                    node.stats.duplicate_frames += 1
+                    continue
+                completed += 1
+                node.stats.frames_rendered += 1
+                node.stats.render_seconds_by_peer[node.name] = (
+                    node.stats.render_seconds_by_peer.get(node.name, 0.0) + per_frame
+                )
+            log.info(
+                "rendered %s frame%s %s in %.2f s",
+                node.job_label(spec.id),
+                "s" if len(running.frames) > 1 else "",
+                format_frames(running.frames),
+                result.seconds,
+            )
+        finally:
+            self.discard(out_dir)
+
+    async def _complete(
+        self, job: str, frame: int, claim: FrameRecord, outputs: list[Output], seconds: float
+    ) -> None:
+        await self.node.write(
+            lambda ledger, wall: ledger.complete(job, frame, claim, outputs, seconds)
+        )
+
+    async def _fail(
+        self, job: str, frame: int, claim: FrameRecord, reason: str, tail: str, seconds: float
+    ) -> None:
+        await self.node.write(
+            lambda ledger, wall: ledger.fail(job, frame, claim, reason, tail, seconds, wall)
+        )
+
+    async def _store_outputs(self, spec: JobSpec, frame: int, files: list[Path]) -> list[Output]:
+        node = self.node
+        await node.blobs.make_room(sum(path.stat().st_size for path in files))
+        shared_out = node.blobs.shared_path(spec.options.get("shared_output"))
+        outputs = []
+        for path, name in zip(files, output_names(frame, files), strict=True):
+            if shared_out is not None:
+                await trio.to_thread.run_sync(copy_atomic, path, shared_out / name)
+            size = path.stat().st_size
+            digest = await trio.to_thread.run_sync(node.store.adopt_file, path)
+            outputs.append(Output(name, bytes.fromhex(digest), size))
+        return outputs
+
+    async def _materialize_scene(self, spec: JobSpec) -> Path:
+        """The scene (and its assets) as local files under the job's work folder: fetched and
+        copied once per job, whatever the number of slots rendering it at once."""
+        node = self.node
+        shared = node.blobs.shared_path(spec.options.get("shared_scene"))
+        if shared is not None:
+            if not shared.exists():
+                raise StoreError(
+                    f"shared scene {spec.options['shared_scene']} not found under "
+                    f"--shared-root {node.parts.shared_root}"
+                )
+            return shared
+        job_dir = node.work_dir / spec.id / "input"  # not "scene": archives unpack there
+        scene_path = safe_join(job_dir, safe_name(Path(spec.scene.name).name))
+        lock = self._scene_locks.setdefault(spec.id, trio.Lock())
+        async with lock:
+            if scene_path.exists():
+                return scene_path
+            job_dir.mkdir(parents=True, exist_ok=True)
+            for ref, target in [(spec.scene, scene_path)] + [
+                (a, asset_path(job_dir, a.name)) for a in spec.assets
+            ]:
+                blob = await node.blobs.ensure(
+                    ref.digest.hex(), prefer=spec.submitted_by, size=ref.size
+                )
+                await trio.to_thread.run_sync(copy_atomic, blob, target)
+        return scene_path
+
+    def forget_job(self, job: str) -> None:
+        self._scene_locks.pop(job, None)
+
+    # ----------------------------------------------------------------------------------
+    # scratch folders
+
+    def discard(self, folder: Path) -> None:
+        """Move a finished render's scratch folder to the trash, emptied in the background:
+        removing folders can cost milliseconds on some file systems, not worth a frame's time."""
+        node = self.node
+        trash = node.work_dir / "trash"
+        try:
+            trash.mkdir(exist_ok=True)
+            folder.rename(trash / f"{folder.name}-{node.parts.rng.getrandbits(32):08x}")
+        except OSError:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._trash_event.set()
+
+    async def trash_loop(self) -> None:
+        trash = self.node.work_dir / "trash"
+        while True:
+            await self._trash_event.wait()
+            self._trash_event = trio.Event()
+            await trio.sleep(2.0)
+            await trio.to_thread.run_sync(empty_folder, trash)
+
+
+def disk_full(exc: BaseException) -> OSError | None:
+    """The "no space left" OS error behind ``exc`` (itself or what it was raised from)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def empty_folder(folder: Path) -> None:
+    if folder.is_dir():
+        for child in folder.iterdir():
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def copy_atomic(source: Path, target: Path) -> None:
+    """Copy through a uniquely named partial file, so two writers never share one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    try:
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def asset_path(job_dir: Path, relative: str) -> Path:
+    parts = [safe_name(p) for p in relative.replace("\\", "/").split("/") if p]
+    if not parts:
+        raise RemoteProtocolError(f"bad asset path {relative!r}")
+    path = job_dir
+    for part in parts[:-1]:
+        path = safe_join(path, part)
+    return safe_join(path, parts[-1])

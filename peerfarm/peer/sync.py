@@ -1,0 +1,210 @@
+"""The peer's stream side: push-pull anti-entropy, lease checks and blob requests.
+
+Owns the trio loop that drives :class:`~peerfarm.peer.antientropy.SyncSession` over transport
+streams (a periodic push-pull with one random peer, and one on request: a new or returning
+peer, an entry too big for a datagram), the server of incoming streams, and the lease check a
+peer makes before it takes over a lapsed claim (invariant 5: a takeover of a lease whose owner is
+alive is confirmed with that owner first). Its rule: whatever one stream or one request does
+wrong (bad data, a timeout, a bug) closes that stream, is counted and logged once, and never
+reaches the daemon.
+
+Lease check, one round trip (wire names append-only)::
+
+    asker -> owner   {"t": "lease?", "j": job, "f": [frame, ...]}
+    owner -> asker   {"t": "lease!", "d": [delta, ...]}
+
+The owner renews (or, when it no longer renders them, releases) its claims of those frames and
+answers with its current records, which the asker merges: a renewed lease is no longer lapsed, a
+finished frame is finished, a released one is free to claim without a takeover.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..errors import DecodeError, LedgerError, PeerfarmError, RemoteProtocolError, TransportError
+from ..files.transfer import serve_blob
+from ..gossip.transport import Address, Stream
+from ..ledger import codec
+from ..ledger.keys import frame_key
+from .antientropy import T_SYNC, SyncSession
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("peerfarm")
+
+T_GET = "get"  # stream: blob request (peerfarm.files.transfer)
+T_LEASE_Q = "lease?"
+T_LEASE_A = "lease!"
+MAX_LEASE_FRAMES = 1_000
+
+
+class SyncService:
+    """Streams for one node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._requests: trio.MemorySendChannel[Address]
+        self._receive: trio.MemoryReceiveChannel[Address]
+        self._requests, self._receive = trio.open_memory_channel(64)
+        self.synced = trio.Event()  # set after the first complete push-pull
+
+    def request(self, address: Address) -> None:
+        """Ask for a push-pull with ``address`` soon (dropped if many are queued already)."""
+        with contextlib.suppress(trio.WouldBlock):
+            self._requests.send_nowait(address)
+
+    async def run(self) -> None:
+        node = self.node
+        interval = node.config.push_pull_interval
+        next_periodic = node.now() + interval * node.parts.rng.uniform(0.5, 1.0)
+        while True:
+            address: Address | None = None
+            with trio.move_on_at(next_periodic):
+                address = await self._receive.receive()
+            await node.gate()
+            if address is None:
+                next_periodic = node.now() + interval
+                peers = node.gossip.sample_peers(1)
+                if not peers:
+                    continue
+                address = peers[0].address
+            try:
+                await self.push_pull(address)
+            except PeerfarmError as exc:
+                node.stats.sync_failures += 1
+                log.debug("push-pull with %s:%s failed: %s", *address, exc)
+
+    async def push_pull(self, address: Address) -> None:
+        """Full anti-entropy with one peer: member tables and the ledger, both ways."""
+        node = self.node
+        timeout = node.config.stream_timeout
+        with trio.fail_after(timeout * 3):
+            stream = await node.transport.connect(address, timeout=timeout)
+            try:
+                session = SyncSession(node.ledger, node.membership, initiator=True)
+                await stream.send(session.opening())
+                await self._drive(session, stream)
+            finally:
+                await stream.aclose()
+
+    async def _drive(self, session: SyncSession, stream: Stream) -> None:
+        """Feed a session until it is done: merge what it hands over, send what it says."""
+        node = self.node
+        while not session.done:
+            message = await stream.receive(timeout=node.config.stream_timeout)
+            step = session.receive(message)
+            if step.members is not None:
+                node.membership.merge_push_pull(step.members, node.now())
+            if step.deltas:
+                node.merge(step.deltas)
+            for out in step.send:
+                await stream.send(out)
+                await trio.lowlevel.checkpoint()
+        node.stats.syncs += 1
+        self.synced.set()
+        await node.gossip.membership_events()
+
+    # ----------------------------------------------------------------------------------
+    # serving
+
+    async def serve_stream(self, stream: Stream) -> None:
+        """One incoming stream: any failure stays with it."""
+        node = self.node
+        try:
+            await node.gate()
+            await self._serve(stream)
+        except (RemoteProtocolError, TransportError) as exc:
+            node.stats.bad_messages += 1
+            log.debug("bad stream from %s: %s", stream.remote, exc)
+        except trio.TooSlowError:
+            log.debug("stream from %s timed out", stream.remote)
+        except Exception:  # the daemon never dies from a stream
+            node.stats.stream_errors += 1
+            log.exception("error while serving a stream from %s", stream.remote)
+        finally:
+            with trio.CancelScope(shield=True), contextlib.suppress(PeerfarmError, OSError):
+                await stream.aclose()
+
+    async def _serve(self, stream: Stream) -> None:
+        node = self.node
+        while True:
+            try:
+                request = await stream.receive(timeout=node.config.stream_timeout * 6)
+            except TransportError:
+                return
+            if not isinstance(request, dict):
+                raise DecodeError("expected a map")
+            kind = request.get("t")
+            if kind == T_SYNC:
+                session = SyncSession(node.ledger, node.membership, initiator=False)
+                step = session.receive(request)
+                if step.members is not None:
+                    node.membership.merge_push_pull(step.members, node.now())
+                for out in step.send:
+                    await stream.send(out)
+                    await trio.lowlevel.checkpoint()
+                await self._drive(session, stream)
+                return
+            if kind == T_GET:
+                await serve_blob(stream, node.store, request)
+                continue
+            if kind == T_LEASE_Q:
+                await stream.send(await self._answer_lease(request))
+                continue
+            raise DecodeError(f"unknown stream request {kind!r}")
+
+    # ----------------------------------------------------------------------------------
+    # lease checks
+
+    async def _answer_lease(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Renew what we still render, release what we claimed but no longer render, and
+        answer with our records of those frames."""
+        node = self.node
+        job = request.get("j")
+        raw = request.get("f")
+        if not isinstance(job, str) or not isinstance(raw, list) or len(raw) > MAX_LEASE_FRAMES:
+            raise DecodeError("bad lease question")
+        frames = [f for f in raw if type(f) is int]
+        if node.ledger.job(job) is not None:
+            await node.worker.confirm_claims(job, frames)
+        deltas = []
+        for frame in frames:
+            record = node.ledger.frame(job, frame)
+            if record.version:  # an explicit record (not the implicit pending one)
+                deltas.append(
+                    codec.encode_delta(
+                        (frame_key(job, frame), record, record.origin, record.version)
+                    )
+                )
+        return {"t": T_LEASE_A, "d": deltas}
+
+    async def check_lapsed(self, owner: str, job: str, frames: Sequence[int]) -> bool:
+        """Ask ``owner`` about its lapsed claims of ``frames``; merge its answer. True when it
+        answered (the ledger now says what it knows), False when it could not be reached."""
+        node = self.node
+        address = node.address_of(owner)
+        if address is None:
+            return False
+        timeout = node.config.probe_timeout * 2
+        try:
+            with trio.fail_after(timeout * 2):
+                stream = await node.transport.connect(address, timeout=timeout)
+                try:
+                    await stream.send({"t": T_LEASE_Q, "j": job, "f": list(frames)})
+                    answer = await stream.receive(timeout=timeout)
+                finally:
+                    await stream.aclose()
+            if not isinstance(answer, dict) or answer.get("t") != T_LEASE_A:
+                raise DecodeError("unexpected answer to a lease question")
+            node.merge(codec.decode_deltas(answer.get("d"), max_count=MAX_LEASE_FRAMES))
+        except (PeerfarmError, trio.TooSlowError, LedgerError) as exc:
+            log.debug("lease check with %s failed: %s", owner[:8], exc)
+            return False
+        return True

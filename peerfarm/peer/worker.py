@@ -1,0 +1,366 @@
+"""The peer's worker: which frames to claim, claiming them, and keeping or giving up claims.
+
+Owns the render slots, the planner, the table of renders in progress, lease renewal, the
+takeover check (a lapsed claim whose owner is alive is confirmed with that owner first), giving
+claims back (pause, cancel, graceful stop, a restart that finds claims no render holds), and the
+farm-wide end of a job no peer can render any more. Rendering one claim is
+:mod:`peerfarm.peer.render`; the rules are pure modules (``scheduler.planner``,
+``scheduler.leases``, ``scheduler.eligibility``, ``scheduler.bans``).
+
+Rules kept here:
+
+* claim only when a slot is free (late binding), and never while this peer has a problem
+  (a full disk, a ledger it cannot save) or is stopping;
+* a render stops as soon as the ledger says its claim is not ours any more (another peer won,
+  finished, or took over; the job was paused, cancelled, halted or archived);
+* a restarted peer releases, at once, its own claims that no render of this life holds;
+* every unfinished frame is looked at again every :data:`RESCAN_INTERVAL` seconds, whatever
+  the planner's cursor says.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..errors import LedgerError
+from ..frames import format_frames
+from ..ledger.model import FrameRecord, JobState, Status, same_claim
+from ..scheduler import bans
+from ..scheduler.planner import Claim, Planner
+from .parts import Running
+from .render import Renderer
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger("peerfarm")
+
+#: Seconds between full rescans of every unfinished frame (liveness: no frame waits on a
+#: planner cursor that went past it).
+RESCAN_INTERVAL = 5.0
+
+
+class Worker:
+    """Scheduling and rendering for one node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.planner = Planner(node.node_id, prefer_home=node.parts.prefer_home)
+        self.running: dict[tuple[str, int], Running] = {}
+        slots = max(1, node.parts.slots)
+        self._slots = trio.Semaphore(slots)
+        self._free_slot_ids = list(range(slots))
+        self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.renderer = Renderer(node)
+        self._checking: set[tuple[str, int]] = set()  # lapsed claims being confirmed
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def spawn(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run a background task of the worker (it ends with the worker)."""
+        if self._nursery is not None:
+            self._nursery.start_soon(task)
+
+    def progress_of(self, job: str, frame: int) -> str | None:
+        running = self.running.get((job, frame))
+        if running is None or running.progress is None:
+            return None
+        return running.progress.message
+
+    def renders(self) -> list[Running]:
+        return list({id(r): r for r in self.running.values()}.values())
+
+    # ----------------------------------------------------------------------------------
+    # reactions to ledger changes (called by Node.react)
+
+    def frame_changed(self, job: str, frame: int, record: FrameRecord) -> None:
+        if record.status not in (Status.DONE, Status.FAILED):
+            self.planner.reopened(job, frame)
+        running = self.running.get((job, frame))
+        if running is None:
+            return
+        mine = running.claims.get(frame)
+        # Anything but our own claim (renewed or completed) means another peer owns the frame
+        # or finished it already: stop rendering it.
+        if mine is None or record.node != self.node.node_id or not same_claim(record, mine):
+            if record.status == Status.DONE and record.node != self.node.node_id:
+                self.node.stats.duplicate_frames += 1  # our render of it was wasted
+            self._stop(running, "lost")
+
+    def stop_job(self, job: str, reason: str) -> None:
+        for running in self.renders():
+            if running.job == job:
+                self._stop(running, reason)
+
+    def forget(self, job: str) -> None:
+        self.planner.forget(job)
+
+    def _stop(self, running: Running, reason: str) -> None:
+        if running.stop_reason is None:
+            running.stop_reason = reason
+            running.scope.cancel()
+
+    # ----------------------------------------------------------------------------------
+    # tasks
+
+    async def run(self) -> None:
+        node = self.node
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._renew_loop)
+            nursery.start_soon(self._rescan_loop)
+            nursery.start_soon(self.renderer.trash_loop)
+            await self.release_orphans()
+            if node.parts.settle > 0 and node.ledger.jobs():
+                # Until the first full sync with a peer (or the settle time): a restarted peer
+                # must hear the farm's claims before it picks work from what it remembers.
+                with trio.move_on_after(node.parts.settle):
+                    await node.sync.synced.wait()
+            while True:
+                self._wake = trio.Event()
+                await node.gate()
+                await self.schedule_once()
+                next_expiry = node.leases.next_expiry(exclude=node.node_id)
+                timeout = 1.0 if next_expiry is None else next_expiry - node.now() + 0.01
+                with trio.move_on_after(min(max(0.01, timeout), 1.0)):
+                    await self._wake.wait()
+
+    async def release_orphans(self) -> None:
+        """Claims of ours that no render of this life holds (we restarted): give them back at
+        once, so the farm (this peer included) takes them without waiting out a lease."""
+        node = self.node
+        for spec in node.ledger.jobs():
+            mine = [
+                (frame, record)
+                for frame, record in node.ledger.claimed_frames(spec.id)
+                if record.node == node.node_id and (spec.id, frame) not in self.running
+            ]
+            if mine:
+                log.info(
+                    "releasing %d claim%s of %s left from before a restart",
+                    len(mine),
+                    "" if len(mine) == 1 else "s",
+                    node.job_label(spec.id),
+                )
+                await self.release_frames(spec.id, mine)
+
+    async def _rescan_loop(self) -> None:
+        while True:
+            await trio.sleep(RESCAN_INTERVAL)
+            await self.node.gate()
+            self.planner.rescan_all()
+            await self.halt_hopeless_jobs()
+            self.wake()
+
+    async def schedule_once(self) -> None:
+        node = self.node
+        if node.stopping or self._nursery is None or node.parts.slots <= 0 or node.problems:
+            return
+        free = self._slots.value
+        if free <= 0:
+            return
+        now = node.now()
+        expired = node.leases.expired(now, gone=node.gone(), exclude=node.node_id)
+        capable = {}
+        for spec in node.ledger.jobs():
+            if node.ledger.job_state(spec.id) == JobState.ACTIVE:
+                capable[spec.id] = node.capable_peers(spec)
+        members = node.membership.members()
+        alive = [m.node_id for m in members if m.state.name == "ALIVE"]
+        claimed = node.leases.claims_by_node()
+        saturated = [
+            m.node_id
+            for m in members
+            if claimed.get(m.node_id, 0) >= max(1, int(m.meta.get("slots", 1) or 1))
+        ]
+        claims = self.planner.plan(
+            node.ledger,
+            free_slots=free,
+            capable=capable,
+            expired=[key for key in expired if key not in self._checking],
+            busy=list(self.running),
+            alive=alive,
+            saturated=saturated,
+        )
+        gone = set(node.gone())
+        for claim in claims:
+            if claim.takeover and not await self._confirm_lapsed(claim, gone):
+                continue
+            await self._start(claim)
+
+    async def _confirm_lapsed(self, claim: Claim, gone: set[str]) -> bool:
+        """Whether a takeover may go ahead: owners that gossip says are gone lost their leases
+        already; a live owner is asked first (invariant 5). After its answer is merged, the
+        claim stands only if the frames are still claimed by that owner and still lapsed."""
+        node = self.node
+        owners: dict[str, list[int]] = {}
+        for frame in claim.frames:
+            owners.setdefault(node.ledger.frame(claim.job, frame).node, []).append(frame)
+        for owner, frames in owners.items():
+            if owner in gone or owner == node.node_id:
+                continue
+            keys = [(claim.job, f) for f in frames]
+            self._checking.update(keys)
+            try:
+                answered = await node.sync.check_lapsed(owner, claim.job, frames)
+            finally:
+                self._checking.difference_update(keys)
+            if answered:
+                node.stats.takeovers_refused += 1
+                return False  # the owner's answer is merged: plan again from what it said
+        return True
+
+    async def _start(self, claim: Claim) -> None:
+        node = self.node
+        assert self._nursery is not None
+        if self._slots.value <= 0 or node.stopping:
+            return
+        try:
+            deltas = await node.write(
+                lambda ledger, wall: ledger.claim(
+                    claim.job, claim.frames, wall, takeover=claim.takeover
+                )
+            )
+        except LedgerError as exc:
+            log.debug("claim of %s %s failed: %s", claim.job, claim.frames, exc)
+            return
+        if claim.takeover:
+            node.stats.takeovers += len(claim.frames)
+        records = {d[0][2]: d[1] for d in deltas if isinstance(d[1], FrameRecord)}
+        self._slots.acquire_nowait()
+        slot = self._free_slot_ids.pop(0)
+        running = Running(claim.job, claim.frames, records, trio.CancelScope(), node.now(), slot)
+        for frame in claim.frames:
+            self.running[(claim.job, frame)] = running
+        log.info(
+            "claimed %s frame%s %s%s",
+            node.job_label(claim.job),
+            "s" if len(claim.frames) > 1 else "",
+            format_frames(claim.frames),
+            " (takeover)" if claim.takeover else "" if claim.home else " (stolen)",
+        )
+        self._nursery.start_soon(self._render, running)
+
+    async def _render(self, running: Running) -> None:
+        node = self.node
+        started = node.now()
+        try:
+            await self.renderer.render(running, free_slot=lambda: self.free_slot(running))
+        finally:
+            for frame in running.frames:
+                if self.running.get((running.job, frame)) is running:
+                    del self.running[(running.job, frame)]
+            self.free_slot(running)
+            node.stats.render_seconds += node.now() - started
+            node.touch()
+
+    def free_slot(self, running: Running) -> None:
+        """Give the render slot back (once) and let the scheduler fill it."""
+        if not running.slot_freed:
+            running.slot_freed = True
+            self._free_slot_ids.append(running.slot)
+            self._free_slot_ids.sort()
+            self._slots.release()
+            self.wake()
+
+    # ----------------------------------------------------------------------------------
+    # keeping and giving back claims
+
+    async def _renew_loop(self) -> None:
+        node = self.node
+        while True:
+            await trio.sleep(node.config.lease_renew_interval)
+            await node.gate()
+            for running in self.renders():
+                await self._renew(running)
+
+    async def _renew(self, running: Running) -> None:
+        try:
+            renewed = await self.node.write(
+                lambda ledger, wall: ledger.renew(running.job, list(running.claims.items()))
+            )
+        except LedgerError:  # LostClaim: another peer owns one of the frames now
+            self._stop(running, "lost")
+            return
+        for delta in renewed:
+            if isinstance(delta[1], FrameRecord):
+                running.claims[delta[0][2]] = delta[1]
+
+    async def confirm_claims(self, job: str, frames: Sequence[int]) -> None:
+        """A peer asks about our lapsed claims: renew those we render, release the others.
+        Saved before the answer goes out (the answer carries them)."""
+        node = self.node
+        renders = {id(r): r for f in frames if (r := self.running.get((job, f))) is not None}
+        for running in renders.values():
+            await self._renew(running)
+        idle = [
+            (f, record)
+            for f in frames
+            if (job, f) not in self.running
+            and (record := node.ledger.frame(job, f)).status == Status.CLAIMED
+            and record.node == node.node_id
+        ]
+        if idle:
+            await self.release_frames(job, idle)
+        await node.gossip.persisted()
+
+    async def release(self, running: Running) -> None:
+        """Hand a stopped render's claims back, so others take them without a lease wait."""
+        await self.release_frames(running.job, list(running.claims.items()))
+
+    async def release_frames(self, job: str, claims: list[tuple[int, FrameRecord]]) -> None:
+        await self.node.write(lambda ledger, wall: ledger.release(job, claims, wall))
+
+    async def _halt(self, job: str, reason: str) -> None:
+        await self.node.write(lambda ledger, wall: ledger.halt(job, reason, wall))
+
+    async def stop_all(self, grace: float) -> None:
+        """Graceful stop: end every render, give every claim of ours back."""
+        node = self.node
+        for running in self.renders():
+            self._stop(running, "stopping")
+        with trio.move_on_after(grace):
+            while self.running:
+                await trio.sleep(0.01)
+        for spec in node.ledger.jobs():
+            mine = [
+                (f, r) for f, r in node.ledger.claimed_frames(spec.id) if r.node == node.node_id
+            ]
+            if mine:
+                await self.release_frames(spec.id, mine)
+
+    # ----------------------------------------------------------------------------------
+    # failures, bans and hopeless jobs
+
+    async def after_failure(self, job: str, reason: str) -> None:
+        """Stop taking a job that failed too often here (counted from the replicated ledger,
+        so a restart remembers), and end it farm-wide when no peer can take it any more."""
+        node = self.node
+        limit = node.parts.max_failures_per_job
+        verdict = bans.ban_verdict(node.ledger, job, node.node_id, limit, node.name, reason)
+        if verdict is not None:
+            await node.write(lambda ledger, wall: ledger.ban(job, verdict, wall))
+            log.warning("stopped taking %s: %s", node.job_label(job), verdict)
+        await self.halt_hopeless_jobs([job])
+
+    async def halt_hopeless_jobs(self, jobs: Iterable[str] | None = None) -> None:
+        """End (fail, with the reason) active jobs that every peer able to render them has
+        stopped taking. A job nobody ever could render is not ended: it waits, with its reason,
+        for a peer that can."""
+        node = self.node
+        for job in list(jobs) if jobs is not None else [s.id for s in node.ledger.jobs()]:
+            spec = node.ledger.job(job)
+            if spec is None or node.ledger.job_state(job) != JobState.ACTIVE:
+                continue
+            banned = node.ledger.banned(job)
+            if not banned or node.capable_peers(spec):
+                continue
+            reason = bans.halt_reason(banned, node.membership.members())
+            await self._halt(job, reason)
+            log.error("%s failed: %s", node.job_label(job), reason)

@@ -1,0 +1,554 @@
+"""A simulated farm: many real nodes in one process, on the in-memory network, in virtual time.
+
+``SimFarm`` runs real :class:`~peerfarm.peer.Node` objects — ledger (saved to a real SQLite file
+per peer), membership, scheduler, leases, store and transfers — under whatever clock the test
+uses (:func:`~peerfarm.testing.fakes.sim_clock` for deterministic runs). Only the network, the
+clock and the renderer are fake. A peer can be crashed (kill -9: whatever it had not saved is
+lost, its renders die) and restarted from its own data dir, paused like SIGSTOP (every task of
+it waits; its traffic is held), stopped gracefully, cut off by partitions and slowed by loss.
+Every test ends with :meth:`SimFarm.check_invariants`, the farm-wide check of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..control import SubmitRequest
+from ..files.store import ContentStore
+from ..gossip.config import GossipConfig
+from ..gossip.membership import MemberState
+from ..gossip.memnet import MemoryNetwork
+from ..ledger.model import JobState, SceneRef, Status
+from ..ledger.store import LedgerStore
+from ..peer import Node, NodeParts
+from ..peer.delivery import DELIVERIES, read_names
+from ..peer.naming import split_suffix
+from ..renderers.base import Renderer, frame_stem
+from .fakes import WALL_EPOCH_MS, FakeRenderer, RenderLog
+
+__all__ = ["Invariants", "SimFarm", "SimPeer", "frames_of", "output_files"]
+
+
+@dataclass
+class SimPeer:
+    node: Node
+    address: tuple[str, int]
+    scope: trio.CancelScope
+    data_dir: Path
+    done: trio.Event
+    name: str
+    renderer: bool
+    slots: int
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id
+
+
+@dataclass
+class Invariants:
+    """What :meth:`SimFarm.check_invariants` found (it raises when an invariant breaks)."""
+
+    jobs: int
+    frames: int
+    renders: int  # completed renders of every frame
+    duplicates: int  # completed renders beyond the first of a frame (same epoch or not)
+    delivered_files: int
+
+
+class SimFarm:
+    """N nodes on one in-memory network. Use inside ``async with farm.running():``."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        seed: int = 1,
+        config: GossipConfig | None = None,
+        renderer_seconds: float | Callable[[int], float] = 0.25,
+        fail: Callable[[str, int], bool] | None = None,
+        prefer_home: bool = True,
+        slots: int = 1,
+        archive_after: float | None = None,
+    ) -> None:
+        self.root = root
+        self.net = MemoryNetwork(seed)
+        self.rng = random.Random(seed)
+        self.config = config or GossipConfig.fast()
+        self.log = RenderLog()
+        self.renderer_seconds = renderer_seconds
+        self.fail = fail
+        self.prefer_home = prefer_home
+        self.slots = slots
+        self.archive_after = archive_after
+        self.peers: dict[str, SimPeer] = {}
+        self.crashed: dict[str, float] = {}  # node id -> virtual time of the crash
+        self.stopped: dict[str, float] = {}  # node id -> virtual time its graceful stop began
+        self.paused: dict[str, trio.Event] = {}  # node id -> set when it resumes
+        self.clock_skew: dict[str, int] = {}  # node id -> ms its wall clock is ahead
+        self.submitters: dict[str, str] = {}  # job id -> node id of the peer it was submitted on
+        self._nursery: trio.Nursery | None = None
+        self._count = 0
+
+    def wall_ms(self) -> int:
+        return WALL_EPOCH_MS + int(trio.current_time() * 1000)
+
+    def _wall_of(self, node_id: str) -> Callable[[], int]:
+        return lambda: self.wall_ms() + self.clock_skew.get(node_id, 0)
+
+    def _gate_of(self, node_id: str) -> Callable[[], Any]:
+        async def gate() -> None:
+            while (event := self.paused.get(node_id)) is not None:
+                await event.wait()
+
+        return gate
+
+    # --- peers --------------------------------------------------------------------------------
+
+    async def add_peer(
+        self,
+        *,
+        seeds: Iterable[tuple[str, int]] = (),
+        name: str | None = None,
+        node_id: str | None = None,
+        renderer: bool = True,
+        slots: int | None = None,
+    ) -> SimPeer:
+        assert self._nursery is not None, "use `async with farm.running()`"
+        self._count += 1
+        index = self._count
+        node_id = node_id or f"{self.rng.getrandbits(64):016x}"
+        address = (f"10.0.{index // 250}.{index % 250 + 1}", 7946)
+        name = name or f"peer{index}"
+        data_dir = self.root / name
+        data_dir.mkdir(parents=True, exist_ok=True)
+        peer = await self._boot(
+            node_id, name, address, data_dir, renderer, self.slots if slots is None else slots, 0
+        )
+        await self._launch(peer, list(seeds))
+        return peer
+
+    async def _boot(
+        self,
+        node_id: str,
+        name: str,
+        address: tuple[str, int],
+        data_dir: Path,
+        renderer: bool,
+        slots: int,
+        incarnation: int,
+    ) -> SimPeer:
+        renderers: dict[str, Renderer] = {}
+        slot_renderers: list[dict[str, Renderer]] = []
+        if renderer:
+            for slot in range(max(1, slots)):
+                fake = FakeRenderer(
+                    node_id,
+                    self.log,
+                    seconds=self.renderer_seconds,
+                    fail=self.fail,
+                    gate=self._gate_of(node_id),
+                )
+                if slot == 0:
+                    renderers["command"] = fake
+                else:
+                    slot_renderers.append({"command": fake})
+        ledger_store = LedgerStore(data_dir / "ledger.db")
+        parts = NodeParts(
+            node_id=node_id,
+            name=name,
+            config=self.config,
+            transport=self.net.transport(address),
+            ledger=ledger_store.load(node_id),
+            store=ContentStore(data_dir / "store"),
+            data_dir=data_dir,
+            renderers=renderers,
+            slot_renderers=slot_renderers,
+            slots=slots,
+            allow_command=True,
+            ledger_store=ledger_store,
+            wall_ms=self._wall_of(node_id),
+            rng=random.Random(self.rng.getrandbits(32)),
+            prefer_home=self.prefer_home,
+            renderer_versions={"command": "fake-1"} if renderer else {},
+            incarnation=incarnation,
+            archive_after=self.archive_after,
+            gate=self._gate_of(node_id),
+        )
+        node = Node(parts)
+        return SimPeer(
+            node, address, trio.CancelScope(), data_dir, trio.Event(), name, renderer, slots
+        )
+
+    async def _launch(self, peer: SimPeer, seeds: list[tuple[str, int]]) -> None:
+        assert self._nursery is not None
+        self.peers[peer.node_id] = peer
+
+        async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with peer.scope:
+                    await peer.node.run(seeds=seeds, task_status=task_status)
+            finally:
+                peer.done.set()
+
+        await self._nursery.start(run)
+
+    async def start(
+        self,
+        count: int,
+        *,
+        renderers: int | None = None,
+        settle: float | None = 30.0,
+        spacing: float = 0.0,
+    ) -> list[SimPeer]:
+        """Add ``count`` peers, all seeded with the first, and wait until each sees all alive.
+
+        Only the first ``renderers`` peers (default: all) can render. ``spacing`` is virtual
+        seconds between joins; ``settle`` bounds the wait for membership (None: do not wait).
+        """
+        capable = count if renderers is None else renderers
+        first = await self.add_peer(renderer=capable > 0)
+        peers = [first]
+        for index in range(1, count):
+            if spacing:
+                await trio.sleep(spacing)
+            peers.append(await self.add_peer(seeds=[first.address], renderer=index < capable))
+        if settle is not None:
+            await self.wait_until(self.membership_converged, timeout=settle, what="membership")
+        return peers
+
+    def running(self) -> Any:
+        farm = self
+
+        class _Ctx:
+            async def __aenter__(self) -> SimFarm:
+                self._nursery_cm = trio.open_nursery()
+                nursery = await self._nursery_cm.__aenter__()
+                farm._nursery = nursery
+                farm.net.start(nursery)
+                return farm
+
+            async def __aexit__(self, *exc: object) -> bool | None:
+                assert farm._nursery is not None
+                farm.paused.clear()
+                farm._nursery.cancel_scope.cancel()
+                result = await self._nursery_cm.__aexit__(*exc)  # type: ignore[arg-type]
+                for peer in farm.peers.values():
+                    store = peer.node.parts.ledger_store
+                    if store is not None:
+                        store.close()
+                return result
+
+        return _Ctx()
+
+    # --- faults -------------------------------------------------------------------------------
+
+    def crash(self, node_id: str) -> None:
+        """kill -9: the node stops at once and sends nothing more; what it had not saved is
+        lost (its database keeps only what was committed), its renders die."""
+        peer = self.peers[node_id]
+        self.net.crash(peer.address)
+        self.crashed[node_id] = trio.current_time()
+        self.paused.pop(node_id, None)
+        peer.node.killed = True  # no final save on the way out
+        peer.scope.cancel()
+
+    async def restart(self, node_id: str, *, seeds: Sequence[tuple[str, int]] = ()) -> SimPeer:
+        """Start a crashed or stopped peer again from its own data dir (ledger, store, id)."""
+        old = self.peers[node_id]
+        await old.done.wait()
+        store = old.node.parts.ledger_store
+        if store is not None:
+            store.close()
+        await old.node.transport.aclose()  # type: ignore[attr-defined]
+        self.net.restore(old.address)
+        self.crashed.pop(node_id, None)
+        self.stopped.pop(node_id, None)
+        incarnation = old.node.membership.incarnation + 1
+        peer = await self._boot(
+            node_id, old.name, old.address, old.data_dir, old.renderer, old.slots, incarnation
+        )
+        others = [p.address for p in self.live() if p.node_id != node_id]
+        await self._launch(peer, list(seeds) or others[:1])
+        return peer
+
+    async def stop(self, node_id: str) -> None:
+        """Graceful stop (SIGTERM): hand back claims, announce the leave."""
+        peer = self.peers[node_id]
+        self.stopped[node_id] = trio.current_time()
+        await peer.node.leave()
+        peer.scope.cancel()
+        await peer.done.wait()
+
+    def pause(self, node_id: str) -> None:
+        """SIGSTOP: every task of the peer waits and its traffic is held until :meth:`resume`."""
+        if node_id not in self.paused:
+            self.paused[node_id] = trio.Event()
+            self.net.pause(self.peers[node_id].address)
+
+    def resume(self, node_id: str) -> None:
+        """SIGCONT: the peer goes on where it stopped, with a stale view of the farm."""
+        event = self.paused.pop(node_id, None)
+        if event is not None:
+            self.net.resume(self.peers[node_id].address)
+            event.set()
+
+    def skew_clock(self, node_id: str, ms: int) -> None:
+        """Set ``node_id``'s wall clock ``ms`` ahead of the farm's (negative: behind)."""
+        self.clock_skew[node_id] = ms
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Split the network by node ids (peers named in no group form one more group)."""
+        self.net.partition(*[[self.peers[n].address for n in group] for group in groups])
+
+    def heal(self) -> None:
+        self.net.heal()
+
+    def set_loss(self, loss: float, *, delay: float = 0.001, jitter: float = 0.0) -> None:
+        """Every link drops ``loss`` of its datagrams (streams stay reliable)."""
+        self.net.set_default_link(delay=delay, jitter=jitter, loss=loss)
+
+    # --- views --------------------------------------------------------------------------------
+
+    def live(self) -> list[SimPeer]:
+        """Peers running now (not crashed, not stopped)."""
+        return [
+            p
+            for p in self.peers.values()
+            if not p.done.is_set()
+            and p.node_id not in self.crashed
+            and p.node_id not in self.stopped
+        ]
+
+    def digests(self) -> set[str]:
+        return {p.node.ledger.state_digest() for p in self.live()}
+
+    def converged(self) -> bool:
+        """Every live peer holds the same ledger."""
+        return len(self.digests()) == 1
+
+    def membership_converged(self) -> bool:
+        """Every live peer sees every live peer alive, and every other peer not alive."""
+        live = {p.node_id for p in self.live()}
+        for peer in self.live():
+            alive = {m.node_id for m in peer.node.members() if m.state == MemberState.ALIVE}
+            if alive != live:
+                return False
+        return True
+
+    def states_of(self, node_id: str) -> dict[str, MemberState | None]:
+        """How every live peer (but ``node_id``) sees ``node_id``."""
+        out: dict[str, MemberState | None] = {}
+        for peer in self.live():
+            if peer.node_id == node_id:
+                continue
+            member = peer.node.membership.get(node_id)
+            out[peer.node_id] = None if member is None else member.state
+        return out
+
+    def job_finished(self, job: str, *, delivered: bool = True) -> bool:
+        """Every live peer sees ``job`` done (or failed/cancelled), every frame delivered."""
+        for peer in self.live():
+            ledger = peer.node.ledger
+            if ledger.job(job) is None:
+                if job in ledger.archived():
+                    continue
+                return False
+            state = ledger.job_state(job)
+            if state == JobState.ACTIVE or state == JobState.PAUSED:
+                return False
+            if delivered and state == JobState.DONE:
+                spec = ledger.job(job)
+                assert spec is not None
+                if not all(ledger.delivered(job, f) for f in spec.frames):
+                    return False
+        return True
+
+    def frame_statuses(self, job: str, peer: SimPeer | None = None) -> dict[int, Status]:
+        """Every frame of ``job`` and its status, as ``peer`` (default: any live one) sees it."""
+        peer = peer or self.live()[0]
+        ledger = peer.node.ledger
+        spec = ledger.job(job)
+        assert spec is not None, f"{peer.node.name} does not know job {job}"
+        return {f: ledger.frame(job, f).status for f in spec.frames}
+
+    def expected_files(self, job: str, peer: SimPeer | None = None) -> dict[str, bytes]:
+        """Output name -> the bytes the winning done records name (read from the renderers'
+        stores), for every done frame: what the submitter's folder must hold."""
+        peer = peer or self.live()[0]
+        ledger = peer.node.ledger
+        out: dict[str, bytes] = {}
+        for _frame, record in sorted(ledger.frame_records(job).items()):
+            if record.status != Status.DONE:
+                continue
+            for output in record.outputs:
+                out[output.name] = self.blob_bytes(output.digest.hex())
+        return out
+
+    def blob_bytes(self, digest: str) -> bytes:
+        for peer in self.peers.values():
+            if peer.node.store.has(digest):
+                return peer.node.store.path(digest).read_bytes()
+        raise AssertionError(f"no peer holds blob {digest[:12]}")
+
+    # --- the farm-wide check ------------------------------------------------------------------
+
+    def check_invariants(self, *, expect_finished: bool = True) -> Invariants:
+        """DESIGN.md's invariants over the whole farm, once gossip has quiesced: every frame of
+        every job that was not cancelled is done or failed (a failed job says why); every
+        replica's ledger digest is equal; every delivered file holds the bytes the winning done
+        record names. Raises AssertionError naming what broke; returns the figures."""
+        live = self.live()
+        assert live, "no live peer to check"
+        digests = {p.name: p.node.ledger.state_digest() for p in live}
+        assert len(set(digests.values())) == 1, f"replicas diverged: {digests}"
+        ledger = live[0].node.ledger
+        frames = delivered_files = 0
+        for spec in ledger.jobs():
+            state = ledger.job_state(spec.id)
+            if state == JobState.CANCELLED:
+                continue
+            frames += spec.frame_count
+            if expect_finished:
+                assert state in (JobState.DONE, JobState.FAILED), (
+                    f"job {spec.name} is {state.value}: {ledger.counts(spec.id)}"
+                )
+            if state == JobState.FAILED and ledger.counts(spec.id).failed < spec.frame_count:
+                halted = ledger.halted(spec.id)
+                failed_frames = [
+                    f for f, r in ledger.frame_records(spec.id).items() if r.status == Status.FAILED
+                ]
+                assert halted or failed_frames, f"job {spec.name} failed without a reason"
+            submitter = self.peers.get(spec.submitted_by)
+            if submitter is None or submitter not in live:
+                continue
+            folder = Path(spec.output)
+            ours = read_names(submitter.data_dir / DELIVERIES / spec.id)
+            for frame, record in ledger.frame_records(spec.id).items():
+                if record.status != Status.DONE or not ledger.delivered(spec.id, frame):
+                    continue
+                for output in record.outputs:
+                    path = delivered_path(folder, output.name, ours)
+                    assert path is not None, f"{spec.name} frame {frame}: {output.name} missing"
+                    data = path.read_bytes()
+                    assert hashlib.sha256(data).digest() == output.digest, (
+                        f"{spec.name} frame {frame}: {path} holds {data!r}, not what the "
+                        "ledger's winning done record names"
+                    )
+                    delivered_files += 1
+        completed = self.log.completed()
+        per_frame: dict[tuple[str, int], int] = {}
+        for render in completed:
+            key = (render.job, render.frame)
+            per_frame[key] = per_frame.get(key, 0) + 1
+        duplicates = sum(n - 1 for n in per_frame.values())
+        return Invariants(len(ledger.jobs()), frames, len(completed), duplicates, delivered_files)
+
+    # --- actions ------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        peer: SimPeer,
+        frames: str,
+        *,
+        name: str = "render",
+        chunk: int = 1,
+        priority: int = 0,
+        retries: int = 3,
+    ) -> str:
+        """Submit a command job from ``peer`` through the control facade; returns the job id."""
+        from ..farm import Farm
+
+        scene = self.root / f"{name}.sh"
+        if not scene.exists():
+            scene.write_text(f"#!/bin/sh\n# {name}\n")
+            scene.chmod(0o755)
+        request = SubmitRequest(
+            scene=scene,
+            frames=frames,
+            renderer="command",
+            name=name,
+            chunk=chunk,
+            priority=priority,
+            retries=retries,
+            cwd=self.root / "submit",
+        )
+        result = await Farm(peer.node).submit(request)
+        job = str(result["job"])
+        self.submitters[job] = peer.node_id
+        return job
+
+    async def announce_job(
+        self, peer: SimPeer, name: str, *, frames: Sequence[int] = range(1, 11)
+    ) -> str:
+        """Write a job straight into ``peer``'s ledger and gossip it (no scene file, so only
+        for farms without renderers: pure ledger traffic for gossip tests). Returns its id."""
+        spec = peer.node.ledger.new_job(
+            name=name,
+            submitter_name=peer.node.name,
+            renderer="command",
+            options={},
+            scene=SceneRef(hashlib.sha256(name.encode()).digest(), f"{name}.sh", 0),
+            frames=list(frames),
+            wall_ms=self.wall_ms(),
+        )
+        await peer.node.write(lambda ledger, wall: ledger.submit(spec))
+        return spec.id
+
+    async def act(self, peer: SimPeer, job: str, action: str, frames: str | None = None) -> None:
+        """cancel / pause / resume / retry from ``peer`` through the control facade."""
+        from ..farm import Farm
+
+        await Farm(peer.node).act(job, action, frames)  # type: ignore[arg-type]
+
+    async def wait_until(
+        self,
+        predicate: Callable[[], bool],
+        *,
+        timeout: float,
+        poll: float = 0.01,
+        what: str = "condition",
+    ) -> float:
+        """Poll ``predicate`` every ``poll`` virtual seconds; the time it first held.
+
+        Raises AssertionError after ``timeout`` virtual seconds.
+        """
+        deadline = trio.current_time() + timeout
+        while not predicate():
+            if trio.current_time() >= deadline:
+                raise AssertionError(f"{what} not reached within {timeout} s (virtual)")
+            await trio.sleep(poll)
+        return trio.current_time()
+
+
+def delivered_path(folder: Path, name: str, ours: set[str]) -> Path | None:
+    """Where the delivery rule put output ``name``: its own name, or the first ``name (n)``
+    variant, skipping files this job did not write (``ours``: the names it wrote)."""
+    stem, suffix = split_suffix(name)
+    for n in range(1, 1000):
+        candidate = name if n == 1 else f"{stem} ({n}){suffix}"
+        path = folder / candidate
+        if not path.exists():
+            return None
+        if candidate in ours:
+            return path
+    return None
+
+
+def output_files(folder: Path) -> dict[str, bytes]:
+    """File name -> bytes of every file in a delivery folder (hidden partial files excluded)."""
+    if not folder.exists():
+        return {}
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
+
+
+def frames_of(spec_frames: Sequence[int]) -> list[str]:
+    """The names :class:`FakeRenderer` gives the outputs of these frames."""
+    return [f"{frame_stem(f)}.txt" for f in spec_frames]

@@ -20,6 +20,8 @@ from ..files.transfer import fetch_blob
 from ..gossip.transport import Address, Stream
 from ..ledger.model import JobState, Status
 
+from .render import disk_full
+
 if TYPE_CHECKING:
     from .node import Node
 
@@ -96,6 +98,8 @@ class Blobs:
                 node.stats.transfer_bytes += path.stat().st_size
                 return path
             except PeerfarmError as exc:
+                if disk_full(exc) is not None:
+                    raise  # our disk, not their blob: no other peer can help
                 errors.append(f"{node_id[:8]}: {exc}")
         raise StoreError(
             f"no peer could provide {digest[:12]}" + (f" ({'; '.join(errors)})" if errors else "")

@@ -28,6 +28,11 @@ class GossipConfig:
     gossip_interval: float = 0.2
     #: Peers per gossip round (default 3). Higher converges faster but multiplies traffic.
     gossip_fanout: int = 3
+    #: Peers a fresh ledger write is pushed to at once (default 32): every alive peer in farms
+    #: of that size, so a claim or a finished frame is known everywhere within one datagram
+    #: hop and concurrent claims of one frame are rare; in larger farms a random sample of that
+    #: many (gossip carries it to the rest). Higher costs one small datagram per peer a write.
+    push_fanout: int = 32
     #: Seconds a dead member still receives gossip (default 30). Lets a wrongly-declared peer
     #: hear that it is dead and refute; longer wastes datagrams on peers that really are gone.
     gossip_to_dead_time: float = 30.0
@@ -69,9 +74,12 @@ class GossipConfig:
     home_grace: float = 60.0
     #: Seconds between join attempts to the seeds while we know no other member (default 1).
     join_retry_interval: float = 1.0
-    #: Seconds between full push-pull state exchanges over TCP with one random peer
-    #: (default 30). Repairs what datagram gossip missed; each is a full table transfer.
-    push_pull_interval: float = 30.0
+    #: Seconds between push-pull exchanges over TCP with one random peer (default 3). Repairs
+    #: what datagram gossip missed; each sends the member table and only the ledger entries
+    #: the other side lacks. Must stay well inside ``lease_timeout`` (at most a third of it),
+    #: so a frame finished or renewed while its news was lost is known before its lease
+    #: could lapse anywhere. Lower repairs sooner at the cost of a connection per interval.
+    push_pull_interval: float = 3.0
     #: Seconds a TCP stream (push-pull, file chunk) may stay silent before it is dropped.
     stream_timeout: float = 10.0
 
@@ -98,6 +106,15 @@ class GossipConfig:
     #: User broadcast ids remembered for de-duplication (default 8192).
     seen_broadcast_cap: int = 8192
 
+    def __post_init__(self) -> None:
+        if self.push_pull_interval * 3 > self.lease_timeout:
+            raise ValueError(
+                f"push_pull_interval ({self.push_pull_interval} s) must be at most a third of "
+                f"lease_timeout ({self.lease_timeout} s)"
+            )
+        if self.lease_renew_interval * 3 > self.lease_timeout:
+            raise ValueError("lease_renew_interval must be at most a third of lease_timeout")
+
     @property
     def message_budget(self) -> int:
         """Bytes one encoded message may take: ``udp_payload_limit - envelope_overhead``."""
@@ -123,7 +140,7 @@ class GossipConfig:
             probe_timeout=3.0,
             suspicion_mult=6,
             reconnect_interval=30.0,
-            push_pull_interval=60.0,
+            push_pull_interval=10.0,
             stream_timeout=30.0,
             lease_timeout=30.0,
             lease_renew_interval=6.0,
@@ -142,7 +159,7 @@ class GossipConfig:
             dead_node_reclaim=30.0,
             home_grace=6.0,
             join_retry_interval=0.1,
-            push_pull_interval=1.0,
+            push_pull_interval=0.3,
             stream_timeout=1.0,
             lease_timeout=1.0,
             lease_renew_interval=0.2,

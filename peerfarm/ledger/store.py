@@ -3,8 +3,9 @@
 Owns the schema and the crash rules. Each :meth:`LedgerStore.flush` writes every entry changed
 since the last flush, the removed keys, the watermarks and the version counter in one
 transaction, so a process killed mid-write loses at most that flush and never corrupts the file.
-On load the version counter jumps ahead by :data:`RESTART_GAP`, so versions broadcast just
-before a crash (and never flushed) are not reused for different writes.
+The peer saves its own writes before they leave it (``peerfarm.peer.gossip``), so a restarted
+peer's version is exactly what it saved: no write of its that any other peer holds is missing
+here, and no version it reuses was ever seen elsewhere.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from . import codec
 from .ledger import Ledger
 
 SCHEMA_VERSION = 1
-RESTART_GAP = 100_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (k BLOB PRIMARY KEY, delta BLOB NOT NULL) WITHOUT ROWID;
@@ -67,7 +67,7 @@ class LedgerStore:
         except DecodeError:
             marks = {}
         own = max((d[3] for d in deltas if d[2] == node_id), default=0)
-        ledger = Ledger(node_id, version=max(version, own) + RESTART_GAP, clock_last=clock)
+        ledger = Ledger(node_id, version=max(version, own), clock_last=clock)
         ledger.load(deltas, marks)
         self.flush(ledger)
         return ledger

@@ -19,7 +19,6 @@ from ..files.names import safe_join, safe_name
 from ..files.transfer import fetch_blob
 from ..gossip.transport import Address, Stream
 from ..ledger.model import JobState, Status
-
 from .render import disk_full
 
 if TYPE_CHECKING:

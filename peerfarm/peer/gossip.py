@@ -268,7 +268,7 @@ class GossipService:
                 # Too big for a datagram (a spec with many assets): push-pull carries it.
                 for member in self.sample_peers(node.config.gossip_fanout):
                     node.sync.request(member.address)
-        targets = self.sample_peers(node.config.gossip_fanout)
+        targets = self.sample_peers(node.config.push_fanout)
         for batch in batches(encoded, MAX_PUSH_BYTES):
             message = {"t": T_LEDGER, "d": batch}
             for member in targets:

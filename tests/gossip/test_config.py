@@ -29,7 +29,7 @@ def test_lan_defaults_are_memberlists() -> None:
     assert (cfg.gossip_interval, cfg.gossip_fanout) == (0.2, 3)
     assert (cfg.probe_interval, cfg.probe_timeout, cfg.indirect_checks) == (1.0, 0.5, 3)
     assert (cfg.retransmit_mult, cfg.suspicion_mult, cfg.suspicion_max_timeout_mult) == (4, 4, 6)
-    assert (cfg.push_pull_interval, cfg.udp_payload_limit, cfg.envelope_overhead) == (30, 1400, 32)
+    assert (cfg.push_pull_interval, cfg.udp_payload_limit, cfg.envelope_overhead) == (3, 1400, 32)
     assert (cfg.lease_timeout, cfg.lease_renew_interval, cfg.home_grace) == (10, 2, 60)
     assert (cfg.stream_timeout, cfg.awareness_max_multiplier, cfg.join_retry_interval) == (10, 8, 1)
     assert cfg.message_budget == 1368
@@ -47,6 +47,7 @@ def test_wan_is_slower_and_fast_is_about_ten_times_faster() -> None:
 def test_presets_are_internally_consistent(cfg: GossipConfig) -> None:
     assert cfg.probe_timeout < cfg.probe_interval
     assert cfg.lease_renew_interval * 3 <= cfg.lease_timeout
+    assert cfg.push_pull_interval * 3 <= cfg.lease_timeout  # repair well inside a lease
     assert cfg.home_grace < cfg.dead_node_reclaim
     assert cfg.gossip_interval < cfg.probe_interval
 
@@ -100,3 +101,11 @@ def test_lifeguard_timeout_shrinks_with_confirmations(
 def test_awareness_multiplier_is_capped() -> None:
     cfg = GossipConfig.lan()
     assert [awareness_multiplier(s, cfg) for s in (-1, 0, 1, 7, 50)] == [1, 1, 2, 8, 8]
+
+
+def test_a_push_pull_slower_than_the_lease_is_refused() -> None:
+    """Anti-entropy must repair lost news before a lease could lapse on its account."""
+    with pytest.raises(ValueError, match="push_pull_interval"):
+        GossipConfig(push_pull_interval=10.0, lease_timeout=10.0)
+    with pytest.raises(ValueError, match="push_pull_interval"):
+        GossipConfig.lan().replace(lease_timeout=5.0)

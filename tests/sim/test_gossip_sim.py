@@ -56,7 +56,7 @@ async def test_one_update_reaches_every_live_peer_by_gossip_alone(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     # Push-pull off after the joins: only the immediate push and piggybacked gossip carry it.
-    config = GossipConfig.fast().replace(push_pull_interval=3600.0)
+    config = GossipConfig.fast().replace(push_pull_interval=3600.0, lease_timeout=3 * 3600.0)
     with trio.fail_after(60):
         farm = SimFarm(tmp_path, seed=11, config=config)
         async with farm.running():
@@ -98,7 +98,7 @@ async def test_farm_converges_with_ten_percent_loss_on_every_link(
                 target = jobs[(i + 1) % len(jobs)]
                 if peer.node.ledger.job(target) is None:
                     continue  # not arrived yet: skip this write (the loss decides, seeded)
-                await peer.node.write(lambda ledger, wall: ledger.pause(target, wall))
+                await peer.node.write(lambda ledger, wall, job=target: ledger.pause(job, wall))
             started = trio.current_time()
             at = await farm.wait_until(
                 lambda: (
@@ -230,7 +230,7 @@ async def test_long_loss_free_run_never_declares_a_live_peer_dead(
     # all): five minutes of LAN probing (its probe interval is ten times longer). Push-pull
     # every 3 s keeps nearer LAN's ratio of push-pulls to gossip rounds and the run affordable
     # in real time (~15 s on 2 busy cores).
-    config = GossipConfig.fast().replace(push_pull_interval=3.0)
+    config = GossipConfig.fast().replace(push_pull_interval=3.0, lease_timeout=9.0)
     minutes = 0.5
     with trio.fail_after(120):
         farm = SimFarm(tmp_path, seed=15, config=config)

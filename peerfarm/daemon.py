@@ -13,6 +13,7 @@ Data dir::
     store/         content-addressed files (scenes, outputs)
     work/          renders in progress
     control.json   the local control API's URL and token, mode 0600 (while running)
+    renders.pids   renderer process groups running now (ended at the next start after a crash)
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ from .gossip.membership import MemberState
 from .gossip.net import open_transport
 from .ledger.store import LedgerStore
 from .peer import Node, NodeParts
-from .renderers import available_renderers
+from .renderers import available_renderers, groups
 from .renderers.base import Renderer
 
 log = logging.getLogger("peerfarm")
 
 DEFAULT_PORT = 7946
 DEFAULT_WEB_PORT = 7947
+RENDER_GROUPS = "renders.pids"  # data dir file: renderer process groups now running
 #: Seconds a starting peer listens (mDNS answers, push-pull) before it claims its first frame.
 STARTUP_SETTLE = 2.0
 
@@ -183,6 +185,7 @@ async def serve(
     ledger_store = LedgerStore(data_dir / "ledger.db")
     ledger = ledger_store.load(node_id)
     store = ContentStore(data_dir / "store", limit_bytes=options.store_limit)
+    groups.configure(data_dir / RENDER_GROUPS).reap_previous()
     renderers, versions = await detect_renderers(options)
     host = advertise_host(options)
     async with open_transport(keyring, options.listen, advertise_host=host) as transport:

@@ -71,9 +71,6 @@ class NodeParts:
     #: Shared-storage mode (a NAS mounted on every peer, perhaps at different paths): scenes
     #: under it are read in place and outputs written there; nothing is transferred.
     shared_root: Path | None = None
-    #: Kill what a previous life of this peer left running (renderer process groups).
-    #: Called once at start with the data dir; the daemon passes the real reaper.
-    reap_orphans: Callable[[Path], int] | None = None
     #: Simulations only: awaited by every loop of the node before each step, so a test can
     #: freeze the whole peer (SIGSTOP). None in a real daemon.
     gate: Callable[[], Awaitable[None]] | None = None

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import trio
 
 from peerfarm.errors import RendererError
+from peerfarm.renderers import groups
 
 #: Seconds between SIGTERM and SIGKILL when a renderer's process group is stopped.
 KILL_GRACE_S = 2.0
@@ -316,6 +317,7 @@ async def run_logged(
         )
     except OSError as exc:
         raise RenderFailed(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
+    groups.REGISTRY.started(process.pid)
     assert process.stdout is not None
     reader = LineReader(process.stdout)
 
@@ -336,6 +338,7 @@ async def run_logged(
         raise
     finally:
         await close_pipes(process)
+        groups.REGISTRY.ended(process.pid)
     assert process.returncode is not None
     return LoggedRun(process.returncode, tail.text(), time.monotonic() - started)
 

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Literal
 
 import trio
 
+from peerfarm.renderers import groups
 from peerfarm.renderers.base import (
     LineReader,
     LogTail,
@@ -127,6 +128,7 @@ class WarmWorker:
             )
         except OSError as exc:
             raise RenderFailed(f"cannot start the Blender worker: {exc}") from exc
+        groups.REGISTRY.started(self.process.pid)
         assert self.process.stdin and self.process.stdout and self.process.stderr
         self._stdin = self.process.stdin
         self._proto = LineReader(self.process.stdout)
@@ -150,6 +152,7 @@ class WarmWorker:
                     pass
         await kill_process_group(process)
         await close_pipes(process)
+        groups.REGISTRY.ended(process.pid)
 
     async def ensure_scene(self, key: _SceneKey) -> None:
         if not self.alive:

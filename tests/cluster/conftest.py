@@ -63,9 +63,7 @@ ClusterFactory = Callable[..., harness.Cluster]
 
 
 @pytest.fixture
-def cluster(
-    cluster_machine: None, tmp_path: Path
-) -> Iterator[ClusterFactory]:
+def cluster(cluster_machine: None, tmp_path: Path) -> Iterator[ClusterFactory]:
     """``cluster(n, preset="fast", frame_seconds=0.4, start=True)``: n hosts, daemons up."""
     made: list[harness.Cluster] = []
 

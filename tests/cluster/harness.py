@@ -52,14 +52,21 @@ def cli_available() -> bool:
 
 def daemon_argv() -> list[str]:
     if cli_available():
-        return [sys.executable, "-c", "import sys; from peerfarm.cli import main; "
-                "sys.argv[0] = 'peerfarm'; sys.exit(main())", "up"]
+        return [
+            sys.executable,
+            "-c",
+            "import sys; from peerfarm.cli import main; sys.argv[0] = 'peerfarm'; sys.exit(main())",
+            "up",
+        ]
     return [sys.executable, str(HERE / "launch.py"), "up"]
 
 
 def cli_argv() -> list[str]:
-    return [sys.executable, "-c", "import sys; from peerfarm.cli import main; "
-            "sys.argv[0] = 'peerfarm'; sys.exit(main())"]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from peerfarm.cli import main; sys.argv[0] = 'peerfarm'; sys.exit(main())",
+    ]
 
 
 def write_key(path: Path) -> Path:
@@ -164,14 +171,21 @@ class Host:
     def up_argv(self) -> list[str]:
         argv = [
             *daemon_argv(),
-            "--data-dir", str(self.data_dir),
-            "--name", self.name,
-            "--listen", f"{self.address}:{PORT}",
-            "--interface", self.address,
-            "--slots", "1",
+            "--data-dir",
+            str(self.data_dir),
+            "--name",
+            self.name,
+            "--listen",
+            f"{self.address}:{PORT}",
+            "--interface",
+            self.address,
+            "--slots",
+            "1",
             "--allow-command",
-            "--key-file", str(self.key_file),
-            "--preset", self.preset,
+            "--key-file",
+            str(self.key_file),
+            "--preset",
+            self.preset,
             "--no-web",
         ]
         for seed in self.joins:
@@ -382,12 +396,14 @@ class Cluster:
 
         def call() -> Any:
             headers = {"Authorization": f"Bearer {info['token']}", "X-Peerfarm": "1"}
-            with httpx.Client(base_url=info["url"], headers=headers, timeout=10.0,
-                              trust_env=False) as client:
+            with httpx.Client(
+                base_url=info["url"], headers=headers, timeout=10.0, trust_env=False
+            ) as client:
                 response = client.request(method, path, **kwargs)
             if response.status_code >= 400:
-                raise ClusterError(f"{host.name} {method} {path}: {response.status_code} "
-                                   f"{response.text[:300]}")
+                raise ClusterError(
+                    f"{host.name} {method} {path}: {response.status_code} {response.text[:300]}"
+                )
             return response.json()
 
         try:
@@ -404,8 +420,9 @@ class Cluster:
 
         def call() -> str:
             headers = {"Authorization": f"Bearer {info['token']}", "X-Peerfarm": "1"}
-            with httpx.Client(base_url=info["url"], headers=headers, timeout=10.0,
-                              trust_env=False) as client:
+            with httpx.Client(
+                base_url=info["url"], headers=headers, timeout=10.0, trust_env=False
+            ) as client:
                 return client.get(path).raise_for_status().text
 
         try:
@@ -427,19 +444,36 @@ class Cluster:
         host = self.host(ref)
         if not cli_available():
             return self._cli_standin(host, list(args))
-        argv = ["ip", "netns", "exec", host.ns, *cli_argv(), *args,
-                "--data-dir", str(host.data_dir), "--json"]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=host.root,
-                              env={k: v for k, v in os.environ.items()
-                                   if not k.startswith("PEERFARM_")})
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            host.ns,
+            *cli_argv(),
+            *args,
+            "--data-dir",
+            str(host.data_dir),
+            "--json",
+        ]
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=host.root,
+            env={k: v for k, v in os.environ.items() if not k.startswith("PEERFARM_")},
+        )
         if check and done.returncode != 0:
-            raise ClusterError(f"`{shlex.join(args)}` on {host.name} exited {done.returncode}: "
-                               f"{done.stderr.strip()}")
+            raise ClusterError(
+                f"`{shlex.join(args)}` on {host.name} exited {done.returncode}: "
+                f"{done.stderr.strip()}"
+            )
         try:
             return json.loads(done.stdout) if done.stdout.strip() else None
         except ValueError:
-            raise ClusterError(f"`{shlex.join(args)}` on {host.name} printed no JSON: "
-                               f"{done.stdout[:300]!r}") from None
+            raise ClusterError(
+                f"`{shlex.join(args)}` on {host.name} printed no JSON: {done.stdout[:300]!r}"
+            ) from None
 
     def _cli_standin(self, host: Host, args: list[str]) -> Any:
         verb, rest = args[0], args[1:]
@@ -460,8 +494,7 @@ class Cluster:
         """Submit from a host; the output goes to that host's ``out/<name>``. Returns the id."""
         host = self.host(ref)
         name = options.pop("name", "job")
-        args = ["submit", str(scene), frames, "--name", name,
-                "--output", str(host.out_dir / name)]
+        args = ["submit", str(scene), frames, "--name", name, "--output", str(host.out_dir / name)]
         for key, value in options.items():
             args += [f"--{key}", value]
         result = self.cli(host, *args)
@@ -513,8 +546,10 @@ class Cluster:
             except ClusterError as exc:
                 last = exc
             if time.monotonic() - began > timeout:
-                raise AssertionError(f"timed out after {timeout:g} s waiting for {what} "
-                                     f"(last: {last!r})\n{self.diagnostics()}")
+                raise AssertionError(
+                    f"timed out after {timeout:g} s waiting for {what} "
+                    f"(last: {last!r})\n{self.diagnostics()}"
+                )
             time.sleep(interval)
 
     def diagnostics(self, lines: int = 25) -> str:

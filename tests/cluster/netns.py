@@ -98,8 +98,22 @@ def bridge_setup_argv(br_ns: str) -> list[list[str]]:
 def bridge_argv(br_ns: str, bridge: str) -> list[list[str]]:
     """A bridge that floods everything at once (no snooping, no STP forwarding delay)."""
     return [
-        ["ip", "-n", br_ns, "link", "add", bridge, "type", "bridge", "stp_state", "0",
-         "forward_delay", "0", "mcast_snooping", "0"],
+        [
+            "ip",
+            "-n",
+            br_ns,
+            "link",
+            "add",
+            bridge,
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+            "mcast_snooping",
+            "0",
+        ],
         ["ip", "-n", br_ns, "link", "set", bridge, "up"],
     ]
 
@@ -108,8 +122,21 @@ def host_setup_argv(br_ns: str, host_ns: str, index: int) -> list[list[str]]:
     port = f"v{index}"
     return [
         ["ip", "netns", "add", host_ns],
-        ["ip", "-n", br_ns, "link", "add", port, "type", "veth", "peer", "name", "eth0",
-         "netns", host_ns],
+        [
+            "ip",
+            "-n",
+            br_ns,
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            host_ns,
+        ],
         ["ip", "-n", br_ns, "link", "set", port, "master", "br0"],
         ["ip", "-n", br_ns, "link", "set", port, "up"],
         ["ip", "-n", host_ns, "link", "set", "lo", "up"],
@@ -125,13 +152,27 @@ def port_master_argv(br_ns: str, index: int, bridge: str | None) -> list[str]:
     return ["ip", "-n", br_ns, "link", "set", f"v{index}", *tail]
 
 
-def switch_argv(br_ns: str, ports: Sequence[str], loss: float, delay: float, seed: int
-                ) -> list[str]:
+def switch_argv(
+    br_ns: str, ports: Sequence[str], loss: float, delay: float, seed: int
+) -> list[str]:
     """The userspace lossy switch (``switch.py``) on ``ports``, inside the bridge namespace."""
     if not 0 <= loss <= 100 or delay < 0:
         raise ClusterError(f"bad netem loss={loss} delay={delay}")
-    return ["ip", "netns", "exec", br_ns, sys.executable, str(SWITCH), "--loss", f"{loss:g}",
-            "--delay", f"{delay:g}", "--seed", str(seed), *ports]
+    return [
+        "ip",
+        "netns",
+        "exec",
+        br_ns,
+        sys.executable,
+        str(SWITCH),
+        "--loss",
+        f"{loss:g}",
+        "--delay",
+        f"{delay:g}",
+        "--seed",
+        str(seed),
+        *ports,
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,6 +267,7 @@ def die_with_parent() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # entering a namespace from this process
+
 
 def call_in_netns(ns: str, fn: Callable[[], T], *, timeout: float = 30.0) -> T:
     """Run ``fn`` on a fresh thread that joined ``ns`` (setns is per thread): sockets it opens

@@ -107,8 +107,13 @@ def test_four_hosts_find_each_other_by_mdns_alone(
         c.wait_ready(host)
     ready_s = time.monotonic() - began
     seconds = c.wait_until(lambda: all_alive(c, hosts), 15.0, "all 4 hosts to list all 4")
-    report(figures, hosts=4, startup_s=round(ready_s, 2), discovery_after_ready_s=round(seconds, 2),
-           discovery_from_spawn_s=round(time.monotonic() - began, 2))
+    report(
+        figures,
+        hosts=4,
+        startup_s=round(ready_s, 2),
+        discovery_after_ready_s=round(seconds, 2),
+        discovery_from_spawn_s=round(time.monotonic() - began, 2),
+    )
     for host in hosts:
         status = c.status(host)
         listed = {p["id"] for p in status["peers"]} | {status["node"]["id"]}
@@ -140,8 +145,14 @@ def test_jobs_render_across_hosts_and_ledgers_converge(
     by_host = {e.host for e in renders if e.job == job and e.kind == "end"}
     pov_peers = {f["peer"] for f in c.status(h1, pov)["frames"]}
     duplicates = duplicated_frames(renders, job)
-    report(figures, jobs_s=round(took, 2), converge_s=round(converge_s, 2),
-           cmd_hosts=len(by_host), pov_hosts=len(pov_peers), duplicates=len(duplicates))
+    report(
+        figures,
+        jobs_s=round(took, 2),
+        converge_s=round(converge_s, 2),
+        cmd_hosts=len(by_host),
+        pov_hosts=len(pov_peers),
+        duplicates=len(duplicates),
+    )
     assert len(by_host) >= 3, by_host
     assert duplicates == {}
 
@@ -175,11 +186,16 @@ def test_killed_renderer_frames_move_elsewhere(
     victim_id = victim.node_id
     dead_s = c.wait_until(
         lambda: all(c.peer_states(h).get(victim_id) == "dead" for h in survivors),
-        20.0, "every survivor to declare the victim dead")
+        20.0,
+        "every survivor to declare the victim dead",
+    )
 
     def redone() -> bool:
-        ends = [e for e in c.renders() if e.job == job and e.kind == "end"
-                and e.host != victim.name and e.at > killed_at]
+        ends = [
+            e
+            for e in c.renders()
+            if e.job == job and e.kind == "end" and e.host != victim.name and e.at > killed_at
+        ]
         return all(any(e.frame == f for e in ends) for f in in_flight)
 
     recover_s = c.wait_until(redone, 30.0, "the victim's frames to be rendered elsewhere")
@@ -198,13 +214,21 @@ def test_killed_renderer_frames_move_elsewhere(
         raise
     check_outputs(h1, "job", range(1, 41))
     renders = c.renders()
-    victim_done = {e.frame for e in renders if e.host == victim.name and e.kind == "end"
-                   and e.at < killed_at}
+    victim_done = {
+        e.frame for e in renders if e.host == victim.name and e.kind == "end" and e.at < killed_at
+    }
     frames = c.status(h1, job)["frames"]
     assert all(f["state"] == "done" for f in frames)
-    report(figures, victim=victim.name, in_flight=in_flight, dead_everywhere_s=round(dead_s, 2),
-           recover_s=round(recover_s, 2), job_done_after_kill_s=round(done_s + recover_s, 2),
-           duplicates=len(duplicated_frames(renders, job)), victim_frames=len(victim_done))
+    report(
+        figures,
+        victim=victim.name,
+        in_flight=in_flight,
+        dead_everywhere_s=round(dead_s, 2),
+        recover_s=round(recover_s, 2),
+        job_done_after_kill_s=round(done_s + recover_s, 2),
+        duplicates=len(duplicated_frames(renders, job)),
+        victim_frames=len(victim_done),
+    )
     for host in survivors:
         assert c.peer_states(host)[victim_id] == "dead"
 
@@ -260,7 +284,8 @@ def test_split_and_heal_converges_with_counted_duplicates(
     ends = [e for e in renders if e.kind == "end"]
     done_before = {e.frame for e in ends if e.at < split_at}
     in_flight = {e.frame for e in starts if e.at <= split_done + 0.05} - {
-        e.frame for e in ends if e.at < split_at - 0.25}
+        e.frame for e in ends if e.at < split_at - 0.25
+    }
     open_at_split = set(range(1, frames + 1)) - done_before - in_flight
     duplicates = duplicated_frames(renders, job)
     grace = GossipConfig.fast().home_grace
@@ -286,16 +311,19 @@ def test_split_and_heal_converges_with_counted_duplicates(
         during = [e for e in starts if e.frame == frame and split_at <= e.at <= heal_at]
         if not any(allowed(e) for e in during):
             unexplained.append(frame)
-    report(figures, duplicates=len(duplicates), in_flight_at_split=len(in_flight),
-           done_before_split=len(done_before), converge_after_heal_s=round(converge_s, 2),
-           delivered_after_heal_s=round(converge_s + deliver_s, 2))
+    report(
+        figures,
+        duplicates=len(duplicates),
+        in_flight_at_split=len(in_flight),
+        done_before_split=len(done_before),
+        converge_after_heal_s=round(converge_s, 2),
+        delivered_after_heal_s=round(converge_s + deliver_s, 2),
+    )
     detail = {
         frame: {
             "home": home(frame, list(id_of)),
             "renders": [
-                (e.host, e.kind, round(e.at - split_at, 2))
-                for e in renders
-                if e.frame == frame
+                (e.host, e.kind, round(e.at - split_at, 2)) for e in renders if e.frame == frame
             ],
         }
         for frame in unexplained
@@ -317,7 +345,9 @@ def test_full_restart_resumes_without_rerendering_delivered_frames(
     job = submit_job(c, h1, frames)
     c.wait_until(
         lambda: sum(f["delivered"] for f in c.status(h1, job)["frames"]) >= 10,
-        30.0, "10 frames delivered")
+        30.0,
+        "10 frames delivered",
+    )
     codes = c.stop_all(signal.SIGTERM)
     assert codes == [0, 0, 0, 0], [c._tail(h) for h in c.hosts]
     folder = h1.out_dir / "job"
@@ -329,18 +359,28 @@ def test_full_restart_resumes_without_rerendering_delivered_frames(
     for host in c.hosts:
         c.wait_ready(host)
     c.wait_until(
-        lambda: any(e.kind == "end" and e.at > restarted_at and e.job == job
-                    for e in c.renders()), 30.0, "a render after the restart")
-    resume_s = min(e.at for e in c.renders()
-                   if e.kind == "end" and e.at > restarted_at and e.job == job) - restarted_at
+        lambda: any(e.kind == "end" and e.at > restarted_at and e.job == job for e in c.renders()),
+        30.0,
+        "a render after the restart",
+    )
+    resume_s = (
+        min(e.at for e in c.renders() if e.kind == "end" and e.at > restarted_at and e.job == job)
+        - restarted_at
+    )
     c.wait_until(lambda: all_delivered(c, h1, job), 60.0, "every frame delivered")
     took = time.monotonic() - began
     check_outputs(h1, "job", range(1, frames + 1))
-    again = sorted({e.frame for e in c.renders() if e.job == job and e.kind == "start"
-                    and e.at > restarted_at} & delivered)
-    report(figures, delivered_before_stop=len(delivered), resume_after_restart_s=round(resume_s, 2),
-           job_done_after_restart_s=round(took, 2),
-           duplicates=len(duplicated_frames(c.renders(), job)))
+    again = sorted(
+        {e.frame for e in c.renders() if e.job == job and e.kind == "start" and e.at > restarted_at}
+        & delivered
+    )
+    report(
+        figures,
+        delivered_before_stop=len(delivered),
+        resume_after_restart_s=round(resume_s, 2),
+        job_done_after_restart_s=round(took, 2),
+        duplicates=len(duplicated_frames(c.renders(), job)),
+    )
     assert again == [], f"delivered frames rendered again after the restart: {again}"
 
 
@@ -415,19 +455,27 @@ def test_submitter_leaves_and_gets_outputs_on_return(
     assert c.kill(h1, signal.SIGTERM) == 0
     h1_id = h1.node_id
     others = c.hosts[1:]
-    c.wait_until(lambda: all(c.peer_states(h).get(h1_id) == "left" for h in others), 10.0,
-                 "the others to see the submitter leave")
+    c.wait_until(
+        lambda: all(c.peer_states(h).get(h1_id) == "left" for h in others),
+        10.0,
+        "the others to see the submitter leave",
+    )
     done_s = c.wait_until(lambda: frames_done(c, h2, job), 60.0, "every frame done without h1")
-    rendered_away = {e.frame for e in c.renders() if e.job == job and e.kind == "end"
-                     and e.at > left_at}
+    rendered_away = {
+        e.frame for e in c.renders() if e.job == job and e.kind == "end" and e.at > left_at
+    }
     assert not (h1.out_dir / "job").exists() or len(list((h1.out_dir / "job").iterdir())) < frames
     back_at = time.monotonic()
     c.start(h1, wait=True)
     deliver_s = c.wait_until(lambda: all_delivered(c, h1, job), 30.0, "delivery on return")
     check_outputs(h1, "job", range(1, frames + 1))
-    report(figures, done_while_away_s=round(done_s, 2), rendered_while_away=len(rendered_away),
-           delivered_after_return_s=round(time.monotonic() - back_at, 2),
-           deliver_wait_s=round(deliver_s, 2))
+    report(
+        figures,
+        done_while_away_s=round(done_s, 2),
+        rendered_while_away=len(rendered_away),
+        delivered_after_return_s=round(time.monotonic() - back_at, 2),
+        deliver_wait_s=round(deliver_s, 2),
+    )
     assert rendered_away, "nothing was rendered while the submitter was away"
 
 
@@ -458,8 +506,15 @@ def test_lossy_slow_links_still_complete_without_false_deaths(
     deaths = sum(text.count("peer died") for text in logs)
     suspicions = sum(text.count("peer suspected") for text in logs)
     switch = c.clear_netem()
-    report(figures, preset=LOSSY_PRESET, job_s=round(time.monotonic() - began, 2),
-           poll_s=round(took, 2), suspicions=suspicions, deaths=deaths, switch=switch)
+    report(
+        figures,
+        preset=LOSSY_PRESET,
+        job_s=round(time.monotonic() - began, 2),
+        poll_s=round(took, 2),
+        suspicions=suspicions,
+        deaths=deaths,
+        switch=switch,
+    )
     assert deaths == 0 and "dead" not in states_seen, f"false deaths: {deaths}, {states_seen}"
     forwarded, dropped = (int(n) for n in re.findall(r"\d+", switch)[-2:])
     assert 0.05 < dropped / (forwarded + dropped) < 0.15, switch

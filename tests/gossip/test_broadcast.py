@@ -93,9 +93,7 @@ ops = st.lists(
 
 
 @given(ops, st.integers(1, 5), st.integers(1, 200))
-def test_property_budget_limit_and_newest_wins(
-    script: list[Op], mult: int, n: int
-) -> None:
+def test_property_budget_limit_and_newest_wins(script: list[Op], mult: int, n: int) -> None:
     q = BroadcastQueue(mult, max_items=4)
     version: Counter[object] = Counter()
     sends: Counter[tuple[object, int]] = Counter()

@@ -19,8 +19,14 @@ from peerfarm.gossip.config import (
     suspicion_timeout,
 )
 
-TIMERS = ("gossip_interval", "probe_interval", "probe_timeout", "push_pull_interval",
-          "lease_timeout", "lease_renew_interval")
+TIMERS = (
+    "gossip_interval",
+    "probe_interval",
+    "probe_timeout",
+    "push_pull_interval",
+    "lease_timeout",
+    "lease_renew_interval",
+)
 
 
 def test_lan_defaults_are_memberlists() -> None:

@@ -59,8 +59,13 @@ def service(
     return ResolvedService(name=name, properties=props, addresses=tuple(addresses))
 
 
-@given(node_id=ids, farm_id=ids, protocol=st.integers(0, 65535),
-       port=st.integers(1, 65535), name=st.text(max_size=100))
+@given(
+    node_id=ids,
+    farm_id=ids,
+    protocol=st.integers(0, 65535),
+    port=st.integers(1, 65535),
+    name=st.text(max_size=100),
+)
 def test_txt_round_trips_and_name_is_truncated(
     node_id: str, farm_id: str, protocol: int, port: int, name: str
 ) -> None:
@@ -83,7 +88,8 @@ def test_name_truncation_never_splits_a_character() -> None:
 @given(
     properties=st.dictionaries(
         st.sampled_from([b"id", b"v", b"port", b"farm", b"name", b"x"]) | st.binary(max_size=4),
-        st.none() | st.binary(max_size=70)
+        st.none()
+        | st.binary(max_size=70)
         | st.sampled_from([b"1", b"65535", b"65536", b"0", b"-1", b" 1", b"1_0", b"\xc3\xa9"]),
     ),
     addresses=st.lists(st.sampled_from(["127.0.0.1", "fe80::1%2", "::1", "junk", ""])),
@@ -146,15 +152,21 @@ def test_pick_address_prefers_reachable(
     assert pick_address(candidates, nets) == expected
 
 
-def record(node_id: str, farm_id: str = "farm", port: int = 7000, address: str = "127.0.0.1",
-           name: str = "peer") -> ResolvedService:
+def record(
+    node_id: str,
+    farm_id: str = "farm",
+    port: int = 7000,
+    address: str = "127.0.0.1",
+    name: str = "peer",
+) -> ResolvedService:
     txt = build_txt(node_id=node_id, farm_id=farm_id, protocol=1, port=port, name=name)
     return service(txt, (address,))
 
 
 def announcement(node_id: str, port: int = 7000, address: str = "127.0.0.1") -> Announcement:
-    return Announcement(node_id=node_id, farm_id="farm", protocol=1, address=(address, port),
-                        name="peer")
+    return Announcement(
+        node_id=node_id, farm_id="farm", protocol=1, address=(address, port), name="peer"
+    )
 
 
 def new_table() -> PeerTable:
@@ -163,8 +175,12 @@ def new_table() -> PeerTable:
 
 def test_table_reports_peers_of_our_farm_only() -> None:
     table = new_table()
-    for name, rec in [("a", record("n1")), ("own", record("me")), ("x", record("n2", "other")),
-                      ("bad", service({"id": "n3"}))]:
+    for name, rec in [
+        ("a", record("n1")),
+        ("own", record("me")),
+        ("x", record("n2", "other")),
+        ("bad", service({"id": "n3"})),
+    ]:
         ticket = table.changed(name)
         events = table.resolved(name, ticket, rec)
         assert events == ([PeerFound(announcement("n1"))] if name == "a" else [])
@@ -196,15 +212,21 @@ def test_table_updates() -> None:
     ]
     assert table.resolved("a", table.changed("a"), None) == []  # no answer: keep what we had
     assert table.resolved("a", table.changed("a"), record("n9")) == [
-        PeerGone("n1"), PeerFound(announcement("n9"))
+        PeerGone("n1"),
+        PeerFound(announcement("n9")),
     ]
     table.resolved("b", table.changed("b"), record("n9", port=9))  # same node, second name
     assert table.removed("a") == []  # still announced under "b"
     assert table.resolved("b", table.changed("b"), service({"id": "n9"})) == [PeerGone("n9")]
 
 
-op = st.tuples(st.sampled_from(["changed", "removed", "resolved"]), st.sampled_from("abc"),
-               st.sampled_from(["me", "n1", "n2"]), st.integers(0, 8), st.booleans())
+op = st.tuples(
+    st.sampled_from(["changed", "removed", "resolved"]),
+    st.sampled_from("abc"),
+    st.sampled_from(["me", "n1", "n2"]),
+    st.integers(0, 8),
+    st.booleans(),
+)
 
 
 @given(st.lists(op, max_size=40))
@@ -245,8 +267,14 @@ def test_table_events_always_describe_its_state(ops: list[tuple[str, str, str, i
     ],
 )
 def test_bad_arguments_are_usage_errors(kwargs: dict[str, object]) -> None:
-    args: dict[str, object] = {"node_id": "n", "farm_id": "f", "name": "x", "port": 1,
-                               "protocol": 1, **kwargs}
+    args: dict[str, object] = {
+        "node_id": "n",
+        "farm_id": "f",
+        "name": "x",
+        "port": 1,
+        "protocol": 1,
+        **kwargs,
+    }
     with pytest.raises(UsageError):
         Discovery(**args)  # type: ignore[arg-type]
 
@@ -277,14 +305,21 @@ class Running:
                 return
 
     def found(self) -> dict[str, Announcement]:
-        return {e.announcement.node_id: e.announcement for e in self.seen
-                if isinstance(e, PeerFound)}
+        return {
+            e.announcement.node_id: e.announcement for e in self.seen if isinstance(e, PeerFound)
+        }
 
 
 def make(tag: str, farm: str, port: int) -> Running:
     node_id = f"{tag}{PID:x}-node"
-    discovery = Discovery(node_id=node_id, farm_id=f"{farm}-{PID}", name=f"{tag}-host",
-                          port=port, protocol=1, interfaces=LOOPBACK)
+    discovery = Discovery(
+        node_id=node_id,
+        farm_id=f"{farm}-{PID}",
+        name=f"{tag}-host",
+        port=port,
+        protocol=1,
+        interfaces=LOOPBACK,
+    )
     send, recv = trio.open_memory_channel[DiscoveryEvent](100)
     return Running(discovery, node_id, port, send, recv)
 
@@ -377,8 +412,14 @@ async def test_clean_stop_is_seen_as_peer_gone() -> None:
 
 
 def register_garbage(zc: Zeroconf, name: str, txt: bytes | dict[str, str]) -> None:
-    info = ServiceInfo(SERVICE_TYPE, f"{name}.{SERVICE_TYPE}", port=44999, properties=txt,
-                       server=f"{name}.local.", parsed_addresses=LOOPBACK)
+    info = ServiceInfo(
+        SERVICE_TYPE,
+        f"{name}.{SERVICE_TYPE}",
+        port=44999,
+        properties=txt,
+        server=f"{name}.local.",
+        parsed_addresses=LOOPBACK,
+    )
     zc.register_service(info, cooperating_responders=True)
 
 
@@ -428,8 +469,9 @@ async def test_unusable_interface_raises_discovery_unavailable() -> None:
     address = _not_a_local_address()  # documentation ranges; never ours
     with trio.fail_after(10):
         send, recv = trio.open_memory_channel[DiscoveryEvent](1)
-        discovery = Discovery(node_id="n", farm_id="f", name="x", port=1, protocol=1,
-                              interfaces=[address])
+        discovery = Discovery(
+            node_id="n", farm_id="f", name="x", port=1, protocol=1, interfaces=[address]
+        )
         with pytest.raises(DiscoveryUnavailable, match=re.escape(address)) as caught:
             await discovery.run(send)
         assert isinstance(caught.value, PeerfarmError)
@@ -453,7 +495,9 @@ def loopback_up():
         fcntl.ioctl(sock, set_flags, struct.pack("16sH14x", b"lo", flags | iff_up))
 """
 
-_NO_NETWORK_SCRIPT = _NETNS_PRELUDE + """
+_NO_NETWORK_SCRIPT = (
+    _NETNS_PRELUDE
+    + """
 async def main():
     send, _ = trio.open_memory_channel[DiscoveryEvent](1)
     d = Discovery(node_id="n", farm_id="f", name="x", port=1, protocol=1)
@@ -464,8 +508,11 @@ async def main():
             print("UNAVAILABLE", error)
 trio.run(main)
 """
+)
 
-_ALL_INTERFACES_SCRIPT = _NETNS_PRELUDE + """
+_ALL_INTERFACES_SCRIPT = (
+    _NETNS_PRELUDE
+    + """
 async def main():
     loopback_up()
     peers = [Discovery(node_id=f"{tag}-node", farm_id="f", name=tag, port=port, protocol=1)
@@ -482,6 +529,7 @@ async def main():
             nursery.cancel_scope.cancel()
 trio.run(main)
 """
+)
 
 
 def _can_unshare() -> bool:
@@ -494,7 +542,9 @@ async def _in_empty_netns(script: str) -> str:
     with trio.fail_after(20):
         result = await trio.run_process(
             [shutil.which("unshare") or "unshare", "-n", sys.executable, "-c", script],
-            capture_stdout=True, capture_stderr=True, check=False,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
             env={**os.environ, "PATH": "/nonexistent"},
         )
     assert result.returncode == 0, result.stderr.decode()
@@ -519,5 +569,6 @@ async def test_all_interfaces_default_finds_peers() -> None:
     """interfaces=None announces the host's addresses (here only 127.0.0.1) and finds peers."""
     out = await _in_empty_netns(_ALL_INTERFACES_SCRIPT)
     assert sorted(out.splitlines()) == [
-        "FOUND aaaa-node 127.0.0.1 5001", "FOUND bbbb-node 127.0.0.1 5002"
+        "FOUND aaaa-node 127.0.0.1 5001",
+        "FOUND bbbb-node 127.0.0.1 5002",
     ]

@@ -43,8 +43,14 @@ def make(i: int = 0, now: float = 0.0, cfg: GossipConfig = CFG, **kw: Any) -> Me
 
 
 def alive(i: int, inc: int = 0, meta: dict[str, Any] | None = None) -> Message:
-    return {"t": "alive", "n": f"n{i}", "i": inc, "a": list(addr(i)),
-            "m": {"slots": 1} if meta is None else meta, "p": 1}
+    return {
+        "t": "alive",
+        "n": f"n{i}",
+        "i": inc,
+        "a": list(addr(i)),
+        "m": {"slots": 1} if meta is None else meta,
+        "p": 1,
+    }
 
 
 def gossip(sender: int, items: list[Message], inc: int = 0) -> Message:
@@ -91,8 +97,12 @@ def run_until(m: Membership, t: float, start: float = 0.0) -> list[Outgoing]:
 def test_new_node_lists_only_itself() -> None:
     m = make(1, incarnation=7)
     [me] = m.members()
-    assert (me.node_id, me.state, me.incarnation, me.address) == ("n1", MemberState.ALIVE, 7,
-                                                                  addr(1))
+    assert (me.node_id, me.state, me.incarnation, me.address) == (
+        "n1",
+        MemberState.ALIVE,
+        7,
+        addr(1),
+    )
     assert m.alive_members() == [] and m.get("n2") is None
     assert (m.node_id, m.incarnation) == ("n1", 7)
 
@@ -180,8 +190,13 @@ def test_silent_member_gets_indirect_probes_then_is_suspected() -> None:
     target = ping["to"]
     preqs = of_type(wire(m.tick(t + CFG.probe_timeout)), "preq")
     assert len(preqs) == CFG.indirect_checks
-    assert all(msg["to"] == target and msg["s"] == ping["s"] and msg["n"] is True
-               and tuple(msg["a"]) == dst for _, msg in preqs)
+    assert all(
+        msg["to"] == target
+        and msg["s"] == ping["s"]
+        and msg["n"] is True
+        and tuple(msg["a"]) == dst
+        for _, msg in preqs
+    )
     assert target not in {f"n{d[1] - 9000}" for d, _ in preqs}
     out = wire(m.tick(t + CFG.probe_interval))
     [event] = m.drain_events()
@@ -433,18 +448,33 @@ def test_every_outgoing_message_fits_the_budget_under_pressure() -> None:
     host = "h" * MAX_HOST_BYTES
     m = Membership(long_id, (host, 1), big_meta, CFG, random.Random(3), 0.0)
     ids = [f"{i:0128d}" for i in range(30)]
-    roster = [{"t": "alive", "n": nid, "i": 0, "a": [host, 2000 + k], "m": big_meta, "p": 1}
-              for k, nid in enumerate(ids)]
+    roster = [
+        {"t": "alive", "n": nid, "i": 0, "a": [host, 2000 + k], "m": big_meta, "p": 1}
+        for k, nid in enumerate(ids)
+    ]
     for chunk in range(0, 30, 1):
-        m.receive((host, 2000), {"t": "gossip", "f": ids[0], "i": 0, "b": roster[chunk:chunk + 1]},
-                  0.0)
+        m.receive(
+            (host, 2000), {"t": "gossip", "f": ids[0], "i": 0, "b": roster[chunk : chunk + 1]}, 0.0
+        )
     for k in range(40):
         m.queue_broadcast(f"job:{k}", b"p" * (200 + 20 * k))
     out = run_until(m, 3.0)
     for k, nid in enumerate(ids[:5]):
-        out += wire(m.receive((host, 2000 + k), {"t": "preq", "f": nid, "i": 0, "s": k,
-                                                 "to": ids[k + 1], "a": [host, 3000], "n": True},
-                              3.0))
+        out += wire(
+            m.receive(
+                (host, 2000 + k),
+                {
+                    "t": "preq",
+                    "f": nid,
+                    "i": 0,
+                    "s": k,
+                    "to": ids[k + 1],
+                    "a": [host, 3000],
+                    "n": True,
+                },
+                3.0,
+            )
+        )
         out += wire(m.receive((host, 2000 + k), {"t": "join", "f": nid, "i": 0}, 3.0))
     out += wire(m.leave(3.5))
     assert len(out) > 100
@@ -487,18 +517,38 @@ def test_malformed_push_pull_raises_decode_error_and_changes_nothing() -> None:
 # --- decoding: only DecodeError, never KeyError/TypeError ----------------------------------------
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**65), 2**65), st.floats(allow_nan=False),
-    st.text(max_size=20), st.binary(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**65), 2**65),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.binary(max_size=20),
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 fields = ("t", "f", "i", "s", "to", "a", "n", "b", "m", "p", "by", "o", "id", "k", "d")
-types = st.sampled_from(["ping", "ack", "nack", "preq", "gossip", "join", "alive", "suspect",
-                         "dead", "left", "user", "pp", "nope"])
+types = st.sampled_from(
+    [
+        "ping",
+        "ack",
+        "nack",
+        "preq",
+        "gossip",
+        "join",
+        "alive",
+        "suspect",
+        "dead",
+        "left",
+        "user",
+        "pp",
+        "nope",
+    ]
+)
 
 
 def near_valid() -> st.SearchStrategy[Any]:
@@ -508,9 +558,15 @@ def near_valid() -> st.SearchStrategy[Any]:
     )
     return st.fixed_dictionaries(
         {"t": types},
-        optional={"f": st.sampled_from(["n1", "n0", "", 5]), "i": st.sampled_from([0, 1, True]),
-                  "s": values, "to": st.sampled_from(["n0", None]), "a": values,
-                  "n": values, "b": st.one_of(values, st.lists(item, max_size=3))},
+        optional={
+            "f": st.sampled_from(["n1", "n0", "", 5]),
+            "i": st.sampled_from([0, 1, True]),
+            "s": values,
+            "to": st.sampled_from(["n0", None]),
+            "a": values,
+            "n": values,
+            "b": st.one_of(values, st.lists(item, max_size=3)),
+        },
     )
 
 
@@ -529,8 +585,14 @@ def test_receive_raises_only_decode_error(message: Any) -> None:
 
 
 @settings(max_examples=100)
-@given(st.one_of(values, st.fixed_dictionaries(
-    {"t": st.just("pp"), "f": st.just("n1"), "m": st.lists(st.lists(values, max_size=7))})))
+@given(
+    st.one_of(
+        values,
+        st.fixed_dictionaries(
+            {"t": st.just("pp"), "f": st.just("n1"), "m": st.lists(st.lists(values, max_size=7))}
+        ),
+    )
+)
 def test_merge_push_pull_raises_only_decode_error(state: Any) -> None:
     m = make(0)
     with contextlib.suppress(DecodeError):

@@ -35,9 +35,16 @@ Event = tuple[str, Any]
 class Sim:
     """N members on a fake network. Time only moves through the event heap."""
 
-    def __init__(self, n: int, config: GossipConfig, seed: int, loss: float = 0.0,
-                 latency: tuple[float, float] = (0.001, 0.01), join_spacing: float = 0.01,
-                 push_pull: bool = True) -> None:
+    def __init__(
+        self,
+        n: int,
+        config: GossipConfig,
+        seed: int,
+        loss: float = 0.0,
+        latency: tuple[float, float] = (0.001, 0.01),
+        join_spacing: float = 0.01,
+        push_pull: bool = True,
+    ) -> None:
         self.config = config
         self.rng = random.Random(seed)
         self.loss = loss
@@ -106,8 +113,14 @@ class Sim:
         if kind == "start":
             addr = arg
             index = addr[1] - 7000
-            node = Membership(self.node_id(addr), addr, {"slots": 2, "renderers": ["blender"]},
-                              self.config, random.Random(index * 7919 + 1), self.now)
+            node = Membership(
+                self.node_id(addr),
+                addr,
+                {"slots": 2, "renderers": ["blender"]},
+                self.config,
+                random.Random(index * 7919 + 1),
+                self.now,
+            )
             self.nodes[addr] = node
             self.log[addr] = []
             seeds = [self.addresses[0]] if index else []
@@ -147,8 +160,9 @@ class Sim:
             self.handle(event)
         self.now = t
 
-    def run_until_true(self, predicate: Callable[[], bool], limit: float,
-                       step: float = 0.05) -> float | None:
+    def run_until_true(
+        self, predicate: Callable[[], bool], limit: float, step: float = 0.05
+    ) -> float | None:
         """Run until ``predicate()`` holds (checked every ``step``); the time, or None."""
         t = self.now
         while t < limit:
@@ -169,8 +183,7 @@ class Sim:
 
     def all_alive(self, among: list[Address] | None = None) -> bool:
         group = self.live() if among is None else among
-        return all(self.state_of(v, t) is MemberState.ALIVE
-                   for v in group for t in group if v != t)
+        return all(self.state_of(v, t) is MemberState.ALIVE for v in group for t in group if v != t)
 
     def events_about(self, target: Address, kind: type) -> dict[Address, float]:
         """For each viewer, the first time it logged an event of ``kind`` about ``target``."""
@@ -184,8 +197,12 @@ class Sim:
         return found
 
     def deaths(self) -> list[tuple[float, Address, str]]:
-        return [(at, viewer, ev.member.node_id) for viewer, entries in self.log.items()
-                for at, ev in entries if isinstance(ev, MemberDied)]
+        return [
+            (at, viewer, ev.member.node_id)
+            for viewer, entries in self.log.items()
+            for at, ev in entries
+            if isinstance(ev, MemberDied)
+        ]
 
 
 FAST = GossipConfig.fast()
@@ -274,8 +291,7 @@ def test_ten_minutes_with_ten_percent_loss_suspicions_are_refuted() -> None:
     sim = long_run(loss=0.10, seed=6)
     assert sim.deaths() == []
     assert sim.all_alive()
-    suspected = [ev for log in sim.log.values() for _, ev in log
-                 if isinstance(ev, MemberSuspected)]
+    suspected = [ev for log in sim.log.values() for _, ev in log if isinstance(ev, MemberSuspected)]
     refuted = [ev for log in sim.log.values() for _, ev in log if isinstance(ev, MemberAlive)]
     assert suspected, "with 10% loss some probe should fail (else the test proves nothing)"
     assert len(refuted) >= len(suspected)

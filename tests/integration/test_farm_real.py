@@ -102,8 +102,17 @@ def test_povray_frames_render_across_peers(farm: Farmhand, tmp_path: Path) -> No
     wait_until(lambda: alive_names(b) == {"p1", "p2"}, 20, "farm formed")
     out = tmp_path / "out"
     job = a.json(
-        "submit", str(EXAMPLES / "povray"), "1-6", "--renderer", "povray", "--output", str(out),
-        "--option", "width=160", "--option", "height=120",
+        "submit",
+        str(EXAMPLES / "povray"),
+        "1-6",
+        "--renderer",
+        "povray",
+        "--output",
+        str(out),
+        "--option",
+        "width=160",
+        "--option",
+        "height=120",
     )["job"]
     wait_until(lambda: a.status(job)["jobs"][0]["frames_delivered"] == 6, 120, "povray frames")
     frames = sorted(out.glob("frame_*.png"))

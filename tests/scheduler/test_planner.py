@@ -201,7 +201,5 @@ def test_a_busy_homes_next_chunk_is_stolen_only_when_frames_are_long(
     assert planner.plan(ledger, free_slots=1, capable={job: [A, B]}, alive=[A, B]) == []
     # B busy on all its slots: with long frames an idle A takes the chunk instead of waiting
     # a whole frame; with short frames it leaves it (a hand-over collision costs more).
-    claims = planner.plan(
-        ledger, free_slots=1, capable={job: [A, B]}, alive=[A, B], saturated=[B]
-    )
+    claims = planner.plan(ledger, free_slots=1, capable={job: [A, B]}, alive=[A, B], saturated=[B])
     assert [c.frames for c in claims] == ([(b_frames[0],)] if stolen else [])

@@ -1,0 +1,120 @@
+"""Renderer process groups a daemon started, remembered on disk, so none outlives a kill -9.
+
+Every renderer runs in its own process group (``run_logged``, the Blender worker), and a
+daemon that stops normally ends each group. A daemon killed with SIGKILL cannot: its renderers
+keep running, holding the CPU and writing into scratch folders nobody reads. So each group is
+written down when it starts (pid and the process's start time, one JSON line in the data dir)
+and crossed out when it ends; the next start of the daemon ends every group of the list whose
+leader still runs with the same start time (a recycled pid is another program: left alone).
+
+A known limit: a renderer child that calls ``setsid`` itself leaves the group and is not found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+import psutil
+
+log = logging.getLogger("peerfarm")
+
+
+class ProcessGroups:
+    """The renderer process groups of this daemon (a file in its data dir, or in memory)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._live: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def started(self, pid: int) -> None:
+        """A renderer group led by ``pid`` started: write it down."""
+        try:
+            created = psutil.Process(pid).create_time()
+        except psutil.Error:
+            return  # gone already
+        with self._lock:
+            self._live[pid] = created
+            self._save()
+
+    def ended(self, pid: int) -> None:
+        with self._lock:
+            if self._live.pop(pid, None) is not None:
+                self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        text = "".join(json.dumps({"pid": p, "created": c}) + "\n" for p, c in self._live.items())
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text(text)
+            tmp.replace(self.path)
+        except OSError as exc:
+            log.debug("cannot record renderer processes in %s: %s", self.path, exc)
+
+    def reap_previous(self) -> int:
+        """End the groups a previous life of this daemon left running; returns how many."""
+        if self.path is None:
+            return 0
+        try:
+            lines = self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            log.warning("cannot read %s: %s", self.path, exc)
+            return 0
+        reaped = 0
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                pid, created = int(entry["pid"]), float(entry["created"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if kill_group_if_same(pid, created):
+                reaped += 1
+        with self._lock:
+            self._live.clear()
+            self._save()
+        if reaped:
+            log.warning(
+                "ended %d renderer process group%s left running by a previous run",
+                reaped,
+                "" if reaped == 1 else "s",
+            )
+        return reaped
+
+
+def kill_group_if_same(pid: int, created: float) -> bool:
+    """Kill the process group led by ``pid`` if that process still runs and started at
+    ``created`` (the same program, not a recycled pid). True when a group was killed."""
+    try:
+        leader = psutil.Process(pid)
+        if abs(leader.create_time() - created) > 0.01:
+            return False
+        members = [leader, *leader.children(recursive=True)]
+    except psutil.Error:
+        return False
+    if hasattr(os, "killpg"):
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+    for process in members:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    return True
+
+
+#: The registry the renderer plumbing writes to; the daemon points it at its data dir.
+REGISTRY = ProcessGroups()
+
+
+def configure(path: Path | None) -> ProcessGroups:
+    """Point the registry at ``path`` (the daemon's data dir file) and return it."""
+    REGISTRY.path = path
+    return REGISTRY

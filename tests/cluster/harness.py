@@ -137,6 +137,7 @@ class Host:
     key_file: Path
     preset: str
     mdns: bool = True
+    allow_command: bool = True
     joins: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
@@ -181,7 +182,7 @@ class Host:
             self.address,
             "--slots",
             "1",
-            "--allow-command",
+            *(["--allow-command"] if self.allow_command else []),
             "--key-file",
             str(self.key_file),
             "--preset",
@@ -235,6 +236,7 @@ class Cluster:
         mdns: bool = True,
         joins: Sequence[str] = (),
         start: bool = True,
+        allow_command: bool = True,
     ) -> Host:
         index = len(self.hosts) + 1
         ns = self.net.add_host(index)
@@ -248,6 +250,7 @@ class Cluster:
             key_file=key_file or self.key_file,
             preset=preset or self.preset,
             mdns=mdns,
+            allow_command=allow_command,
             joins=list(joins),
         )
         host.data_dir.mkdir(mode=0o700)

@@ -68,6 +68,7 @@ from .ledger.codec import Delta
 from .ledger.model import FrameRecord, JobSpec, JobState, Status
 from .ledger.store import LedgerStore
 from .renderers.base import Progress, Renderer, RenderFailed, RenderTask, frame_stem
+from .scheduler import eligibility
 from .scheduler.leases import LeaseTable
 from .scheduler.planner import Claim, Planner
 
@@ -171,7 +172,9 @@ class NodeParts:
     rng: random.Random = field(default_factory=random.Random)
     incarnation: int = 0
     extra_meta: dict[str, Any] = field(default_factory=dict)
-    renderer_versions: dict[str, str] = field(default_factory=dict)
+    #: Renderer name -> version advertised in the metadata; Blender's may be a list of every
+    #: installed version, ascending (see peerfarm.scheduler.eligibility).
+    renderer_versions: dict[str, str | list[str]] = field(default_factory=dict)
     #: Shared-storage mode (a NAS mounted on every peer, perhaps at different paths): scenes
     #: under it are read in place and outputs written there; nothing is transferred.
     shared_root: Path | None = None
@@ -735,34 +738,15 @@ class Node:
 
     def capable_peers(self, spec: JobSpec) -> list[str]:
         """The job's home set: peers that can render it and have not left (dead: for a while)."""
-        now = self._now()
-        banned = self.ledger.banned(spec.id)
-        out = []
-        for member in self.membership.members():
-            if member.state == MemberState.LEFT:
-                continue
-            if (
-                member.state == MemberState.DEAD
-                and now - member.state_since > self.config.home_grace
-            ):
-                continue
-            if member.node_id in banned:
-                continue
-            if member.node_id == self.node_id and self._stopping:
-                continue
-            if member.meta.get("slots") == 0:
-                continue  # a peer that only submits and watches
-            if "shared_scene" in spec.options and not member.meta.get("shared"):
-                continue  # the scene lives on shared storage this peer has not mounted
-            renderers = member.meta.get("renderers", {})
-            if not isinstance(renderers, dict) or spec.renderer not in renderers:
-                continue
-            if spec.renderer == "command" and not member.meta.get("cmd"):
-                continue
-            if not _version_ok(spec, renderers.get(spec.renderer)):
-                continue
-            out.append(member.node_id)
-        return out
+        return eligibility.capable_peers(
+            spec,
+            self.membership.members(),
+            banned=self.ledger.banned(spec.id),
+            now=self._now(),
+            home_grace=self.config.home_grace,
+            self_id=self.node_id,
+            stopping=self._stopping,
+        )
 
     def _gone(self) -> list[str]:
         return [
@@ -1396,18 +1380,6 @@ def _same_content(path: Path, output: Output) -> bool:
             return hashlib.file_digest(fh, "sha256").digest() == output.digest
     except OSError:
         return False
-
-
-def _version_ok(spec: JobSpec, version: Any) -> bool:
-    need = spec.options.get("blend_version")
-    if spec.renderer != "blender" or not need or not isinstance(version, str):
-        return True
-    try:
-        have = tuple(int(p) for p in version.split(".")[:2])
-        want = tuple(int(p) for p in str(need).split(".")[:2])
-    except ValueError:
-        return True
-    return have >= want
 
 
 def _asset_path(job_dir: Path, relative: str) -> Path:

@@ -73,9 +73,7 @@ class Farm:
         specs = ledger.jobs()
         if job is not None:
             specs = [s for s in specs if s.id == self.resolve_job(job)]
-        jobs = [
-            job_view(ledger, s, peer_slots=slots, members=members, busy=busy) for s in specs
-        ]
+        jobs = [job_view(ledger, s, peer_slots=slots, members=members, busy=busy) for s in specs]
         out: dict[str, Any] = {
             "node": {
                 "id": node.node_id,

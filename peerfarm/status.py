@@ -94,9 +94,7 @@ def waiting_view(
     banned = ledger.banned(spec.id)
     labels = _labels(members)
     jobs_of = {node: [str(item["job"]) for item in items] for node, items in busy.items()}
-    reasons = eligibility.waiting_reasons(
-        spec, members, banned=banned, paused=paused, busy=jobs_of
-    )
+    reasons = eligibility.waiting_reasons(spec, members, banned=banned, paused=paused, busy=jobs_of)
     blocked = eligibility.no_peer_summary(spec, members, banned=banned, names=labels)
     return {labels[node]: reason for node, reason in reasons.items()}, blocked
 

@@ -96,9 +96,7 @@ def renderer_reason(spec: JobSpec, meta: Mapping[str, Any]) -> str | None:
     return version_reason(spec, renderers.get(spec.renderer))
 
 
-def lasting_reason(
-    spec: JobSpec, meta: Mapping[str, Any], ban: str | None = None
-) -> str | None:
+def lasting_reason(spec: JobSpec, meta: Mapping[str, Any], ban: str | None = None) -> str | None:
     """Rules 1-5: why a peer does not take ``spec`` until the farm changes, or ``None``."""
     reason = renderer_reason(spec, meta)
     if reason is None and ban is not None:

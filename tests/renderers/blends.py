@@ -68,3 +68,21 @@ def brightness(path: Path) -> float:
     """Mean brightness of an image, 0 (black) to 255 (white)."""
     with Image.open(path) as image:
         return float(sum(ImageStat.Stat(image.convert("RGB")).mean) / 3)
+
+
+def future_example(folder: Path, major: int = 9, minor: int = 0) -> Path:
+    """The shipped example turntable, uncompressed, claiming Blender ``major.minor`` saved it,
+    with its texture beside it: a scene no Blender here can open, made without any Blender."""
+    import shutil
+
+    import zstandard
+
+    example = ROOT / "examples" / "blender"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(example / "textures", folder / "textures", dirs_exist_ok=True)
+    plain = folder / "plain.blend"
+    with (example / "turntable.blend").open("rb") as source, plain.open("wb") as out:
+        zstandard.ZstdDecompressor().copy_stream(source, out)
+    future = future_copy(plain, folder / f"future-{major}-{minor}.blend", major, minor)
+    plain.unlink()
+    return future

@@ -171,8 +171,8 @@ async def detect_renderers(
         if name == "command" and not options.allow_command:
             continue
         found[name] = renderer
-        if len(info.versions) > 1:
-            versions[name] = [v[:32] for v in info.versions]
+        if len(info.versions) > 1:  # at most 8 (installs.MAX_ADVERTISED): metadata stays small
+            versions[name] = [v[:16] for v in info.versions]
         else:
             versions[name] = info.version[:32]
         if installs := info.details.get("installs"):

@@ -26,7 +26,6 @@ Outputs are ``frame_0001.<ext>`` in the task's output folder, in the scene's own
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import re
 import subprocess
@@ -93,11 +92,6 @@ WORKER_START_TIMEOUT_S = 120.0
 SCENE_LOAD_TIMEOUT_S = 600.0
 
 Mode = Literal["auto", "cli", "bpy"]
-
-
-def bpy_available() -> bool:
-    """Whether ``bpy`` can be imported by this interpreter (checked without importing it)."""
-    return importlib.util.find_spec("bpy") is not None
 
 
 @dataclass(frozen=True, slots=True)

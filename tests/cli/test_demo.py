@@ -81,3 +81,24 @@ def test_free_port_is_free_for_tcp_and_udp() -> None:
     with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         tcp.bind(("127.0.0.1", port))
         udp.bind(("127.0.0.1", port))
+
+
+def test_the_demo_gives_up_with_the_reason_when_nothing_can_render_its_scene(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real peers on loopback; the scene claims Blender 9.0 saved it (no Blender needed)."""
+    import time
+
+    from tests.renderers.blends import future_example
+
+    scene = future_example(tmp_path / "scene")
+    chosen = demo.DemoScene(scene, "future", "a scene from the future")
+    monkeypatch.setattr(demo, "choose_scene", lambda: chosen)
+    monkeypatch.setattr(demo, "GIVE_UP_S", 3.0)
+    started = time.monotonic()
+    with pytest.raises(demo.DemoError) as info:
+        demo.run_demo(frames="1-2", out_root=tmp_path / "out")
+    assert time.monotonic() - started < 60
+    assert "giving up after 3 s: no peer can render it: demo-1, demo-2, demo-3: " in str(info.value)
+    printed = capsys.readouterr().out
+    assert "demo: warning: future waits: no peer can render it" in printed

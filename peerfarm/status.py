@@ -96,7 +96,8 @@ def waiting_view(
     jobs_of = {node: [str(item["job"]) for item in items] for node, items in busy.items()}
     reasons = eligibility.waiting_reasons(spec, members, banned=banned, paused=paused, busy=jobs_of)
     blocked = eligibility.no_peer_summary(spec, members, banned=banned, names=labels)
-    return {labels[node]: reason for node, reason in reasons.items()}, blocked
+    named = sorted((labels[node], reason) for node, reason in reasons.items())
+    return dict(named), blocked
 
 
 def job_view(

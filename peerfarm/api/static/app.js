@@ -56,6 +56,7 @@
   function eta(job) {
     if (job.state === "done") return "done";
     if (job.state === "cancelled" || job.state === "paused" || job.state === "failed") return "—";
+    if (job.blocked) return "blocked";
     if (job.eta_seconds === null || job.eta_seconds === undefined) return "estimating";
     return duration(job.eta_seconds);
   }
@@ -303,7 +304,7 @@
     row.append(
       el("td", { class: "job-name" }),
       el("td", { class: "job-state" }),
-      el("td", {}, bar, el("div", { class: "bar-label" })),
+      el("td", {}, bar, el("div", { class: "bar-label" }), el("div", { class: "job-wait hidden" })),
       el("td", { class: "num job-frames" }),
       el("td", { class: "num job-eta" }),
       el("td", { class: "job-renderer" }),
@@ -317,14 +318,17 @@
     row.dataset.state = job.state;
     row.dataset.done = job.frames_done;
     row.classList.toggle("selected", job.id === state.selected);
-    const waits = waitingText(job);
-    row.dataset.blocked = job.blocked ? "yes" : "no";
     row.querySelector(".job-name").replaceChildren(
       el("b", { text: job.name }),
       el("span", { class: "sub", text: `${job.id.slice(0, 8)} · by ${job.submitted_by}` }),
-      waits ? el("span", { class: `job-wait${job.blocked ? " blocked" : ""}`, title: waits,
-        text: `waits: ${waits}` }) : null,
     );
+    const waits = waitingText(job);
+    row.dataset.blocked = job.blocked ? "yes" : "no";
+    const wait = row.querySelector(".job-wait");
+    wait.textContent = waits ? `waits: ${waits}` : "";
+    wait.title = waits;
+    wait.classList.toggle("blocked", Boolean(job.blocked));
+    wait.classList.toggle("hidden", !waits);
     row.querySelector(".job-state").replaceChildren(
       el("span", { class: `chip ${job.state}`, text: job.state }));
     const [done, rendering, failed] = row.querySelectorAll(".bar > span");

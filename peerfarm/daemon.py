@@ -181,10 +181,10 @@ async def detect_renderers(
 
 
 def renderers_text(versions: dict[str, str | list[str]]) -> str:
-    """``blender 3.4.1, 5.0.1, povray 3.7.0.10`` for the start-up log line."""
+    """``blender 3.4.1/5.0.1, povray 3.7.0.10`` for the start-up log line."""
     parts = []
     for name, value in versions.items():
-        shown = ", ".join(value) if isinstance(value, list) else value
+        shown = "/".join(value) if isinstance(value, list) else value
         parts.append(f"{name} {shown}")
     return ", ".join(parts) or "none"
 

@@ -87,10 +87,12 @@ def test_the_demo_gives_up_with_the_reason_when_nothing_can_render_its_scene(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Real peers on loopback; the scene claims Blender 9.0 saved it (no Blender needed)."""
+    import tempfile
     import time
 
     from tests.renderers.blends import future_example
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the kept peer dirs land here
     scene = future_example(tmp_path / "scene")
     chosen = demo.DemoScene(scene, "future", "a scene from the future")
     monkeypatch.setattr(demo, "choose_scene", lambda: chosen)

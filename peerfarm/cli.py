@@ -155,9 +155,14 @@ def format_eta(seconds: Any) -> str:
 
 
 def format_renderers(value: Any) -> str:
-    """A peer's renderers, whatever the shape: {name: version}, [name], [{name, version}]."""
+    """A peer's renderers, whatever the shape: {name: version}, [name], [{name, version}].
+
+    A version may be a list (every installed Blender): ``blender 3.4.1/5.0.1``.
+    """
     if isinstance(value, dict):
-        return ", ".join(f"{name} {version}".strip() for name, version in value.items())
+        return ", ".join(
+            f"{name} {_versions_text(version)}".strip() for name, version in value.items()
+        )
     if isinstance(value, list):
         parts = []
         for item in value:
@@ -167,6 +172,31 @@ def format_renderers(value: Any) -> str:
                 parts.append(str(item))
         return ", ".join(parts)
     return "" if value is None else str(value)
+
+
+def _versions_text(version: Any) -> str:
+    if isinstance(version, list):
+        return "/".join(str(v) for v in version)
+    return "" if version is None else str(version)
+
+
+def waiting_lines(job: dict[str, Any], *, every_peer: bool = False) -> list[str]:
+    """What to say under a job about why it waits (nothing when it does not).
+
+    ``blocked`` (no peer can ever take it) always shows; the per-peer reasons show when nothing
+    of the job renders, or always with ``every_peer`` (``status JOB``).
+    """
+    lines = []
+    blocked = job.get("blocked")
+    waiting = job.get("waiting") or {}
+    if blocked:
+        lines.append(f"waits: {blocked}")
+    if isinstance(waiting, dict) and waiting:
+        if every_peer:
+            lines += [f"{peer}: {reason}" for peer, reason in waiting.items()]
+        elif not blocked and not job.get("frames_rendering"):
+            lines.append("waits: " + "; ".join(f"{p}: {r}" for p, r in waiting.items()))
+    return lines
 
 
 def format_rendering(value: Any) -> str:
@@ -285,9 +315,25 @@ def frames_table(frames: list[dict[str, Any]], limit: int = 60) -> Table:
     return table
 
 
+def waiting_text(jobs: list[dict[str, Any]], *, every_peer: bool = False) -> Text | None:
+    """The lines under the jobs table saying why jobs wait, or None when none does."""
+    text = Text()
+    for job in jobs:
+        lines = waiting_lines(job, every_peer=every_peer)
+        if not lines:
+            continue
+        style = "yellow" if job.get("blocked") else "dim"
+        text.append(f"{job.get('name', '')} ({short_id(str(job.get('id', '')))})\n", style="bold")
+        for line in lines:
+            text.append(f"  {line}\n", style=style)
+    return text if text.plain else None
+
+
 def status_view(status: dict[str, Any]) -> RenderableType:
     parts: list[RenderableType] = [peers_table(status.get("peers", []))]
     parts.append(jobs_table(status.get("jobs", [])))
+    if (waits := waiting_text(status.get("jobs", []), every_peer="frames" in status)) is not None:
+        parts.append(waits)
     if "frames" in status:
         parts.append(frames_table(status["frames"]))
     return Group(*parts)
@@ -413,7 +459,14 @@ def cli(verbose: bool) -> None:
 @click.option("--shared-root", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--store-limit", default=None, metavar="SIZE", help="e.g. 20G")
 @click.option("--frame-timeout", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--blender", default=None, metavar="PATH", help="The Blender executable.")
+@click.option(
+    "--blender",
+    "blender",
+    multiple=True,
+    metavar="PATH",
+    help="A Blender program to use (repeat for several; PATH, the usual install places and "
+    "bpy are searched too).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every event.")
 def up(
     data_dir: Path | None,
@@ -435,7 +488,7 @@ def up(
     shared_root: Path | None,
     store_limit: str | None,
     frame_timeout: float | None,
-    blender: str | None,
+    blender: tuple[str, ...],
     verbose: bool,
 ) -> int:
     """Run this host's peer (until Ctrl-C or SIGTERM)."""
@@ -465,7 +518,7 @@ def up(
         shared_root=shared_root.absolute() if shared_root else None,
         store_limit=parse_size(store_limit) if store_limit else None,
         frame_timeout=frame_timeout,
-        blender=blender,
+        blender=list(blender),
         verbose=verbose,
     )
     return daemon.run_daemon(options)
@@ -542,6 +595,8 @@ def submit(
     }
     with _client(data_dir) as client:
         result = client.submit({k: v for k, v in fields.items() if v is not None})
+        if result.get("warning"):
+            _console(err=True).print(f"peerfarm: warning: {result['warning']}", markup=False)
         if not wait:
             print_json(result) if as_json else click.echo(result["job"])
             return EXIT_OK
@@ -553,8 +608,15 @@ def submit(
     return EXIT_OK if job_succeeded(job) else EXIT_FAILED
 
 
-def wait_for_job(client: FarmClient, job_id: str, *, quiet: bool) -> dict[str, Any]:
-    """Poll the job until it finishes, with a progress bar (and ETA) unless ``quiet``."""
+def wait_for_job(
+    client: FarmClient, job_id: str, *, quiet: bool, give_up_after: float | None = None
+) -> dict[str, Any]:
+    """Poll the job until it finishes, with a progress bar (and ETA) unless ``quiet``.
+
+    When no peer can render the job, the reason is printed (again when it changes). With
+    ``give_up_after``, returns early (the job still has ``blocked`` set) once no peer could
+    render it for that many seconds.
+    """
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -564,6 +626,8 @@ def wait_for_job(client: FarmClient, job_id: str, *, quiet: bool) -> dict[str, A
     )
     with Progress(*columns, console=_console(err=True), disable=quiet, transient=False) as bar:
         task = bar.add_task("waiting", total=None, failed=0)
+        said = ""
+        blocked_since: float | None = None
         while True:
             job = client.status(job_id)["jobs"][0]
             bar.update(
@@ -575,6 +639,16 @@ def wait_for_job(client: FarmClient, job_id: str, *, quiet: bool) -> dict[str, A
             )
             if job_finished(job):
                 return dict(job)
+            blocked = job.get("blocked")
+            if blocked and blocked != said and not quiet:
+                bar.console.print(f"{job.get('name', job_id)} waits: {blocked}", markup=False)
+            said = blocked or said
+            if blocked:
+                blocked_since = time.monotonic() if blocked_since is None else blocked_since
+                if give_up_after is not None and time.monotonic() - blocked_since > give_up_after:
+                    return dict(job)
+            else:
+                blocked_since = None
             time.sleep(POLL_INTERVAL_S)
 
 
@@ -676,6 +750,8 @@ def logs(data_dir: Path | None, as_json: bool, job: str, frame: int) -> None:
         return
     console = _console()
     console.print(f"frame {data.get('frame')}: {data.get('state')} on {data.get('peer') or '-'}")
+    for line in waiting_lines(data, every_peer=True):
+        console.print(line, markup=False)
     if data.get("progress"):
         console.print(f"progress: {data['progress']}", markup=False)
     for attempt in data.get("attempts", []):

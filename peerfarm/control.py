@@ -13,13 +13,19 @@ README; keys may be added, never renamed or removed.
      "jobs": [{"id", "name", "state", "priority", "frames_total", "frames_done",
                "frames_failed", "frames_rendering", "frames_pending", "frames_delivered",
                "submitted_by", "submitted_at", "output", "renderer", "scene", "chunk",
-               "eta_seconds", "seconds_rendered", "banned"}],
+               "eta_seconds", "seconds_rendered", "banned", "waiting", "blocked"}],
      "archived": [{"id", "name", "state", "frames", "done", "failed"}]}
 
 peer ``state``: alive | suspect | dead | left; job ``state``: active | paused | cancelled | done
-| failed. ``status(job)`` has the same keys with only that job in ``jobs`` and adds ``"frames":
-[{"frame", "state", "peer", "attempts", "seconds", "delivered", "outputs", "error"}]`` where frame
-``state`` is pending | rendering | done | failed and ``peer`` is the peer's name.
+| failed. A peer's ``renderers`` is ``{name: version}``, where Blender's version may be a list of
+every installed version, ascending. A job's ``waiting`` is ``{peer name: reason}`` for each
+alive peer that does not take it now (active jobs with pending frames; else ``{}``) and
+``blocked`` one line when no alive peer can ever take it (else None); both come from
+:mod:`peerfarm.scheduler.eligibility`.
+
+``status(job)`` has the same keys with only that job in ``jobs`` and adds ``"frames": [{"frame",
+"state", "peer", "attempts", "seconds", "delivered", "outputs", "error"}]`` where frame ``state``
+is pending | rendering | done | failed and ``peer`` is the peer's name.
 """
 
 from __future__ import annotations
@@ -62,7 +68,8 @@ class FarmControl(Protocol):
         ...
 
     async def submit(self, request: SubmitRequest) -> dict[str, Any]:
-        """Returns at least ``{"job": id, "name": name, "frames": n, "output": dir}``."""
+        """Returns at least ``{"job": id, "name": name, "frames": n, "output": dir}``, and
+        ``"warning"`` (one line) when no alive peer can render the job."""
         ...
 
     async def act(self, job: str, action: Action, frames: str | None = None) -> dict[str, Any]:
@@ -71,7 +78,8 @@ class FarmControl(Protocol):
 
     def logs(self, job: str, frame: int) -> dict[str, Any]:
         """``{"job", "frame", "state", "peer", "attempts": [{"attempt", "peer", "error",
-        "log_tail", "seconds"}], "progress": str | None}``"""
+        "log_tail", "seconds"}], "progress": str | None, "waiting": {peer: reason},
+        "blocked": str | None}`` (why a pending frame of an active or paused job waits)."""
         ...
 
     async def fetch(self, job: str, dest: Path) -> dict[str, Any]:

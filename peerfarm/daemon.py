@@ -73,7 +73,9 @@ class NodeOptions:
     shared_root: Path | None = None
     store_limit: int | None = None
     frame_timeout: float | None = None
-    blender: str | None = None
+    #: Each ``--blender PATH``: Blender programs used beside the ones found on PATH, in the
+    #: usual install locations and ``bpy``.
+    blender: list[str] = field(default_factory=list)
     verbose: bool = False
 
 
@@ -148,14 +150,18 @@ def config_for(preset: str) -> GossipConfig:
     return presets[preset]()
 
 
-async def detect_renderers(options: NodeOptions) -> tuple[dict[str, Renderer], dict[str, str]]:
+async def detect_renderers(
+    options: NodeOptions,
+) -> tuple[dict[str, Renderer], dict[str, str | list[str]]]:
+    """The installed renderers and what the peer advertises for each: a version, or for
+    Blender with several installations the list of every version, ascending."""
     renderers = available_renderers()
     if options.blender and "blender" in renderers:
         from .renderers.blender import BlenderRenderer
 
-        renderers["blender"] = BlenderRenderer(mode="cli", executable=options.blender)
+        renderers["blender"] = BlenderRenderer(executables=options.blender)
     found: dict[str, Renderer] = {}
-    versions: dict[str, str] = {}
+    versions: dict[str, str | list[str]] = {}
     for name, renderer in renderers.items():
         try:
             info = await renderer.detect()
@@ -167,8 +173,22 @@ async def detect_renderers(options: NodeOptions) -> tuple[dict[str, Renderer], d
         if name == "command" and not options.allow_command:
             continue
         found[name] = renderer
-        versions[name] = info.version[:32]
+        if len(info.versions) > 1:  # at most 8 (installs.MAX_ADVERTISED): metadata stays small
+            versions[name] = [v[:16] for v in info.versions]
+        else:
+            versions[name] = info.version[:32]
+        if installs := info.details.get("installs"):
+            log.info("%s installations: %s", name, installs)
     return found, versions
+
+
+def renderers_text(versions: dict[str, str | list[str]]) -> str:
+    """``blender 3.4.1/5.0.1, povray 3.7.0.10`` for the start-up log line."""
+    parts = []
+    for name, value in versions.items():
+        shown = "/".join(value) if isinstance(value, list) else value
+        parts.append(f"{name} {shown}")
+    return ", ".join(parts) or "none"
 
 
 async def serve(
@@ -222,7 +242,7 @@ async def serve(
             node_id[:8],
             address,
             keyring.farm_id,
-            ", ".join(f"{k} {v}" for k, v in versions.items()) or "none",
+            renderers_text(versions),
         )
         try:
             async with trio.open_nursery() as nursery:

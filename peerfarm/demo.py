@@ -4,30 +4,43 @@ This module owns the demo's processes. Rules: every peer is a real ``python -m p
 bound to 127.0.0.1 only (gossip, mDNS via ``--interface 127.0.0.1``, dashboard), with its own
 temporary data dir and one shared key file (mode 0600); the peers always get SIGTERM when the
 demo ends, whether it succeeds, fails or is interrupted. The scene is the Blender example when
-Blender (or ``bpy``) is available, else the POV-Ray one, else the command-renderer one.
+any Blender is installed (a program or ``bpy``), else the POV-Ray one, else the command-renderer
+one. The Blender example is built afresh (examples/blender/make_turntable.py) by the Blender
+that will render it, the newest here, so the file is never newer than its renderer. A job no
+peer can render makes the demo stop with the reason within ``GIVE_UP_S`` seconds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import trio
 
 from peerfarm.client import FarmClient, read_control_file
 from peerfarm.errors import ControlError, PeerfarmError, UsageError
 from peerfarm.gossip.crypto import load_or_create_key_file
+from peerfarm.renderers.installs import Installation, choose, discover
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 #: Seconds to wait for the peers to start and see each other.
 STARTUP_TIMEOUT_S = 90.0
 #: Seconds a peer gets to leave after SIGTERM before it is killed.
 STOP_TIMEOUT_S = 10.0
+#: Seconds the demo waits while no peer can render its job, before it stops with the reason.
+GIVE_UP_S = 30.0
+#: Seconds building the example scene may take.
+BUILD_TIMEOUT_S = 180.0
 
 
 class DemoError(PeerfarmError):
@@ -40,17 +53,29 @@ class DemoScene:
     name: str
     note: str  # what was chosen and why
     allow_command: bool = False
+    builder: Installation | None = None  # the Blender that builds (and renders) the scene
 
 
-def choose_scene(examples: Path = EXAMPLES) -> DemoScene:
-    """The Blender example if Blender or bpy is here, else POV-Ray, else the command one."""
-    from peerfarm.renderers.blender import bpy_available
+def find_blenders() -> list[Installation]:
+    """Every Blender the demo's peers will find (they run on this machine, this Python)."""
+    return trio.run(discover)
 
+
+def choose_scene(
+    examples: Path = EXAMPLES, installs: Sequence[Installation] | None = None
+) -> DemoScene:
+    """The Blender example if any Blender is here, else POV-Ray, else the command one."""
     blend = examples / "blender" / "turntable.blend"
     pov = examples / "povray" / "spin.pov"
     script = examples / "command" / "render.sh"
-    if blend.is_file() and (bpy_available() or shutil.which("blender")):
-        return DemoScene(blend, "turntable", "Blender example (examples/blender/turntable.blend)")
+    installs = find_blenders() if installs is None else installs
+    newest = choose(installs, None)
+    if blend.is_file() and newest is not None:
+        how = "bpy" if newest.kind == "bpy" else newest.path
+        note = f"Blender example, built and rendered with Blender {newest.version} ({how})"
+        if newest.kind == "cli" and not any(i.kind == "bpy" for i in installs):
+            note += "; no bpy in this Python, so the Blender program is used"
+        return DemoScene(blend, "turntable", note, builder=newest)
     if pov.is_file() and shutil.which("povray"):
         return DemoScene(pov, "spin", "no Blender/bpy here: using the POV-Ray example")
     if script.is_file():
@@ -58,10 +83,49 @@ def choose_scene(examples: Path = EXAMPLES) -> DemoScene:
             script,
             "command-demo",
             "no Blender/bpy or POV-Ray here: using the command-renderer example "
-            "(install the `blender` extra for the real demo)",
+            "(install the `blender` extra, or Blender, for the real demo)",
             allow_command=True,
         )
     raise DemoError(f"no example scenes found under {examples}")
+
+
+def build_argv(builder: Installation, script: Path, out: Path) -> list[str]:
+    """The command that runs the scene-building ``script`` with ``builder`` (pure)."""
+    if builder.kind == "bpy":
+        return [builder.path, str(script), "--out", str(out)]
+    return [
+        builder.path,
+        "-b",
+        "--factory-startup",
+        "--python",
+        str(script),
+        "--",
+        "--out",
+        str(out),
+    ]
+
+
+def build_scene(scene: DemoScene, into: Path) -> DemoScene:
+    """The Blender example rebuilt in ``into`` by its ``builder`` (other scenes as they are)."""
+    if scene.builder is None:
+        return scene
+    script = scene.path.parent / "make_turntable.py"
+    argv = build_argv(scene.builder, script, into)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, env=env
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DemoError(f"cannot build the example scene with {argv[0]}: {exc}") from None
+    built = into / "turntable.blend"
+    if done.returncode != 0 or not built.is_file():
+        tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+        raise DemoError(
+            f"building the example scene with Blender {scene.builder.version} failed "
+            f"(status {done.returncode}): " + " | ".join(tail)
+        )
+    return dataclasses.replace(scene, path=built)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -180,7 +244,7 @@ class DemoFarm:
 
 def run_demo(*, frames: str, out_root: Path, keep: bool = False, as_json: bool = False) -> int:
     """Run the demo; returns the exit status (0 when every frame rendered and encoded)."""
-    from peerfarm.cli import print_json, wait_for_job
+    from peerfarm.cli import job_finished, print_json, wait_for_job
 
     scene = choose_scene()
     say = print if not as_json else (lambda *_: None)
@@ -189,6 +253,9 @@ def run_demo(*, frames: str, out_root: Path, keep: bool = False, as_json: bool =
     farm = DemoFarm(root, scene)
     ok = False
     try:
+        if scene.builder is not None:
+            scene = build_scene(scene, root / "scene")
+            say(f"demo: built {scene.path}")
         farm.start()
         say(f"demo: starting 3 peers on 127.0.0.1 (data and logs in {root})")
         farm.wait_until_connected()
@@ -201,8 +268,15 @@ def run_demo(*, frames: str, out_root: Path, keep: bool = False, as_json: bool =
                 "output": str(out_dir), "cwd": str(Path.cwd()),
             }  # fmt: skip
             result = client.submit(fields)
+            if result.get("warning"):
+                say(f"demo: warning: {result['warning']}")
             job = str(result["job"])
-            final = wait_for_job(client, job, quiet=as_json)
+            final = wait_for_job(client, job, quiet=as_json, give_up_after=GIVE_UP_S)
+            if final.get("blocked") and not job_finished(final):
+                raise DemoError(
+                    f"giving up after {GIVE_UP_S:.0f} s: {final['blocked']} "
+                    "(see `peerfarm peers` for what each peer has)"
+                )
             if final.get("frames_done", 0) == 0:
                 raise DemoError(f"no frame rendered (job state {final.get('state')})")
             fetched = client.fetch(job, out_dir)

@@ -27,7 +27,15 @@ from .gossip.transport import versions_text
 from .ledger.model import JobState, SceneRef, Status
 from .peer import IncompatiblePeer, Node
 from .peer.node import Operation
-from .status import busy_by_peer, frames_view, job_view, logs_view, names_by_id, peer_view
+from .status import (
+    busy_by_peer,
+    frames_view,
+    job_view,
+    logs_view,
+    names_by_id,
+    peer_view,
+    waiting_view,
+)
 
 log = logging.getLogger("peerfarm")
 
@@ -66,7 +74,7 @@ class Farm:
         specs = ledger.jobs()
         if job is not None:
             specs = [s for s in specs if s.id == self.resolve_job(job)]
-        jobs = [job_view(ledger, s, peer_slots=slots) for s in specs]
+        jobs = [job_view(ledger, s, peer_slots=slots, members=members, busy=busy) for s in specs]
         out: dict[str, Any] = {
             "node": {
                 "id": node.node_id,
@@ -102,8 +110,10 @@ class Farm:
         assert spec is not None
         if frame not in spec.frames:
             raise UsageError(f"frame {frame} is not part of job {spec.name}")
-        names = names_by_id(self.node.members())
-        return logs_view(self.node.ledger, spec, frame, names, self.node.progress_of(job, frame))
+        ledger, members = self.node.ledger, self.node.members()
+        names, progress = names_by_id(members), self.node.progress_of(job, frame)
+        busy = busy_by_peer(ledger)
+        return logs_view(ledger, spec, frame, names, progress, members=members, busy=busy)
 
     def metrics(self) -> dict[str, Any]:
         """This peer's counters and the farm's per-peer totals, shaped for /metrics: keys
@@ -284,7 +294,7 @@ class Farm:
         log.info(
             "job submitted: %s (%s), %d frames, %s", spec.name, spec.id[:8], len(frames), renderer
         )
-        return {
+        answer = {
             "job": spec.id,
             "name": spec.name,
             "frames": len(frames),
@@ -292,6 +302,11 @@ class Farm:
             "output": str(output),
             "capable_peers": len(capable),
         }
+        _waiting, blocked = waiting_view(ledger, spec, self.node.members(), {})
+        if blocked is not None:
+            answer["warning"] = f"{spec.name} waits: {blocked}"
+            log.warning("job %s (%s) waits: %s", spec.name, spec.id[:8], blocked)
+        return answer
 
     # ----------------------------------------------------------------------------------
     # actions

@@ -1,7 +1,9 @@
 """The farm as people and scripts see it: pure views over a ledger and a member table.
 
 Builds the JSON documented in :mod:`peerfarm.control` (``status``, ``status JOB``, ``peers``,
-``logs``). No I/O: the node passes in what it knows, including its monotonic ``now``.
+``logs``). No I/O: the node passes in what it knows, including its monotonic ``now``. Why a job
+waits (``waiting``, ``blocked``) comes from :mod:`peerfarm.scheduler.eligibility`, the rules
+the scheduler itself follows.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Any
 from .gossip.membership import Member, MemberState
 from .ledger import Ledger
 from .ledger.hlc import to_seconds
-from .ledger.model import JobSpec, Status
+from .ledger.model import JobSpec, JobState, Status
+from .scheduler import eligibility
 
 PEER_STATES = {
     MemberState.ALIVE: "alive",
@@ -69,9 +72,45 @@ def names_by_id(members: Sequence[Member]) -> dict[str, str]:
     return {m.node_id: str(m.meta.get("name", m.node_id[:8])) for m in members}
 
 
+def _labels(members: Sequence[Member]) -> dict[str, str]:
+    """Peer names, made unique with an id prefix where two peers share one."""
+    names = names_by_id(members)
+    count: dict[str, int] = {}
+    for name in names.values():
+        count[name] = count.get(name, 0) + 1
+    return {i: f"{n} ({i[:8]})" if count[n] > 1 else n for i, n in names.items()}
+
+
+def waiting_view(
+    ledger: Ledger,
+    spec: JobSpec,
+    members: Sequence[Member],
+    busy: Mapping[str, list[dict[str, Any]]],
+    *,
+    paused: bool = False,
+) -> tuple[dict[str, str], str | None]:
+    """Why ``spec`` waits: {peer name: reason} for every alive peer that does not take it now,
+    and one line when no alive peer ever can as the farm stands (else None)."""
+    banned = ledger.banned(spec.id)
+    labels = _labels(members)
+    jobs_of = {node: [str(item["job"]) for item in items] for node, items in busy.items()}
+    reasons = eligibility.waiting_reasons(spec, members, banned=banned, paused=paused, busy=jobs_of)
+    blocked = eligibility.no_peer_summary(spec, members, banned=banned, names=labels)
+    named = sorted((labels[node], reason) for node, reason in reasons.items())
+    return dict(named), blocked
+
+
 def job_view(
-    ledger: Ledger, spec: JobSpec, *, peer_slots: int, render_rate: float | None = None
+    ledger: Ledger,
+    spec: JobSpec,
+    *,
+    peer_slots: int,
+    render_rate: float | None = None,
+    members: Sequence[Member] = (),
+    busy: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
+    """One job's summary. ``waiting``/``blocked`` (see ``waiting_view``) are filled for an
+    active job with pending frames when ``members`` are given; else ``{}`` and None."""
     counts = ledger.counts(spec.id)
     state = ledger.job_state(spec.id).value
     if state == "cancelled" and counts.rendering:
@@ -91,6 +130,10 @@ def job_view(
         eta = round(remaining * mean / peer_slots, 1)
     elif remaining == 0:
         eta = 0.0
+    waiting: dict[str, str] = {}
+    blocked: str | None = None
+    if members and state == JobState.ACTIVE.value and counts.pending:
+        waiting, blocked = waiting_view(ledger, spec, members, busy or {})
     return {
         "id": spec.id,
         "name": spec.name,
@@ -112,6 +155,8 @@ def job_view(
         "eta_seconds": eta,
         "seconds_rendered": round(sum(seconds), 3),
         "banned": ledger.banned(spec.id),
+        "waiting": waiting,
+        "blocked": blocked,
     }
 
 
@@ -157,8 +202,16 @@ def frames_view(ledger: Ledger, spec: JobSpec, names: Mapping[str, str]) -> list
 
 
 def logs_view(
-    ledger: Ledger, spec: JobSpec, frame: int, names: Mapping[str, str], progress: str | None
+    ledger: Ledger,
+    spec: JobSpec,
+    frame: int,
+    names: Mapping[str, str],
+    progress: str | None,
+    *,
+    members: Sequence[Member] = (),
+    busy: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
+    """A frame's log; a pending frame of an active or paused job also says why it waits."""
     record = ledger.frame(spec.id, frame)
     attempts = [
         {
@@ -171,6 +224,13 @@ def logs_view(
         }
         for key, a in ledger.attempts(spec.id, frame)
     ]
+    state = ledger.job_state(spec.id)
+    waiting: dict[str, str] = {}
+    blocked: str | None = None
+    pending = FRAME_STATES[record.status] == "pending"
+    if members and pending and state in (JobState.ACTIVE, JobState.PAUSED):
+        paused = state == JobState.PAUSED
+        waiting, blocked = waiting_view(ledger, spec, members, busy or {}, paused=paused)
     return {
         "job": spec.id,
         "frame": frame,
@@ -178,4 +238,6 @@ def logs_view(
         "peer": names.get(record.node, record.node[:8]) if record.node else None,
         "attempts": attempts,
         "progress": progress,
+        "waiting": waiting,
+        "blocked": blocked,
     }

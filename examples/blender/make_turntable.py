@@ -1,24 +1,29 @@
 """Build the example turntable scene: ``examples/blender/turntable.blend``.
 
-Run it with the interpreter that has ``bpy`` (the venv's, after ``pip install bpy``)::
+Run it with the Blender that will render it, so the file is never newer than its renderer: the
+interpreter that has ``bpy`` (the venv's, with the ``blender`` extra), or a Blender program
+(Blender 3.4 or later; arguments after ``--``)::
 
     .venv/bin/python examples/blender/make_turntable.py [--out DIR] [--no-compress]
+    blender -b --factory-startup --python examples/blender/make_turntable.py -- [--out DIR]
 
-It writes ``DIR/textures/checker.png`` (made with Pillow) and ``DIR/turntable.blend``: a few
-objects on a floor that uses the checker as an external IMAGE TEXTURE (a relative path, so the
-texture has to travel with the scene), a camera orbiting the origin over 48 frames, Cycles at
-8 samples, 320x240, 24 fps. Each frame renders well under a second on one CPU core.
+It writes ``DIR/textures/checker.png`` and ``DIR/turntable.blend``: a few objects on a floor
+that uses the checker as an external IMAGE TEXTURE (a relative path, so the texture has to
+travel with the scene), a camera orbiting the origin over 48 frames, Cycles at 8 samples,
+320x240, 24 fps. Each frame renders well under a second on one CPU core. Only the standard
+library and ``bpy`` are used, so Blender's own Python runs it too.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 import bpy
-from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 FRAMES = 48
@@ -26,16 +31,27 @@ CHECKER_CELLS = 8
 CHECKER_PIXELS = 256
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    body = kind + data
+    return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+
 def make_checker(path: Path) -> Path:
     """Write an orange/blue checker PNG, so a missing texture (pink) is easy to see."""
     path.parent.mkdir(parents=True, exist_ok=True)
     cell = CHECKER_PIXELS // CHECKER_CELLS
-    image = Image.new("RGB", (CHECKER_PIXELS, CHECKER_PIXELS))
-    colours = ((235, 140, 30), (30, 70, 200))
-    for y in range(CHECKER_PIXELS):
-        for x in range(CHECKER_PIXELS):
-            image.putpixel((x, y), colours[(x // cell + y // cell) % 2])
-    image.save(path)
+    colours = (bytes((235, 140, 30)), bytes((30, 70, 200)))
+    rows = b"".join(
+        b"\x00" + b"".join(colours[(x // cell + y // cell) % 2] for x in range(CHECKER_PIXELS))
+        for y in range(CHECKER_PIXELS)
+    )
+    header = struct.pack(">IIBBBBB", CHECKER_PIXELS, CHECKER_PIXELS, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(rows, 9))
+        + _png_chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -127,4 +143,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # Under a Blender program, this script's own arguments follow "--".
+    args = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]
+    sys.exit(main(args))

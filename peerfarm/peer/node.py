@@ -302,16 +302,18 @@ class Node:
             if m.state in (MemberState.DEAD, MemberState.LEFT)
         ]
 
-    def capable_peers(self, spec: JobSpec) -> list[str]:
-        """The job's home set: peers that can render it and have not left."""
+    def capable_peers(self, spec: JobSpec, *, troubled: bool = False) -> list[str]:
+        """The job's home set: peers that can render it and have not left (``troubled``:
+        count peers that take no work for now because of a problem of their own)."""
         return eligibility.capable_peers(
             spec,
             self.membership.members(),
             banned=self.ledger.banned(spec.id),
-            me=self.node_id,
-            stopping=self.stopping,
             now=self.now(),
             home_grace=self.config.home_grace,
+            self_id=self.node_id,
+            stopping=self.stopping,
+            troubled=troubled,
         )
 
     def job_label(self, job: str) -> str:

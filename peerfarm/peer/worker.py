@@ -359,7 +359,7 @@ class Worker:
             if spec is None or node.ledger.job_state(job) != JobState.ACTIVE:
                 continue
             banned = node.ledger.banned(job)
-            if not banned or node.capable_peers(spec):
+            if not banned or node.capable_peers(spec, troubled=True):
                 continue
             reason = bans.halt_reason(banned, node.membership.members())
             await self._halt(job, reason)

@@ -63,11 +63,16 @@ class RenderFailed(RendererError):
 
 @dataclass(frozen=True, slots=True)
 class RendererInfo:
-    """What a peer can render with: goes into the peer's metadata."""
+    """What a peer can render with: goes into the peer's metadata.
+
+    ``version`` is the preferred installation's; ``versions`` every installed version,
+    ascending, when the plugin can have several installations (Blender).
+    """
 
     name: str
     version: str
     details: dict[str, str] = field(default_factory=dict)
+    versions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,17 +1,24 @@
-"""The Blender renderer: the ``blender`` command line, or a warm embedded ``bpy`` worker.
+"""The Blender renderer: every Blender on this peer, the ``blender`` program or a warm ``bpy``.
 
-This module owns both backends and the parsing of Blender's progress output.
+This module owns both backends, the choice between installations for each task, and the parsing
+of Blender's progress output. ``peerfarm.renderers.installs`` finds the installations.
 
-* CLI: ``blender -b [--disable-autoexec] SCENE --python-expr PREPARE -o OUT/frame_#### [-F FMT]
-  [-t N] (-f N | -s A -e B -a)``. Options come before ``-f``/``-a`` (Blender runs its arguments
-  in order); ``--disable-autoexec`` comes before the file, unless the task allows scripts.
-  PREPARE turns Cycles denoising off when the build has no OpenImageDenoise (Debian's) and a
-  movie output format into PNG. Contiguous frames render in one process.
-* bpy (default when no ``blender`` is on PATH): one long-lived ``python -m
-  peerfarm.renderers.blender_worker`` per renderer instance, so the scene stays loaded between
-  frames; reloaded when the scene (path, size, mtime or script permission) changes; restarted
-  when it dies. A cancelled render kills the worker's process group; the next render starts a
-  fresh one. One render at a time per instance: make one renderer per render slot.
+* Choice: per task, the newest installation that can open the task's file (its version comes
+  from the job's ``blend_version`` option, else the .blend header); a file newer than every
+  installation fails the task with that reason (the scheduler does not claim such jobs: the
+  peer advertises every version it has).
+* CLI: ``blender -b (--disable-autoexec | --enable-autoexec) SCENE --python-expr PREPARE -o
+  OUT/frame_#### [-F FMT] [-t N] (-f N | -s A -e B -a)``. Options come before ``-f``/``-a``
+  (Blender runs its arguments in order); the autoexec switch comes before the file: scripts and
+  Python drivers in the file run only when the task allows scripts (Blender's own default is
+  off, so allowing them needs ``--enable-autoexec``). PREPARE turns Cycles denoising off when
+  the build has no OpenImageDenoise (Debian's) and a movie output format into PNG. Contiguous
+  frames render in one process.
+* bpy: one long-lived ``python -m peerfarm.renderers.blender_worker`` per renderer instance, so
+  the scene stays loaded between frames; reloaded when the scene (path, size, mtime or script
+  permission) changes; restarted when it dies. A cancelled render kills the worker's process
+  group; the next render starts a fresh one. One render at a time per instance: make one
+  renderer per render slot.
 
 Outputs are ``frame_0001.<ext>`` in the task's output folder, in the scene's own format.
 """
@@ -19,15 +26,12 @@ Outputs are ``frame_0001.<ext>`` in the task's output folder, in the scene's own
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
-import importlib.util
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -52,6 +56,14 @@ from peerfarm.renderers.base import (
     resolve_scene,
     run_logged,
 )
+from peerfarm.renderers.installs import (
+    Installation,
+    advertised,
+    cannot_open_reason,
+    choose,
+    discover,
+)
+from peerfarm.renderers.scenes import NotABlendFile, inspect_blend, parse_version
 
 FRAME_RE = re.compile(r"\bFra:\s*(\d+)")
 SAMPLE_RE = re.compile(r"\bSample\s+(\d+)\s*/\s*(\d+)")
@@ -59,7 +71,6 @@ MEMORY_RE = re.compile(r"\bMem:\s*([\d.]+\s*[KMGT]?)")
 TIME_RE = re.compile(r"\bTime:\s*([\d:.]+)")
 SAVED_RE = re.compile(r"\bSaved:\s*'([^']+)'")
 FINISHED_RE = re.compile(r"\|\s*Finished\s*$")
-VERSION_RE = re.compile(r"Blender\s+(\d+\.\d+(?:\.\d+)?)")
 STATS_FIELD_RE = re.compile(r"^(Fra|Mem|Time|Remaining|Peak)\b:?", re.IGNORECASE)
 OUTPUT_NAME_RE = re.compile(r"^frame_(-?\d+)\.\w+$")
 
@@ -82,11 +93,6 @@ WORKER_START_TIMEOUT_S = 120.0
 SCENE_LOAD_TIMEOUT_S = 600.0
 
 Mode = Literal["auto", "cli", "bpy"]
-
-
-def bpy_available() -> bool:
-    """Whether ``bpy`` can be imported by this interpreter (checked without importing it)."""
-    return importlib.util.find_spec("bpy") is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +254,13 @@ class WarmWorker:
 
 
 class BlenderRenderer(Renderer):
-    """Blender through its CLI (``mode="cli"``) or a warm ``bpy`` worker (``mode="bpy"``)."""
+    """Every Blender here: programs through their CLI, ``bpy`` through a warm worker.
+
+    ``mode`` limits the backends: ``"cli"`` programs only, ``"bpy"`` the module only,
+    ``"auto"`` both. ``executables`` are the ``--blender PATH`` given (``executable``: one of
+    them, kept for callers that name a single program); ``standard`` also searches the usual
+    install locations. Installations are found by ``detect()`` (or at the first render).
+    """
 
     name: ClassVar[str] = "blender"
 
@@ -257,61 +269,69 @@ class BlenderRenderer(Renderer):
         *,
         mode: Mode = "auto",
         executable: str | Path | None = None,
+        executables: Sequence[str | Path] = (),
         python: str | None = None,
         frame_timeout: float = 24 * 3600.0,
+        standard: bool = True,
     ) -> None:
         self.requested_mode: Mode = mode
-        self.executable = str(executable) if executable else None
+        given = [executable] if executable else []
+        self.executables = [str(p) for p in [*given, *executables]]
+        self.executable = self.executables[0] if self.executables else None
         self.python = python or sys.executable
         self.frame_timeout = frame_timeout
+        self.standard = standard
+        self.installs: list[Installation] | None = None  # ascending; None until detected
         self._worker: WarmWorker | None = None
         self._lock = trio.Lock()
 
     # --- detection --------------------------------------------------------------------------
 
-    def blender_path(self) -> str | None:
-        return shutil.which(self.executable or "blender")
-
-    def mode(self) -> Literal["cli", "bpy"] | None:
-        """The backend this instance uses, or ``None`` when neither is installed."""
-        if self.requested_mode in ("auto", "cli") and self.blender_path():
-            return "cli"
-        if self.requested_mode in ("auto", "bpy") and bpy_available():
-            return "bpy"
-        return None
+    async def find_installs(self) -> list[Installation]:
+        """Every installation this instance may use (see ``installs.discover``), ascending."""
+        self.installs = await discover(
+            self.executables,
+            programs=self.requested_mode in ("auto", "cli"),
+            standard=self.standard,
+            module=self.requested_mode in ("auto", "bpy"),
+            python=self.python,
+        )
+        return self.installs
 
     async def detect(self) -> RendererInfo | None:
-        mode = self.mode()
-        if mode == "cli":
-            path = self.blender_path()
-            assert path is not None
-            try:
-                run = await run_logged([path, "-b", "--factory-startup", "--version"])
-            except RenderFailed:
-                return None
-            match = VERSION_RE.search(run.log_tail)
-            if run.returncode != 0 or match is None:
-                return None
-            return RendererInfo(self.name, match.group(1), {"mode": "cli", "path": path})
-        if mode == "bpy":
-            try:
-                version = importlib.metadata.version("bpy")
-            except importlib.metadata.PackageNotFoundError:
-                version = "unknown"
-            return RendererInfo(self.name, version, {"mode": "bpy", "python": self.python})
-        return None
+        installs = await self.find_installs()
+        newest = choose(installs, None)
+        if newest is None:
+            return None
+        details = {
+            "mode": newest.kind,
+            "path": newest.path,
+            "installs": "; ".join(i.describe() for i in installs),
+        }
+        return RendererInfo(self.name, newest.version, details, tuple(advertised(installs)))
+
+    def choose_for(self, task: RenderTask, scene: Path) -> Installation:
+        """The installation that renders ``task``: the newest that can open its file."""
+        installs = self.installs or []
+        if not installs:
+            raise RenderFailed("Blender is not installed on this peer (no blender, no bpy)")
+        file_version = _file_version(task, scene)
+        install = choose(installs, file_version)
+        if install is None:
+            assert file_version is not None
+            raise RenderFailed(cannot_open_reason(installs, file_version))
+        return install
 
     # --- pure -----------------------------------------------------------------------------
 
-    def build_argv(self, task: RenderTask) -> list[str]:
+    def build_argv(self, task: RenderTask, executable: str | None = None) -> list[str]:
         """CLI argv for ``task.frames`` (one contiguous run), ``task.scene`` the .blend."""
         runs = contiguous_runs(task.frames)
         if len(runs) != 1:
             raise RenderFailed(f"one Blender process renders one run of frames, not {runs}")
         start, end = runs[0]
-        argv = [self.executable or "blender", "-b"]
-        if not task.allow_scripts:
-            argv.append("--disable-autoexec")
+        argv = [executable or self.executable or "blender", "-b"]
+        argv.append("--enable-autoexec" if task.allow_scripts else "--disable-autoexec")
         argv += [str(task.scene), "--python-expr", PREPARE_EXPR]
         argv += ["-o", f"{task.output_dir}/frame_####"]
         if fmt := task.options.get("format"):
@@ -356,17 +376,17 @@ class BlenderRenderer(Renderer):
     async def render(
         self, task: RenderTask, *, on_progress: Callable[[Progress], None]
     ) -> RenderResult:
-        mode = self.mode()
-        if mode is None:
-            raise RenderFailed("Blender is not installed on this peer (no blender, no bpy)")
+        if self.installs is None:
+            await self.find_installs()
         scene = resolve_scene(task, ".blend").resolve()
+        install = self.choose_for(task, scene)
         output_dir = task.output_dir.resolve()
         output_dir.mkdir(parents=True, exist_ok=True)
         task = dataclasses.replace(task, scene=scene, output_dir=output_dir)
         async with self._lock:
-            if mode == "cli":
-                return await self._render_cli(task, on_progress)
-            return await self._render_bpy(task, on_progress)
+            if install.kind == "cli":
+                return await self._render_cli(task, install.path, on_progress)
+            return await self._render_bpy(task, install.path, on_progress)
 
     def _progress_relay(
         self, on_progress: Callable[[Progress], None], default_frame: list[int]
@@ -384,14 +404,13 @@ class BlenderRenderer(Renderer):
         return on_line
 
     async def _render_cli(
-        self, task: RenderTask, on_progress: Callable[[Progress], None]
+        self, task: RenderTask, executable: str, on_progress: Callable[[Progress], None]
     ) -> RenderResult:
         started = time.monotonic()
         tail = ""
         for start, end in contiguous_runs(task.frames):
             frames = tuple(range(start, end + 1))
-            argv = self.build_argv(dataclasses.replace(task, frames=frames))
-            argv[0] = self.blender_path() or argv[0]
+            argv = self.build_argv(dataclasses.replace(task, frames=frames), executable)
             relay = self._progress_relay(on_progress, [start])
             run = await run_logged(argv, cwd=task.scene.parent, env=child_env(), on_line=relay)
             tail = run.log_tail
@@ -401,11 +420,13 @@ class BlenderRenderer(Renderer):
         return RenderResult(outputs, time.monotonic() - started, tail)
 
     async def _render_bpy(
-        self, task: RenderTask, on_progress: Callable[[Progress], None]
+        self, task: RenderTask, python: str, on_progress: Callable[[Progress], None]
     ) -> RenderResult:
         started = time.monotonic()
+        if self._worker is not None and self._worker.python != python:
+            await self.aclose()
         if self._worker is None:
-            self._worker = WarmWorker(self.python)
+            self._worker = WarmWorker(python)
         worker = self._worker
         stat = task.scene.stat()
         key = _SceneKey(str(task.scene), stat.st_size, stat.st_mtime_ns, task.allow_scripts)
@@ -433,6 +454,21 @@ class BlenderRenderer(Renderer):
         """The warm worker's pid (tests and diagnostics)."""
         worker = self._worker
         return worker.process.pid if worker and worker.process else None
+
+
+def _file_version(task: RenderTask, scene: Path) -> tuple[int, int] | None:
+    """The Blender version that saved the task's file: the job's ``blend_version`` (read at
+    submit), else the header; None when neither says (Blender itself will report the file)."""
+    given = task.options.get("blend_version")
+    if given:
+        try:
+            return parse_version(str(given))
+        except ValueError:
+            pass
+    try:
+        return inspect_blend(scene).version
+    except NotABlendFile:
+        return None
 
 
 def _collect_outputs(output_dir: Path, frames: tuple[int, ...], tail: str) -> dict[int, list[Path]]:

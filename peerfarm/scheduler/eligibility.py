@@ -1,40 +1,162 @@
-"""Which peers can render a job, and why not. Pure.
+"""Who may render a job, and in plain words why a peer does not: every eligibility rule, pure.
 
-(Placeholder with today's rules; the full module with waiting reasons comes from issue 14.)
+This module owns the answer to "can this peer take this job?". The scheduler asks it for a
+job's home set (``capable_peers``), and the status views ask it why a job waits
+(``waiting_reasons``, ``no_peer_summary``). No trio, no file system: callers pass the job, the
+members they see (node id, state, gossiped metadata), the job's bans from the ledger, whether the
+job is paused and what each peer is busy with.
+
+Rules, in the order a reason is given:
+
+1. A peer advertising ``slots 0`` only submits and watches.
+2. A scene on shared storage needs a peer started with ``--shared-root``.
+3. A command job needs a peer started with ``--allow-command``.
+4. The peer must advertise the job's renderer. For Blender the advertised version is a string
+   (one installation, or a peer older than this rule) or a list of version strings (every
+   installation, ascending); the peer can render the job when ANY of them is at least the
+   version that saved the file (``blend_version``, "5.0"). A version that does not parse counts
+   as able, so a peer is never refused for a string this rule cannot read.
+5. A peer that failed the job too often has banned itself from it (a ledger register).
+
+Those are lasting reasons: they hold until the farm changes. Then come passing ones, shown only
+in ``waiting_reasons``: the peer reports a problem of its own (a full disk, a ledger it cannot
+save: ``problem`` in its metadata; it takes no work until it is solved, and it is left out of
+the job's home set meanwhile); the job is paused; every slot of the peer is busy with other jobs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..gossip.membership import Member, MemberState
 from ..ledger.model import JobSpec
 
+_VERSION_RE = re.compile(r"(\d+)\.(\d+)")
+_BAN_RE = re.compile(r"^failed (\d+) times on .*?: (.*)$", re.DOTALL)
+#: Characters of a ban's last error kept in a reason (a reason is one short line).
+MAX_ERROR_CHARS = 160
 
-def version_ok(spec: JobSpec, version: Any) -> bool:
+
+def version_tuple(text: str) -> tuple[int, int] | None:
+    """``"5.0.1"`` -> (5, 0); ``None`` when the text holds no ``major.minor``."""
+    match = _VERSION_RE.search(text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def advertised_versions(value: object) -> list[str]:
+    """A renderer's advertised version(s) as a list: a str (one) or a list of str (several)."""
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value if isinstance(v, str) and v]
+    return []
+
+
+def version_reason(spec: JobSpec, advertised: object) -> str | None:
+    """Why the advertised Blender version(s) cannot open the job's file, or ``None``."""
     need = spec.options.get("blend_version")
-    if spec.renderer != "blender" or not need or not isinstance(version, str):
-        return True
+    if spec.renderer != "blender" or not need:
+        return None
+    want = version_tuple(str(need))
+    versions = advertised_versions(advertised)
+    if want is None or not versions:
+        return None
+    for text in versions:
+        have = version_tuple(text)
+        if have is None or have >= want:
+            return None
+    verb = "is" if len(versions) == 1 else "are"
+    return f"blender {', '.join(versions)} {verb} older than the file ({need})"
+
+
+def ban_reason(text: str) -> str:
+    """A ledger ban ("failed 3 times on b: <error>") as a reason: "banned after 3 failures: ..."."""
+    match = _BAN_RE.match(text)
+    if match is None:
+        return _one_line(f"banned: {text}")
+    return _one_line(f"banned after {match.group(1)} failures: {match.group(2)}")
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= MAX_ERROR_CHARS else line[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def renderer_reason(spec: JobSpec, meta: Mapping[str, Any]) -> str | None:
+    """Why a peer with this metadata can never render ``spec`` (rules 1-4), or ``None``."""
+    if meta.get("slots") == 0:
+        return "slots 0 (submit-only peer)"
+    if "shared_scene" in spec.options and not meta.get("shared"):
+        return "scene on shared storage not mounted (no --shared-root)"
+    if spec.renderer == "command" and not meta.get("cmd"):
+        return "not started with --allow-command"
+    renderers = meta.get("renderers", {})
+    if not isinstance(renderers, Mapping) or spec.renderer not in renderers:
+        return f"no {spec.renderer}"
+    return version_reason(spec, renderers.get(spec.renderer))
+
+
+def lasting_reason(spec: JobSpec, meta: Mapping[str, Any], ban: str | None = None) -> str | None:
+    """Rules 1-5: why a peer does not take ``spec`` until the farm changes, or ``None``."""
+    reason = renderer_reason(spec, meta)
+    if reason is None and ban is not None:
+        reason = ban_reason(ban)
+    return reason
+
+
+def peer_reason(
+    spec: JobSpec,
+    meta: Mapping[str, Any],
+    *,
+    ban: str | None = None,
+    paused: bool = False,
+    busy_with: Sequence[str] = (),
+) -> str | None:
+    """Why one peer does not take ``spec`` now, or ``None`` when it can.
+
+    ``busy_with`` lists the job id of every frame the peer is rendering (one per busy slot):
+    a peer busy with this very job is taking it.
+    """
+    reason = lasting_reason(spec, meta, ban)
+    if reason is not None:
+        return reason
+    if meta.get("problem"):
+        return _one_line(str(meta["problem"]))
+    if paused:
+        return "paused"
+    slots = _slots(meta)
+    if len(busy_with) >= slots and spec.id not in busy_with:
+        return f"all {slots} slots busy" if slots > 1 else "its slot is busy"
+    return None
+
+
+def _slots(meta: Mapping[str, Any]) -> int:
     try:
-        have = tuple(int(p) for p in version.split(".")[:2])
-        want = tuple(int(p) for p in str(need).split(".")[:2])
-    except ValueError:
-        return True
-    return have >= want
+        return max(1, int(meta.get("slots", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
 
 
 def capable_peers(
     spec: JobSpec,
-    members: Sequence[Member],
+    members: Iterable[Member],
     *,
-    banned: Mapping[str, str],
-    me: str,
-    stopping: bool,
+    banned: Collection[str],
     now: float,
     home_grace: float,
+    self_id: str = "",
+    stopping: bool = False,
+    troubled: bool = False,
 ) -> list[str]:
-    """The job's home set: peers that can render it and have not left (dead: for a while)."""
+    """The job's home set: peers that can render it and have not left.
+
+    Excludes LEFT peers, peers DEAD for more than ``home_grace`` seconds (a brief flap keeps
+    its homes), peers ``banned`` from the job, this peer (``self_id``) while it is
+    ``stopping``, and every peer with a lasting reason (rules 1-4). Busy or suspect peers stay:
+    homes are about who can render, not who is free right now.
+    """
     out = []
     for member in members:
         if member.state == MemberState.LEFT:
@@ -43,19 +165,65 @@ def capable_peers(
             continue
         if member.node_id in banned:
             continue
-        if member.node_id == me and stopping:
+        if stopping and member.node_id == self_id:
             continue
-        meta = member.meta
-        if meta.get("slots") == 0 or meta.get("problem"):
+        if renderer_reason(spec, member.meta) is not None:
             continue
-        if "shared_scene" in spec.options and not meta.get("shared"):
-            continue
-        renderers = meta.get("renderers", {})
-        if not isinstance(renderers, dict) or spec.renderer not in renderers:
-            continue
-        if spec.renderer == "command" and not meta.get("cmd"):
-            continue
-        if not version_ok(spec, renderers.get(spec.renderer)):
-            continue
+        if member.meta.get("problem") and not troubled:
+            continue  # takes no work until its problem is solved (``troubled``: count it)
         out.append(member.node_id)
     return out
+
+
+def waiting_reasons(
+    spec: JobSpec,
+    members: Iterable[Member],
+    *,
+    banned: Mapping[str, str],
+    paused: bool = False,
+    busy: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, str]:
+    """For each ALIVE peer that does not take ``spec`` now: node id -> reason."""
+    busy = busy or {}
+    out: dict[str, str] = {}
+    for member in members:
+        if member.state != MemberState.ALIVE:
+            continue
+        reason = peer_reason(
+            spec,
+            member.meta,
+            ban=banned.get(member.node_id),
+            paused=paused,
+            busy_with=busy.get(member.node_id, ()),
+        )
+        if reason is not None:
+            out[member.node_id] = reason
+    return out
+
+
+def no_peer_summary(
+    spec: JobSpec,
+    members: Iterable[Member],
+    *,
+    banned: Mapping[str, str],
+    names: Mapping[str, str],
+) -> str | None:
+    """One line when NO alive peer can ever take ``spec`` as the farm stands, else ``None``.
+
+    e.g. ``"no peer can render it: a, b: blender 3.4.1 is older than the file (5.0); c: no
+    blender"``. Passing reasons (busy, paused) never count: such a job will run.
+    """
+    groups: dict[str, list[str]] = {}
+    alive = 0
+    for member in members:
+        if member.state != MemberState.ALIVE:
+            continue
+        alive += 1
+        reason = lasting_reason(spec, member.meta, banned.get(member.node_id))
+        if reason is None:
+            return None
+        groups.setdefault(reason, []).append(names.get(member.node_id, member.node_id[:8]))
+    if alive == 0:
+        return "no peer can render it: no peer is alive"
+    parts = [f"{', '.join(sorted(peers))}: {reason}" for reason, peers in groups.items()]
+    return "no peer can render it: " + "; ".join(sorted(parts))

@@ -135,6 +135,8 @@ def test_up_parses_every_flag_into_node_options(
         "60",
         "--blender",
         "/opt/blender",
+        "--blender",
+        "/opt/blender-5.0/blender",
         "--verbose",
     )
     assert result.exit_code == 0, result.stderr
@@ -147,7 +149,7 @@ def test_up_parses_every_flag_into_node_options(
     assert options.web_public and options.allow_command and options.allow_scripts
     assert options.preset == "fast" and options.shared_root == Path.cwd() / "nas"
     assert options.store_limit == int(1.5 * 1024**3) and options.frame_timeout == 60.0
-    assert options.blender == "/opt/blender" and options.verbose
+    assert options.blender == ["/opt/blender", "/opt/blender-5.0/blender"] and options.verbose
     run("up", "--data-dir", tmp_path, "--no-web")
     assert seen[-1].web is None and seen[-1].listen == ("0.0.0.0", daemon.DEFAULT_PORT)
     run("up", "--data-dir", tmp_path)

@@ -19,6 +19,13 @@ from pathlib import Path
 from typing import Any
 
 PEERFARM = [sys.executable, "-m", "peerfarm"]
+#: ``peerfarm`` as run by a Python that cannot import bpy, like one with no bpy wheel (3.12):
+#: ``importlib.util.find_spec`` answers None for a module whose sys.modules entry is None.
+PEERFARM_WITHOUT_BPY = [
+    sys.executable,
+    "-c",
+    "import sys; sys.modules['bpy'] = None; from peerfarm.cli import main; sys.exit(main())",
+]
 
 
 def make_key(path: Path) -> Path:
@@ -97,6 +104,7 @@ class Farmhand:
         data_dir: Path | None = None,
         wait: bool = True,
         env: dict[str, str] | None = None,
+        launcher: list[str] | None = None,
     ) -> Daemon:
         data_dir = data_dir or self.root / name
         args = [
@@ -125,7 +133,7 @@ class Farmhand:
         (data_dir / "control.json").unlink(missing_ok=True)
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
-                [*PEERFARM, *args],
+                [*(launcher or PEERFARM), *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},

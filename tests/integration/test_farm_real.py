@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -126,18 +127,14 @@ def test_povray_frames_render_across_peers(farm: Farmhand, tmp_path: Path) -> No
     assert {f["peer"] for f in a.status(job)["frames"]} == {"p1", "p2"}
 
 
-def _bpy_available() -> bool:
-    try:
-        import bpy  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _bpy_available(), reason="bpy (the blender extra) is not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("bpy") is None, reason="bpy (the blender extra) is not installed"
+)
 def test_a_blender_scene_with_an_external_texture_renders_after_its_folder_moved(
     farm: Farmhand, tmp_path: Path
 ) -> None:
+    """Uses bpy (the scene is saved by it): renders whether or not a Blender program is on
+    PATH beside it, since each peer picks the newest Blender that opens the file."""
     scene_dir = tmp_path / "project"
     subprocess.run(
         [sys.executable, str(EXAMPLES / "blender" / "make_turntable.py"), "--out", str(scene_dir)],

@@ -1,8 +1,9 @@
-"""Blender: CLI argv and progress parsing (pure), then the warm bpy worker for real.
+"""Blender: CLI argv, the choice of installation and progress parsing (pure), then for real.
 
-The bpy tests render the example turntable (generated into a temp folder by
-examples/blender/make_turntable.py). The CLI backend is tested only where a ``blender`` binary
-is on PATH (Debian's is 780 MB and not installed by default).
+Tests marked ``needs_bpy`` use the bpy module (the ``blender`` extra) and render the example
+turntable (generated into a temp folder by examples/blender/make_turntable.py); tests marked
+``needs_blender_cli`` use the Blender program on PATH (Debian's ``blender``, which ``./dev test``
+installs when run as root), with scenes that program saves itself. Each says which it uses.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from PIL import Image, ImageChops, ImageStat
 
 from peerfarm.renderers.base import Progress, RenderFailed
 from peerfarm.renderers.blender import PREPARE_EXPR, BlenderRenderer
+from peerfarm.renderers.installs import Installation
 from peerfarm.renderers.scenes import inspect_blend, pack_blend
+from tests.renderers.blends import brightness, future_copy, make_probe_scene, make_turntable
 from tests.renderers.conftest import (
     DATA,
     make_task,
@@ -45,12 +48,48 @@ def test_cli_argv_for_a_chunk_and_with_scripts_allowed(tmp_path: Path) -> None:
     task = make_task(
         tmp_path, Path("s.blend"), (3, 4, 5), allow_scripts=True, options={"format": "OPEN_EXR"}
     )
-    argv = BlenderRenderer(mode="cli").build_argv(task)
+    argv = BlenderRenderer(mode="cli").build_argv(task, "/usr/bin/blender")
+    # Blender's default is to run no script: allowing them takes --enable-autoexec.
+    assert argv[:4] == ["/usr/bin/blender", "-b", "--enable-autoexec", "s.blend"]
     assert "--disable-autoexec" not in argv
     assert argv[-5:] == ["-s", "3", "-e", "5", "-a"]
     assert argv.index("-F") < argv.index("-s") and argv[argv.index("-F") + 1] == "OPEN_EXR"
     with pytest.raises(RenderFailed):
         BlenderRenderer(mode="cli").build_argv(make_task(tmp_path, Path("s.blend"), (1, 3)))
+
+
+CLI_34 = Installation("cli", "3.4.1", "/usr/bin/blender", "PATH")
+BPY_50 = Installation("bpy", "5.0.1", "/venv/bin/python", "bpy")
+
+
+def test_each_task_gets_the_newest_installation_that_can_open_its_file(tmp_path: Path) -> None:
+    renderer = BlenderRenderer()
+    renderer.installs = [CLI_34, BPY_50]
+    old = tmp_path / "old.blend"
+    old.write_bytes(b"BLENDER-v304" + bytes(64))
+    task = make_task(tmp_path, old, (1,))
+    assert renderer.choose_for(task, old) == BPY_50  # newest, and warm
+    renderer.installs = [CLI_34]
+    assert renderer.choose_for(task, old) == CLI_34
+    # The version given at submit counts before the header; else the header is read.
+    future = make_task(tmp_path, old, (1,), options={"blend_version": "5.0"})
+    with pytest.raises(RenderFailed) as info:
+        renderer.choose_for(future, old)
+    assert info.value.reason == (
+        "no Blender on this peer can open a file saved by Blender 5.0 (installed: 3.4.1)"
+    )
+    renderer.installs = []
+    with pytest.raises(RenderFailed, match="not installed"):
+        renderer.choose_for(task, old)
+
+
+def test_future_copies_claim_a_blender_that_does_not_exist(tmp_path: Path) -> None:
+    legacy = tmp_path / "a.blend"
+    legacy.write_bytes(b"BLENDER-v304REND" + bytes(32))
+    assert inspect_blend(future_copy(legacy, tmp_path / "a9.blend")).version == (9, 0)
+    large = tmp_path / "b.blend"
+    large.write_bytes(b"BLENDER17-01v0500" + bytes(32))
+    assert inspect_blend(future_copy(large, tmp_path / "b9.blend", 9, 1)).version == (9, 1)
 
 
 def test_prepare_expression_turns_denoising_off_without_oidn() -> None:
@@ -208,8 +247,88 @@ async def test_a_bad_scene_fails_and_the_worker_survives(
         await renderer.aclose()
 
 
+@needs_bpy
+async def test_the_worker_runs_scripts_only_when_allowed(tmp_path: Path) -> None:
+    """Uses the bpy module: a Python driver runs when the task allows scripts, not otherwise."""
+    scene = make_probe_scene(tmp_path / "probe.blend")
+    renderer = BlenderRenderer(mode="bpy")
+    try:
+        with trio.fail_after(120):
+            shown = {}
+            for index, allow in enumerate((False, True, False)):  # the same worker reloads
+                task = make_task(tmp_path, scene, (1,), name=f"o{index}", allow_scripts=allow)
+                result = await renderer.render(task, on_progress=lambda p: None)
+                shown[index] = brightness(result.outputs[1][0])
+    finally:
+        await renderer.aclose()
+    assert shown[0] < 20 and shown[1] > 150 and shown[2] < 20, shown
+
+
 @needs_blender_cli
-async def test_cli_renders_a_chunk_of_frames(tmp_path: Path) -> None:  # pragma: no cover
+async def test_cli_runs_scripts_only_when_allowed(tmp_path: Path) -> None:
+    """Uses the Blender program: --enable-autoexec makes the file's Python driver run."""
+    blender = shutil.which("blender")
+    assert blender is not None
+    scene = make_probe_scene(tmp_path / "probe.blend", blender)
+    renderer = BlenderRenderer(mode="cli")
+    with trio.fail_after(120):
+        shown = {}
+        for allow in (False, True):
+            task = make_task(tmp_path, scene, (1,), name=f"o{allow}", allow_scripts=allow)
+            result = await renderer.render(task, on_progress=lambda p: None)
+            shown[allow] = brightness(result.outputs[1][0])
+    assert shown[False] < 20 and shown[True] > 150, shown
+
+
+@needs_blender_cli
+@needs_bpy
+async def test_a_peer_with_both_renders_each_file_with_a_blender_that_opens_it(
+    tmp_path: Path,
+) -> None:
+    """Uses both: the program (Debian's 3.4) and bpy (5.x). A file saved by bpy 5 cannot be
+    opened by 3.4; the renderer picks bpy for it, and refuses a file from the future."""
+    blender = shutil.which("blender")
+    assert blender is not None
+    renderer = BlenderRenderer()
+    scene = make_turntable(tmp_path / "new", compress=False)  # saved by bpy
+    future = future_copy(scene, tmp_path / "new" / "future.blend")
+    try:
+        with trio.fail_after(180):
+            info = await renderer.detect()
+            assert info is not None and len(info.versions) >= 2
+            assert renderer.installs is not None
+            assert {i.kind for i in renderer.installs} == {"cli", "bpy"}
+            result = await renderer.render(
+                make_task(tmp_path, scene, (1,), name="new-out"), on_progress=lambda p: None
+            )
+            assert result.outputs[1][0].is_file()
+            assert renderer.worker_pid is not None  # rendered by the warm bpy worker
+            with pytest.raises(RenderFailed, match=r"saved by Blender 9\.0"):
+                await renderer.render(
+                    make_task(tmp_path, future, (1,), name="f-out"), on_progress=lambda p: None
+                )
+    finally:
+        await renderer.aclose()
+
+
+@needs_blender_cli
+async def test_cli_renders_the_turntable_saved_by_the_program_itself(tmp_path: Path) -> None:
+    """Uses the Blender program: the example scene, built by that Blender, with its texture."""
+    blender = shutil.which("blender")
+    assert blender is not None
+    scene = make_turntable(tmp_path / "scene", blender)
+    renderer = BlenderRenderer(mode="cli")
+    with trio.fail_after(120):
+        result = await renderer.render(make_task(tmp_path, scene, (1,)), on_progress=lambda p: None)
+    with Image.open(result.outputs[1][0]) as image:
+        colours = image.convert("RGB").getcolors(320 * 240) or []
+    orange = sum(n for n, (r, g, b) in colours if r > 150 and 60 < g < 170 and b < 80)
+    assert orange > 500, "the checker texture is missing"
+
+
+@needs_blender_cli
+async def test_cli_renders_a_chunk_of_frames(tmp_path: Path) -> None:
+    """Uses the Blender program on PATH."""
     blender = shutil.which("blender")
     assert blender is not None
     scene = tmp_path / "cube.blend"

@@ -242,4 +242,3 @@ async def test_fault_free_farms_render_every_frame_once(
                 print(f"seed {seed}: {inv}")
                 assert inv.duplicates == 0, farm.log.duplicates()
                 assert sum(p.node.stats.duplicate_frames for p in peers) == 0
-

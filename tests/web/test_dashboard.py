@@ -9,6 +9,7 @@ also takes the screenshot in docs/dashboard.png while the render runs (written t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from peerfarm.frames import parse_frames
+from tests.renderers.blends import future_example
 from tests.web.farmproc import Farm, Peer, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -234,6 +236,35 @@ def test_scene_uploaded_through_the_page_renders_to_completion(
     assert all(f["state"] == "done" for f in status["frames"])
     assert page.locator(f'{row_selector(job)} a[data-link="archive"]').count() == 1
     assert page.locator(f'{row_selector(job)} a[data-link="video"]').count() == 1
+
+
+def test_a_job_no_peer_can_render_says_why_on_its_row_and_in_the_frame_panel(
+    farm: Farm, page: Any, tmp_path: Path
+) -> None:
+    """A .blend claiming Blender 9.0 saved it: every peer's Blender is older (or it has none)."""
+    atlas, _, cedar = farm.peers
+    scene = future_example(tmp_path / "future")
+    done = farm.cli(atlas, "submit", str(scene), "1-3", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "no peer can render it" in done.stderr  # submit warns on stderr
+    job = str(json.loads(done.stdout)["job"])
+    try:
+        open_dashboard(page, cedar, f"#job={job}")
+        row = page.locator(f'{row_selector(job)}[data-blocked="yes"]')
+        row.wait_for(timeout=15_000)
+        text = row.locator(".job-wait").inner_text()
+        assert text.startswith("waits: no peer can render it: ")
+        assert "older than the file (9.0)" in text or "no blender" in text
+        page.wait_for_selector(f'#detail[data-job="{job}"]:not(.hidden)')
+        page.locator('#frames .frame[data-frame="2"]').click()
+        panel = page.locator("#fp-waiting:not(.hidden)")
+        panel.wait_for(timeout=10_000)
+        assert "no peer can render it" in panel.locator(".blocked").inner_text()
+        peers = panel.locator("li").evaluate_all("items => items.map(i => i.textContent)")
+        assert sorted(line.split(":")[0] for line in peers) == ["atlas", "birch", "cedar"]
+        assert all("9.0" in line or "no blender" in line for line in peers)
+    finally:
+        farm.cli(atlas, "cancel", job)  # leave nothing waiting for the other tests
 
 
 @pytest.mark.parametrize("path", ["/", "/static/app.js", "/static/style.css"])

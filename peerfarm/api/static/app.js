@@ -56,6 +56,7 @@
   function eta(job) {
     if (job.state === "done") return "done";
     if (job.state === "cancelled" || job.state === "paused" || job.state === "failed") return "—";
+    if (job.blocked) return "blocked";
     if (job.eta_seconds === null || job.eta_seconds === undefined) return "estimating";
     return duration(job.eta_seconds);
   }
@@ -256,8 +257,11 @@
     syncChildren(body, peers, (p) => p.id, () => el("tr"), (row, peer) => {
       row.dataset.peer = peer.name;
       row.dataset.state = peer.state;
-      const renderers = Object.entries(peer.renderers || {}).map(([name, version]) =>
-        el("span", { class: "tag", title: version, text: `${name} ${shortVersion(version)}` }));
+      const renderers = Object.entries(peer.renderers || {}).map(([name, version]) => {
+        const all = Array.isArray(version) ? version : [version]; // a list: every Blender
+        return el("span", { class: "tag", title: all.join(", "),
+          text: `${name} ${all.map(shortVersion).join("/")}` });
+      });
       const rendering = (peer.rendering || []).map((r) =>
         el("span", { class: "tag", text: `${r.name} #${r.frame}` }));
       row.replaceChildren(
@@ -300,7 +304,7 @@
     row.append(
       el("td", { class: "job-name" }),
       el("td", { class: "job-state" }),
-      el("td", {}, bar, el("div", { class: "bar-label" })),
+      el("td", {}, bar, el("div", { class: "bar-label" }), el("div", { class: "job-wait hidden" })),
       el("td", { class: "num job-frames" }),
       el("td", { class: "num job-eta" }),
       el("td", { class: "job-renderer" }),
@@ -318,6 +322,13 @@
       el("b", { text: job.name }),
       el("span", { class: "sub", text: `${job.id.slice(0, 8)} · by ${job.submitted_by}` }),
     );
+    const waits = waitingText(job);
+    row.dataset.blocked = job.blocked ? "yes" : "no";
+    const wait = row.querySelector(".job-wait");
+    wait.textContent = waits ? `waits: ${waits}` : "";
+    wait.title = waits;
+    wait.classList.toggle("blocked", Boolean(job.blocked));
+    wait.classList.toggle("hidden", !waits);
     row.querySelector(".job-state").replaceChildren(
       el("span", { class: `chip ${job.state}`, text: job.state }));
     const [done, rendering, failed] = row.querySelectorAll(".bar > span");
@@ -335,6 +346,15 @@
     row.querySelector(".job-eta").textContent = eta(job);
     row.querySelector(".job-renderer").textContent = job.renderer;
     row.querySelector(".actions").replaceChildren(...jobActions(job));
+  }
+
+  // Why a job waits, in one line: the farm-wide reason when no peer can render it, else each
+  // peer's reason while nothing of the job renders (empty when it does not wait).
+  function waitingText(job) {
+    if (job.blocked) return job.blocked;
+    const waiting = Object.entries(job.waiting || {});
+    if (!waiting.length || job.frames_rendering) return "";
+    return waiting.map(([peer, reason]) => `${peer}: ${reason}`).join("; ");
   }
 
   function jobActions(job) {
@@ -448,6 +468,7 @@
     $("fp-peer").textContent = frame.peer || "—";
     $("fp-attempts-count").textContent = frame.attempts;
     $("fp-seconds").textContent = frame.seconds === null ? "—" : `${frame.seconds.toFixed(2)} s`;
+    renderFrameWaiting(job, shown);
     const key = `${job.id}/${frame.frame}/${shown}/${frame.attempts}/${frame.peer}`;
     if (key === state.frameKey && shown !== "rendering") return;
     state.frameKey = key;
@@ -468,6 +489,24 @@
       links.replaceChildren();
     }
     loadLog(base, key, frame);
+  }
+
+  // A pending frame says why it waits: the job's reason and every peer's.
+  function renderFrameWaiting(job, shown) {
+    const box = $("fp-waiting");
+    const waiting = Object.entries(job.waiting || {});
+    if (shown !== "pending" || (!job.blocked && !waiting.length)) {
+      box.classList.add("hidden");
+      box.replaceChildren();
+      return;
+    }
+    box.classList.remove("hidden");
+    box.replaceChildren(
+      el("h4", { text: "Waiting" }),
+      job.blocked ? el("p", { class: "blocked", text: job.blocked }) : null,
+      el("ul", {}, waiting.map(([peer, reason]) =>
+        el("li", {}, el("b", { text: peer }), `: ${reason}`))),
+    );
   }
 
   async function loadLog(base, key, frame) {
@@ -554,6 +593,7 @@
       $("upload-form").reset();
       const job = result.data;
       toast(`Submitted ${job.name}: ${job.frames} frames`);
+      if (job.warning) toast(job.warning, true); // e.g. no peer can render it
       selectJob(job.job, true);
       scheduleRefresh(0);
     } finally {

@@ -146,6 +146,7 @@ class GossipSim:
         for event in node.drain_events():
             if isinstance(event, UserBroadcast) and addr not in self.delivered:
                 self.delivered[addr] = self.now
+                node.relay(event)  # news here: the application passes it on (as a peer does)
         self._schedule(addr)
 
     def run_until(self, until: float, measure: bool, stop_when_all: bool = False) -> None:

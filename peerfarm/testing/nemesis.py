@@ -179,8 +179,9 @@ async def _faults(
             ms = rng.choice([-DAY_MS, -60_000, 0, 5_000, DAY_MS + 1])
             farm.skew_clock(peer.node_id, ms)
             history.note(now, f"skew {peer.name} {ms} ms")
-        elif kind == "user" and live:
-            await _user(farm, rng, rng.choice(live), rng.choice(jobs), history)
+        elif kind == "user" and (awake := [p for p in live if p.node_id not in farm.paused]):
+            # A frozen daemon answers no one: the user asks one that runs.
+            await _user(farm, rng, rng.choice(awake), rng.choice(jobs), history)
 
 
 async def _user(

@@ -66,7 +66,8 @@ def test_every_verb_against_real_daemons(farm: Farmhand, tmp_path: Path) -> None
     # submit --json, then status / status JOB --json shapes
     scene = script(tmp_path / "slow.sh", SLOW)
     out = tmp_path / "out"
-    submitted = a.json("submit", str(scene), "1-12", "--name", "shot", "--output", str(out))
+    # 40 frames of 0.3 s on two peers: long enough to pause it before it ends.
+    submitted = a.json("submit", str(scene), "1-40", "--name", "shot", "--output", str(out))
     job = submitted["job"]
     status = b.status()
     assert {p["state"] for p in status["peers"]} == {"alive"}
@@ -74,7 +75,7 @@ def test_every_verb_against_real_daemons(farm: Farmhand, tmp_path: Path) -> None
     assert set(status["jobs"][0]) >= JOB_KEYS
     one = b.json("status", job[:6])  # a unique prefix works
     assert [j["id"] for j in one["jobs"]] == [job]
-    assert len(one["frames"]) == 12 and set(one["frames"][0]) >= FRAME_KEYS
+    assert len(one["frames"]) == 40 and set(one["frames"][0]) >= FRAME_KEYS
 
     # pause / resume by name, from the other peer
     b.cli("pause", "shot")
@@ -82,8 +83,8 @@ def test_every_verb_against_real_daemons(farm: Farmhand, tmp_path: Path) -> None
     rendering = a.status(job)["jobs"][0]["frames_rendering"]
     assert rendering == 0
     b.cli("resume", "shot")
-    wait_until(lambda: a.status(job)["jobs"][0]["frames_done"] == 12, 60, "job done")
-    wait_until(lambda: a.status(job)["jobs"][0]["frames_delivered"] == 12, 30, "delivered")
+    wait_until(lambda: a.status(job)["jobs"][0]["frames_done"] == 40, 60, "job done")
+    wait_until(lambda: a.status(job)["jobs"][0]["frames_delivered"] == 40, 30, "delivered")
     assert a.status(job)["jobs"][0]["state"] == "done"
 
     # logs JOB FRAME
@@ -93,7 +94,7 @@ def test_every_verb_against_real_daemons(farm: Farmhand, tmp_path: Path) -> None
     # fetch JOB DIR (from whichever peers hold the frames)
     fetched = tmp_path / "fetched"
     b.cli("fetch", job, str(fetched))
-    assert sorted(p.name for p in fetched.iterdir()) == [f"frame_{f:04d}.ppm" for f in range(1, 13)]
+    assert sorted(p.name for p in fetched.iterdir()) == [f"frame_{f:04d}.ppm" for f in range(1, 41)]
 
     # encode JOB OUT.mp4
     if shutil.which("ffmpeg"):

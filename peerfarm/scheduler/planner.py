@@ -208,7 +208,8 @@ class Planner:
             next_of: set[str | None] = set()
             all_chunks = self.chunks(spec)
             mean = ledger.mean_frame_seconds(spec.id)
-            long_frames = mean is not None and mean >= LONG_FRAME
+            # Unknown (no frame done yet) counts as long: an idle slot is not left waiting.
+            long_frames = mean is None or mean >= LONG_FRAME
             start = self._start_of(spec)
             advancing = True
             for index in range(start, len(all_chunks)):

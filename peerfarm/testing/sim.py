@@ -77,6 +77,7 @@ class SimFarm:
         prefer_home: bool = True,
         slots: int = 1,
         archive_after: float | None = None,
+        invariants: str = "finished",
     ) -> None:
         self.root = root
         self.net = MemoryNetwork(seed)
@@ -88,6 +89,11 @@ class SimFarm:
         self.prefer_home = prefer_home
         self.slots = slots
         self.archive_after = archive_after
+        #: What the farm-wide check at the end of ``running()`` asks: "finished" (every job
+        #: done or failed, replicas equal, delivered bytes right), "converged" (replicas equal
+        #: and delivered bytes right; jobs may still run) or "off" (the test checks itself).
+        self.invariants = invariants
+        self.last_check: Invariants | None = None
         self.peers: dict[str, SimPeer] = {}
         self.crashed: dict[str, float] = {}  # node id -> virtual time of the crash
         self.stopped: dict[str, float] = {}  # node id -> virtual time its graceful stop began
@@ -237,9 +243,22 @@ class SimFarm:
 
             async def __aexit__(self, *exc: object) -> bool | None:
                 assert farm._nursery is not None
+                failed: BaseException | None = None
+                if exc[0] is None and farm.invariants != "off" and farm.live():
+                    try:
+                        await farm.settle_and_check()
+                    except BaseException as error:  # raised after the nursery is closed
+                        failed = error
+                for event in farm.paused.values():
+                    event.set()
                 farm.paused.clear()
                 farm._nursery.cancel_scope.cancel()
                 result = await self._nursery_cm.__aexit__(*exc)  # type: ignore[arg-type]
+                if failed is not None:
+                    for peer in farm.peers.values():
+                        if peer.node.parts.ledger_store is not None:
+                            peer.node.parts.ledger_store.close()
+                    raise failed
                 for peer in farm.peers.values():
                     store = peer.node.parts.ledger_store
                     if store is not None:
@@ -399,6 +418,21 @@ class SimFarm:
         raise AssertionError(f"no peer holds blob {digest[:12]}")
 
     # --- the farm-wide check ------------------------------------------------------------------
+
+    async def settle_and_check(self, timeout: float = 60.0) -> Invariants:
+        """Wait (virtual time) for gossip to quiesce, then :meth:`check_invariants`."""
+        finished = self.invariants == "finished"
+        jobs = lambda: [s.id for s in self.live()[0].node.ledger.jobs()]  # noqa: E731
+        if finished:
+            await self.wait_until(
+                lambda: all(self.job_finished(j) for j in jobs()),
+                timeout=timeout,
+                poll=0.05,
+                what="every job finished (farm-wide check)",
+            )
+        await self.wait_until(self.converged, timeout=timeout, poll=0.05, what="equal ledgers")
+        self.last_check = self.check_invariants(expect_finished=finished)
+        return self.last_check
 
     def check_invariants(self, *, expect_finished: bool = True) -> Invariants:
         """DESIGN.md's invariants over the whole farm, once gossip has quiesced: every frame of

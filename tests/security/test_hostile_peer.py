@@ -96,7 +96,7 @@ async def test_forged_job_naming_another_peer_as_submitter_is_never_delivered(
     victim as its submitter and ~/.ssh as its folder. The victim delivers only its own jobs."""
     caplog.set_level(logging.WARNING, logger="peerfarm")
     target = tmp_path / "victim-home" / ".ssh"
-    farm = SimFarm(tmp_path, seed=8, renderer_seconds=0.2)
+    farm = SimFarm(tmp_path, seed=8, renderer_seconds=0.2, invariants="converged")
     async with farm.running():
         victim, hostile = await farm.start(2)
         scene = tmp_path / "evil.sh"

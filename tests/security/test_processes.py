@@ -109,7 +109,8 @@ async def test_python_in_a_scene_runs_only_where_job_and_peer_both_allow_it(
             seen.append(task)
             return await super().render(task, on_progress=on_progress)
 
-    farm = SimFarm(tmp_path, seed=31, renderer_seconds=0.1)
+    # The job is written straight into the ledger, not submitted here: never delivered.
+    farm = SimFarm(tmp_path, seed=31, renderer_seconds=0.1, invariants="converged")
     async with farm.running():
         (peer,) = await farm.start(1)
         peer.node.parts.renderers = {"blender": Recording(peer.node_id, farm.log)}

@@ -58,7 +58,7 @@ async def test_one_update_reaches_every_live_peer_by_gossip_alone(
     # Push-pull off after the joins: only the immediate push and piggybacked gossip carry it.
     config = GossipConfig.fast().replace(push_pull_interval=3600.0, lease_timeout=3 * 3600.0)
     with trio.fail_after(60):
-        farm = SimFarm(tmp_path, seed=11, config=config)
+        farm = SimFarm(tmp_path, seed=11, config=config, invariants="converged")
         async with farm.running():
             peers = await farm.start(N, renderers=0)
             await trio.sleep(1.0)  # let the join-time syncs finish
@@ -87,7 +87,7 @@ async def test_farm_converges_with_ten_percent_loss_on_every_link(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(60):
-        farm = SimFarm(tmp_path, seed=12)
+        farm = SimFarm(tmp_path, seed=12, invariants="converged")
         async with farm.running():
             peers = await farm.start(N, renderers=0)
             farm.set_loss(0.10, delay=0.001, jitter=0.004)
@@ -120,7 +120,7 @@ async def test_two_way_partition_heals_into_identical_ledgers(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(90):
-        farm = SimFarm(tmp_path, seed=13)
+        farm = SimFarm(tmp_path, seed=13, invariants="converged")
         async with farm.running():
             peers = await farm.start(N, renderers=0)
             shared = await farm.announce_job(peers[0], "shared")
@@ -182,7 +182,7 @@ async def test_crashed_peer_is_declared_dead_everywhere_within_the_suspicion_tim
 ) -> None:
     config = GossipConfig.fast()
     with trio.fail_after(60):
-        farm = SimFarm(tmp_path, seed=14, config=config)
+        farm = SimFarm(tmp_path, seed=14, config=config, invariants="converged")
         async with farm.running():
             peers = await farm.start(N, renderers=0)
             await trio.sleep(1.0)
@@ -233,7 +233,7 @@ async def test_long_loss_free_run_never_declares_a_live_peer_dead(
     config = GossipConfig.fast().replace(push_pull_interval=3.0, lease_timeout=9.0)
     minutes = 0.5
     with trio.fail_after(120):
-        farm = SimFarm(tmp_path, seed=15, config=config)
+        farm = SimFarm(tmp_path, seed=15, config=config, invariants="converged")
         async with farm.running():
             # Jitter: round trips vary from 2 to 12 ms against a 50 ms probe timeout.
             farm.set_loss(0.0, delay=0.001, jitter=0.005)

@@ -37,16 +37,10 @@ def _frames(farm: SimFarm, job: str) -> list[int]:
     return list(spec.frames)
 
 
-def assert_at_most_one_race(farm: SimFarm) -> None:
-    """No frame rendered twice, but for at most one lost race.
-
-    Known weakness: about one run in ten, two peers that claimed the same frame at the same
-    moment both finish it before the loser hears of the winner (the immediate push reaches only
-    three random peers; the rest hear by gossip). The ledger keeps one result; the frame-seconds
-    are wasted. The real-daemon tests (integration, cluster scenario 2) check for none at all.
-    """
-    duplicates = farm.log.duplicates()
-    assert len(duplicates) <= 1 and all(n == 2 for n in duplicates.values()), duplicates
+def assert_no_duplicates(farm: SimFarm) -> None:
+    """No frame rendered twice: a claim is pushed to every peer at once, so a concurrent
+    claim loses within one datagram hop, and a lapsed lease is confirmed with its owner."""
+    assert farm.log.duplicates() == {}
 
 
 def assert_complete(farm: SimFarm, job: str, submitter: SimPeer) -> None:
@@ -105,7 +99,7 @@ async def test_every_frame_done_once_and_delivered_without_faults(
                 await wait_finished(farm, job, 30.0)
             took = trio.current_time() - start
             print(f"3 x 60 frames on {N} peers: {took:.2f} s (ideal {180 * SECONDS / N:.2f})")
-            assert_at_most_one_race(farm)
+            assert_no_duplicates(farm)
             # Thieves that lost a race for the same chunk (near a job's end) stopped at once.
             lost = [r for r in farm.log.records if not r.completed]
             print(f"{len(lost)} renders stopped after losing a concurrent claim")
@@ -145,7 +139,7 @@ async def test_peer_killed_mid_frame_has_its_frame_rendered_elsewhere(
             # declared dead, whichever came first) and a slot freed (every peer is busy: one
             # 0.5 s frame at most), plus one scheduler wakeup.
             assert delay <= config.lease_timeout + 0.5 + 0.1
-            assert_at_most_one_race(farm)
+            assert_no_duplicates(farm)
             assert sum(p.node.stats.takeovers for p in farm.live()) >= 1
 
 
@@ -183,10 +177,8 @@ async def test_short_partition_duplicates_only_frames_in_flight_at_the_split(
                 renders = [r for r in farm.log.completed(job) if r.frame == frame]
                 if not any(side[r.node] != side[home] for r in renders):
                     unexplained.append(frame)
-            # Known weakness: now and then (about 1 run in 6) one or two frames are rendered
-            # twice on the same side of the split; the cause is not found yet. Allow two.
             print(f"duplicates on the home's own side: {unexplained}")
-            assert len(unexplained) <= 2, unexplained
+            assert unexplained == []
             assert len(dups) <= len(in_flight) + 5
 
 
@@ -262,7 +254,7 @@ async def test_pause_stops_and_resume_continues(
             await wait_finished(farm, job, 30.0)
             assert farm.log.started_after(resumed, job)
             assert_complete(farm, job, peers[0])
-            assert_at_most_one_race(farm)
+            assert_no_duplicates(farm)
 
 
 async def test_high_priority_job_submitted_later_finishes_first(
@@ -382,7 +374,7 @@ async def test_graceful_stop_hands_claims_back_without_waiting_for_the_lease(
             delay = again[0].started - stopping
             print(f"frame {victim.frame} taken {delay:.2f} s after the stop began (lease 30 s)")
             assert delay < 0.5
-            assert_at_most_one_race(farm)
+            assert_no_duplicates(farm)
             assert all(
                 p.node.membership.get(victim.node).state == MemberState.LEFT  # type: ignore[union-attr]
                 for p in farm.live()
@@ -399,7 +391,7 @@ async def test_chunked_job_claims_four_frames_at_a_time(
             job = await farm.submit(peers[0], "1-80", chunk=4)
             await wait_finished(farm, job, 30.0)
             assert_complete(farm, job, peers[0])
-            assert_at_most_one_race(farm)
+            assert_no_duplicates(farm)
             ledger = peers[0].node.ledger
             spec = ledger.job(job)
             assert spec is not None
@@ -438,6 +430,6 @@ async def test_makespan_of_240_quarter_second_frames_on_four_peers(
                 f"{15.0 / makespan:.1%} of ideal; per peer {farm.log.by_node()}"
             )
             assert_complete(farm, job, peers[0])
-            assert_at_most_one_race(farm)
+            assert_no_duplicates(farm)
             assert makespan >= 15.0
             assert makespan <= 15.0 / 0.97

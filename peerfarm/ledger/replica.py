@@ -305,6 +305,25 @@ class Replica:
     def all_deltas(self) -> list[Delta]:
         return self.deltas_since({})
 
+    def superseded(self, delta: Delta) -> bool:
+        """Whether this replica holds something newer than ``delta`` under its key (so passing
+        ``delta`` on would spread stale news). False when it holds this very value."""
+        key, value = delta[0], delta[1]
+        kind, job = key[0], key[1]
+        if job in self._archived and kind != Kind.ARCHIVED:
+            return True
+        if kind == Kind.FRAME:
+            assert isinstance(value, FrameRecord)
+            current = self._frames.get(job, {}).get(key[2])
+            return current is not None and frame_gt(current, value)
+        if kind in (Kind.JOB, Kind.ATTEMPT):
+            return False  # immutable: present or not, never newer
+        current_reg = self._regs.get(key)
+        if current_reg is None or not isinstance(value, Register):
+            return False
+        merged = merge_registers(current_reg, value)
+        return merged is current_reg and merged != value
+
     def _value(self, key: Key) -> Value:
         kind = key[0]
         if kind == Kind.JOB:

@@ -133,13 +133,17 @@ class GossipService:
         for event in node.membership.drain_events():
             if isinstance(event, UserBroadcast):
                 try:
-                    changes = node.merge([codec.decode_delta(event.payload)])
+                    delta = codec.decode_delta(event.payload)
                 except DecodeError as exc:
                     node.stats.bad_messages += 1
                     log.debug("dropped a bad ledger broadcast: %s", exc)
                     continue
-                if changes:
-                    node.membership.relay(event)  # news here: pass it on
+                node.merge([delta])
+                if not node.ledger.superseded(delta):
+                    # The newest value of its key here (news, or what a direct push brought
+                    # already): pass it on. A stale one never is, so it cannot replace newer
+                    # news queued under the same key.
+                    node.membership.relay(event)
                 continue
             member = event.member
             label = f"{member.meta.get('name', member.node_id[:8])} ({member.node_id[:8]})"

@@ -245,3 +245,20 @@ def test_archive_tombstone_converges_a_replica_that_was_away() -> None:
     assert c.job(job) is None
     assert a.archived()[job]["done"] == 10
     assert a.state_digest() == c.state_digest()
+
+
+def test_superseded_says_whether_passing_a_value_on_would_spread_stale_news() -> None:
+    """Gossip relays a broadcast only when the replica holds nothing newer for its key, so a
+    stale renewal can never replace a finished frame in the relay queue."""
+    a, b, job = pair()
+    claim = b.claim(job, [5], 2_000)
+    renewal = b.renew(job, [(5, claim[0][1])])  # type: ignore[list-item]
+    done = b.complete(job, 5, renewal[0][1], [output(5)], 1.0)  # type: ignore[arg-type]
+    a.merge(claim + renewal + done, 3_000)
+    assert a.superseded(claim[0]) and a.superseded(renewal[0])  # stale: a holds the done
+    assert not a.superseded(done[0])  # the very value a holds: fine to pass on
+    pause = a.pause(job, 3_100)
+    resume = b.resume(job, 3_200)
+    a.merge(resume, 3_300)
+    assert a.superseded(pause[0]) and not a.superseded(resume[0])
+    assert not a.superseded(a.all_deltas()[0])  # the spec: immutable, never stale

@@ -113,11 +113,15 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"bad --option {pair!r}: write KEY=VALUE (e.g. width=640)")
-        try:
-            options[key.strip()] = json.loads(value)
+        try:  # NaN and Infinity stay text: JSON has no such numbers
+            options[key.strip()] = json.loads(value, parse_constant=_no_constant)
         except ValueError:
             options[key.strip()] = value
     return options
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def check_scene(path: Path) -> Path:

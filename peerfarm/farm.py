@@ -26,6 +26,7 @@ from .gossip.membership import MemberState
 from .gossip.transport import versions_text
 from .ledger.model import JobState, SceneRef, Status
 from .node import IncompatiblePeer, Node
+from .renderers.options import validate as validate_options
 from .status import (
     busy_by_peer,
     frames_view,
@@ -214,7 +215,7 @@ class Farm:
         cwd = request.cwd or Path.cwd()
         output = request.output or (cwd / "peerfarm-out" / _safe_folder(name))
         output = output if output.is_absolute() else cwd / output
-        options = dict(request.options)
+        options = validate_options(renderer, request.options)
         if request.allow_scripts:
             options["allow_scripts"] = True
         if request.fps:

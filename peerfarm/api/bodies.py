@@ -305,6 +305,10 @@ def _add_form_field(fields: dict[str, Any], options: dict[str, Any], name: str, 
 def parse_option_value(text: str) -> Any:
     """A renderer option's value: JSON when it parses (numbers, true, null), else the text."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant)
     except ValueError:
         return text
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")  # NaN, Infinity: stay text

@@ -39,6 +39,7 @@ from .gossip.membership import MemberState
 from .gossip.net import open_transport
 from .ledger.store import LedgerStore
 from .node import Node, NodeParts
+from .plaintext import PlainFormatter
 from .renderers import available_renderers
 from .renderers.base import Renderer
 
@@ -79,7 +80,8 @@ class NodeOptions:
 
 def setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S"))
+    # Names in messages come from users and peers: control characters are escaped.
+    handler.setFormatter(PlainFormatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S"))
     root = logging.getLogger("peerfarm")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

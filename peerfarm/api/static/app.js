@@ -4,7 +4,9 @@
 // GET /api/status?job=ID for the selected job); server-sent events from /api/events only say
 // "something changed", so each one schedules a debounced refetch, never a reload. Every action
 // is a POST carrying `X-Peerfarm: 1`; a 401 opens the login box and the action is retried after
-// a login. Text from the farm (job names, logs) is only ever set as textContent.
+// a login. Text from the farm (job names, logs) is only ever set as textContent, through plain():
+// control characters and bidirectional overrides show as visible escapes (\x1b, \u202e), as in
+// the CLI and the daemon's log.
 "use strict";
 
 (() => {
@@ -25,19 +27,35 @@
 
   const $ = (id) => document.getElementById(id);
 
+  // Control characters (C0, DEL, C1), line/paragraph separators and bidi overrides.
+  const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g;
+  const SHORT = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+
+  /** Farm text made inert for display; `multiline` keeps newlines and tabs (log tails). */
+  function plain(value, multiline = false) {
+    return String(value).replace(UNSAFE, (c) => {
+      if (multiline && (c === "\n" || c === "\t")) return c;
+      if (SHORT[c]) return SHORT[c];
+      const code = c.charCodeAt(0);
+      return code < 0x100
+        ? `\\x${code.toString(16).padStart(2, "0")}`
+        : `\\u${code.toString(16).padStart(4, "0")}`;
+    });
+  }
+
   function el(tag, props, ...children) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(props || {})) {
       if (value === undefined || value === null || value === false) continue;
       if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
+      else if (key === "text") node.textContent = plain(value);
       else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
       else if (key === "dataset") Object.assign(node.dataset, value);
-      else node.setAttribute(key, value === true ? "" : value);
+      else node.setAttribute(key, value === true ? "" : plain(value));
     }
     for (const child of children.flat()) {
       if (child === null || child === undefined || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+      node.append(child instanceof Node ? child : document.createTextNode(plain(child)));
     }
     return node;
   }
@@ -202,8 +220,8 @@
   function render() {
     const status = state.status;
     const node = status.node || {};
-    $("node-label").textContent = node.name ? `${node.name} · farm ${node.farm || ""}` : "";
-    document.title = `peerfarm · ${node.name || ""}`;
+    $("node-label").textContent = node.name ? plain(`${node.name} · farm ${node.farm || ""}`) : "";
+    document.title = plain(`peerfarm · ${node.name || ""}`);
     renderPeers(status.peers || []);
     renderJobs(status.jobs || []);
     renderDetail();
@@ -344,7 +362,7 @@
     row.querySelector(".job-frames").replaceChildren(
       el("span", { class: "done-count", text: job.frames_done }), ` / ${job.frames_total}`);
     row.querySelector(".job-eta").textContent = eta(job);
-    row.querySelector(".job-renderer").textContent = job.renderer;
+    row.querySelector(".job-renderer").textContent = plain(job.renderer);
     row.querySelector(".actions").replaceChildren(...jobActions(job));
   }
 
@@ -423,14 +441,14 @@
     }
     detail.classList.remove("hidden");
     detail.dataset.job = job.id;
-    $("detail-title").textContent = job.name;
-    $("detail-summary").textContent = [
+    $("detail-title").textContent = plain(job.name);
+    $("detail-summary").textContent = plain([
       `${job.frames_total} frames`,
       job.chunk > 1 ? `chunks of ${job.chunk}` : null,
       `priority ${job.priority}`,
       `${duration(job.seconds_rendered)} rendered`,
       `output ${job.output}`,
-    ].filter(Boolean).join(" · ");
+    ].filter(Boolean).join(" · "));
     const frames = state.job.frames || [];
     syncChildren($("frames"), frames, (f) => f.frame,
       (frame) => el("button", {
@@ -448,7 +466,8 @@
         button.classList.toggle("selected", frame.frame === state.frame);
         button.dataset.frame = frame.frame;
         button.dataset.state = shown;
-        button.title = `frame ${frame.frame}: ${shown}${frame.peer ? ` on ${frame.peer}` : ""}`;
+        const where = frame.peer ? ` on ${frame.peer}` : "";
+        button.title = plain(`frame ${frame.frame}: ${shown}${where}`);
       });
     renderFramePanel(job, frames.find((f) => f.frame === state.frame) || null);
   }
@@ -465,7 +484,7 @@
     panel.dataset.state = shown;
     $("fp-title").textContent = `Frame ${frame.frame}`;
     $("fp-state").replaceChildren(el("span", { class: `chip ${shown}`, text: shown }));
-    $("fp-peer").textContent = frame.peer || "—";
+    $("fp-peer").textContent = plain(frame.peer || "—");
     $("fp-attempts-count").textContent = frame.attempts;
     $("fp-seconds").textContent = frame.seconds === null ? "—" : `${frame.seconds.toFixed(2)} s`;
     renderFrameWaiting(job, shown);
@@ -516,11 +535,11 @@
     const log = $("fp-log");
     if (!result.ok) {
       attempts.replaceChildren();
-      log.textContent = result.data.error;
+      log.textContent = plain(result.data.error);
       return;
     }
     const data = result.data;
-    if (data.peer) $("fp-peer").textContent = data.peer;
+    if (data.peer) $("fp-peer").textContent = plain(data.peer);
     attempts.replaceChildren(...(data.attempts || []).map((a) => el("li", {},
       `#${a.attempt} on ${a.peer}`,
       a.seconds !== null && a.seconds !== undefined ? ` · ${Number(a.seconds).toFixed(2)} s` : "",
@@ -533,7 +552,7 @@
     const tails = (data.attempts || []).map((a) => a.log_tail).filter(Boolean);
     const text = [data.progress, tails.length ? tails[tails.length - 1] : null].filter(Boolean);
     const none = frame.state === "done" ? "(a successful render keeps no log)" : "(no log yet)";
-    log.textContent = text.length ? text.join("\n") : none;
+    log.textContent = text.length ? plain(text.join("\n"), true) : none;
     log.scrollTop = log.scrollHeight;
   }
 
@@ -634,13 +653,13 @@
   // --- small things ------------------------------------------------------------------------
 
   function showFormError(node, message) {
-    node.textContent = message;
+    node.textContent = plain(message);
     node.classList.remove("hidden");
   }
 
   function showBanner(message) {
     const banner = $("banner");
-    banner.textContent = message;
+    banner.textContent = plain(message);
     banner.classList.remove("hidden");
   }
 

@@ -815,6 +815,26 @@ def encode(data_dir: Path | None, as_json: bool, job: str, out: Path, fps: float
 
 @cli.command()
 @common
+@click.option("--open", "open_browser", is_flag=True, help="Open the link in a web browser.")
+def dashboard(data_dir: Path | None, as_json: bool, open_browser: bool) -> None:
+    """Print a one-time login link to this peer's dashboard (actions need a login)."""
+    with _client(data_dir) as client:
+        link = client.login_link()
+    if as_json:
+        print_json(link)
+    else:
+        minutes = int(link["expires_in"]) // 60
+        click.echo(link["url"])
+        click.echo(f"(works once, within {minutes} minutes)", err=True)
+    if open_browser:
+        import webbrowser  # imported late: only this flag needs it
+
+        if not webbrowser.open(link["url"]):
+            raise UsageError("no web browser found: open the link above by hand")
+
+
+@cli.command()
+@common
 @click.option("--frames", default="1-48", show_default=True, help="Frames to render.")
 @click.option("--keep", is_flag=True, help="Keep the peers' temporary data dirs.")
 def demo(data_dir: Path | None, as_json: bool, frames: str, keep: bool) -> int:

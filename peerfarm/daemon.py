@@ -307,9 +307,10 @@ async def _start_api(
     nursery: trio.Nursery, farm: object, keyring: Keyring, options: NodeOptions
 ) -> None:
     try:
+        from .api.access import Sessions
         from .api.app import create_app
         from .api.server import serve_http
-        from .client import write_control_file
+        from .client import dashboard_url, write_control_file
     except ImportError as exc:
         log.warning("control API unavailable: %s", exc)
         return
@@ -317,6 +318,7 @@ async def _start_api(
     shutdown = trio.Event()
     upload_dir = options.data_dir / "uploads"
     upload_dir.mkdir(exist_ok=True)
+    sessions = Sessions()
     app = create_app(
         farm,  # type: ignore[arg-type]
         token=token,
@@ -324,6 +326,7 @@ async def _start_api(
         public=options.web_public,
         upload_dir=upload_dir,
         shutdown=shutdown,
+        sessions=sessions,
     )
     binds = ["127.0.0.1:0"]
     if options.web is not None:
@@ -331,9 +334,12 @@ async def _start_api(
         if options.web[0] not in ("127.0.0.1", "localhost"):
             binds.append("127.0.0.1:0")
     urls = await nursery.start(functools.partial(serve_http, app, binds, shutdown=shutdown))
-    write_control_file(options.data_dir, urls[-1], token, pid=os.getpid())
-    if options.web is not None:
-        log.info("dashboard: %s/", urls[0])
+    web = urls[0] if options.web is not None else None
+    write_control_file(options.data_dir, urls[-1], token, pid=os.getpid(), web=web)
+    if web is not None:
+        # Actions need a session even on loopback: a one-time link gives this user one.
+        link = f"{dashboard_url(web)}/?login={sessions.new_link()}"
+        log.info("dashboard: %s (a one-time login link; `peerfarm dashboard` prints another)", link)
 
 
 def run_daemon(options: NodeOptions) -> int:

@@ -61,7 +61,7 @@ def printable(text: object, *, keep_newlines: bool = False) -> str:
 class PlainFormatter(logging.Formatter):
     """A log formatter whose messages are :func:`printable` (tracebacks keep their lines)."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+    def formatMessage(self, record: logging.LogRecord) -> str:
         safe = logging.makeLogRecord(record.__dict__)
         safe.message = printable(record.message)
         return super().formatMessage(safe)

@@ -3,16 +3,20 @@
 // Owns what the browser shows and sends. Rules: every view is drawn from GET /api/status (and
 // GET /api/status?job=ID for the selected job); server-sent events from /api/events only say
 // "something changed", so each one schedules a debounced refetch, never a reload. Every action
-// is a POST carrying `X-Peerfarm: 1`; a 401 opens the login box and the action is retried after
-// a login. Text from the farm (job names, logs) is only ever set as textContent, through plain():
-// control characters and bidirectional overrides show as visible escapes (\x1b, \u202e), as in
-// the CLI and the daemon's log.
+// is a POST carrying `X-Peerfarm: 1` and this browser's action key (`X-Peerfarm-Key`, kept in
+// this origin's localStorage: cookies are shared by every port of a host, storage is not); a 401
+// opens the login box and the action is retried after a login. A one-time link (`/?login=CODE`,
+// printed by `peerfarm up` and `peerfarm dashboard`) is swapped for a session at once. Text
+// from the farm (job names, logs) is only ever set as textContent, through plain(): control
+// characters and bidirectional overrides show as visible escapes (\x1b, \u202e), as in the CLI
+// and the daemon's log.
 "use strict";
 
 (() => {
   const REFRESH_DEBOUNCE_MS = 200; // coalesce bursts of change events into one refetch
   const FALLBACK_POLL_MS = 15000; // refetch now and then even if the event stream is quiet
   const ACTION_HEADERS = { "X-Peerfarm": "1" };
+  const KEY_STORE = "peerfarm-action-key";
 
   const state = {
     status: null, // the last GET /api/status
@@ -107,11 +111,32 @@
     return { ok: response.ok, status: response.status, data };
   }
 
+  function actionKey() {
+    try {
+      return localStorage.getItem(KEY_STORE) || "";
+    } catch (_) {
+      return "";
+    }
+  }
+
+  function keepKey(key) {
+    try {
+      if (key) localStorage.setItem(KEY_STORE, key);
+      else localStorage.removeItem(KEY_STORE);
+    } catch (_) {
+      // storage disabled: this tab stays logged out
+    }
+    $("logout").classList.toggle("hidden", !key);
+  }
+
   function post(path, body) {
     const isForm = body instanceof FormData;
+    const headers = { ...ACTION_HEADERS };
+    if (actionKey()) headers["X-Peerfarm-Key"] = actionKey();
+    if (!isForm) headers["Content-Type"] = "application/json";
     return api(path, {
       method: "POST",
-      headers: isForm ? ACTION_HEADERS : { ...ACTION_HEADERS, "Content-Type": "application/json" },
+      headers,
       body: isForm ? body : JSON.stringify(body || {}),
     });
   }
@@ -419,6 +444,7 @@
     if (action === "cancel" && !window.confirm(`Cancel “${job.name}” on every peer?`)) return;
     const result = await post(`/api/jobs/${encodeURIComponent(job.id)}/${action}`, {});
     if (result.status === 401) {
+      keepKey(null); // none, or a session that ended (logout, daemon restart)
       openLogin(() => runAction(job, action));
       return;
     }
@@ -601,6 +627,7 @@
     try {
       const result = await post("/api/upload", uploadForm());
       if (result.status === 401) {
+        keepKey(null);
         openLogin(() => $("upload-form").requestSubmit());
         return;
       }
@@ -625,10 +652,11 @@
 
   let afterLogin = null;
 
-  function openLogin(then) {
+  function openLogin(then, message = null) {
     afterLogin = then;
     const dialog = $("login-dialog");
     $("login-error").classList.add("hidden");
+    if (message) showFormError($("login-error"), message);
     if (!dialog.open) dialog.showModal();
     $("login-password").focus();
   }
@@ -641,6 +669,7 @@
       showFormError($("login-error"), message);
       return;
     }
+    keepKey(result.data.key);
     $("login-dialog").close();
     $("login-password").value = "";
     toast("Logged in");
@@ -648,6 +677,31 @@
     afterLogin = null;
     scheduleRefresh(0);
     if (then) then();
+  }
+
+  /** `?login=CODE`: spend the one-time code for a session, and drop it from the address bar. */
+  async function redeemLink() {
+    const params = new URLSearchParams(location.search);
+    const code = params.get("login");
+    if (code === null) return;
+    params.delete("login");
+    const rest = params.toString();
+    history.replaceState(null, "", `${location.pathname}${rest ? `?${rest}` : ""}${location.hash}`);
+    const result = await post("/api/login", { code });
+    if (result.ok && result.data && result.data.key) {
+      keepKey(result.data.key);
+      toast("Logged in");
+      scheduleRefresh(0);
+    } else {
+      openLogin(null, result.data.error);
+    }
+  }
+
+  async function logout() {
+    await post("/api/logout", {});
+    keepKey(null);
+    toast("Logged out");
+    scheduleRefresh(0);
   }
 
   // --- small things ------------------------------------------------------------------------
@@ -688,6 +742,9 @@
     $("upload-form").addEventListener("submit", submitUpload);
     $("login-cancel").addEventListener("click", () => $("login-dialog").close());
     $("login-form").addEventListener("submit", submitLogin);
+    $("logout").addEventListener("click", logout);
+    keepKey(actionKey());
+    redeemLink();
     $("fp-close").addEventListener("click", () => {
       state.frame = null;
       state.frameKey = null;

@@ -39,6 +39,7 @@ from peerfarm.client import (
     resolve_data_dir,
 )
 from peerfarm.errors import ControlError, PeerfarmError, UsageError
+from peerfarm.files.names import folder_name
 from peerfarm.frames import parse_frames
 from peerfarm.gossip.crypto import encode_key
 from peerfarm.plaintext import printable
@@ -116,7 +117,7 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
             raise UsageError(f"bad --option {pair!r}: write KEY=VALUE (e.g. width=640)")
         try:  # NaN and Infinity stay text: JSON has no such numbers
             options[key.strip()] = json.loads(value, parse_constant=_no_constant)
-        except ValueError:
+        except (ValueError, RecursionError):
             options[key.strip()] = value
     return options
 
@@ -791,9 +792,9 @@ def logs(data_dir: Path | None, as_json: bool, job: str, frame: int) -> None:
 def fetch(data_dir: Path | None, as_json: bool, job: str, dest: Path | None) -> None:
     """Copy JOB's finished frames into DEST (default ./peerfarm-out/<name>)."""
     with _client(data_dir) as client:
-        if dest is None:
+        if dest is None:  # a job's name is anyone's text: one plain folder name made of it
             name = client.status(job)["jobs"][0]["name"]
-            dest = Path("peerfarm-out") / str(name)
+            dest = Path("peerfarm-out") / folder_name(str(name))
         result = client.fetch(job, dest.expanduser().absolute())
     if as_json:
         print_json(result)

@@ -50,6 +50,7 @@ from peerfarm.api.bodies import (
     UPLOAD_LIMIT,
     BodyTooLarge,
     abs_path,
+    checked_fps,
     number,
     read_json,
     receive_upload,
@@ -268,7 +269,7 @@ class _Api:
     async def output(self, request: Request) -> Response:
         job = self.job(request)
         frame = request.path_params["n"]
-        index = number(request.query_params, "index", int) or 0
+        index = number(request.query_params, "index", int, (0, 1_000_000)) or 0
         path = await self.control.output_file(job, frame, index)
         if path is None or not path.is_file():
             return JSONResponse({"error": f"frame {frame} has no output yet"}, status_code=404)
@@ -292,7 +293,10 @@ class _Api:
         dest = abs_path(await read_json(request), "dest")
         if dest is None:
             raise UsageError("'dest' is required: the folder to copy the frames into")
-        return JSONResponse(await self.control.fetch(job, dest))
+        try:
+            return JSONResponse(await self.control.fetch(job, dest))
+        except OSError as exc:
+            raise UsageError(f"cannot write the frames into {dest}: {_os_reason(exc)}") from None
 
     async def encode(self, request: Request) -> Response:
         job = self.job(request)
@@ -300,7 +304,12 @@ class _Api:
         out = abs_path(body, "out")
         if out is None:
             raise UsageError("'out' is required: the .mp4 file to write")
-        return JSONResponse(await self.control.encode(job, out, number(body, "fps", float)))
+        if out.is_dir():
+            raise UsageError(f"{out} is a folder: give the video's file name (e.g. {out}/shot.mp4)")
+        try:
+            return JSONResponse(await self.control.encode(job, out, checked_fps(body)))
+        except OSError as exc:
+            raise UsageError(f"cannot write the video {out}: {_os_reason(exc)}") from None
 
     async def video(self, request: Request) -> Response:
         job = self.job(request)
@@ -311,7 +320,7 @@ class _Api:
         out = self.upload_dir / "videos" / f"{job}.mp4"
         if self._encoded.get(job) != done or not out.is_file():
             out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fps = number(request.query_params, "fps", float)
+            fps = checked_fps(request.query_params)
             await self.control.encode(job, out, fps)
             self._encoded[job] = done
         name = _job_name(status, job)
@@ -326,6 +335,12 @@ class _Api:
 
     async def metrics(self, request: Request) -> Response:
         return Response(render_metrics(self.control), media_type=CONTENT_TYPE_LATEST)
+
+
+def _os_reason(exc: OSError) -> str:
+    """An OS error in words: ``Permission denied (/x/y)``."""
+    reason = exc.strerror or type(exc).__name__
+    return f"{reason} ({exc.filename})" if exc.filename else reason
 
 
 def _job_name(status: Mapping[str, Any], job: str) -> str:

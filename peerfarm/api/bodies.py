@@ -82,7 +82,12 @@ def abs_path(fields: Mapping[str, Any], key: str) -> Path | None:
     text = text_field(fields, key)
     if text is None:
         return None
-    path = Path(text).expanduser()
+    if "\x00" in text:
+        raise UsageError(f"{key!r} must be a path, and paths hold no NUL character")
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # ~user of no such user
+        raise UsageError(f"{key!r}: no such user's home in {text[:80]!r}") from None
     if not path.is_absolute():
         raise UsageError(f"{key!r} must be an absolute path on the daemon's machine: {text!r}")
     return path
@@ -171,6 +176,11 @@ async def read_json(request: Request, limit: int = JSON_LIMIT) -> dict[str, Any]
         body += chunk
         if len(body) > limit:
             raise BodyTooLarge(f"request body over {limit} bytes")
+    return parse_json_body(bytes(body))
+
+
+def parse_json_body(body: bytes) -> dict[str, Any]:
+    """A request body as a JSON object (empty: ``{}``); ``UsageError`` for anything else."""
     if not body.strip():
         return {}
     try:

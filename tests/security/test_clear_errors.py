@@ -62,6 +62,9 @@ def test_bad_requests_to_the_api_are_4xx_with_a_reason(rendered: tuple[Daemon, s
         bad = api.post("/api/upload", content=raw,
                        headers={"Content-Type": "multipart/form-data; boundary=B"})  # fmt: skip
         assert bad.status_code == 400 and "not UTF-8" in bad.json()["error"]
+        for scene in ("/tmp/a\x00b.pov", "~no-such-user-here/x.pov"):
+            answer = api.post("/api/jobs", json={"scene": scene, "frames": "1"})
+            assert answer.status_code == 400, answer.text
         for field, value in (("priority", 10**26), ("chunk", 10**26), ("retries", 10**26),
                              ("fps", 1e308)):  # fmt: skip
             body = {"scene": "/etc/hostname", "frames": "1", field: value}

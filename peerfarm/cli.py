@@ -616,7 +616,8 @@ def submit(
     with _client(data_dir) as client:
         result = client.submit({k: v for k, v in fields.items() if v is not None})
         if result.get("warning"):
-            _console(err=True).print(f"peerfarm: warning: {result['warning']}", markup=False)
+            warning = printable(result["warning"])
+            _console(err=True).print(f"peerfarm: warning: {warning}", markup=False)
         if not wait:
             print_json(result) if as_json else click.echo(result["job"])
             return EXIT_OK
@@ -661,7 +662,9 @@ def wait_for_job(
                 return dict(job)
             blocked = job.get("blocked")
             if blocked and blocked != said and not quiet:
-                bar.console.print(f"{job.get('name', job_id)} waits: {blocked}", markup=False)
+                bar.console.print(
+                    printable(f"{job.get('name', job_id)} waits: {blocked}"), markup=False
+                )
             said = blocked or said
             if blocked:
                 blocked_since = time.monotonic() if blocked_since is None else blocked_since

@@ -368,8 +368,8 @@
     const waits = waitingText(job);
     row.dataset.blocked = job.blocked ? "yes" : "no";
     const wait = row.querySelector(".job-wait");
-    wait.textContent = waits ? `waits: ${waits}` : "";
-    wait.title = waits;
+    wait.textContent = waits ? plain(`waits: ${waits}`) : "";
+    wait.title = plain(waits);
     wait.classList.toggle("blocked", Boolean(job.blocked));
     wait.classList.toggle("hidden", !waits);
     row.querySelector(".job-state").replaceChildren(

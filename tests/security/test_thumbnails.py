@@ -27,6 +27,7 @@ def _peak_rss_mb(pid: int) -> float:
     raise AssertionError("no VmHWM in /proc")
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_a_huge_image_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
     huge = write_png(tmp_path / "huge.png", 40000, 40000, bit_depth=1)
     with pytest.raises(ImageTooLarge, match="too large to preview"):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-NAMES = ("datagram", "stream", "ledger", "frames")
+NAMES = ("datagram", "stream", "ledger", "frames", "control", "options")
 
 
 def _fuzz_one(target: str, seconds: float, seed: int, corpus: Path, crashes: Path) -> int:

@@ -1,5 +1,10 @@
 """Fuzz targets: every decoder that reads bytes from the network or text from a user.
 
+Targets: ``datagram``, ``stream``, ``ledger`` (what peers send), ``frames`` (a frame range),
+``control`` (a control API JSON body through every route's checks) and ``options`` (submit
+options as typed on the CLI or the form, and as a hostile peer's job spec carries them, through
+the schemas and the renderers' command lines).
+
 Each target takes arbitrary bytes and feeds them to the real code path (authenticated with a
 fixed test key where the path starts after authentication, so the fuzzer reaches the msgpack,
 membership and ledger decoders rather than stopping at the AEAD tag). A target may raise only
@@ -11,11 +16,29 @@ Used by ``fuzz/run.py`` (atheris, coverage-guided) and ``tests/security/test_fuz
 
 from __future__ import annotations
 
+import contextlib
+import math
 import random
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from peerfarm import PROTOCOL_VERSION
-from peerfarm.errors import FrameRangeError, MessageTooLarge, RemoteProtocolError
+from peerfarm.api.bodies import (
+    abs_path,
+    checked_fps,
+    number,
+    parse_json_body,
+    parse_option_value,
+    submit_request,
+    text_field,
+)
+from peerfarm.errors import (
+    FrameRangeError,
+    MessageTooLarge,
+    RemoteProtocolError,
+    UsageError,
+)
 from peerfarm.files.names import safe_name
 from peerfarm.files.transfer import parse_get
 from peerfarm.frames import parse_frames
@@ -33,6 +56,10 @@ from peerfarm.gossip.transport import (
 )
 from peerfarm.ledger import Ledger, codec
 from peerfarm.ledger.model import FrameRecord, Output, Register, SceneRef, Status
+from peerfarm.renderers import options as job_options
+from peerfarm.renderers.base import RenderFailed, RenderTask
+from peerfarm.renderers.command import CommandRenderer
+from peerfarm.renderers.povray import PovrayRenderer
 
 KEY = bytes(range(32))
 KEYRING = Keyring([KEY])
@@ -155,11 +182,114 @@ def frames(data: bytes) -> None:
     assert all(type(f) is int and f >= 0 for f in result)
 
 
+def control(data: bytes) -> None:
+    """A control API request body (``POST /api/jobs``, ``/retry``, ``/fetch``, ``/encode``,
+    ``/login``) through what the routes check before the farm sees it, then the submit's
+    options through the renderer's schema. Anything wrong is a ``UsageError`` (HTTP 4xx)."""
+    try:
+        body = parse_json_body(data)
+    except UsageError:
+        return
+    for check in (_submit_body, _retry_body, _paths_body, _login_body):
+        with contextlib.suppress(UsageError):
+            check(body)
+
+
+def _submit_body(body: dict[str, Any]) -> None:
+    request = submit_request(body)
+    assert request.chunk >= 1 and request.retries >= 0
+    for path in (request.scene, request.output, request.cwd, request.encode):
+        assert path is None or (path.is_absolute() and "\x00" not in str(path))
+    assert request.fps is None or 0 < request.fps <= 1000
+    renderer = request.renderer if request.renderer in job_options.SCHEMAS else "povray"
+    _check_options(renderer, request.options)
+
+
+def _retry_body(body: dict[str, Any]) -> None:
+    frames_text = text_field(body, "frames")
+    if frames_text is not None:
+        parse_frames(frames_text, limit=10_000)
+
+
+def _paths_body(body: dict[str, Any]) -> None:
+    for key in ("dest", "out"):
+        path = abs_path(body, key)
+        assert path is None or (path.is_absolute() and "\x00" not in str(path))
+    fps = checked_fps(body)
+    assert fps is None or (math.isfinite(fps) and fps > 0)
+    number(body, "index", int, (0, 1_000_000))
+
+
+def _login_body(body: dict[str, Any]) -> None:
+    for key in ("code", "password"):
+        value = body.get(key)
+        assert value is None or isinstance(value, str | int | float | bool | list | dict)
+
+
+def _check_options(renderer: str, given: Any) -> None:
+    """Submit-side checks, then what a renderer does with what passed them."""
+    checked = job_options.validate(renderer, given)
+    assert job_options.validate(renderer, checked) == checked  # normalising is idempotent
+    _build(renderer, checked)
+
+
+def _build(renderer: str, given: dict[str, Any]) -> None:
+    task = RenderTask(
+        job_id="job",
+        frames=(1,),
+        scene=Path("scene"),
+        scene_name="scene",
+        options={**given, "frame_first": 1, "frames_total": 3},
+        output_dir=Path("out"),
+        work_dir=Path("work"),
+    )
+    argv = []
+    if renderer == "povray":
+        argv = PovrayRenderer().build_argv(task)
+    elif renderer == "command":
+        argv = CommandRenderer().build_argv(task)
+    assert all(isinstance(a, str) and "\x00" not in a for a in argv)
+
+
+def options(data: bytes) -> None:
+    """Job options. First byte even: ``KEY=VALUE`` lines as typed after ``--option`` (or in
+    the upload form), through the schema of every renderer; odd: the rest as msgpack, as a
+    hostile peer's job spec carries options, through ``options.read`` and the renderers'
+    command lines. Only ``OptionError``/``RenderFailed`` (and decode errors) may come out."""
+    if not data:
+        return
+    renderers = sorted(job_options.SCHEMAS)
+    if data[0] % 2 == 0:
+        given: dict[str, Any] = {}
+        for line in data[1:].decode("utf-8", "replace").splitlines()[:32]:
+            key, sep, value = line.partition("=")
+            if sep and key.strip():
+                given[key.strip()] = parse_option_value(value)
+        for renderer in renderers:
+            with contextlib.suppress(UsageError):
+                _check_options(renderer, given)
+        return
+    try:
+        spec_options = codec.unpackb(data[1:])
+    except ALLOWED:
+        return
+    if not isinstance(spec_options, dict):
+        return
+    for renderer in renderers:
+        try:
+            read = job_options.read(renderer, spec_options)
+            _build(renderer, {k: v for k, v in read.items() if isinstance(k, str)})
+        except (job_options.OptionError, RenderFailed):
+            pass
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "datagram": datagram,
     "stream": stream,
     "ledger": ledger,
     "frames": frames,
+    "control": control,
+    "options": options,
 }
 
 
@@ -206,4 +336,20 @@ def seeds() -> dict[str, list[bytes]]:
         ],
         "ledger": [packed] + [codec.packb([w]) for w in wire],
         "frames": [b"1-240", b"1,5,10-20x2", b"7", b" 3 , 4-9x3"],
+        "control": [
+            b'{"scene": "/tmp/ball.pov", "frames": "1-3", "renderer": "povray", "chunk": 2, '
+            b'"options": {"width": 640, "height": 480, "antialias": 0.3}, "fps": 24}',
+            b'{"scene": "/tmp/r.sh", "frames": "1", "renderer": "command", '
+            b'"options": {"args": ["-v"]}, "retries": 0, "priority": 5}',
+            b'{"frames": "1-5x2"}',
+            b'{"dest": "/tmp/out", "out": "/tmp/v.mp4", "fps": 30}',
+            b'{"code": "abc", "password": "x"}',
+        ],
+        "options": [
+            b"\x00width=640\nheight=480\nantialias=0.3\nthreads=2",
+            b"\x00format=png\nthreads=0\nmain=scenes/a.blend",
+            b'\x00args=["--fast", "-q"]\nfps=25\noverwrite=true',
+            b"\x01" + codec.packb({"width": 320, "height": 240, "threads": 4}),
+            b"\x01" + codec.packb({"args": ["a", "b"], "format": "PNG"}),
+        ],
     }

@@ -39,8 +39,10 @@ from peerfarm.client import (
     resolve_data_dir,
 )
 from peerfarm.errors import ControlError, PeerfarmError, UsageError
+from peerfarm.files.names import folder_name
 from peerfarm.frames import parse_frames
 from peerfarm.gossip.crypto import encode_key
+from peerfarm.plaintext import printable
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -113,11 +115,15 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"bad --option {pair!r}: write KEY=VALUE (e.g. width=640)")
-        try:
-            options[key.strip()] = json.loads(value)
-        except ValueError:
+        try:  # NaN and Infinity stay text: JSON has no such numbers
+            options[key.strip()] = json.loads(value, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
             options[key.strip()] = value
     return options
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def check_scene(path: Path) -> Path:
@@ -228,6 +234,17 @@ def job_succeeded(job: dict[str, Any]) -> bool:
 
 
 # --- human output (pure: data -> rich renderables) -------------------------------------------
+# Text from the farm (names, errors, logs) is never Rich markup: it goes in as ``Text``, with
+# control characters escaped (``peerfarm.plaintext``).
+
+
+def plain(value: Any, style: str = "") -> Text:
+    """Farm text as a table cell: no markup, no escape sequences."""
+    return Text(printable("" if value is None else value), style=style)
+
+
+def state_cell(state: str) -> Text:
+    return plain(state, _STATE_STYLE.get(state, "white"))
 
 
 def peers_table(peers: list[dict[str, Any]]) -> Table:
@@ -235,15 +252,14 @@ def peers_table(peers: list[dict[str, Any]]) -> Table:
     for column in ("name", "address", "state", "slots", "busy", "renderers", "rendering"):
         table.add_column(column)
     for peer in peers:
-        state = str(peer.get("state", "?"))
         table.add_row(
-            str(peer.get("name", "?")),
-            str(peer.get("address", "")),
-            f"[{_STATE_STYLE.get(state, 'white')}]{state}[/]",
-            str(peer.get("slots", "")),
-            str(peer.get("busy", "")),
-            format_renderers(peer.get("renderers")),
-            format_rendering(peer.get("rendering")),
+            plain(peer.get("name", "?")),
+            plain(peer.get("address", "")),
+            state_cell(str(peer.get("state", "?"))),
+            plain(peer.get("slots", "")),
+            plain(peer.get("busy", "")),
+            plain(format_renderers(peer.get("renderers"))),
+            plain(format_rendering(peer.get("rendering"))),
         )
     return table
 
@@ -252,11 +268,10 @@ def peer_details(peers: list[dict[str, Any]]) -> RenderableType:
     """One block per peer (like Buildcat's worker-info): readable at any terminal width."""
     blocks: list[RenderableType] = []
     for peer in peers:
-        state = str(peer.get("state", "?"))
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold")
         grid.add_column()
-        grid.add_row(str(peer.get("name", "?")), f"[{_STATE_STYLE.get(state, 'white')}]{state}[/]")
+        grid.add_row(plain(peer.get("name", "?")), state_cell(str(peer.get("state", "?"))))
         rows = [
             ("address", peer.get("address")),
             ("host", peer.get("host")),
@@ -269,7 +284,7 @@ def peer_details(peers: list[dict[str, Any]]) -> RenderableType:
             ("tags", ", ".join(peer.get("tags") or []) or "-"),
         ]
         for label, value in rows:
-            grid.add_row(label, Text("-" if value is None else str(value)))
+            grid.add_row(label, plain("-" if value is None else value))
         blocks.append(grid)
         blocks.append(Text(""))
     return Group(*blocks)
@@ -283,9 +298,9 @@ def jobs_table(jobs: list[dict[str, Any]]) -> Table:
         total = int(job.get("frames_total", 0)) or 1
         done = int(job.get("frames_done", 0))
         table.add_row(
-            short_id(str(job.get("id", ""))),
-            str(job.get("name", "")),
-            str(job.get("state", "")),
+            plain(short_id(str(job.get("id", "")))),
+            plain(job.get("name", "")),
+            plain(job.get("state", "")),
             ProgressBar(total=total, completed=done, width=24),
             f"{done}/{job.get('frames_total', 0)}",
             str(job.get("frames_failed", 0)),
@@ -304,13 +319,13 @@ def frames_table(frames: list[dict[str, Any]], limit: int = 60) -> Table:
     for frame in shown[:limit]:
         seconds = frame.get("seconds")
         table.add_row(
-            str(frame.get("frame")),
-            str(frame.get("state")),
-            str(frame.get("peer") or "-"),
-            str(frame.get("attempts", 0)),
+            plain(frame.get("frame")),
+            plain(frame.get("state")),
+            plain(frame.get("peer") or "-"),
+            plain(frame.get("attempts", 0)),
             f"{seconds:.1f}" if isinstance(seconds, int | float) else "-",
             "yes" if frame.get("delivered") else "no",
-            str(frame.get("error") or ""),
+            plain(frame.get("error") or ""),
         )
     return table
 
@@ -323,9 +338,10 @@ def waiting_text(jobs: list[dict[str, Any]], *, every_peer: bool = False) -> Tex
         if not lines:
             continue
         style = "yellow" if job.get("blocked") else "dim"
-        text.append(f"{job.get('name', '')} ({short_id(str(job.get('id', '')))})\n", style="bold")
+        name = printable(f"{job.get('name', '')} ({short_id(str(job.get('id', '')))})")
+        text.append(f"{name}\n", style="bold")
         for line in lines:
-            text.append(f"  {line}\n", style=style)
+            text.append(f"  {printable(line)}\n", style=style)
     return text if text.plain else None
 
 
@@ -343,7 +359,9 @@ def status_view(status: dict[str, Any]) -> RenderableType:
 
 
 def _console(err: bool = False) -> Console:
-    return Console(file=sys.stderr if err else sys.stdout, highlight=False, soft_wrap=True)
+    return Console(
+        file=sys.stderr if err else sys.stdout, highlight=False, emoji=False, soft_wrap=True
+    )
 
 
 def print_json(data: Any) -> None:
@@ -418,12 +436,14 @@ def _run_guarded(run: Callable[[], Any], verbose: bool) -> int:
     except PeerfarmError as exc:
         if verbose:
             err.print_exception()
-        err.print(f"peerfarm: {exc}", markup=False)
+        err.print(f"peerfarm: {printable(exc)}", markup=False)
         return _exit_code(exc)
     except Exception as exc:  # the last line of defence: one line, details on request
         if verbose:
             err.print_exception()
-        err.print(f"peerfarm: unexpected error: {type(exc).__name__}: {exc}", markup=False)
+        err.print(
+            f"peerfarm: unexpected error: {type(exc).__name__}: {printable(exc)}", markup=False
+        )
         if not verbose:
             err.print("run with --verbose for details", markup=False)
         return EXIT_FAILED
@@ -596,7 +616,8 @@ def submit(
     with _client(data_dir) as client:
         result = client.submit({k: v for k, v in fields.items() if v is not None})
         if result.get("warning"):
-            _console(err=True).print(f"peerfarm: warning: {result['warning']}", markup=False)
+            warning = printable(result["warning"])
+            _console(err=True).print(f"peerfarm: warning: {warning}", markup=False)
         if not wait:
             print_json(result) if as_json else click.echo(result["job"])
             return EXIT_OK
@@ -618,7 +639,7 @@ def wait_for_job(
     render it for that many seconds.
     """
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("failed {task.fields[failed]}"),
@@ -632,7 +653,7 @@ def wait_for_job(
             job = client.status(job_id)["jobs"][0]
             bar.update(
                 task,
-                description=str(job.get("name", job_id)),
+                description=printable(job.get("name", job_id)),
                 total=job.get("frames_total") or None,
                 completed=int(job.get("frames_done", 0)),
                 failed=job.get("frames_failed", 0),
@@ -641,7 +662,9 @@ def wait_for_job(
                 return dict(job)
             blocked = job.get("blocked")
             if blocked and blocked != said and not quiet:
-                bar.console.print(f"{job.get('name', job_id)} waits: {blocked}", markup=False)
+                bar.console.print(
+                    printable(f"{job.get('name', job_id)} waits: {blocked}"), markup=False
+                )
             said = blocked or said
             if blocked:
                 blocked_since = time.monotonic() if blocked_since is None else blocked_since
@@ -749,16 +772,20 @@ def logs(data_dir: Path | None, as_json: bool, job: str, frame: int) -> None:
         print_json(data)
         return
     console = _console()
-    console.print(f"frame {data.get('frame')}: {data.get('state')} on {data.get('peer') or '-'}")
+    console.print(
+        printable(f"frame {data.get('frame')}: {data.get('state')} on {data.get('peer') or '-'}"),
+        markup=False,
+    )
     for line in waiting_lines(data, every_peer=True):
-        console.print(line, markup=False)
+        console.print(printable(line), markup=False)
     if data.get("progress"):
-        console.print(f"progress: {data['progress']}", markup=False)
+        console.print(f"progress: {printable(data['progress'])}", markup=False)
     for attempt in data.get("attempts", []):
-        console.rule(f"attempt {attempt.get('attempt')} on {attempt.get('peer')}")
+        console.rule(plain(f"attempt {attempt.get('attempt')} on {attempt.get('peer')}"))
         if attempt.get("error"):
-            console.print(f"error: {attempt['error']}", markup=False)
-        console.print(attempt.get("log_tail") or "(no output)", markup=False)
+            console.print(f"error: {printable(attempt['error'])}", markup=False)
+        tail = printable(attempt.get("log_tail") or "(no output)", keep_newlines=True)
+        console.print(tail, markup=False)
 
 
 @cli.command()
@@ -768,14 +795,14 @@ def logs(data_dir: Path | None, as_json: bool, job: str, frame: int) -> None:
 def fetch(data_dir: Path | None, as_json: bool, job: str, dest: Path | None) -> None:
     """Copy JOB's finished frames into DEST (default ./peerfarm-out/<name>)."""
     with _client(data_dir) as client:
-        if dest is None:
+        if dest is None:  # a job's name is anyone's text: one plain folder name made of it
             name = client.status(job)["jobs"][0]["name"]
-            dest = Path("peerfarm-out") / str(name)
+            dest = Path("peerfarm-out") / folder_name(str(name))
         result = client.fetch(job, dest.expanduser().absolute())
     if as_json:
         print_json(result)
     else:
-        click.echo(f"{result.get('files', '?')} file(s) in {result.get('dest', dest)}")
+        click.echo(f"{result.get('files', '?')} file(s) in {printable(result.get('dest', dest))}")
 
 
 @cli.command()
@@ -788,6 +815,26 @@ def encode(data_dir: Path | None, as_json: bool, job: str, out: Path, fps: float
     with _client(data_dir) as client:
         result = client.encode(job, out.expanduser().absolute(), fps)
     print_json(result) if as_json else click.echo(str(result.get("out", out)))
+
+
+@cli.command()
+@common
+@click.option("--open", "open_browser", is_flag=True, help="Open the link in a web browser.")
+def dashboard(data_dir: Path | None, as_json: bool, open_browser: bool) -> None:
+    """Print a one-time login link to this peer's dashboard (actions need a login)."""
+    with _client(data_dir) as client:
+        link = client.login_link()
+    if as_json:
+        print_json(link)
+    else:
+        minutes = int(link["expires_in"]) // 60
+        click.echo(link["url"])
+        click.echo(f"(works once, within {minutes} minutes)", err=True)
+    if open_browser:
+        import webbrowser  # imported late: only this flag needs it
+
+        if not webbrowser.open(link["url"]):
+            raise UsageError("no web browser found: open the link above by hand")
 
 
 @cli.command()

@@ -3,8 +3,9 @@
 This module owns the data dir's small files and the HTTP client of the control API:
 
 - The data dir is ``--data-dir``, else ``$PEERFARM_DATA_DIR``, else the platform's user data dir.
-- The daemon writes ``<data dir>/control.json`` = ``{"url", "token", "pid"}`` (mode 0600, written
-  atomically) with :func:`write_control_file`; clients read it with :func:`read_control_file`.
+- The daemon writes ``<data dir>/control.json`` = ``{"url", "token", "pid", "web"}`` (mode 0600,
+  written atomically; ``web`` is the dashboard's address, or null with ``--no-web``) with
+  :func:`write_control_file`; clients read it with :func:`read_control_file`.
   A missing file, a dead pid or a refused connection all mean "no daemon running", and that
   message always carries the command that starts one.
 - The farm key comes from ``--key-file``, else ``$PEERFARM_KEY`` (base64), else the data dir's
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import platformdirs
@@ -77,11 +78,14 @@ class ControlInfo:
     url: str
     token: str
     pid: int
+    web: str | None = None  # the dashboard's address (None: --no-web)
 
 
-def write_control_file(data_dir: Path, url: str, token: str, *, pid: int | None = None) -> Path:
+def write_control_file(
+    data_dir: Path, url: str, token: str, *, pid: int | None = None, web: str | None = None
+) -> Path:
     """Write ``control.json`` (mode 0600, atomically) for the daemon of ``data_dir``."""
-    info = {"url": url, "token": token, "pid": os.getpid() if pid is None else pid}
+    info = {"url": url, "token": token, "pid": os.getpid() if pid is None else pid, "web": web}
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = data_dir / CONTROL_FILE
     tmp = data_dir / f".{CONTROL_FILE}.{secrets.token_hex(6)}.tmp"
@@ -144,12 +148,27 @@ def read_control_file(data_dir: Path) -> ControlInfo:
         raise ControlError(f"cannot read {path}: {exc.strerror}") from None
     try:
         data = json.loads(raw)
-        info = ControlInfo(url=str(data["url"]), token=str(data["token"]), pid=int(data["pid"]))
+        web = data.get("web")
+        info = ControlInfo(
+            url=str(data["url"]),
+            token=str(data["token"]),
+            pid=int(data["pid"]),
+            web=str(web) if web else None,
+        )
     except (ValueError, KeyError, TypeError):
         raise ControlError(f"{path} is malformed: remove it and restart the daemon") from None
     if not pid_alive(info.pid):
         raise no_daemon(data_dir, f"stale {CONTROL_FILE}: process {info.pid} is gone")
     return info
+
+
+def dashboard_url(url: str) -> str:
+    """A dashboard base URL a browser on this machine can open (a wildcard bind -> loopback)."""
+    split = urlsplit(url.rstrip("/"))
+    if split.hostname in ("0.0.0.0", "::"):
+        loopback = "127.0.0.1" if split.hostname == "0.0.0.0" else "[::1]"
+        return split._replace(netloc=f"{loopback}:{split.port}").geturl()
+    return split.geturl()
 
 
 def key_file_path(data_dir: Path) -> Path:
@@ -211,8 +230,10 @@ class FarmClient:
         data_dir: Path | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
+        web: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.web = web.rstrip("/") if web else None
         self.data_dir = data_dir
         self._http = httpx.Client(
             base_url=self.url,
@@ -226,7 +247,7 @@ class FarmClient:
     def connect(cls, data_dir: Path, *, timeout: float = DEFAULT_TIMEOUT_S) -> FarmClient:
         """A client of the daemon whose ``control.json`` is in ``data_dir``."""
         info = read_control_file(data_dir)
-        return cls(info.url, info.token, data_dir=data_dir, timeout=timeout)
+        return cls(info.url, info.token, data_dir=data_dir, timeout=timeout, web=info.web)
 
     def close(self) -> None:
         self._http.close()
@@ -327,6 +348,12 @@ class FarmClient:
             timeout=LONG_TIMEOUT_S,
         )
         return result
+
+    def login_link(self) -> dict[str, Any]:
+        """A one-time dashboard login link: ``{"url", "expires_in"}``."""
+        result: dict[str, Any] = self.json("POST", "/api/login-link")
+        base = dashboard_url(self.web or self.url)
+        return {"url": f"{base}{result['path']}", "expires_in": result["expires_in"]}
 
     def encode(self, job: str, out: Path, fps: float | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"out": str(out)}

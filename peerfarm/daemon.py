@@ -40,6 +40,7 @@ from .gossip.membership import MemberState
 from .gossip.net import open_transport
 from .ledger.store import LedgerStore
 from .peer import Node, NodeParts
+from .plaintext import PlainFormatter
 from .renderers import available_renderers, groups
 from .renderers.base import Renderer
 
@@ -81,7 +82,8 @@ class NodeOptions:
 
 def setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S"))
+    # Names in messages come from users and peers: control characters are escaped.
+    handler.setFormatter(PlainFormatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S"))
     root = logging.getLogger("peerfarm")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -308,9 +310,10 @@ async def _start_api(
     nursery: trio.Nursery, farm: object, keyring: Keyring, options: NodeOptions
 ) -> None:
     try:
+        from .api.access import Sessions
         from .api.app import create_app
         from .api.server import serve_http
-        from .client import write_control_file
+        from .client import dashboard_url, write_control_file
     except ImportError as exc:
         log.warning("control API unavailable: %s", exc)
         return
@@ -318,6 +321,7 @@ async def _start_api(
     shutdown = trio.Event()
     upload_dir = options.data_dir / "uploads"
     upload_dir.mkdir(exist_ok=True)
+    sessions = Sessions()
     app = create_app(
         farm,  # type: ignore[arg-type]
         token=token,
@@ -325,6 +329,7 @@ async def _start_api(
         public=options.web_public,
         upload_dir=upload_dir,
         shutdown=shutdown,
+        sessions=sessions,
     )
     binds = ["127.0.0.1:0"]
     if options.web is not None:
@@ -332,9 +337,12 @@ async def _start_api(
         if options.web[0] not in ("127.0.0.1", "localhost"):
             binds.append("127.0.0.1:0")
     urls = await nursery.start(functools.partial(serve_http, app, binds, shutdown=shutdown))
-    write_control_file(options.data_dir, urls[-1], token, pid=os.getpid())
-    if options.web is not None:
-        log.info("dashboard: %s/", urls[0])
+    web = urls[0] if options.web is not None else None
+    write_control_file(options.data_dir, urls[-1], token, pid=os.getpid(), web=web)
+    if web is not None:
+        # Actions need a session even on loopback: a one-time link gives this user one.
+        link = f"{dashboard_url(web)}/?login={sessions.new_link()}"
+        log.info("dashboard: %s (a one-time login link; `peerfarm dashboard` prints another)", link)
 
 
 def run_daemon(options: NodeOptions) -> int:

@@ -259,10 +259,11 @@ def run_demo(*, frames: str, out_root: Path, keep: bool = False, as_json: bool =
         farm.start()
         say(f"demo: starting 3 peers on 127.0.0.1 (data and logs in {root})")
         farm.wait_until_connected()
-        say(f"demo: the farm is up; dashboard at {farm.web_urls[0]}")
         out_dir = out_root / scene.name
         video = out_root / f"{scene.name}.mp4"
         with farm.client(0) as client:
+            link = client.login_link()["url"]  # actions on the dashboard need a login
+            say(f"demo: the farm is up; dashboard at {link} (a one-time login link)")
             fields = {
                 "scene": str(scene.path), "frames": frames, "name": scene.name,
                 "output": str(out_dir), "cwd": str(Path.cwd()),

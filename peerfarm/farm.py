@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -20,13 +19,15 @@ import trio
 from . import PROTOCOL_VERSION, __version__
 from .control import Action, SubmitRequest
 from .errors import LedgerError, PeerfarmError, StoreError, UsageError
-from .files.names import safe_join
+from .files.names import folder_name
+from .files.place import place_copy
 from .frames import parse_frames
 from .gossip.membership import MemberState
 from .gossip.transport import versions_text
 from .ledger.model import JobState, SceneRef, Status
 from .peer import IncompatiblePeer, Node
 from .peer.node import Operation
+from .renderers.options import validate as validate_options
 from .status import (
     busy_by_peer,
     frames_view,
@@ -215,7 +216,7 @@ class Farm:
         cwd = request.cwd or Path.cwd()
         output = request.output or (cwd / "peerfarm-out" / _safe_folder(name))
         output = output if output.is_absolute() else cwd / output
-        options = dict(request.options)
+        options = validate_options(renderer, request.options)
         if request.allow_scripts:
             options["allow_scripts"] = True
         if request.fps:
@@ -347,8 +348,8 @@ class Farm:
                 continue
             for output in record.outputs:
                 blob = await self.node.blobs.ensure(output.digest.hex(), prefer=record.node)
-                target = safe_join(dest, output.name)
-                await trio.to_thread.run_sync(shutil.copyfile, blob, target)
+                # A planted symlink at the name is replaced, never written through.
+                target = await trio.to_thread.run_sync(place_copy, blob, dest, output.name)
                 written.append(str(target))
         return {"job": job, "dest": str(dest), "files": len(written)}
 
@@ -461,8 +462,7 @@ def _renderer_for(scene: Path) -> str:
 
 
 def _safe_folder(name: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
-    return cleaned or "job"
+    return folder_name(name)
 
 
 def _prepare_scene(

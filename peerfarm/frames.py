@@ -1,10 +1,10 @@
 """Frame ranges as artists write them, parsed in exactly one place.
 
 Accepted: ``7``, ``1-240``, ``1,5,10-20``, ``1-240x2`` (a step), with spaces tolerated around
-commas. Frames are integers >= 0; duplicates merge; the order written is the order rendered.
-Anything else raises :class:`~peerfarm.errors.FrameRangeError` with one message that quotes the
-bad part. The ledger stores frames compactly as runs ``(start, stop, step)``; the helpers here
-convert both ways.
+commas. Frames are integers from 0 to ``MAX_FRAME_NUMBER``; duplicates merge; the order written
+is the order rendered. Anything else raises :class:`~peerfarm.errors.FrameRangeError` with one
+message that quotes the bad part. The ledger stores frames compactly as runs
+``(start, stop, step)``; the helpers here convert both ways.
 """
 
 from __future__ import annotations
@@ -17,11 +17,18 @@ from .errors import FrameRangeError
 
 #: The most frames one range may expand to; protects every peer's memory from a typo.
 MAX_FRAMES = 1_000_000
+#: The highest frame number (what the ledger accepts from the network, ``codec.MAX_FRAME``).
+MAX_FRAME_NUMBER = 10**9
 
 _PART = re.compile(r"^(\d+)(?:-(\d+)(?:x(\d+))?)?$")
 
 Run = tuple[int, int, int]
 """A run of frames: ``(first, last, step)``, inclusive, step >= 1."""
+
+
+def _q(text: str) -> str:
+    """``text`` quoted for an error message, cut short."""
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def parse_frames(text: str, *, limit: int = MAX_FRAMES) -> tuple[int, ...]:
@@ -35,19 +42,25 @@ def parse_frames(text: str, *, limit: int = MAX_FRAMES) -> tuple[int, ...]:
         match = _PART.match(part)
         if match is None:
             raise FrameRangeError(
-                f"bad frame range {part!r} in {text!r}: use N, A-B or A-BxSTEP (e.g. 1-240x2)"
+                f"bad frame range {_q(part)} in {_q(text)}: use N, A-B or A-BxSTEP (e.g. 1-240x2)"
             )
+        if any(len(g.lstrip("0")) > 10 for g in match.groups() if g is not None):
+            raise FrameRangeError(f"bad frame range {_q(part)}: a number there is far too large")
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) is not None else first
         step = int(match.group(3)) if match.group(3) is not None else 1
+        if last > MAX_FRAME_NUMBER:
+            raise FrameRangeError(
+                f"bad frame range {_q(part)}: frame numbers go up to {MAX_FRAME_NUMBER:,}"
+            )
         if last < first:
-            raise FrameRangeError(f"bad frame range {part!r}: {last} comes before {first}")
+            raise FrameRangeError(f"bad frame range {_q(part)}: {last} comes before {first}")
         if step < 1:
-            raise FrameRangeError(f"bad frame range {part!r}: the step must be at least 1")
+            raise FrameRangeError(f"bad frame range {_q(part)}: the step must be at least 1")
         count = (last - first) // step + 1
         if count > limit or len(frames) + count > limit:
             raise FrameRangeError(
-                f"frame range {part!r} is too large: at most {limit:,} frames per job"
+                f"frame range {_q(part)} is too large: at most {limit:,} frames per job"
             )
         for frame in range(first, last + 1, step):
             if frame not in seen:

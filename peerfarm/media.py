@@ -1,7 +1,10 @@
 """Images and videos made from rendered frames: thumbnails, sizes, and a video of a job.
 
 This module owns everything peerfarm does to finished frames: Pillow for thumbnails and image
-sizes, ffmpeg (libx264, yuv420p, even dimensions) for a preview video. Frames may have gaps or
+sizes, ffmpeg (libx264, yuv420p, even dimensions) for a preview video. Decoding is bounded: an
+image's size is read from its header first, JPEGs are decoded straight at a reduced scale
+(``draft``), and an image that would still need more than ``MAX_DECODE_PIXELS`` decoded pixels
+gets no thumbnail (``ImageTooLarge``) instead of the daemon's memory. Frames may have gaps or
 odd names, so they are fed to ffmpeg as numbered symlinks in a temporary folder. ffmpeg runs
 through ``run_logged``, so a cancelled encode leaves no process behind.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -17,11 +21,21 @@ from PIL import Image, UnidentifiedImageError
 from peerfarm.errors import RendererError, UsageError
 from peerfarm.renderers.base import RenderFailed, run_logged
 
+# make_thumbnail checks every image's size itself before decoding anything; Pillow's own
+# "decompression bomb" warning (a global check at ~90 megapixels) would only be noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 DEFAULT_THUMBNAIL_SIZE = (160, 120)
+#: Most pixels decoded for one thumbnail: 8K UHD (7680x4320) fits; each costs up to 4 bytes.
+MAX_DECODE_PIXELS = 36_000_000
 
 
 class NotAnImage(UsageError):
     """A file Pillow cannot read as an image; the message names it."""
+
+
+class ImageTooLarge(NotAnImage):
+    """An image too large to decode for a preview; the message gives its size."""
 
 
 class FfmpegMissing(UsageError):
@@ -40,18 +54,19 @@ class EncodeFailed(RendererError):
 
 
 def _open(path: Path) -> Image.Image:
+    """The image, opened lazily: only its header is read (size, mode, format)."""
     try:
-        image = Image.open(path)
-        image.load()
+        return Image.open(path)
     except FileNotFoundError as exc:
         raise NotAnImage(f"{path}: no such file") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"{path.name} is too large to preview ({exc})") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise NotAnImage(f"{path} is not an image Pillow can read ({exc})") from exc
-    return image
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image file."""
+    """(width, height) of an image file, from its header (nothing is decoded)."""
     with _open(path) as image:
         width, height = image.size
         return width, height
@@ -62,16 +77,33 @@ def make_thumbnail(
 ) -> Path:
     """Write a thumbnail of ``image`` fitting in ``max_size`` (aspect kept) to ``out``.
 
-    The format follows ``out``'s extension (PNG when it has none Pillow knows).
+    The format follows ``out``'s extension (PNG when it has none Pillow knows). At most
+    ``MAX_DECODE_PIXELS`` are decoded (a JPEG at a reduced scale); a larger image raises
+    ``ImageTooLarge`` before any of it is decoded.
     """
     with _open(image) as source:
+        width, height = source.size
+        source.draft("RGB", max_size)  # JPEG: decode at 1/2, 1/4 or 1/8 scale; others: no-op
+        decoded = source.size[0] * source.size[1]
+        if decoded > MAX_DECODE_PIXELS:
+            megapixels = width * height / 1e6
+            raise ImageTooLarge(
+                f"{image.name} is {width}x{height} ({megapixels:.0f} megapixels): too large "
+                f"to preview (at most {MAX_DECODE_PIXELS / 1e6:.0f})"
+            )
+        try:
+            source.load()
+            if source.mode not in ("RGB", "RGBA", "L", "LA"):
+                source = source.convert("RGBA" if "A" in source.getbands() else "RGB")
+            source.thumbnail(max_size, Image.Resampling.LANCZOS)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise NotAnImage(f"{image} is not an image Pillow can read ({exc})") from exc
         thumb = source.convert("RGBA" if "A" in source.getbands() else "RGB")
-        thumb.thumbnail(max_size, Image.Resampling.LANCZOS)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fmt = Image.registered_extensions().get(out.suffix.lower(), "PNG")
-        if fmt == "JPEG" and thumb.mode == "RGBA":
-            thumb = thumb.convert("RGB")
-        thumb.save(out, format=fmt)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fmt = Image.registered_extensions().get(out.suffix.lower(), "PNG")
+    if fmt == "JPEG" and thumb.mode == "RGBA":
+        thumb = thumb.convert("RGB")
+    thumb.save(out, format=fmt)
     return out
 
 

@@ -7,7 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peerfarm.errors import FrameRangeError
-from peerfarm.frames import MAX_FRAMES, format_frames, from_runs, parse_frames, to_runs
+from peerfarm.frames import (
+    MAX_FRAME_NUMBER,
+    MAX_FRAMES,
+    format_frames,
+    from_runs,
+    parse_frames,
+    to_runs,
+)
+from peerfarm.ledger.codec import MAX_FRAME
 
 
 @pytest.mark.parametrize(
@@ -85,3 +93,14 @@ def test_any_text_parses_or_raises_the_narrow_error(text: str) -> None:
         return
     assert frames and all(f >= 0 for f in frames)
     assert len(set(frames)) == len(frames)
+
+
+@pytest.mark.parametrize(
+    "text", ["99999999999999999999999999", "1-1000000001", "1-5x" + "9" * 30, "1" * 5000]
+)
+def test_frame_numbers_beyond_the_ledgers_range_are_refused_in_one_short_line(text: str) -> None:
+    assert MAX_FRAME_NUMBER == MAX_FRAME
+    with pytest.raises(FrameRangeError) as caught:
+        parse_frames(text)
+    assert len(str(caught.value)) < 150
+    assert parse_frames(str(MAX_FRAME_NUMBER)) == (MAX_FRAME_NUMBER,)

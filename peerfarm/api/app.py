@@ -37,16 +37,20 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from peerfarm.api.access import (
+    KEY_HEADER,
     SESSION_COOKIE,
-    SESSION_MAX_AGE_S,
     AccessMiddleware,
+    LoginLimiter,
     Sessions,
-    is_loopback_host,
+    is_local,
+    retry_after,
+    source_of,
 )
 from peerfarm.api.bodies import (
     UPLOAD_LIMIT,
     BodyTooLarge,
     abs_path,
+    checked_fps,
     number,
     read_json,
     receive_upload,
@@ -110,6 +114,7 @@ class _Api:
         *,
         login_password: str | None,
         sessions: Sessions,
+        limiter: LoginLimiter,
         upload_dir: Path,
         upload_limit: int,
         shutdown: trio.Event,
@@ -118,6 +123,7 @@ class _Api:
         self.control = control
         self.login_password = login_password
         self.sessions = sessions
+        self.limiter = limiter
         self.upload_dir = upload_dir
         self.upload_limit = upload_limit
         self.shutdown = shutdown
@@ -131,41 +137,82 @@ class _Api:
             raise UnknownJob(str(exc)) from None
 
     async def index(self, request: Request) -> Response:
+        # ?login=CODE (a one-time link) is swapped for a session by the page's script; the
+        # code must not leak through a Referer or a cache.
+        headers = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
         if self.static_dir is not None and (self.static_dir / "index.html").is_file():
-            return FileResponse(self.static_dir / "index.html")
-        return HTMLResponse(_PLACEHOLDER)
+            return FileResponse(self.static_dir / "index.html", headers=headers)
+        return HTMLResponse(_PLACEHOLDER, headers=headers)
 
     async def session(self, request: Request) -> Response:
-        facts = request.scope.get("server")
-        loopback = facts is None or is_loopback_host(str(facts[0]))
-        logged_in = self.sessions.valid(request.cookies.get(SESSION_COOKIE))
         return JSONResponse(
-            {"loopback": loopback, "logged_in": logged_in, "login": self.login_password is not None}
+            {
+                "loopback": is_local(request),
+                "logged_in": self.sessions.valid(request.cookies.get(SESSION_COOKIE)),
+                "login": self.login_password is not None,
+                "actions": self.sessions.acting(request.headers.get(KEY_HEADER)),
+            }
         )
 
     async def login(self, request: Request) -> Response:
+        """A session for a one-time link's ``{"code"}`` or the farm's ``{"password"}``.
+
+        Password attempts are rate limited per source; codes are not (256 random bits cannot
+        be guessed, and a limit would let another local user lock this one out of its link).
+        """
+        source = source_of(request)
         body = await read_json(request)
-        if self.login_password is None:
+        code, given = body.get("code"), body.get("password")
+        if isinstance(code, str) and code:
+            if not self.sessions.redeem(code):
+                log.warning("refused a used or expired login link from %s", source)
+                return JSONResponse(
+                    {"error": "this login link was already used or has expired: "
+                              "run `peerfarm dashboard` for a new one"},
+                    status_code=401,
+                )  # fmt: skip
+        elif self.login_password is None:
             return JSONResponse({"error": "login is disabled on this peer"}, status_code=403)
-        given = body.get("password")
-        if not isinstance(given, str) or not hmac.compare_digest(
-            given.encode(), self.login_password.encode()
+        elif (wait := self.limiter.wait(source)) > 0:
+            return JSONResponse(
+                {"error": f"too many login attempts from {source}: try again in "
+                          f"{retry_after(wait)} s"},
+                status_code=429,
+                headers={"Retry-After": retry_after(wait)},
+            )  # fmt: skip
+        elif not isinstance(given, str) or not hmac.compare_digest(
+            given.encode("utf-8", "replace"), self.login_password.encode()
         ):
+            self.limiter.failed(source)
+            log.warning("refused a dashboard login from %s: wrong password", source)
             return JSONResponse({"error": "wrong password"}, status_code=401)
-        response = JSONResponse({"logged_in": True})
+        cookie, key = self.sessions.issue()
+        response = JSONResponse({"logged_in": True, "key": key})
         response.set_cookie(
             SESSION_COOKIE,
-            self.sessions.issue(),
-            max_age=SESSION_MAX_AGE_S,
+            cookie,
+            max_age=int(self.sessions.max_age),
             httponly=True,
             samesite="strict",
         )
         return response
 
     async def logout(self, request: Request) -> Response:
+        """End this browser's session on the server (its cookie and action key die)."""
+        self.sessions.revoke(
+            cookie=request.cookies.get(SESSION_COOKIE), key=request.headers.get(KEY_HEADER)
+        )
         response = JSONResponse({"logged_in": False})
         response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
         return response
+
+    async def login_link(self, request: Request) -> Response:
+        """A one-time login code for the dashboard (the CLI's ``peerfarm dashboard``)."""
+        code = self.sessions.new_link()
+        return JSONResponse(
+            {"code": code, "path": f"/?login={code}", "expires_in": self.sessions.link_max_age},
+            status_code=201,
+        )
 
     async def status(self, request: Request) -> Response:
         ref = request.query_params.get("job")
@@ -222,7 +269,7 @@ class _Api:
     async def output(self, request: Request) -> Response:
         job = self.job(request)
         frame = request.path_params["n"]
-        index = number(request.query_params, "index", int) or 0
+        index = number(request.query_params, "index", int, (0, 1_000_000)) or 0
         path = await self.control.output_file(job, frame, index)
         if path is None or not path.is_file():
             return JSONResponse({"error": f"frame {frame} has no output yet"}, status_code=404)
@@ -246,7 +293,10 @@ class _Api:
         dest = abs_path(await read_json(request), "dest")
         if dest is None:
             raise UsageError("'dest' is required: the folder to copy the frames into")
-        return JSONResponse(await self.control.fetch(job, dest))
+        try:
+            return JSONResponse(await self.control.fetch(job, dest))
+        except OSError as exc:
+            raise UsageError(f"cannot write the frames into {dest}: {_os_reason(exc)}") from None
 
     async def encode(self, request: Request) -> Response:
         job = self.job(request)
@@ -254,7 +304,12 @@ class _Api:
         out = abs_path(body, "out")
         if out is None:
             raise UsageError("'out' is required: the .mp4 file to write")
-        return JSONResponse(await self.control.encode(job, out, number(body, "fps", float)))
+        if out.is_dir():
+            raise UsageError(f"{out} is a folder: give the video's file name (e.g. {out}/shot.mp4)")
+        try:
+            return JSONResponse(await self.control.encode(job, out, checked_fps(body)))
+        except OSError as exc:
+            raise UsageError(f"cannot write the video {out}: {_os_reason(exc)}") from None
 
     async def video(self, request: Request) -> Response:
         job = self.job(request)
@@ -265,7 +320,7 @@ class _Api:
         out = self.upload_dir / "videos" / f"{job}.mp4"
         if self._encoded.get(job) != done or not out.is_file():
             out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fps = number(request.query_params, "fps", float)
+            fps = checked_fps(request.query_params)
             await self.control.encode(job, out, fps)
             self._encoded[job] = done
         name = _job_name(status, job)
@@ -280,6 +335,12 @@ class _Api:
 
     async def metrics(self, request: Request) -> Response:
         return Response(render_metrics(self.control), media_type=CONTENT_TYPE_LATEST)
+
+
+def _os_reason(exc: OSError) -> str:
+    """An OS error in words: ``Permission denied (/x/y)``."""
+    reason = exc.strerror or type(exc).__name__
+    return f"{reason} ({exc.filename})" if exc.filename else reason
 
 
 def _job_name(status: Mapping[str, Any], job: str) -> str:
@@ -298,20 +359,25 @@ def create_app(
     shutdown: trio.Event,
     upload_limit: int = UPLOAD_LIMIT,
     static_dir: Path | None = STATIC_DIR,
+    sessions: Sessions | None = None,
+    limiter: LoginLimiter | None = None,
 ) -> Starlette:
     """The control API and dashboard backend for ``control``.
 
-    ``token`` authorizes the CLI (bearer); ``login_password`` (derived from the farm key, or
-    ``None`` to disable logins) lets browsers act when bound beyond loopback; ``public`` lets
-    anyone view there. ``shutdown`` ends open event streams so the server can stop promptly.
+    ``token`` authorizes the CLI (bearer); browsers act through sessions (``sessions``: the
+    daemon keeps a handle to print one-time login links) made from a one-time link or
+    ``login_password`` (derived from the farm key; ``None`` disables password logins);
+    ``public`` lets anyone view beyond loopback. ``shutdown`` ends open event streams so the
+    server can stop promptly.
     """
     if static_dir is not None and not static_dir.is_dir():
         static_dir = None
-    sessions = Sessions(hmac.new(token.encode(), b"peerfarm session", "sha256").hexdigest())
+    sessions = sessions or Sessions()
     api = _Api(
         control,
         login_password=login_password,
         sessions=sessions,
+        limiter=limiter or LoginLimiter(),
         upload_dir=upload_dir,
         upload_limit=upload_limit,
         shutdown=shutdown,
@@ -323,6 +389,7 @@ def create_app(
         Route("/api/session", api.session),
         Route("/api/login", api.login, methods=["POST"]),
         Route("/api/logout", api.logout, methods=["POST"]),
+        Route("/api/login-link", api.login_link, methods=["POST"]),
         Route("/api/status", api.status),
         Route("/api/peers", api.peers),
         Route("/api/events", api.events),

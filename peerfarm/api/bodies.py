@@ -9,6 +9,7 @@ checked with ``parse_frames``). Every mistake is a ``UsageError`` naming the fie
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,11 @@ JSON_LIMIT = 1024 * 1024
 UPLOAD_LIMIT = 2 * 1024**3
 #: Cap on one non-file form field of an upload, in bytes.
 FORM_FIELD_LIMIT = 64 * 1024
+#: Ranges of the submit fields (what peers accept: ``ledger.codec``), and of a video's rate.
+CHUNK_RANGE = (1, 10_000)
+RETRIES_RANGE = (0, 100)
+PRIORITY_RANGE = (-1_000_000, 1_000_000)
+MAX_FPS = 1000.0
 
 
 class BodyTooLarge(UsageError):
@@ -44,19 +50,31 @@ def text_field(fields: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
-def number(fields: Mapping[str, Any], key: str, kind: type[int] | type[float]) -> Any:
+def number(
+    fields: Mapping[str, Any],
+    key: str,
+    kind: type[int] | type[float],
+    bounds: tuple[float, float] | None = None,
+) -> Any:
+    """``fields[key]`` as an int or float (None if absent), within ``bounds`` if given."""
     value = fields.get(key)
     if value is None:
         return None
     if isinstance(value, str):
+        text = value.strip()
         try:
-            value = kind(value)
+            value = float(text) if kind is float or "." in text else int(text)
         except ValueError:
-            raise UsageError(f"{key!r} must be a number, not {value!r}") from None
+            raise UsageError(f"{key!r} must be a number, not {text[:40]!r}") from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UsageError(f"{key!r} must be a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{key!r} must be a finite number")
     if kind is int and value != int(value):
         raise UsageError(f"{key!r} must be a whole number")
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        low, high = (f"{b:,}" if kind is int else f"{b:g}" for b in bounds)
+        raise UsageError(f"{key!r} must be from {low} to {high}")
     return kind(value)
 
 
@@ -64,7 +82,12 @@ def abs_path(fields: Mapping[str, Any], key: str) -> Path | None:
     text = text_field(fields, key)
     if text is None:
         return None
-    path = Path(text).expanduser()
+    if "\x00" in text:
+        raise UsageError(f"{key!r} must be a path, and paths hold no NUL character")
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # ~user of no such user
+        raise UsageError(f"{key!r}: no such user's home in {text[:80]!r}") from None
     if not path.is_absolute():
         raise UsageError(f"{key!r} must be an absolute path on the daemon's machine: {text!r}")
     return path
@@ -115,21 +138,15 @@ def submit_request(fields: Mapping[str, Any], *, scene: Path | None = None) -> S
     options = dict(options)
     if flag(fields, "overwrite"):
         options["overwrite"] = True  # deliveries may replace files the job did not write
-    chunk = number(fields, "chunk", int)
-    retries = number(fields, "retries", int)
-    if chunk is not None and chunk < 1:
-        raise UsageError("'chunk' must be at least 1")
-    if retries is not None and retries < 0:
-        raise UsageError("'retries' must not be negative")
-    fps = number(fields, "fps", float)
-    if fps is not None and fps <= 0:
-        raise UsageError("'fps' must be positive")
+    chunk = number(fields, "chunk", int, CHUNK_RANGE)
+    retries = number(fields, "retries", int, RETRIES_RANGE)
+    fps = checked_fps(fields)
     return SubmitRequest(
         scene=scene_path,
         frames=frames,
         renderer=text_field(fields, "renderer") or None,
         chunk=1 if chunk is None else chunk,
-        priority=number(fields, "priority", int) or 0,
+        priority=number(fields, "priority", int, PRIORITY_RANGE) or 0,
         name=text_field(fields, "name") or None,
         output=abs_path(fields, "output"),
         cwd=abs_path(fields, "cwd"),
@@ -139,6 +156,14 @@ def submit_request(fields: Mapping[str, Any], *, scene: Path | None = None) -> S
         retries=3 if retries is None else retries,
         allow_scripts=flag(fields, "allow_scripts"),
     )
+
+
+def checked_fps(fields: Mapping[str, Any]) -> float | None:
+    """A video's frame rate: positive, at most ``MAX_FPS`` (None if absent)."""
+    fps = number(fields, "fps", float)
+    if fps is not None and not 0 < fps <= MAX_FPS:
+        raise UsageError(f"'fps' must be above 0 and at most {MAX_FPS:g}")
+    return None if fps is None else float(fps)
 
 
 async def read_json(request: Request, limit: int = JSON_LIMIT) -> dict[str, Any]:
@@ -151,12 +176,19 @@ async def read_json(request: Request, limit: int = JSON_LIMIT) -> dict[str, Any]
         body += chunk
         if len(body) > limit:
             raise BodyTooLarge(f"request body over {limit} bytes")
+    return parse_json_body(bytes(body))
+
+
+def parse_json_body(body: bytes) -> dict[str, Any]:
+    """A request body as a JSON object (empty: ``{}``); ``UsageError`` for anything else."""
     if not body.strip():
         return {}
     try:
         data = json.loads(body)
     except ValueError:
         raise UsageError("the request body is not valid JSON") from None
+    except RecursionError:
+        raise UsageError("the request body's JSON is nested too deeply") from None
     if not isinstance(data, dict):
         raise UsageError("the request body must be a JSON object")
     return data
@@ -270,7 +302,7 @@ async def receive_upload(request: Request, folder: Path, limit: int) -> tuple[Pa
                         await sink.aclose()
                         sink = None
                     else:
-                        _add_form_field(fields, options, part.name, part.data.decode("utf-8"))
+                        _add_form_field(fields, options, part.name, _text(part))
                     part = None
         parser.parser.finalize()
     finally:
@@ -283,6 +315,13 @@ async def receive_upload(request: Request, folder: Path, limit: int) -> tuple[Pa
     return scene, fields
 
 
+def _text(part: _Part) -> str:
+    try:
+        return part.data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"form field {part.name[:40]!r} is not UTF-8 text") from None
+
+
 def _add_form_field(fields: dict[str, Any], options: dict[str, Any], name: str, value: str) -> None:
     if name == "option":
         key, sep, text = value.partition("=")
@@ -293,7 +332,7 @@ def _add_form_field(fields: dict[str, Any], options: dict[str, Any], name: str, 
         if value.strip():
             try:
                 parsed = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise UsageError("'options' must be a JSON object") from None
             if not isinstance(parsed, dict):
                 raise UsageError("'options' must be a JSON object")
@@ -305,6 +344,10 @@ def _add_form_field(fields: dict[str, Any], options: dict[str, Any], name: str, 
 def parse_option_value(text: str) -> Any:
     """A renderer option's value: JSON when it parses (numbers, true, null), else the text."""
     try:
-        return json.loads(text)
-    except ValueError:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
         return text
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")  # NaN, Infinity: stay text

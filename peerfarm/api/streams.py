@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import trio
 
 from peerfarm.control import FarmControl
+from peerfarm.files.names import UnsafeName, safe_name
 from peerfarm.metrics import render
 
 #: Seconds an SSE stream waits for a change before sending a keep-alive comment.
@@ -100,26 +101,47 @@ def output_count(value: Any) -> int:
     return 1
 
 
-def done_outputs(status: Mapping[str, Any]) -> Iterator[tuple[int, int]]:
-    """(frame, output index) of every output of every done frame in a ``status(job)``."""
+def _output_name(value: Any, index: int) -> str | None:
+    """The delivered name of output ``index`` when ``outputs`` lists them (``{"name"}``)."""
+    if isinstance(value, list | tuple) and index < len(value):
+        item = value[index]
+        name = item.get("name") if isinstance(item, Mapping) else None
+        if isinstance(name, str):
+            try:
+                return safe_name(name)
+            except UnsafeName:
+                return None
+    return None
+
+
+def done_outputs(status: Mapping[str, Any]) -> Iterator[tuple[int, int, str | None]]:
+    """(frame, output index, delivered name or None) of every output of every done frame in
+    a ``status(job)``."""
     for frame in status.get("frames", []):
         if frame.get("state") == "done":
-            for index in range(output_count(frame.get("outputs", 1))):
-                yield int(frame["frame"]), index
+            outputs = frame.get("outputs", 1)
+            for index in range(output_count(outputs)):
+                yield int(frame["frame"]), index, _output_name(outputs, index)
 
 
 async def zip_stream(
-    control: FarmControl, job: str, outputs: list[tuple[int, int]]
+    control: FarmControl, job: str, outputs: list[tuple[int, int, str | None]]
 ) -> AsyncIterator[bytes]:
-    """A zip of the given outputs (stored, not recompressed), yielded as it is written."""
+    """A zip of the given outputs (stored, not recompressed), yielded as it is written.
+
+    Entries are named as the frames are delivered (``frame_0001.png``), not as the store
+    keeps them (by hash); a name that repeats gets the frame and index in front.
+    """
     sink = _ZipSink()
     names: set[str] = set()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for frame, index in outputs:
+        for frame, index, delivered in outputs:
             path = await control.output_file(job, frame, index)
             if path is None:
                 continue
-            name = path.name if path.name not in names else f"{frame:06d}_{index}_{path.name}"
+            name = delivered or path.name
+            if name in names:
+                name = f"{frame:06d}_{index}_{name}"
             names.add(name)
             info = zipfile.ZipInfo.from_file(path, name)
             with archive.open(info, "w") as dest:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from peerfarm.errors import RemoteProtocolError
 
-__all__ = ["MAX_NAME_BYTES", "UnsafeName", "safe_join", "safe_name"]
+__all__ = ["MAX_NAME_BYTES", "UnsafeName", "folder_name", "safe_join", "safe_name"]
 
 #: Longest accepted name in UTF-8 bytes. Most filesystems allow 255; the margin leaves room for
 #: the suffixes we add (".part", a counter) without crossing the limit.
@@ -77,6 +77,14 @@ def safe_name(name: str) -> str:
     if reason is not None:
         raise UnsafeName(name, reason)
     return name
+
+
+def folder_name(name: str) -> str:
+    """A job name made into one plain folder name (``peerfarm-out/<it>/``): letters, digits,
+    ``-``, ``_`` and ``.`` kept, everything else ``_``, no leading or trailing dots."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
+    cut = cleaned.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore").rstrip(".")
+    return cut or "job"
 
 
 def safe_join(folder: Path, name: str) -> Path:

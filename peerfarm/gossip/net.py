@@ -9,7 +9,12 @@ code in ``transport.py``. Rules:
   closed and the server keeps accepting.
 - Every network wait has a timeout, and trio/OS errors become TransportError through
   :func:`~peerfarm.gossip.transport.map_network_errors`.
-- Connections are capped in total and per remote host; extra ones are closed at once.
+- A connection has not proved the farm key until its handshake is done, so it waits in a pool
+  of its own: a short handshake deadline, a cap per source address and a cap in all, and when
+  a cap is reached the *oldest* waiting connection (of that address, else of all) is dropped
+  for the new one. A keyed peer's handshake takes a round trip, so connections without the key,
+  however many, cannot keep it out. Only connections that proved the key take one of the
+  served slots, which are capped in total and per remote host.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import errno
 import logging
 import secrets
 import socket
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -61,12 +66,19 @@ _TRANSIENT_UDP_ERRORS = frozenset(
 class NetLimits:
     """Timeouts (seconds) and caps of the real transport."""
 
-    #: Connections served at once; more are closed at once. Bounds memory and file handles.
+    #: Keyed connections served at once; more are closed at once. Bounds memory and handles.
     max_connections: int = 64
-    #: Connections served at once from one remote host (one misbehaving peer can't hog all).
+    #: Keyed connections served at once from one remote host (one peer can't hog all).
     max_per_host: int = 8
-    #: Time a new connection gets to complete the handshake (either side).
-    handshake_timeout: float = 5.0
+    #: Connections still in their handshake (the key not yet proved), in all; at the cap the
+    #: oldest is dropped for the newcomer. Bounds what connections without the key can hold.
+    max_handshakes: int = 32
+    #: Connections in their handshake from one source address; over it, that address's oldest
+    #: is dropped. A few addresses cannot fill the pool for everyone else.
+    max_handshakes_per_host: int = 4
+    #: Time a new connection gets to complete the handshake (either side). A keyed peer needs
+    #: one round trip (milliseconds on a LAN); an idle stranger is dropped after this.
+    handshake_timeout: float = 2.0
     #: Default wait in ``Stream.receive`` when no timeout is given; ``math.inf`` waits forever.
     idle_timeout: float = 60.0
     #: Time one send may block on a peer that does not read (TCP) or a full buffer (UDP).
@@ -150,6 +162,10 @@ class NetTransport:
         self._replay = ReplayFilter(limits.replay_window)
         self._active = 0
         self._per_host: Counter[str] = Counter()
+        # Connections in their handshake, oldest first: id -> (remote host, its cancel scope).
+        self._pending: OrderedDict[int, tuple[str, trio.CancelScope]] = OrderedDict()
+        self._pending_per_host: Counter[str] = Counter()
+        self._next_id = 0
         self._serving = False
 
     @property
@@ -162,8 +178,13 @@ class NetTransport:
 
     @property
     def active_connections(self) -> int:
-        """Accepted connections being served now."""
+        """Keyed connections being served now."""
         return self._active
+
+    @property
+    def pending_handshakes(self) -> int:
+        """Accepted connections that have not completed their handshake yet."""
+        return len(self._pending)
 
     def close(self) -> None:
         """Close both sockets; blocked receives and accepts raise TransportError."""
@@ -272,45 +293,78 @@ class NetTransport:
         except OSError:  # already gone
             nursery.start_soon(trio.aclose_forcefully, sock_stream)
             return
+        self._make_room_for_handshake(remote[0])
+        ident = self._next_id
+        self._next_id += 1
+        scope = trio.CancelScope()
+        self._pending[ident] = (remote[0], scope)
+        self._pending_per_host[remote[0]] += 1
+        nursery.start_soon(self._serve_one, sock_stream, remote, handler, ident, scope)
+
+    def _make_room_for_handshake(self, host: str) -> None:
+        """Drop the oldest waiting handshake of ``host``, else of all, if a cap is reached."""
         limits = self._limits
-        if self._active >= limits.max_connections or self._per_host[remote[0]] >= (
-            limits.max_per_host
-        ):
-            self._stats.streams_refused += 1
-            logger.debug("refused connection from %s: connection cap reached", remote)
-            nursery.start_soon(trio.aclose_forcefully, sock_stream)
-            return
-        self._active += 1
-        self._per_host[remote[0]] += 1
-        nursery.start_soon(self._serve_one, sock_stream, remote, handler)
+        victim: int | None = None
+        if self._pending_per_host[host] >= limits.max_handshakes_per_host:
+            victim = next(i for i, (h, _scope) in self._pending.items() if h == host)
+        elif len(self._pending) >= limits.max_handshakes:
+            victim = next(iter(self._pending))
+        if victim is not None:
+            self._stats.handshakes_dropped += 1
+            _host, scope = self._pending[victim]
+            self._end_handshake(victim)
+            scope.cancel()
+            logger.debug("dropped a waiting handshake from %s for a newer connection", _host)
+
+    def _end_handshake(self, ident: int) -> None:
+        entry = self._pending.pop(ident, None)
+        if entry is not None:
+            host = entry[0]
+            self._pending_per_host[host] -= 1
+            if not self._pending_per_host[host]:
+                del self._pending_per_host[host]
 
     async def _serve_one(
         self,
         sock_stream: trio.SocketStream,
         remote: Address,
         handler: Callable[[Stream], Awaitable[None]],
+        ident: int,
+        scope: trio.CancelScope,
     ) -> None:
+        served = False
         try:
-            try:
-                stream = await self._server_handshake(sock_stream, remote)
-            except PeerfarmError as exc:
-                if isinstance(exc, RemoteProtocolError):
-                    self._stats.count_rejection(exc)
-                logger.debug("handshake with %s failed: %s", remote, exc)
-                return
+            stream: NetStream | None = None
+            with scope:
+                try:
+                    stream = await self._server_handshake(sock_stream, remote)
+                except PeerfarmError as exc:
+                    if isinstance(exc, RemoteProtocolError):
+                        self._stats.count_rejection(exc)
+                    logger.debug("handshake with %s failed: %s", remote, exc)
+            self._end_handshake(ident)
+            if stream is None:
+                return  # failed, timed out, or dropped for a newer connection
+            served = True
             self._stats.streams_accepted += 1
             try:
                 await handler(stream)
             except PeerfarmError as exc:
                 logger.info("stream from %s closed after error: %s", remote, exc)
         finally:
-            self._active -= 1
-            self._per_host[remote[0]] -= 1
-            if not self._per_host[remote[0]]:
-                del self._per_host[remote[0]]
+            self._end_handshake(ident)
+            if served:
+                self._active -= 1
+                self._per_host[remote[0]] -= 1
+                if not self._per_host[remote[0]]:
+                    del self._per_host[remote[0]]
             await trio.aclose_forcefully(sock_stream)
 
-    async def _server_handshake(self, sock_stream: trio.SocketStream, remote: Address) -> NetStream:
+    async def _server_handshake(
+        self, sock_stream: trio.SocketStream, remote: Address
+    ) -> NetStream | None:
+        """The server's half of the handshake; ``None`` when the connection caps are full
+        (the peer is then closed without a reply). A served slot is taken on success."""
         buffer = FrameBuffer()
         with (
             map_network_errors(f"handshake with {remote}"),
@@ -319,7 +373,23 @@ class NetTransport:
             hello = await _read_frame(sock_stream, buffer, self._stats)
             server_nonce = secrets.token_bytes(SESSION_NONCE_LEN)
             reply, session = server_accept(self._keyring, hello, server_nonce)
-            await sock_stream.send_all(reply)
+            limits = self._limits
+            if self._active >= limits.max_connections or (
+                self._per_host[remote[0]] >= limits.max_per_host
+            ):
+                self._stats.streams_refused += 1
+                logger.debug("refused connection from %s: connection cap reached", remote)
+                return None
+            self._active += 1
+            self._per_host[remote[0]] += 1
+            try:
+                await sock_stream.send_all(reply)
+            except BaseException:
+                self._active -= 1
+                self._per_host[remote[0]] -= 1
+                if not self._per_host[remote[0]]:
+                    del self._per_host[remote[0]]
+                raise
         self._stats.bytes_sent += len(reply)
         return NetStream(sock_stream, session, buffer, remote, self._stats, self._limits)
 

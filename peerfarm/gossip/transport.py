@@ -191,6 +191,8 @@ class TransportStats:
     streams_opened: int = 0
     streams_accepted: int = 0
     streams_refused: int = 0
+    #: Connections dropped while still in their handshake, for a newer one (pool full).
+    handshakes_dropped: int = 0
     send_errors: int = 0
     #: Peers heard in a protocol version we do not speak, by node id (the node drains it).
     foreign: dict[str, ForeignPeer] = field(default_factory=dict, repr=False)

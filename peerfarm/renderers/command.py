@@ -3,9 +3,10 @@
 This module owns the contract with such a script. SCENE is run once per frame with
 ``PEERFARM_FRAME`` (the frame number) and ``PEERFARM_OUTPUT_DIR`` (an empty folder,
 ``output_dir/frame_0001/``) in its environment; exit status 0 means success and every file left
-in that folder is an output of the frame, under the name the script gave it. ``options["args"]``
-(a list of strings) is appended to the command line. Running a script is running arbitrary code,
-so a task must have ``allow_scripts``. A script without its executable bit (files fetched from
+in that folder is an output of the frame, under the name the script gave it.
+``options["args"]`` (a list of strings, checked by ``peerfarm.renderers.options``) is appended to
+the command line. Running a script is running arbitrary code, so a task must have
+``allow_scripts``. A script without its executable bit (files fetched from
 the content store lose it) is run through its ``#!`` line, or ``/bin/sh`` when it has none.
 """
 
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
+from peerfarm.renderers import options as job_options
 from peerfarm.renderers.base import (
     Progress,
     Renderer,
@@ -53,10 +55,11 @@ class CommandRenderer(Renderer):
         return RendererInfo(self.name, "1", {"mode": "script"})
 
     def build_argv(self, task: RenderTask) -> list[str]:
-        args = task.options.get("args", [])
-        if not isinstance(args, list | tuple) or not all(isinstance(a, str) for a in args):
-            raise RenderFailed("option 'args' must be a list of strings")
-        return [str(task.scene), *args]
+        try:
+            options = job_options.read(self.name, task.options)
+        except job_options.OptionError as exc:
+            raise RenderFailed(f"bad job option: {exc}") from None
+        return [str(task.scene), *options.get("args", [])]
 
     def parse_line(self, line: str) -> Progress | None:
         match = PROGRESS_RE.match(line)

@@ -1,13 +1,14 @@
 """The POV-Ray renderer: ``povray`` from PATH, one process per contiguous run of frames.
 
-This module owns POV-Ray's command line and its output. Options: ``width`` (320), ``height``
-(240), ``antialias`` (0.3 -> ``+A0.3``; 0 turns it off), ``threads`` (``+WT``), ``main`` (the
-main file of a folder or archive scene), and the animation clock: ``frame_first`` (1) and
-``frames_total`` (default: up to the task's last frame) give ``+KFI<first> +KFF<last> +KI0 +KF1``,
-so ``clock`` runs 0..1 over the whole job whichever peer renders which frame. A scene is a .pov
-file, a folder, or a .zip/.tar.gz archive unpacked once per job into ``work_dir``. POV-Ray runs
-in the main file's folder (its I/O restrictions allow reads there), its image is renamed to
-``frame_0001.png``.
+This module owns POV-Ray's command line and its output. Options (checked by
+``peerfarm.renderers.options``; a bad one fails the frame with a clear ``RenderFailed``):
+``width`` (320), ``height`` (240), ``antialias`` (0.3 -> ``+A0.3``; 0 turns it off), ``threads``
+(``+WT``), ``main`` (the main file of a folder or archive scene), and the animation clock, which
+the rendering peer sets from the job: ``frame_first`` (1) and ``frames_total`` (default: up to
+the task's last frame) give ``+KFI<first> +KFF<last> +KI0 +KF1``, so ``clock`` runs 0..1 over
+the whole job whichever peer renders which frame. A scene is a .pov file, a folder, or a
+.zip/.tar.gz archive unpacked once per job into ``work_dir``. POV-Ray runs in the main file's
+folder (its I/O restrictions allow reads there), its image is renamed to ``frame_0001.png``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from peerfarm.renderers import options as job_options
 from peerfarm.renderers.base import (
     Progress,
     Renderer,
@@ -46,11 +48,19 @@ DEFAULT_HEIGHT = 240
 DEFAULT_ANTIALIAS = 0.3
 
 
+def task_options(task: RenderTask) -> dict[str, Any]:
+    """The task's options checked for POV-Ray; a bad value is this frame's ``RenderFailed``."""
+    try:
+        return job_options.read(PovrayRenderer.name, task.options)
+    except job_options.OptionError as exc:
+        raise RenderFailed(f"bad job option: {exc}") from None
+
+
 def clock_range(task: RenderTask) -> tuple[int, int]:
     """The job's first and last frame, between which ``clock`` runs from 0 to 1."""
-    first = int(task.options.get("frame_first", 1))
-    first = min(first, *task.frames)
-    total = task.options.get("frames_total")
+    options = task_options(task)
+    first = min(int(options.get("frame_first", 1)), *task.frames)
+    total = options.get("frames_total")
     last = first + int(total) - 1 if total is not None else max(task.frames)
     return first, max(last, max(task.frames))
 
@@ -89,9 +99,10 @@ class PovrayRenderer(Renderer):
             raise RenderFailed(f"povray renders one contiguous run of frames, not {runs}")
         start, end = runs[0]
         first, last = clock_range(task)
-        width = int(task.options.get("width", DEFAULT_WIDTH))
-        height = int(task.options.get("height", DEFAULT_HEIGHT))
-        antialias = float(task.options.get("antialias", DEFAULT_ANTIALIAS))
+        options = task_options(task)
+        width = int(options.get("width", DEFAULT_WIDTH))
+        height = int(options.get("height", DEFAULT_HEIGHT))
+        antialias = float(options.get("antialias", DEFAULT_ANTIALIAS))
         argv = [
             self.executable,
             f"+I{task.scene.name}",
@@ -109,7 +120,7 @@ class PovrayRenderer(Renderer):
             f"+SF{start}",
             f"+EF{end}",
         ]
-        threads = task.options.get("threads")
+        threads = options.get("threads")
         if threads:
             argv.append(f"+WT{int(threads)}")
         return argv

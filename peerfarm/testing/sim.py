@@ -422,10 +422,14 @@ class SimFarm:
     async def settle_and_check(self, timeout: float = 60.0) -> Invariants:
         """Wait (virtual time) for gossip to quiesce, then :meth:`check_invariants`."""
         finished = self.invariants == "finished"
-        jobs = lambda: [s.id for s in self.live()[0].node.ledger.jobs()]  # noqa: E731
+
+        def all_finished() -> bool:
+            jobs = [s.id for s in self.live()[0].node.ledger.jobs()]
+            return all(self.job_finished(job) for job in jobs)
+
         if finished:
             await self.wait_until(
-                lambda: all(self.job_finished(j) for j in jobs()),
+                all_finished,
                 timeout=timeout,
                 poll=0.05,
                 what="every job finished (farm-wide check)",

@@ -16,6 +16,7 @@ import trio
 from starlette.applications import Starlette
 
 from peerfarm.api import create_app
+from peerfarm.api.access import Sessions
 from tests.api.fakes import FakeFarm
 
 TOKEN = "test-token-0123456789"
@@ -54,6 +55,15 @@ def build_app(
 
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+async def log_in(browser: httpx.AsyncClient, sessions: Sessions) -> dict[str, str]:
+    """Log ``browser`` in the way the dashboard does with a one-time link; returns the headers
+    its actions carry (the marker and the session's action key)."""
+    mark = {"X-Peerfarm": "1"}
+    response = await browser.post("/api/login", json={"code": sessions.new_link()}, headers=mark)
+    assert response.status_code == 200, response.text
+    return {**mark, "X-Peerfarm-Key": response.json()["key"]}
 
 
 @pytest.fixture

@@ -90,7 +90,7 @@ async def test_submit_sends_a_validated_request(
         ({"scene": "SCENE", "frames": "1-3,9-x"}, 400, "'9-x'"),
         ({"scene": "SCENE", "frames": "1", "bogus": 1}, 400, "bogus"),
         ({"scene": "SCENE", "frames": "1", "chunk": "many"}, 400, "'chunk' must be a number"),
-        ({"scene": "SCENE", "frames": "1", "chunk": 0}, 400, "at least 1"),
+        ({"scene": "SCENE", "frames": "1", "chunk": 0}, 400, "'chunk' must be from 1 to 10,000"),
         ({"scene": "SCENE", "frames": "1", "renderer": "maya"}, 400, "unknown renderer"),
         ({"scene": "/no/such/scene.pov", "frames": "1"}, 400, "scene not found"),
     ],

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import trio
 
-from tests.api.conftest import ClientFactory
+from peerfarm.api.access import Sessions
+from tests.api.conftest import ClientFactory, log_in
 from tests.api.fakes import FakeFarm
 
 SCENE_BYTES = b"#version 3.7;\n" + bytes(range(256)) * 400  # binary-safe, > one chunk
@@ -15,11 +16,12 @@ SCENE_BYTES = b"#version 3.7;\n" + bytes(range(256)) * 400  # binary-safe, > one
 async def test_upload_saves_the_scene_and_submits(
     make_client: ClientFactory, fake: FakeFarm, tmp_path: Path
 ) -> None:
+    sessions = Sessions()
     with trio.fail_after(10):
-        async with make_client(bearer=None) as browser:
+        async with make_client(bearer=None, sessions=sessions) as browser:
             response = await browser.post(
                 "/api/upload",
-                headers={"X-Peerfarm": "1"},
+                headers=await log_in(browser, sessions),
                 files={"scene": ("../../spin.pov", SCENE_BYTES, "application/octet-stream")},
                 data={
                     "frames": "1-8",

@@ -69,8 +69,8 @@ def test_decoder_refuses_oversized_jobs(change: dict[str, object], message: str)
     ("frames", "options", "message"),
     [
         ("0-2000000", {}, "at most 1,000,000 frames"),
-        ("2000000000", {}, "cannot submit: frame must be an integer"),
-        ("1", {"blob": "x" * 9000}, "cannot submit: job options must be a map of at most 8192"),
+        ("2000000000", {}, "frame numbers go up to 1,000,000,000"),
+        ("1", {"args": ["x" * 4000] * 3}, "cannot submit: job options must be a map of at most"),
         (",".join(str(3 * i + (i % 2)) for i in range(30_000)), {}, "cannot submit"),
     ],
 )

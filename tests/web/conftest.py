@@ -70,6 +70,8 @@ def page(browser_context: object) -> Iterator[object]:
     try:
         yield page
     finally:
+        if page.url.startswith("http"):  # no login (an action key in localStorage) carried over
+            page.evaluate("localStorage.clear()")
         page.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
 

@@ -78,6 +78,20 @@ def open_dashboard(page: Any, peer: Peer, fragment: str = "") -> None:
     page.evaluate("window.__sameDocument = true")
 
 
+def log_in_with_a_link(page: Any, farm: Farm, peer: Peer, fragment: str = "") -> None:
+    """What a user does: run `peerfarm dashboard` on the peer and open the link it prints."""
+    done = farm.cli(peer, "dashboard")
+    assert done.returncode == 0, done.stderr
+    link = done.stdout.strip()
+    assert link.startswith(f"{peer.url}/?login=")
+    page.goto(link + fragment)
+    page.wait_for_selector("#logout:not(.hidden)")  # the code became a session...
+    assert "login=" not in page.url  # ...and left the address bar
+    page.wait_for_selector("#live[data-state=live]")
+    page.wait_for_selector("#peers tbody tr")
+    page.evaluate("window.__sameDocument = true")
+
+
 def test_cli_job_appears_and_advances_live_on_another_peer(
     farm: Farm, page: Any, tmp_path: Path
 ) -> None:
@@ -140,6 +154,15 @@ def test_cancel_clicked_on_the_page_stops_the_job_on_every_peer(
     row.wait_for(timeout=15_000)
     wait_done_above(page, job, 0)  # renders are under way on the farm
 
+    # Not logged in: the click asks for a login and cancels nothing (loopback is no proof).
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.locator('button[data-action="cancel"]').click()
+    page.wait_for_selector("#login-dialog", state="visible")
+    assert "peerfarm dashboard" in page.locator("#login-dialog").inner_text()
+    assert cedar.job(job)["state"] == "active"
+
+    log_in_with_a_link(page, farm, cedar, f"#job={job}")
+    row.wait_for(timeout=15_000)
     page.once("dialog", lambda dialog: dialog.accept())
     row.locator('button[data-action="cancel"]').click()
 
@@ -192,7 +215,7 @@ def test_scene_uploaded_through_the_page_renders_to_completion(
     atlas = farm.peers[0]
     scene, renderer, frames, options = _upload_scene(tmp_path)
     total = len(parse_frames(frames))
-    open_dashboard(page, atlas)
+    log_in_with_a_link(page, farm, atlas)
     page.click("#open-upload")
     page.set_input_files("#up-scene", str(scene))
     page.fill("#up-frames", frames)
@@ -265,6 +288,47 @@ def test_a_job_no_peer_can_render_says_why_on_its_row_and_in_the_frame_panel(
         assert all("9.0" in line or "no blender" in line for line in peers)
     finally:
         farm.cli(atlas, "cancel", job)  # leave nothing waiting for the other tests
+
+
+def test_names_with_control_characters_are_shown_escaped(
+    farm: Farm, page: Any, tmp_path: Path
+) -> None:
+    atlas, birch, _ = farm.peers
+    script = make_script(tmp_path / "esc.sh", sleep=0.1, marks=tmp_path / "marks")
+    name = "esc\x1b[31mred\u202eflip[/]<b>x</b>"
+    job = farm.submit(atlas, script, "1-2", "--name", name)
+    open_dashboard(page, birch, f"#job={job}")
+    shown = page.locator(f"{row_selector(job)} .job-name b")
+    shown.wait_for(timeout=15_000)
+    assert shown.inner_text() == "esc\\x1b[31mred\\u202eflip[/]<b>x</b>"
+    page.wait_for_selector(f'#detail[data-job="{job}"]:not(.hidden)')
+    assert page.locator("#detail-title").inner_text() == "esc\\x1b[31mred\\u202eflip[/]<b>x</b>"
+    assert page.locator(f"{row_selector(job)} .job-name b *").count() == 0  # no markup ran
+
+
+def test_logout_ends_the_session_and_the_next_action_asks_for_a_login(
+    farm: Farm, page: Any, tmp_path: Path
+) -> None:
+    atlas = farm.peers[0]
+    script = make_script(tmp_path / "wait.sh", sleep=5, marks=tmp_path / "marks")
+    job = farm.submit(atlas, script, "1-4", "--name", "to-pause")
+    log_in_with_a_link(page, farm, atlas, f"#job={job}")
+    key = page.evaluate("localStorage.getItem('peerfarm-action-key')")
+    row = page.locator(row_selector(job))
+    row.locator('button[data-action="pause"]').click()
+    page.wait_for_selector(f'{row_selector(job)}[data-state="paused"]')
+    page.click("#logout")
+    page.wait_for_selector("#logout", state="hidden")
+    # The key the page held is dead on the server, not only forgotten by the page.
+    import httpx
+
+    stale = httpx.post(f"{atlas.url}/api/jobs/{job}/resume", timeout=5.0,
+                       headers={"X-Peerfarm": "1", "X-Peerfarm-Key": key})  # fmt: skip
+    assert stale.status_code == 401
+    row.locator('button[data-action="resume"]').click()
+    page.wait_for_selector("#login-dialog", state="visible")
+    assert atlas.job(job)["state"] == "paused"
+    farm.cli(atlas, "cancel", job)
 
 
 @pytest.mark.parametrize("path", ["/", "/static/app.js", "/static/style.css"])

@@ -3,14 +3,20 @@
 // Owns what the browser shows and sends. Rules: every view is drawn from GET /api/status (and
 // GET /api/status?job=ID for the selected job); server-sent events from /api/events only say
 // "something changed", so each one schedules a debounced refetch, never a reload. Every action
-// is a POST carrying `X-Peerfarm: 1`; a 401 opens the login box and the action is retried after
-// a login. Text from the farm (job names, logs) is only ever set as textContent.
+// is a POST carrying `X-Peerfarm: 1` and this browser's action key (`X-Peerfarm-Key`, kept in
+// this origin's localStorage: cookies are shared by every port of a host, storage is not); a 401
+// opens the login box and the action is retried after a login. A one-time link (`/?login=CODE`,
+// printed by `peerfarm up` and `peerfarm dashboard`) is swapped for a session at once. Text
+// from the farm (job names, logs) is only ever set as textContent, through plain(): control
+// characters and bidirectional overrides show as visible escapes (\x1b, \u202e), as in the CLI
+// and the daemon's log.
 "use strict";
 
 (() => {
   const REFRESH_DEBOUNCE_MS = 200; // coalesce bursts of change events into one refetch
   const FALLBACK_POLL_MS = 15000; // refetch now and then even if the event stream is quiet
   const ACTION_HEADERS = { "X-Peerfarm": "1" };
+  const KEY_STORE = "peerfarm-action-key";
 
   const state = {
     status: null, // the last GET /api/status
@@ -25,19 +31,35 @@
 
   const $ = (id) => document.getElementById(id);
 
+  // Control characters (C0, DEL, C1), line/paragraph separators and bidi overrides.
+  const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g;
+  const SHORT = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+
+  /** Farm text made inert for display; `multiline` keeps newlines and tabs (log tails). */
+  function plain(value, multiline = false) {
+    return String(value).replace(UNSAFE, (c) => {
+      if (multiline && (c === "\n" || c === "\t")) return c;
+      if (SHORT[c]) return SHORT[c];
+      const code = c.charCodeAt(0);
+      return code < 0x100
+        ? `\\x${code.toString(16).padStart(2, "0")}`
+        : `\\u${code.toString(16).padStart(4, "0")}`;
+    });
+  }
+
   function el(tag, props, ...children) {
     const node = document.createElement(tag);
     for (const [key, value] of Object.entries(props || {})) {
       if (value === undefined || value === null || value === false) continue;
       if (key === "class") node.className = value;
-      else if (key === "text") node.textContent = value;
+      else if (key === "text") node.textContent = plain(value);
       else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
       else if (key === "dataset") Object.assign(node.dataset, value);
-      else node.setAttribute(key, value === true ? "" : value);
+      else node.setAttribute(key, value === true ? "" : plain(value));
     }
     for (const child of children.flat()) {
       if (child === null || child === undefined || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+      node.append(child instanceof Node ? child : document.createTextNode(plain(child)));
     }
     return node;
   }
@@ -89,11 +111,32 @@
     return { ok: response.ok, status: response.status, data };
   }
 
+  function actionKey() {
+    try {
+      return localStorage.getItem(KEY_STORE) || "";
+    } catch (_) {
+      return "";
+    }
+  }
+
+  function keepKey(key) {
+    try {
+      if (key) localStorage.setItem(KEY_STORE, key);
+      else localStorage.removeItem(KEY_STORE);
+    } catch (_) {
+      // storage disabled: this tab stays logged out
+    }
+    $("logout").classList.toggle("hidden", !key);
+  }
+
   function post(path, body) {
     const isForm = body instanceof FormData;
+    const headers = { ...ACTION_HEADERS };
+    if (actionKey()) headers["X-Peerfarm-Key"] = actionKey();
+    if (!isForm) headers["Content-Type"] = "application/json";
     return api(path, {
       method: "POST",
-      headers: isForm ? ACTION_HEADERS : { ...ACTION_HEADERS, "Content-Type": "application/json" },
+      headers,
       body: isForm ? body : JSON.stringify(body || {}),
     });
   }
@@ -202,8 +245,8 @@
   function render() {
     const status = state.status;
     const node = status.node || {};
-    $("node-label").textContent = node.name ? `${node.name} · farm ${node.farm || ""}` : "";
-    document.title = `peerfarm · ${node.name || ""}`;
+    $("node-label").textContent = node.name ? plain(`${node.name} · farm ${node.farm || ""}`) : "";
+    document.title = plain(`peerfarm · ${node.name || ""}`);
     renderPeers(status.peers || []);
     renderJobs(status.jobs || []);
     renderDetail();
@@ -325,8 +368,8 @@
     const waits = waitingText(job);
     row.dataset.blocked = job.blocked ? "yes" : "no";
     const wait = row.querySelector(".job-wait");
-    wait.textContent = waits ? `waits: ${waits}` : "";
-    wait.title = waits;
+    wait.textContent = waits ? plain(`waits: ${waits}`) : "";
+    wait.title = plain(waits);
     wait.classList.toggle("blocked", Boolean(job.blocked));
     wait.classList.toggle("hidden", !waits);
     row.querySelector(".job-state").replaceChildren(
@@ -344,7 +387,7 @@
     row.querySelector(".job-frames").replaceChildren(
       el("span", { class: "done-count", text: job.frames_done }), ` / ${job.frames_total}`);
     row.querySelector(".job-eta").textContent = eta(job);
-    row.querySelector(".job-renderer").textContent = job.renderer;
+    row.querySelector(".job-renderer").textContent = plain(job.renderer);
     row.querySelector(".actions").replaceChildren(...jobActions(job));
   }
 
@@ -401,6 +444,7 @@
     if (action === "cancel" && !window.confirm(`Cancel “${job.name}” on every peer?`)) return;
     const result = await post(`/api/jobs/${encodeURIComponent(job.id)}/${action}`, {});
     if (result.status === 401) {
+      keepKey(null); // none, or a session that ended (logout, daemon restart)
       openLogin(() => runAction(job, action));
       return;
     }
@@ -423,14 +467,14 @@
     }
     detail.classList.remove("hidden");
     detail.dataset.job = job.id;
-    $("detail-title").textContent = job.name;
-    $("detail-summary").textContent = [
+    $("detail-title").textContent = plain(job.name);
+    $("detail-summary").textContent = plain([
       `${job.frames_total} frames`,
       job.chunk > 1 ? `chunks of ${job.chunk}` : null,
       `priority ${job.priority}`,
       `${duration(job.seconds_rendered)} rendered`,
       `output ${job.output}`,
-    ].filter(Boolean).join(" · ");
+    ].filter(Boolean).join(" · "));
     const frames = state.job.frames || [];
     syncChildren($("frames"), frames, (f) => f.frame,
       (frame) => el("button", {
@@ -448,7 +492,8 @@
         button.classList.toggle("selected", frame.frame === state.frame);
         button.dataset.frame = frame.frame;
         button.dataset.state = shown;
-        button.title = `frame ${frame.frame}: ${shown}${frame.peer ? ` on ${frame.peer}` : ""}`;
+        const where = frame.peer ? ` on ${frame.peer}` : "";
+        button.title = plain(`frame ${frame.frame}: ${shown}${where}`);
       });
     renderFramePanel(job, frames.find((f) => f.frame === state.frame) || null);
   }
@@ -465,7 +510,7 @@
     panel.dataset.state = shown;
     $("fp-title").textContent = `Frame ${frame.frame}`;
     $("fp-state").replaceChildren(el("span", { class: `chip ${shown}`, text: shown }));
-    $("fp-peer").textContent = frame.peer || "—";
+    $("fp-peer").textContent = plain(frame.peer || "—");
     $("fp-attempts-count").textContent = frame.attempts;
     $("fp-seconds").textContent = frame.seconds === null ? "—" : `${frame.seconds.toFixed(2)} s`;
     renderFrameWaiting(job, shown);
@@ -516,11 +561,11 @@
     const log = $("fp-log");
     if (!result.ok) {
       attempts.replaceChildren();
-      log.textContent = result.data.error;
+      log.textContent = plain(result.data.error);
       return;
     }
     const data = result.data;
-    if (data.peer) $("fp-peer").textContent = data.peer;
+    if (data.peer) $("fp-peer").textContent = plain(data.peer);
     attempts.replaceChildren(...(data.attempts || []).map((a) => el("li", {},
       `#${a.attempt} on ${a.peer}`,
       a.seconds !== null && a.seconds !== undefined ? ` · ${Number(a.seconds).toFixed(2)} s` : "",
@@ -533,7 +578,7 @@
     const tails = (data.attempts || []).map((a) => a.log_tail).filter(Boolean);
     const text = [data.progress, tails.length ? tails[tails.length - 1] : null].filter(Boolean);
     const none = frame.state === "done" ? "(a successful render keeps no log)" : "(no log yet)";
-    log.textContent = text.length ? text.join("\n") : none;
+    log.textContent = text.length ? plain(text.join("\n"), true) : none;
     log.scrollTop = log.scrollHeight;
   }
 
@@ -582,6 +627,7 @@
     try {
       const result = await post("/api/upload", uploadForm());
       if (result.status === 401) {
+        keepKey(null);
         openLogin(() => $("upload-form").requestSubmit());
         return;
       }
@@ -606,10 +652,11 @@
 
   let afterLogin = null;
 
-  function openLogin(then) {
+  function openLogin(then, message = null) {
     afterLogin = then;
     const dialog = $("login-dialog");
     $("login-error").classList.add("hidden");
+    if (message) showFormError($("login-error"), message);
     if (!dialog.open) dialog.showModal();
     $("login-password").focus();
   }
@@ -622,6 +669,7 @@
       showFormError($("login-error"), message);
       return;
     }
+    keepKey(result.data.key);
     $("login-dialog").close();
     $("login-password").value = "";
     toast("Logged in");
@@ -631,16 +679,41 @@
     if (then) then();
   }
 
+  /** `?login=CODE`: spend the one-time code for a session, and drop it from the address bar. */
+  async function redeemLink() {
+    const params = new URLSearchParams(location.search);
+    const code = params.get("login");
+    if (code === null) return;
+    params.delete("login");
+    const rest = params.toString();
+    history.replaceState(null, "", `${location.pathname}${rest ? `?${rest}` : ""}${location.hash}`);
+    const result = await post("/api/login", { code });
+    if (result.ok && result.data && result.data.key) {
+      keepKey(result.data.key);
+      toast("Logged in");
+      scheduleRefresh(0);
+    } else {
+      openLogin(null, result.data.error);
+    }
+  }
+
+  async function logout() {
+    await post("/api/logout", {});
+    keepKey(null);
+    toast("Logged out");
+    scheduleRefresh(0);
+  }
+
   // --- small things ------------------------------------------------------------------------
 
   function showFormError(node, message) {
-    node.textContent = message;
+    node.textContent = plain(message);
     node.classList.remove("hidden");
   }
 
   function showBanner(message) {
     const banner = $("banner");
-    banner.textContent = message;
+    banner.textContent = plain(message);
     banner.classList.remove("hidden");
   }
 
@@ -669,6 +742,9 @@
     $("upload-form").addEventListener("submit", submitUpload);
     $("login-cancel").addEventListener("click", () => $("login-dialog").close());
     $("login-form").addEventListener("submit", submitLogin);
+    $("logout").addEventListener("click", logout);
+    keepKey(actionKey());
+    redeemLink();
     $("fp-close").addEventListener("click", () => {
       state.frame = null;
       state.frameKey = null;

@@ -1,0 +1,45 @@
+"""Putting a copy of a file into a folder a user named, without following what is planted there.
+
+``place_copy(source, folder, name)`` is how ``fetch`` writes frames: the name must be one safe
+file name (``names.safe_name``); the bytes go to a fresh temporary file created with
+``O_EXCL | O_NOFOLLOW`` in that folder, which then replaces the directory entry ``name``
+(``os.replace``). A symlink planted at ``name``, or at any temporary name, is replaced or
+refused, never written through, so nothing outside the folder is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from peerfarm.files.names import safe_name
+
+__all__ = ["place_copy"]
+
+_COPY_BUFFER = 1024 * 1024
+
+
+def place_copy(source: Path, folder: Path, name: str) -> Path:
+    """Copy ``source`` to ``folder/name`` (replacing whatever entry is there); the new path.
+
+    Raises ``UnsafeName`` for a name that is not one plain file name, ``OSError`` when the
+    folder cannot be made or written.
+    """
+    checked = safe_name(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / checked
+    tmp = folder / f".{checked[:40]}.{secrets.token_hex(6)}.part"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out, _COPY_BUFFER)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return target

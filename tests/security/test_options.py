@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from peerfarm.peer.gossip import T_LEDGER
 
 from peerfarm.gossip.crypto import Keyring, load_key_file
 from peerfarm.gossip.transport import encode_datagram
 from peerfarm.ledger import Ledger, codec
 from peerfarm.ledger.model import SceneRef
+from peerfarm.peer.gossip import T_LEDGER
 from tests.integration.farmhand import Farmhand, wait_until
 
 needs_povray = pytest.mark.skipif(shutil.which("povray") is None, reason="povray not on PATH")

@@ -33,10 +33,10 @@ def run(peers: int = 4, preset: str = "lan", farm: LocalFarm | None = None) -> d
     farm = farm or LocalFarm(peers, preset=preset).__enter__()
     try:
         origin = farm.daemons[0]
-        # Several frames per peer: the frames' homes are spread by rendezvous hashing, and with
-        # one frame per peer all of them may be homed on the submitter (it then renders one
-        # and keeps the others waiting for it), so no other peer would be rendering.
-        count = len(farm.daemons) * 4
+        # One frame per other peer, so every survivor has a free slot for the victim's frame.
+        # (Frames homed on a busy submitter are taken by idle peers: an unknown frame time
+        # counts as long in the planner.)
+        count = len(farm.daemons) - 1
         script = farm.script("long.sh", 'sleep 120\n: > "$PEERFARM_OUTPUT_DIR/out"')
         job = farm.submit(origin, script, f"1-{count}", name="failover")
 

@@ -239,9 +239,9 @@ class _Api:
         try:
             scene, fields = await receive_upload(request, folder, self.upload_limit)
             result = await self.control.submit(submit_request(fields, scene=scene))
-        except BaseException:
+        finally:
+            # The scene is in the content store now (or the submit failed): the upload goes.
             shutil.rmtree(folder, ignore_errors=True)
-            raise
         return JSONResponse(result, status_code=201)
 
     async def act(self, request: Request) -> Response:

@@ -384,6 +384,9 @@ class Replica:
     def job(self, job: str) -> JobSpec | None:
         return self._specs.get(job)
 
+    def job_ids(self) -> set[str]:
+        return set(self._specs)
+
     def jobs(self) -> list[JobSpec]:
         return sorted(self._specs.values(), key=lambda s: (s.stamp, s.id))
 

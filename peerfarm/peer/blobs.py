@@ -8,7 +8,11 @@ storage root of ``--shared-root``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +29,30 @@ if TYPE_CHECKING:
     from .node import Node
 
 log = logging.getLogger("peerfarm")
+
+UPLOADS = "uploads"  # data dir folder: scenes uploaded through the dashboard, cached videos
+#: Seconds after which an upload folder no submit is using any more is removed.
+UPLOAD_MAX_AGE = 3600.0
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the regular files under ``folder`` (0 when it does not exist)."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def _remove_old_uploads(uploads: Path) -> None:
+    if not uploads.is_dir():
+        return
+    cutoff = time.time() - UPLOAD_MAX_AGE
+    for folder in uploads.glob("upload-*"):
+        with contextlib.suppress(OSError):
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 class Blobs:
@@ -50,14 +78,20 @@ class Blobs:
 
     async def make_room(self, needed: int) -> None:
         """Evict least-recently-used blobs no live job needs until ``needed`` more bytes fit
-        under ``--store-limit``. StoreFull (a StoreError) when they cannot."""
+        under ``--store-limit``, which bounds everything this peer keeps: the store, the job
+        work folders (copied scenes, unpacked archives) and uploads. StoreFull (a StoreError)
+        when they cannot fit."""
         store = self.node.store
         if store.limit_bytes is None:
             return
         pinned = self.needed()
-        evicted = await trio.to_thread.run_sync(
-            lambda: store.evict(needed=needed, pinned=pinned.__contains__)
-        )
+        scratch = [self.node.work_dir, self.node.data_dir / UPLOADS]
+
+        def evict() -> list[str]:
+            others = sum(folder_bytes(folder) for folder in scratch)
+            return store.evict(needed=needed + others, pinned=pinned.__contains__)
+
+        evicted = await trio.to_thread.run_sync(evict)
         if evicted:
             log.info(
                 "store limit: evicted %d unused file%s",
@@ -103,6 +137,34 @@ class Blobs:
         raise StoreError(
             f"no peer could provide {digest[:12]}" + (f" ({'; '.join(errors)})" if errors else "")
         )
+
+    async def tidy(self) -> None:
+        """Remove what finished jobs left on this peer: their work folders (copied scenes,
+        unpacked archives), their cached videos, and upload folders of submits long gone."""
+        node = self.node
+        ledger = node.ledger
+        live = {
+            spec.id
+            for spec in ledger.jobs()
+            if ledger.job_state(spec.id) in (JobState.ACTIVE, JobState.PAUSED)
+        }
+        busy = {running.job for running in node.worker.renders()}
+        keep = live | busy
+        stale: list[Path] = []
+        if node.work_dir.is_dir():
+            stale += [
+                p
+                for p in node.work_dir.iterdir()
+                if p.is_dir() and p.name != "trash" and p.name not in keep
+            ]
+        uploads = node.data_dir / UPLOADS
+        videos = uploads / "videos"
+        if videos.is_dir():
+            stale += [p for p in videos.glob("*.mp4") if p.stem not in ledger.job_ids()]
+        for folder in stale:
+            node.worker.renderer.forget_job(folder.name)
+            node.worker.renderer.discard(folder)
+        await trio.to_thread.run_sync(_remove_old_uploads, uploads)
 
     def shared_path(self, relative: object) -> Path | None:
         """``relative`` under this peer's --shared-root, if it has one (checked to stay inside)."""

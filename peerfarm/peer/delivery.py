@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..errors import LedgerError, PeerfarmError, StoreError
-from ..files.names import safe_join
+from ..files.names import safe_name
 from ..gossip.membership import MemberState
 from ..ledger import Output
 from ..ledger.codec import Delta
@@ -147,9 +147,8 @@ class Deliverer:
                     await self.deliver_frame(spec, record)
                 except StoreError as exc:
                     node.stats.delivery_failures += 1
-                    renderer = node.membership.get(record.node)
-                    if renderer is None or renderer.state in (MemberState.DEAD, MemberState.LEFT):
-                        # The only copy died with its renderer: render the frame again.
+                    if self.copy_lost(record.node):
+                        # The only copy went with its renderer: render the frame again.
                         lost.append((spec, frame))
                         return
                     log.warning(
@@ -193,6 +192,21 @@ class Deliverer:
                     spec.output,
                 )
 
+    def copy_lost(self, renderer: str) -> bool:
+        """Whether the peer that rendered a frame is gone for good, so no copy of its output
+        can be fetched: it died or left more than ``home_grace`` ago, or it is unknown after a
+        full sync. A peer that just restarted knows nobody yet: nothing is lost then."""
+        node = self.node
+        if not node.sync.synced.is_set():
+            return False
+        member = node.membership.get(renderer)
+        if member is None:
+            return True
+        return (
+            member.state in (MemberState.DEAD, MemberState.LEFT)
+            and node.now() - member.state_since > node.config.home_grace
+        )
+
     async def _archive(self, job: str) -> None:
         await self.node.write(lambda ledger, wall: ledger.archive(job, wall))
 
@@ -222,7 +236,7 @@ class Deliverer:
         written = node.data_dir / DELIVERIES / spec.id  # names this job wrote in the folder
         for output in record.outputs:
             ours = read_names(written)
-            plain = safe_join(folder, output.name)
+            plain = in_folder(folder, output.name)
             if not plain.exists() and not plain.is_symlink():
                 target: Path | None = plain  # the common case: no file there, no thread
             else:  # compare contents (hashing) in a thread
@@ -243,7 +257,7 @@ class Deliverer:
                     output.name,
                     target.name,
                 )
-            tmp = safe_join(folder, f".{target.name}.part")
+            tmp = in_folder(folder, f".{target.name}.part")
             await trio.to_thread.run_sync(shutil.copyfile, blob, tmp)
             written.parent.mkdir(exist_ok=True)
             with written.open("a") as fh:
@@ -267,13 +281,22 @@ def delivery_target(
     ``safe_join`` (UnsafeName for anything that could leave the folder)."""
 
     def probe(name: str) -> Slot:
-        target = safe_join(folder, name)
-        if not target.exists() and not target.is_symlink():
+        target = in_folder(folder, name)
+        if target.is_symlink():
+            return Slot.OTHER  # whatever it points to, it is not ours to follow
+        if not target.exists():
             return Slot.FREE
         return Slot.SAME if same_content(target, output) else Slot.OTHER
 
     name = delivery_name(output.name, probe, overwrite=overwrite, ours=ours)
-    return None if name is None else safe_join(folder, name)
+    return None if name is None else in_folder(folder, name)
+
+
+def in_folder(folder: Path, name: str) -> Path:
+    """``folder / name`` for a name that is one safe component (UnsafeName otherwise). The
+    path is not resolved: a symlink planted at the name is seen as a link, never followed;
+    writes go through a partial file renamed over it, which replaces the link itself."""
+    return folder / safe_name(name)
 
 
 def same_content(path: Path, output: Output) -> bool:

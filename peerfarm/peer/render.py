@@ -262,7 +262,7 @@ class Renderer:
                 blob = await node.blobs.ensure(
                     ref.digest.hex(), prefer=spec.submitted_by, size=ref.size
                 )
-                await trio.to_thread.run_sync(copy_atomic, blob, target)
+                await trio.to_thread.run_sync(link_or_copy, blob, target)
         return scene_path
 
     def forget_job(self, job: str) -> None:
@@ -316,6 +316,22 @@ def copy_atomic(source: Path, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
     try:
         shutil.copyfile(source, tmp)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def link_or_copy(blob: Path, target: Path) -> None:
+    """Put a read-only blob at ``target``: a hard link when both are on one file system (no
+    bytes copied, no space taken twice), else a copy through a partial file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.link")
+    try:
+        os.link(blob, tmp)
+    except OSError:
+        copy_atomic(blob, target)
+        return
+    try:
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -156,6 +156,7 @@ class Worker:
             await self.node.gate()
             self.planner.rescan_all()
             await self.halt_hopeless_jobs()
+            await self.node.blobs.tidy()
             self.wake()
 
     async def schedule_once(self) -> None:

@@ -230,5 +230,7 @@ def test_delivery_target_policy(tmp_path: Path) -> None:
     outside = tmp_path.parent / f"{tmp_path.name}-outside.png"
     (tmp_path / "link.png").symlink_to(outside)
     link = Output("link.png", output.digest, output.size)
-    with pytest.raises(Exception, match="resolves outside"):
-        delivery_target(tmp_path, link, True, set())
+    # A planted link is never followed: another name, or (overwrite) the link itself replaced.
+    assert delivery_target(tmp_path, link, False, set()) == tmp_path / "link (2).png"
+    assert delivery_target(tmp_path, link, True, set()) == tmp_path / "link.png"
+    assert not outside.exists()

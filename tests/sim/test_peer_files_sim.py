@@ -113,8 +113,12 @@ async def test_a_symlink_planted_in_the_output_folder_is_never_written_through(
 async def test_a_submitter_restarted_before_fetching_renders_nothing_again(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """Frames done while the submitter was down are fetched from their renderers when it
-    comes back: a restarted peer that knows nobody yet must not take them for lost."""
+    """Frames the submitter knew were done but had not fetched when it died are fetched from
+    their renderers when it comes back: a restarted peer that knows nobody yet must not take
+    them for lost and render them again."""
+    out = tmp_path / "submit" / "peerfarm-out" / "render"
+    out.parent.mkdir(parents=True)
+    out.write_text("not a folder yet")  # delivery fails until the user fixes this
     with trio.fail_after(120):
         farm = SimFarm(tmp_path, seed=55, renderer_seconds=0.2)
         async with farm.running():
@@ -123,15 +127,13 @@ async def test_a_submitter_restarted_before_fetching_renders_nothing_again(
                 await farm.add_peer(seeds=[submitter.address], name=f"renderer{index}")
             await farm.wait_until(farm.membership_converged, timeout=30, what="membership")
             job = await farm.submit(submitter, "1-12")
-            await trio.sleep(0.05)
-            farm.crash(submitter.node_id)
             await farm.wait_until(
-                lambda: all(
-                    s == Status.DONE for s in farm.frame_statuses(job, farm.live()[0]).values()
-                ),
-                timeout=60,
-                what="rendered while the submitter is down",
+                lambda: submitter.node.ledger.counts(job).done == 12, timeout=60, what="done"
             )
+            await trio.sleep(1.0)  # saved on the submitter's disk, still undelivered
+            assert not any(submitter.node.ledger.delivered(job, f) for f in range(1, 13))
+            farm.crash(submitter.node_id)
+            out.unlink()
             await farm.restart(submitter.node_id)
             await farm.wait_until(lambda: farm.job_finished(job), timeout=60, what="delivered")
             counts: dict[int, int] = {}

@@ -31,6 +31,8 @@ async def test_two_slots_share_one_copy_of_the_scene(
     once (it used to be copied by both to the same partial file, failing one frame)."""
     with trio.fail_after(120):
         farm = SimFarm(tmp_path, seed=51, renderer_seconds=0.2, slots=2)
+        scene = tmp_path / "render.sh"  # a scene of some size: copying it takes a while
+        scene.write_text("#!/bin/sh\n" + "# padding\n" * 3_000_000)
         async with farm.running():
             submitter, renderer = await farm.start(2, renderers=1)
             job = await farm.submit(renderer, "1-20")

@@ -93,8 +93,8 @@ class NodeStats:
     delivered: int = 0
     delivery_failures: int = 0
     transfer_bytes: int = 0
-    #: Renders of a frame that another render of it (the same epoch) had finished already, or
-    #: whose completion lost to another peer's: every render beyond the first.
+    #: Renders this peer finished of a frame whose winning result (same epoch) is another
+    #: peer's: summed over the farm, every completed render beyond the first of a frame.
     duplicate_frames: int = 0
     render_seconds_by_peer: dict[str, float] = field(default_factory=dict)
 

@@ -213,9 +213,12 @@ class Renderer:
     async def _complete(
         self, job: str, frame: int, claim: FrameRecord, outputs: list[Output], seconds: float
     ) -> None:
-        await self.node.write(
+        deltas = await self.node.write(
             lambda ledger, wall: ledger.complete(job, frame, claim, outputs, seconds)
         )
+        for delta in deltas:
+            if isinstance(delta[1], FrameRecord):
+                self.node.worker.completed(job, frame, delta[1])
 
     async def _fail(
         self, job: str, frame: int, claim: FrameRecord, reason: str, tail: str, seconds: float

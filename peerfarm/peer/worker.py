@@ -21,6 +21,7 @@ Rules kept here:
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("peerfarm")
 
+#: Frames this peer finished that it remembers, to count a result of another peer winning.
+MAX_REMEMBERED = 4096
 #: Seconds between full rescans of every unfinished frame (liveness: no frame waits on a
 #: planner cursor that went past it).
 RESCAN_INTERVAL = 5.0
@@ -58,6 +61,7 @@ class Worker:
         self._nursery: trio.Nursery | None = None
         self.renderer = Renderer(node)
         self._checking: set[tuple[str, int]] = set()  # lapsed claims being confirmed
+        self._mine: OrderedDict[tuple[str, int], tuple[int, int]] = OrderedDict()
 
     def wake(self) -> None:
         self._wake.set()
@@ -79,9 +83,26 @@ class Worker:
     # ----------------------------------------------------------------------------------
     # reactions to ledger changes (called by Node.react)
 
+    def completed(self, job: str, frame: int, record: FrameRecord) -> None:
+        """This peer finished ``frame``: remember which result is ours (a few thousand)."""
+        self._mine[(job, frame)] = (record.epoch, record.attempt)
+        while len(self._mine) > MAX_REMEMBERED:
+            self._mine.popitem(last=False)
+
     def frame_changed(self, job: str, frame: int, record: FrameRecord) -> None:
         if record.status not in (Status.DONE, Status.FAILED):
             self.planner.reopened(job, frame)
+        ours = self._mine.get((job, frame))
+        if (
+            ours is not None
+            and record.status == Status.DONE
+            and record.node != self.node.node_id
+            and record.epoch == ours[0]
+        ):
+            # Another peer's result of the same epoch won over ours: one of the two renders
+            # was wasted (a duplicate), whichever way the merge went.
+            del self._mine[(job, frame)]
+            self.node.stats.duplicate_frames += 1
         running = self.running.get((job, frame))
         if running is None:
             return
@@ -89,9 +110,7 @@ class Worker:
         # Anything but our own claim (renewed or completed) means another peer owns the frame
         # or finished it already: stop rendering it.
         if mine is None or record.node != self.node.node_id or not same_claim(record, mine):
-            if record.status == Status.DONE and record.node != self.node.node_id:
-                self.node.stats.duplicate_frames += 1  # our render of it was wasted
-            self._stop(running, "lost")
+            self._stop(running, "lost")  # counted in frames_lost, not as a duplicate
 
     def stop_job(self, job: str, reason: str) -> None:
         for running in self.renders():

@@ -131,12 +131,10 @@ class Farm:
         names = names_by_id(members)
         done_frames: dict[str, float] = {}
         done_seconds: dict[str, float] = {}
-        for spec in node.ledger.jobs():
-            for record in node.ledger.frame_records(spec.id).values():
-                if record.status == Status.DONE:
-                    peer = names.get(record.node, record.node[:8])
-                    done_frames[peer] = done_frames.get(peer, 0) + 1
-                    done_seconds[peer] = done_seconds.get(peer, 0.0) + record.seconds
+        for node_id, (count, seconds) in node.ledger.done_by_node().items():
+            peer = names.get(node_id, node_id[:8])
+            done_frames[peer] = done_frames.get(peer, 0) + count
+            done_seconds[peer] = done_seconds.get(peer, 0.0) + seconds
         return {
             "info": {
                 "node": node.node_id,

@@ -118,15 +118,12 @@ def job_view(
         counts = type(counts)(
             counts.total, counts.pending + counts.rendering, 0, counts.done, counts.failed
         )
-    records = ledger.frame_records(spec.id)
-    seconds = [r.seconds for r in records.values() if r.status == Status.DONE]
-    delivered = sum(
-        1 for f, r in records.items() if r.status == Status.DONE and ledger.delivered(spec.id, f)
-    )
+    # Every figure below is kept by the ledger as frames change: no scan of the job's frames.
+    delivered = ledger.delivered_count(spec.id)
+    mean = ledger.mean_frame_seconds(spec.id)
     eta = None
     remaining = counts.pending + counts.rendering
-    if remaining and seconds and peer_slots > 0:
-        mean = sum(seconds) / len(seconds)
+    if remaining and mean is not None and peer_slots > 0:
         eta = round(remaining * mean / peer_slots, 1)
     elif remaining == 0:
         eta = 0.0
@@ -153,7 +150,7 @@ def job_view(
         "scene": spec.scene.name,
         "chunk": spec.chunk,
         "eta_seconds": eta,
-        "seconds_rendered": round(sum(seconds), 3),
+        "seconds_rendered": round(ledger.done_seconds(spec.id), 3),
         "banned": ledger.banned(spec.id),
         "waiting": waiting,
         "blocked": blocked,

@@ -14,6 +14,7 @@ This module owns which queued news rides on the next datagram. Rules:
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ from typing import Any
 import msgpack
 
 from peerfarm.gossip.config import retransmit_limit
+
+#: Items a select may pass over because they do not fit the budget before it gives up looking
+#: for smaller ones (a bound on the work per datagram, whatever the size of the queue).
+MAX_SKIPPED = 64
 
 
 @dataclass(slots=True)
@@ -39,7 +44,11 @@ def encoded_size(payload: Any) -> int:
 
 
 class BroadcastQueue:
-    """Queued broadcasts, each sent to a bounded number of peers, newest per key."""
+    """Queued broadcasts, each sent to a bounded number of peers, newest per key.
+
+    Items wait in one heap per transmit count, newest first, so a select costs what it sends
+    (plus stale entries left by replaced items, dropped as they surface), not the queue's size.
+    """
 
     def __init__(self, retransmit_mult: int, max_items: int = 4096) -> None:
         if retransmit_mult < 1 or max_items < 1:
@@ -47,6 +56,8 @@ class BroadcastQueue:
         self._mult = retransmit_mult
         self._max_items = max_items
         self._items: dict[Hashable, _Item] = {}  # insertion-ordered: oldest first
+        self._heaps: list[list[tuple[int, Hashable]]] = [[]]  # by transmits: (-order, key)
+        self._entries = 0  # heap entries, stale ones included
         self._counter = itertools.count()
 
     def __len__(self) -> int:
@@ -60,7 +71,8 @@ class BroadcastQueue:
         if size is None:
             size = encoded_size(payload)
         self._items.pop(key, None)
-        self._items[key] = _Item(key, payload, size, next(self._counter))
+        item = self._items[key] = _Item(key, payload, size, next(self._counter))
+        self._push(item)
         while len(self._items) > self._max_items:
             del self._items[next(iter(self._items))]
 
@@ -68,34 +80,74 @@ class BroadcastQueue:
         """Drop the item queued under ``key``, if any."""
         self._items.pop(key, None)
 
+    def _push(self, item: _Item) -> None:
+        while len(self._heaps) <= item.transmits:
+            self._heaps.append([])
+        heapq.heappush(self._heaps[item.transmits], (-item.order, item.key))
+        self._entries += 1
+        if self._entries > 4 * len(self._items) + 64:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the heaps from the live items (drops the stale entries)."""
+        heaps: list[list[tuple[int, Hashable]]] = [[] for _ in self._heaps]
+        for item in self._items.values():
+            while len(heaps) <= item.transmits:
+                heaps.append([])
+            heaps[item.transmits].append((-item.order, item.key))
+        for heap in heaps:
+            heapq.heapify(heap)
+        self._heaps = heaps
+        self._entries = len(self._items)
+
+    def _live(self, entry: tuple[int, Hashable], transmits: int) -> _Item | None:
+        item = self._items.get(entry[1])
+        if item is None or item.order != -entry[0] or item.transmits != transmits:
+            return None
+        return item
+
     def select(self, overhead_per_item: int, limit: int, n_members: int) -> list[tuple[Any, int]]:
         """Pick ``(payload, size)`` pairs whose ``size + overhead_per_item`` sum to <= ``limit``.
 
         Least-transmitted first, newest first among equals; items that do not fit are skipped
-        in favour of smaller ones. Each picked item's transmit count goes up by one, and an item
-        that reached ``retransmit_limit(mult, n_members)`` transmits is dropped.
+        in favour of smaller ones (up to :data:`MAX_SKIPPED` of them). Each picked item's
+        transmit count goes up by one, and an item that reached ``retransmit_limit(mult,
+        n_members)`` transmits is dropped (also one found there already, the cluster having
+        shrunk).
         """
         if not self._items or limit <= 0:
             return []
         max_transmits = retransmit_limit(self._mult, n_members)
-        spent = [key for key, item in self._items.items() if item.transmits >= max_transmits]
-        for key in spent:
-            del self._items[key]
-        candidates = sorted(self._items.values(), key=lambda it: (it.transmits, -it.order))
-        smallest = min((it.size for it in candidates), default=0) + overhead_per_item
         picked: list[tuple[Any, int]] = []
+        moved: list[_Item] = []
+        skipped: list[tuple[int, tuple[int, Hashable]]] = []
         free = limit
-        for item in candidates:
-            if free < smallest:
-                break
-            cost = item.size + overhead_per_item
-            if cost > free:
-                continue
-            free -= cost
-            picked.append((item.payload, item.size))
-            item.transmits += 1
-            if item.transmits >= max_transmits:
-                del self._items[item.key]
+        for transmits, heap in enumerate(self._heaps):
+            while heap and free > overhead_per_item and len(skipped) < MAX_SKIPPED:
+                entry = heapq.heappop(heap)
+                self._entries -= 1
+                item = self._live(entry, transmits)
+                if item is None:
+                    continue  # replaced, invalidated or evicted since it was queued
+                if item.transmits >= max_transmits:
+                    del self._items[item.key]
+                    continue
+                cost = item.size + overhead_per_item
+                if cost > free:
+                    skipped.append((transmits, entry))
+                    continue
+                free -= cost
+                picked.append((item.payload, item.size))
+                item.transmits += 1
+                if item.transmits >= max_transmits:
+                    del self._items[item.key]
+                else:
+                    moved.append(item)
+        for transmits, entry in skipped:
+            heapq.heappush(self._heaps[transmits], entry)
+            self._entries += 1
+        for item in moved:
+            self._push(item)
         return picked
 
     def get_broadcasts(self, overhead_per_item: int, limit: int, n_members: int) -> list[Any]:

@@ -8,7 +8,6 @@ merging and anti-entropy live in :mod:`peerfarm.ledger.replica`.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -28,20 +27,12 @@ from .model import (
     SceneRef,
     Status,
     check_transition,
+    delivery_mark,
     same_claim,
 )
 from .replica import BUCKET, JobCounts, Replica, has_frame
 
 __all__ = ["BUCKET", "JobCounts", "Ledger", "LostClaim", "has_frame"]
-
-
-def delivery_mark(record: FrameRecord) -> list[Any]:
-    """What a delivery mark holds: the epoch and a fingerprint of the delivered outputs, so a
-    different done record winning later (a takeover's) is delivered again."""
-    digest = hashlib.blake2b(digest_size=8)
-    for output in record.outputs:
-        digest.update(output.digest)
-    return [record.epoch, digest.hexdigest()]
 
 
 class LostClaim(LedgerError):
@@ -322,13 +313,7 @@ class Ledger(Replica):
 
     def delivered(self, job: str, frame: int) -> bool:
         """A done frame is delivered once its submitter holds its outputs (at once if none)."""
-        record = self.frame(job, frame)
-        if record.status != Status.DONE:
-            return False
-        if not record.outputs:
-            return True
-        reg = self._regs.get((Kind.DELIVERED, job, frame))
-        return reg is not None and reg.value == delivery_mark(record)
+        return frame in self._delivered.get(job, ())
 
     def halted(self, job: str) -> str | None:
         """Why the job was ended farm-wide, or None."""

@@ -29,6 +29,7 @@ one (a fencing token), and within one attempt the earliest claim wins, ties by n
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,6 +145,15 @@ def same_claim(a: FrameRecord, b: FrameRecord) -> bool:
     one time. Renewals (``seq``) and the claim's outcome do not change which claim it is. The
     one rule for "is this still my claim" (the ledger's fencing, the renderer's stop, leases)."""
     return a.node == b.node and a.epoch == b.epoch and a.attempt == b.attempt and a.stamp == b.stamp
+
+
+def delivery_mark(record: FrameRecord) -> list[Any]:
+    """What a delivery mark holds: the epoch and a fingerprint of the delivered outputs, so a
+    different done record winning later (a takeover's) is delivered again."""
+    digest = hashlib.blake2b(digest_size=8)
+    for output in record.outputs:
+        digest.update(output.digest)
+    return [record.epoch, digest.hexdigest()]
 
 
 def _payload_key(r: FrameRecord) -> tuple[Any, ...]:

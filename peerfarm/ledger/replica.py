@@ -39,6 +39,7 @@ from .model import (
     JobSpec,
     Register,
     Status,
+    delivery_mark,
     frame_gt,
     merge_registers,
 )
@@ -87,6 +88,9 @@ class Replica:
         self._ahead: dict[str, set[int]] = {}
         self._fp = 0
         self._counts: dict[str, list[int]] = {}  # job -> explicit records per Status
+        self._claimed: dict[str, dict[int, FrameRecord]] = {}  # job -> frames claimed now
+        self._delivered: dict[str, set[int]] = {}  # job -> done frames delivered (as they are)
+        self._done_by: dict[str, list[float]] = {}  # node -> [done frames, their render seconds]
         self._done_seconds: dict[str, float] = {}  # job -> render seconds of its done frames
         self._dirty: dict[Key, None] = {}
         self._removed: dict[Key, None] = {}
@@ -171,16 +175,20 @@ class Replica:
             if value.origin != origin or value.version != version:
                 value = replace(value, origin=origin, version=version)
             frames[frame] = value
+            self._index_claim(job, frame, value)
             counts = self._counts.setdefault(job, [0] * len(Status))
             if old is not None:
                 counts[old.status] -= 1
                 self._fp ^= _fp(codec.state_bytes(key, old))
                 if old.status == Status.DONE:
                     self._done_seconds[job] = self._done_seconds.get(job, 0.0) - old.seconds
+                    self._count_done(old, -1)
             counts[value.status] += 1
             if value.status == Status.DONE:
                 self._done_seconds[job] = self._done_seconds.get(job, 0.0) + value.seconds
+                self._count_done(value, 1)
             self._fp ^= _fp(codec.state_bytes(key, value))
+            self._refresh_delivered(job, frame)
         elif kind == Kind.JOB:
             assert isinstance(value, JobSpec)
             if job in self._specs:
@@ -215,14 +223,43 @@ class Replica:
             if kind == Kind.ARCHIVED:
                 self._archived[job] = value
                 self._purge(job)
+            elif kind == Kind.DELIVERED:
+                self._refresh_delivered(job, key[2])
         self._mark(key, origin, version)
         self._dirty[key] = None
         self._removed.pop(key, None)
         return True
 
+    def _count_done(self, record: FrameRecord, sign: int) -> None:
+        done = self._done_by.setdefault(record.node, [0.0, 0.0])
+        done[0] += sign
+        done[1] += sign * record.seconds
+
+    def _refresh_delivered(self, job: str, frame: int) -> None:
+        """Keep the set of delivered frames right after a frame or its mark changed."""
+        record = self._frames.get(job, {}).get(frame)
+        delivered = self._delivered.setdefault(job, set())
+        if record is not None and record.status == Status.DONE:
+            reg = self._regs.get((Kind.DELIVERED, job, frame))
+            if not record.outputs or (reg is not None and reg.value == delivery_mark(record)):
+                delivered.add(frame)
+                return
+        delivered.discard(frame)
+
+    def _index_claim(self, job: str, frame: int, record: FrameRecord) -> None:
+        claimed = self._claimed.setdefault(job, {})
+        if record.status == Status.CLAIMED:
+            claimed[frame] = record
+        else:
+            claimed.pop(frame, None)
+
     def _drop_frame(self, job: str, frame: int) -> None:
         key = (Kind.FRAME, job, frame)
         old = self._frames[job].pop(frame)
+        self._claimed.get(job, {}).pop(frame, None)
+        self._delivered.get(job, set()).discard(frame)
+        if old.status == Status.DONE:
+            self._count_done(old, -1)
         self._counts[job][old.status] -= 1
         if old.status == Status.DONE:
             self._done_seconds[job] = self._done_seconds.get(job, 0.0) - old.seconds
@@ -234,6 +271,8 @@ class Replica:
         for frame in list(self._frames.get(job, ())):
             self._drop_frame(job, frame)
         self._frames.pop(job, None)
+        self._claimed.pop(job, None)
+        self._delivered.pop(job, None)
         self._counts.pop(job, None)
         self._bucket_marks.pop(job, None)
         spec = self._specs.pop(job, None)
@@ -416,5 +455,18 @@ class Replica:
         done = self._counts.get(job, [0] * len(Status))[Status.DONE]
         return self._done_seconds.get(job, 0.0) / done if done else None
 
+    def delivered_count(self, job: str) -> int:
+        """Done frames of the job whose outputs the submitter holds (kept by every write)."""
+        return len(self._delivered.get(job, ()))
+
+    def done_seconds(self, job: str) -> float:
+        """Render seconds of the job's done frames."""
+        return self._done_seconds.get(job, 0.0)
+
+    def done_by_node(self) -> dict[str, tuple[int, float]]:
+        """Node -> (done frames, render seconds) over every job this replica holds."""
+        return {node: (int(c), s) for node, (c, s) in self._done_by.items() if c > 0}
+
     def claimed_frames(self, job: str) -> list[tuple[int, FrameRecord]]:
-        return [(f, r) for f, r in self._frames.get(job, {}).items() if r.status == Status.CLAIMED]
+        """The job's frames claimed now (an index kept by every write: no scan of the job)."""
+        return list(self._claimed.get(job, {}).items())

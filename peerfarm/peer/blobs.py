@@ -36,12 +36,15 @@ UPLOAD_MAX_AGE = 3600.0
 
 
 def folder_bytes(folder: Path) -> int:
-    """Bytes of the regular files under ``folder`` (0 when it does not exist)."""
+    """Bytes the files under ``folder`` take on their own (0 when it does not exist): a file
+    hard-linked from the content store (a job's scene) is counted once, as the store's."""
     total = 0
     for root, _dirs, files in os.walk(folder):
         for name in files:
             with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_size
+                st = os.lstat(os.path.join(root, name))
+                if st.st_nlink == 1:
+                    total += st.st_size
     return total
 
 

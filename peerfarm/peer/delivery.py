@@ -83,11 +83,8 @@ class Deliverer:
             if state not in (JobState.DONE, JobState.FAILED, JobState.CANCELLED):
                 self._finished_at.pop(spec.id, None)
                 continue
-            if spec.id not in self._finished_at and not all(
-                node.ledger.delivered(spec.id, f)
-                for f, r in node.ledger.frame_records(spec.id).items()
-                if r.status == Status.DONE
-            ):
+            done = node.ledger.counts(spec.id).done
+            if spec.id not in self._finished_at and node.ledger.delivered_count(spec.id) < done:
                 continue
             since = self._finished_at.setdefault(spec.id, now)
             if now - since >= after:
@@ -183,9 +180,7 @@ class Deliverer:
             node.stats.delivered += 1
         for spec in {id(s): s for s, _f, _r in delivered}.values():
             counts = node.ledger.counts(spec.id)
-            if counts.done == counts.total and all(
-                node.ledger.delivered(spec.id, f) for f in spec.frames
-            ):
+            if counts.done == counts.total == node.ledger.delivered_count(spec.id):
                 log.info(
                     "job done: %s, every frame delivered to %s",
                     node.job_label(spec.id),

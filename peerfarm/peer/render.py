@@ -208,7 +208,10 @@ class Renderer:
                 result.seconds,
             )
         finally:
-            self.discard(out_dir)
+            try:
+                out_dir.rmdir()  # the usual case: every output was moved into the store
+            except OSError:
+                self.discard(out_dir)
 
     async def _complete(
         self, job: str, frame: int, claim: FrameRecord, outputs: list[Output], seconds: float

@@ -3,9 +3,11 @@
 Every renderer runs in its own process group (``run_logged``, the Blender worker), and a
 daemon that stops normally ends each group. A daemon killed with SIGKILL cannot: its renderers
 keep running, holding the CPU and writing into scratch folders nobody reads. So each group is
-written down when it starts (pid and the process's start time, one JSON line in the data dir)
-and crossed out when it ends; the next start of the daemon ends every group of the list whose
-leader still runs with the same start time (a recycled pid is another program: left alone).
+written down when it starts (pid and the process's start time, one JSON line appended to a
+file in the data dir) and crossed out when it ends (another line); the next start of the daemon
+ends every group of the file still open whose leader runs with the same start time (a recycled
+pid is another program: left alone). Appending a line costs microseconds, so a frame of a
+no-op job pays nearly nothing for it; the file is rewritten small now and then.
 
 A known limit: a renderer child that calls ``setsid`` itself leaves the group and is not found.
 """
@@ -24,6 +26,9 @@ import psutil
 
 log = logging.getLogger("peerfarm")
 
+#: Lines appended before the file is rewritten with only the groups still running.
+COMPACT_AFTER = 2000
+
 
 class ProcessGroups:
     """The renderer process groups of this daemon (a file in its data dir, or in memory)."""
@@ -31,6 +36,7 @@ class ProcessGroups:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self._live: dict[int, float] = {}
+        self._lines = 0
         self._lock = threading.Lock()
 
     def started(self, pid: int) -> None:
@@ -41,21 +47,34 @@ class ProcessGroups:
             return  # gone already
         with self._lock:
             self._live[pid] = created
-            self._save()
+            self._append({"pid": pid, "created": created})
 
     def ended(self, pid: int) -> None:
         with self._lock:
             if self._live.pop(pid, None) is not None:
-                self._save()
+                self._append({"pid": pid, "ended": True})
 
-    def _save(self) -> None:
+    def _append(self, entry: dict[str, object]) -> None:
         if self.path is None:
             return
+        self._lines += 1
+        if self._lines > COMPACT_AFTER:
+            self._rewrite()
+            return
+        try:
+            with self.path.open("a") as fh:
+                fh.write(json.dumps(entry) + "\n")
+        except OSError as exc:
+            log.debug("cannot record renderer processes in %s: %s", self.path, exc)
+
+    def _rewrite(self) -> None:
+        assert self.path is not None
         text = "".join(json.dumps({"pid": p, "created": c}) + "\n" for p, c in self._live.items())
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             tmp.write_text(text)
             tmp.replace(self.path)
+            self._lines = len(self._live)
         except OSError as exc:
             log.debug("cannot record renderer processes in %s: %s", self.path, exc)
 
@@ -70,18 +89,21 @@ class ProcessGroups:
         except OSError as exc:
             log.warning("cannot read %s: %s", self.path, exc)
             return 0
-        reaped = 0
+        open_groups: dict[int, float] = {}
         for line in lines:
             try:
                 entry = json.loads(line)
-                pid, created = int(entry["pid"]), float(entry["created"])
+                pid = int(entry["pid"])
+                if entry.get("ended"):
+                    open_groups.pop(pid, None)
+                else:
+                    open_groups[pid] = float(entry["created"])
             except (ValueError, KeyError, TypeError):
                 continue
-            if kill_group_if_same(pid, created):
-                reaped += 1
+        reaped = sum(1 for pid, created in open_groups.items() if kill_group_if_same(pid, created))
         with self._lock:
             self._live.clear()
-            self._save()
+            self._rewrite()
         if reaped:
             log.warning(
                 "ended %d renderer process group%s left running by a previous run",

@@ -44,6 +44,7 @@ class FakeFarm:
         self.root = root
         self.jobs: dict[str, FakeJob] = {}
         self.calls: list[tuple[str, Any]] = []
+        self.scene_bytes = b""
         self.generation = 1
         self._changed = trio.Event()
         self.broken = False  # True: every call fails as if the farm were unreachable
@@ -201,6 +202,8 @@ class FakeFarm:
         self.calls.append(("submit", request))
         if not request.scene.exists():
             raise UsageError(f"scene not found: {request.scene}")
+        if request.scene.is_file():
+            self.scene_bytes = request.scene.read_bytes()  # as the daemon stores it
         renderer = request.renderer or renderer_for_scene(request.scene)
         if renderer not in RENDERERS:
             raise UsageError(f"unknown renderer {renderer!r}")

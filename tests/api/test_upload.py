@@ -35,7 +35,8 @@ async def test_upload_saves_the_scene_and_submits(
     _, request = fake.calls[-1]
     assert request.scene.name == "spin.pov"
     assert request.scene.parent.parent == tmp_path / "uploads"  # no escape via the file name
-    assert request.scene.read_bytes() == SCENE_BYTES
+    assert fake.scene_bytes == SCENE_BYTES
+    assert not request.scene.parent.exists()  # in the store once submitted: the upload goes
     assert (request.frames, request.chunk, request.name) == ("1-8", 2, None)
     assert request.options == {"width": 64, "quality": "high"}
     assert request.allow_scripts is True

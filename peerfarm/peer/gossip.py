@@ -5,8 +5,10 @@ ticker, turning membership events into log lines and sync requests, noticing pee
 another protocol, and the outbox of local writes. Its rule for writes is *durability before
 gossip*: the outbox is saved to the ledger database before any of it leaves the peer, so a peer
 killed at any moment never has sent a write it cannot recover. Fresh writes are pushed at once
-to a few peers (a burst of writes within :data:`PUSH_COALESCE` shares datagrams) and queued for
-piggybacking on later gossip; a received broadcast is relayed only when it was news here, so a
+to every alive peer up to ``push_fanout`` (a burst of writes within :data:`PUSH_COALESCE`
+shares datagrams and one save); only when that leaves peers out are they also queued for
+piggybacking on later gossip (datagrams lost on the way are repaired by the push-pull, which
+runs well inside a lease); a received broadcast is relayed only when it was news here, so a
 stale value never replaces a newer one in the relay queue.
 """
 
@@ -45,7 +47,7 @@ log = logging.getLogger("peerfarm")
 T_LEDGER = "L"  # datagram: fresh ledger deltas pushed at once. Wire name: append-only.
 
 MAX_PUSH_BYTES = 1_100  # payload budget of an immediate ledger push datagram
-PUSH_COALESCE = 0.002  # seconds writes wait to share an immediate-push datagram
+PUSH_COALESCE = 0.005  # seconds writes wait to share an immediate-push datagram (and a save)
 SAVE_INTERVAL = 0.25  # seconds between saves of merged (remote) changes
 SAVE_ERROR_EVERY = 30.0  # seconds between two log lines about a ledger that cannot be saved
 
@@ -262,21 +264,27 @@ class GossipService:
             return
         deltas, self._outbox = self._outbox, []
         node = self.node
-        encoded = []
-        for delta in deltas:
-            wire = codec.encode_delta(delta)
-            encoded.append(wire)
-            try:
-                node.membership.queue_broadcast(broadcast_key(delta[0]), wire)
-            except MessageTooLarge:
-                # Too big for a datagram (a spec with many assets): push-pull carries it.
-                for member in self.sample_peers(node.config.gossip_fanout):
-                    node.sync.request(member.address)
+        encoded = [codec.encode_delta(delta) for delta in deltas]
+        alive = node.membership.alive_members()
         targets = self.sample_peers(node.config.push_fanout)
+        if len(targets) < len(alive):
+            # Not every peer gets the push: gossip carries the writes to the others.
+            for delta, wire in zip(deltas, encoded, strict=True):
+                try:
+                    node.membership.queue_broadcast(broadcast_key(delta[0]), wire)
+                except MessageTooLarge:
+                    # Too big for a datagram (a spec with many assets): push-pull carries it.
+                    for member in self.sample_peers(node.config.gossip_fanout):
+                        node.sync.request(member.address)
         for batch in batches(encoded, MAX_PUSH_BYTES):
             message = {"t": T_LEDGER, "d": batch}
             for member in targets:
                 await self.send(member.address, message)
+        for wire in encoded:
+            if len(codec.packb(wire)) > MAX_PUSH_BYTES:  # left out of the pushes: push-pull
+                for member in self.sample_peers(node.config.gossip_fanout):
+                    node.sync.request(member.address)
+                break
 
     async def _save_loop(self) -> None:
         """Save what merges changed, a few times a second (local writes are saved at once)."""

@@ -52,6 +52,11 @@ class Renderer:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._trash_event = trio.Event()
+        self._trash: list[Path] = []
+        # What an earlier life left (listed before this one renders anything): scratch folders
+        # of renders it never finished, and the trash folder of older versions.
+        work = node.work_dir
+        self._leftovers = [p for p in work.glob("*/slot*-*") if p.is_dir()] + [work / "trash"]
         self._scene_locks: dict[str, trio.Lock] = {}
 
     # ----------------------------------------------------------------------------------
@@ -208,10 +213,7 @@ class Renderer:
                 result.seconds,
             )
         finally:
-            try:
-                out_dir.rmdir()  # the usual case: every output was moved into the store
-            except OSError:
-                self.discard(out_dir)
+            self.discard(out_dir)
 
     async def _complete(
         self, job: str, frame: int, claim: FrameRecord, outputs: list[Output], seconds: float
@@ -278,24 +280,21 @@ class Renderer:
     # scratch folders
 
     def discard(self, folder: Path) -> None:
-        """Move a finished render's scratch folder to the trash, emptied in the background:
-        removing folders can cost milliseconds on some file systems, not worth a frame's time."""
-        node = self.node
-        trash = node.work_dir / "trash"
-        try:
-            trash.mkdir(exist_ok=True)
-            folder.rename(trash / f"{folder.name}-{node.parts.rng.getrandbits(32):08x}")
-        except OSError:
-            shutil.rmtree(folder, ignore_errors=True)
+        """A folder nothing needs any more (a finished render's scratch, a finished job's work
+        folder): removed in the background, many at a time. Removing folders costs a disk
+        metadata operation each, which can take milliseconds on a busy disk: not on the
+        event loop, not in a frame's time. Scratch folders have unique names, never reused."""
+        self._trash.append(folder)
         self._trash_event.set()
 
     async def trash_loop(self) -> None:
-        trash = self.node.work_dir / "trash"
+        await trio.to_thread.run_sync(remove_all, self._leftovers)
         while True:
             await self._trash_event.wait()
             self._trash_event = trio.Event()
-            await trio.sleep(2.0)
-            await trio.to_thread.run_sync(empty_folder, trash)
+            await trio.sleep(1.0)
+            batch, self._trash = self._trash, []
+            await trio.to_thread.run_sync(remove_all, batch)
 
 
 def disk_full(exc: BaseException) -> OSError | None:
@@ -310,10 +309,9 @@ def disk_full(exc: BaseException) -> OSError | None:
     return None
 
 
-def empty_folder(folder: Path) -> None:
-    if folder.is_dir():
-        for child in folder.iterdir():
-            shutil.rmtree(child, ignore_errors=True)
+def remove_all(folders: list[Path]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def copy_atomic(source: Path, target: Path) -> None:

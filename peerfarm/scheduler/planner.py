@@ -208,8 +208,7 @@ class Planner:
             next_of: set[str | None] = set()
             all_chunks = self.chunks(spec)
             mean = ledger.mean_frame_seconds(spec.id)
-            # Unknown (no frame done yet) counts as long: an idle slot is not left waiting.
-            long_frames = mean is None or mean >= LONG_FRAME
+            long_frames = mean is not None and mean >= LONG_FRAME
             start = self._start_of(spec)
             advancing = True
             for index in range(start, len(all_chunks)):
@@ -257,9 +256,12 @@ class Planner:
                     continue
                 home = homes[index] if homes is not None else None
                 # A failed frame is left to others by the peer it failed on (its home, often):
-                # reserving it for that peer would leave it to nobody.
+                # reserving it for that peer would leave it to nobody. A frame handed back (a
+                # graceful stop) goes to whoever is idle too, not to its busy home.
                 retry = any(
-                    (r := records.get(f)) is not None and r.status == Status.RETRYING for f in free
+                    (r := records.get(f)) is not None
+                    and r.status in (Status.RETRYING, Status.RELEASED)
+                    for f in free
                 )
                 if (
                     not takeover

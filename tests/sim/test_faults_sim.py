@@ -183,15 +183,16 @@ async def test_a_paused_peer_does_not_make_frames_render_three_times(
                 farm.pause(victim.node_id)
                 await trio.sleep(config.lease_timeout * 3)
                 farm.resume(victim.node_id)
+                resumed = trio.current_time()
                 await finish(farm, job)
                 farm.check_invariants()
                 counts: dict[int, int] = {}
-                for render in farm.log.of_job(job):
+                for render in farm.log.completed(job):
                     counts[render.frame] = counts.get(render.frame, 0) + 1
                 taken = [
                     r.frame
                     for r in farm.log.of_job(job)
-                    if r.node == victim.node_id and r.frame not in held
+                    if r.node == victim.node_id and r.started >= resumed and r.frame not in held
                 ]
                 story = [
                     (r.frame, farm.peers[r.node].name, round(r.started, 2), r.completed)
@@ -199,7 +200,7 @@ async def test_a_paused_peer_does_not_make_frames_render_three_times(
                 ]
                 assert not taken, f"seed {seed}: the victim took over {taken}: {story}"
                 assert max(counts.values()) <= 2, (seed, story, victim.name)
-                assert {f for f, n in counts.items() if n == 2} <= held, (seed, counts, held)
+                assert {f for f, n in counts.items() if n == 2} <= held, (seed, story, held)
 
 
 async def test_a_clock_a_day_ahead_cannot_freeze_a_pause(

@@ -86,7 +86,8 @@ async def test_old_uploads_and_videos_of_archived_jobs_are_removed(
             orphan = uploads / "videos" / "0123456789abcdef.mp4"
             orphan.write_bytes(b"old video")
             await peer.node.blobs.tidy()
-            assert not old.exists() and fresh.exists() and not orphan.exists()
+            await farm.wait_until(lambda: not orphan.exists(), timeout=5, what="video removed")
+            assert not old.exists() and fresh.exists()
 
 
 async def test_a_symlink_planted_in_the_output_folder_is_never_written_through(

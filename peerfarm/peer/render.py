@@ -280,7 +280,7 @@ class Renderer:
     # scratch folders
 
     def discard(self, folder: Path) -> None:
-        """A folder nothing needs any more (a finished render's scratch, a finished job's work
+        """A folder (or file) nothing needs any more (a finished render's scratch, a finished job's work
         folder): removed in the background, many at a time. Removing folders costs a disk
         metadata operation each, which can take milliseconds on a busy disk: not on the
         event loop, not in a frame's time. Scratch folders have unique names, never reused."""
@@ -309,9 +309,13 @@ def disk_full(exc: BaseException) -> OSError | None:
     return None
 
 
-def remove_all(folders: list[Path]) -> None:
-    for folder in folders:
-        shutil.rmtree(folder, ignore_errors=True)
+def remove_all(paths: list[Path]) -> None:
+    """Remove folders (with what they hold) and files; what is gone already is fine."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def copy_atomic(source: Path, target: Path) -> None:

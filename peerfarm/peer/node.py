@@ -238,6 +238,7 @@ class Node:
                 await nursery.start(self.transport.serve_streams, self.sync.serve_stream)
                 await nursery.start(self.gossip.run)
                 nursery.start_soon(self.sync.run)
+                nursery.start_soon(self.sync.reconnect_loop)
                 nursery.start_soon(self.worker.run)
                 nursery.start_soon(self.deliverer.run)
                 if seeds:
@@ -249,6 +250,7 @@ class Node:
                     self.gossip.save()
 
     async def join(self, seeds: Sequence[Address]) -> None:
+        self.sync.remember_seeds(seeds)
         for address, message in self.membership.join(list(seeds), self.now()):
             await self.gossip.send(address, message)
         for seed in seeds:

@@ -29,6 +29,7 @@ import trio
 
 from ..errors import DecodeError, LedgerError, PeerfarmError, RemoteProtocolError, TransportError
 from ..files.transfer import serve_blob
+from ..gossip.membership import MemberState
 from ..gossip.transport import Address, Stream
 from ..ledger import codec
 from ..ledger.keys import frame_key
@@ -54,6 +55,39 @@ class SyncService:
         self._receive: trio.MemoryReceiveChannel[Address]
         self._requests, self._receive = trio.open_memory_channel(64)
         self.synced = trio.Event()  # set after the first complete push-pull
+        self._seeds: list[Address] = []  # --join addresses (and mDNS finds), tried again later
+
+    def remember_seeds(self, seeds: Sequence[Address]) -> None:
+        for seed in seeds:
+            if seed not in self._seeds:
+                self._seeds.append(seed)
+
+    async def reconnect_loop(self) -> None:
+        """Heal a split that membership alone cannot: every ``reconnect_interval``, a full
+        push-pull with a random peer gossip declared dead (both sides learn the other's view
+        and the wrongly accused refute), and with a seed that is not an alive member (two
+        halves that already forgot each other meet again through it)."""
+        node = self.node
+        interval = node.config.reconnect_interval
+        if interval <= 0:
+            return
+        while True:
+            await trio.sleep(interval * node.parts.rng.uniform(0.8, 1.2))
+            await node.gate()
+            targets = []
+            dead = [m for m in node.membership.members() if m.state == MemberState.DEAD]
+            if dead:
+                targets.append(node.parts.rng.choice(dead).address)
+            alive = {m.address for m in node.membership.alive_members()}
+            alive.add(node.transport.local_address)
+            lost = [seed for seed in self._seeds if seed not in alive]
+            if lost:
+                targets.append(node.parts.rng.choice(lost))
+            for address in targets:  # here, not in the sync queue: a dead host may take long
+                try:
+                    await self.push_pull(address)
+                except (PeerfarmError, trio.TooSlowError) as exc:
+                    log.debug("reconnect with %s:%s failed: %s", *address, exc)
 
     def request(self, address: Address) -> None:
         """Ask for a push-pull with ``address`` soon (dropped if many are queued already)."""

@@ -248,3 +248,26 @@ async def test_long_loss_free_run_never_declares_a_live_peer_dead(
             assert membership_log.count("peer died") == 0
             assert farm.membership_converged()
             assert all(m.incarnation == 0 for p in farm.live() for m in p.node.members())
+
+
+async def test_halves_that_forgot_each_other_meet_again_after_a_long_split(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A split longer than ``dead_node_reclaim``: each half forgets the other entirely, so
+    SWIM has no dead member left to reconnect to. The seeds a peer joined through are tried
+    again (a push-pull), and the farm is one again after the heal."""
+    config = GossipConfig.fast()
+    with trio.fail_after(120):
+        farm = SimFarm(tmp_path, seed=16, config=config, invariants="converged")
+        async with farm.running():
+            peers = await farm.start(6, renderers=0)
+            left, right = peers[:3], peers[3:]
+            farm.partition([p.node_id for p in left], [p.node_id for p in right])
+            await trio.sleep(config.dead_node_reclaim + 10)
+            assert all(p.node.membership.get(left[0].node_id) is None for p in right)
+            healed = trio.current_time()
+            farm.heal()
+            took = await farm.wait_until(
+                farm.membership_converged, timeout=30, what="one farm again"
+            )
+            print(f"one farm again {took - healed:.2f} s after the heal")

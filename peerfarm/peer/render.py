@@ -280,10 +280,10 @@ class Renderer:
     # scratch folders
 
     def discard(self, folder: Path) -> None:
-        """A folder (or file) nothing needs any more (a finished render's scratch, a finished job's work
-        folder): removed in the background, many at a time. Removing folders costs a disk
-        metadata operation each, which can take milliseconds on a busy disk: not on the
-        event loop, not in a frame's time. Scratch folders have unique names, never reused."""
+        """A folder (or file) nothing needs any more (a render's scratch, a finished job's
+        work folder, a cached video): removed in the background, many at a time. Removing a
+        folder is a disk metadata operation, which can take milliseconds on a busy disk: not
+        on the event loop, not in a frame's time. Scratch folders have unique names."""
         self._trash.append(folder)
         self._trash_event.set()
 

@@ -8,8 +8,9 @@ sets itself, with one line that names the option (``option width: expected a who
 hostile or newer peer may send anything): the same checks, but options it does not know are
 ignored (a newer peer may know more) and the ones peerfarm sets itself are checked too.
 
-Every renderer takes ``fps`` (the video's frame rate), ``overwrite`` and ``allow_scripts``
-(flags the submit sets from ``--overwrite`` / ``--allow-scripts``). Then:
+Every renderer takes ``fps`` (the video's frame rate), ``order`` (ordered, first-last or spread:
+the order the farm starts frames in), ``overwrite`` and ``allow_scripts`` (flags the submit sets
+from ``--overwrite`` / ``--allow-scripts``). Then:
 
 =========  =====================================================================================
 povray     ``width``, ``height`` (pixels, 1-16384), ``antialias`` (threshold 0-3; 0 or false turns
@@ -157,11 +158,12 @@ def flag(value: Any) -> bool:
 
 
 def choice(names: tuple[str, ...]) -> Check:
-    """One of ``names`` (any case; normalised to upper case)."""
+    """One of ``names``, in any case; normalised to the case of ``names``."""
+    by_upper = {name.upper(): name for name in names}
 
     def check(value: Any) -> str:
-        if isinstance(value, str) and value.strip().upper() in names:
-            return value.strip().upper()
+        if isinstance(value, str) and value.strip().upper() in by_upper:
+            return by_upper[value.strip().upper()]
         raise _Bad(f"expected one of {', '.join(names)}; got {_shown(value)}")
 
     return check
@@ -205,6 +207,8 @@ _COMMON: dict[str, Option] = {
     "fps": Option(real(0.0, MAX_FPS, low_open=True)),
     "overwrite": Option(flag),
     "allow_scripts": Option(flag),
+    # The order the farm starts the job's frames in (peerfarm.scheduler.planner.ORDERS).
+    "order": Option(choice(("ordered", "first-last", "spread"))),
     # Set by the submitting peer: where a shared-storage scene and output live, and which
     # Blender saved the scene. A user cannot choose them.
     "shared_scene": Option(_set_by_peerfarm, user=False),

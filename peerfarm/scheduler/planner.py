@@ -4,9 +4,11 @@ A peer claims only when it has a free render slot. Jobs are taken by priority, t
 time; paused, cancelled and finished jobs are skipped, and so are jobs this peer cannot render
 or stopped taking (banned after repeated failures here). Within a job the unit of work is a
 chunk (``chunk`` consecutive frames of the job's order; 1 by default) and every chunk has a
-rendezvous-hash *home* among the job's capable peers. A peer takes its own chunks first, in
-order; only when a job has none of its own left does it steal, from the back of the queue, so
-that the home peer (working from the front) and the thief rarely meet. Homes are computed over
+rendezvous-hash *home* among the job's capable peers. Chunks follow the job's ``order``
+(its frames' own order by default; see :func:`chunks_of`). A peer takes its own chunks first,
+in order; only when a job has none of its own left does it steal, earliest first but never a
+live home's next chunk (the home is about to take it), so the farm as a whole finishes frames
+close to their order and a home and a thief rarely meet. Homes are computed over
 every capable peer that has not left the farm, alive or not, until it has been dead for a grace
 period: after a network split each side first renders the chunks homed on its own side.
 """
@@ -66,10 +68,42 @@ def job_order(ledger: Ledger) -> list[JobSpec]:
     return sorted(jobs, key=lambda s: (-ledger.priority(s.id), s.stamp, s.id))
 
 
+#: Frame orders a job may ask for (the ``order`` job option); wire values, append-only.
+ORDERS = ("ordered", "first-last", "spread")
+
+
 def chunks_of(spec: JobSpec) -> list[tuple[int, ...]]:
+    """The job's chunks in the order the farm starts them (the ``order`` option): "ordered"
+    (default: the frames' own order, so the first frames are done first), "first-last" (the
+    first and last chunk first, then the rest in order: the ends of a shot checked early) or
+    "spread" (bisection: the first, the middle, the quarters... an early look at the whole)."""
     frames = spec.frames
     size = max(1, spec.chunk)
-    return [tuple(frames[i : i + size]) for i in range(0, len(frames), size)]
+    chunks = [tuple(frames[i : i + size]) for i in range(0, len(frames), size)]
+    order = spec.options.get("order", "ordered")
+    if order == "first-last" and len(chunks) > 2:
+        return [chunks[0], chunks[-1], *chunks[1:-1]]
+    if order == "spread":
+        return [chunks[i] for i in spread_order(len(chunks))]
+    return chunks
+
+
+def spread_order(n: int) -> list[int]:
+    """0..n-1 in bisection order: 0, then the middle, then the middles of the halves..."""
+    if n <= 0:
+        return []
+    out = [0]
+    seen = {0}
+    step = n
+    while len(out) < n:
+        step = max(1, step // 2)
+        for start in range(0, n, step):
+            if start not in seen:
+                seen.add(start)
+                out.append(start)
+        if step == 1:
+            break
+    return out
 
 
 class Planner:
@@ -146,6 +180,35 @@ class Planner:
                     start = min(start, position // size)
             self._cursor[spec.id] = start
         return start
+
+    def _lagging(
+        self,
+        other: list[tuple[int, Claim]],
+        index: int,
+        spec: JobSpec,
+        peers: Sequence[str],
+        alive: set[str] | None,
+        busy_homes: set[str],
+    ) -> Claim | None:
+        """An earlier chunk to take instead of our own next one at ``index``: one a whole
+        round (a chunk per peer) behind it, whose home is alive and busy (every slot) with
+        earlier chunks still (the chunk is not that home's next), and of which this peer is the
+        first backup, so that
+        one peer, the same on every peer's reckoning, takes it. Keeps the farm's frames close
+        to their order when homes' queues drift apart."""
+        ranks = self.ranks(spec, peers)
+        homes = self.homes(spec, peers)
+        for early, claim in other:
+            if index - early < len(peers):
+                break
+            if alive is not None and homes[early] not in alive:
+                continue  # homed across a split: the other side renders it
+            if homes[early] not in busy_homes:
+                continue  # its home is free: it is about to take it (or we cannot tell)
+            if ranks[early] == 1 and not claim.takeover:
+                other.remove((early, claim))
+                return claim
+        return None
 
     def _leave_retry_to_others(
         self,
@@ -250,7 +313,12 @@ class Planner:
                     mine = homes is None or homes[index] == self.node_id
                 claim = Claim(spec.id, tuple(free), takeover, mine)
                 if mine:
-                    own.append(claim)
+                    lagging = (
+                        self._lagging(other, index, spec, peers, alive_set, busy_homes)
+                        if homes
+                        else None
+                    )
+                    own.append(claim if lagging is None else lagging)
                     if len(own) >= free_slots:
                         break
                     continue
@@ -275,16 +343,21 @@ class Planner:
                 other.append((index, claim))
             picked = own[: free_slots - len(claims)]
             if len(picked) < free_slots - len(claims) and not own:
-                # Nothing of our own left in this job: steal from the back of the queue,
-                # chunks of live homes (this side of a split) first, then the chunks this
-                # peer is the first backup of, so that thieves spread over different chunks.
+                # Nothing of our own left in this job: steal, chunks of live homes (this side
+                # of a split) first, then the chunks this peer is the first backup of (thieves
+                # spread over different chunks), earliest first (frames finish near their
+                # order) but from the back across a split. A live home's next chunk is never
+                # taken: the home is about to.
                 ranks = self.ranks(spec, peers) if homes is not None else None
 
                 keyed = []
                 for index, claim in other:
                     home = homes[index] if homes is not None else None
                     away = alive_set is not None and home not in alive_set
-                    keyed.append(((away, ranks[index] if ranks else 0, -index), claim))
+                    # Chunks of this side's homes earliest first; chunks homed across a split
+                    # from the back, away from where the other side works.
+                    order_key = -index if away else index
+                    keyed.append(((away, ranks[index] if ranks else 0, order_key), claim))
                 stolen = [claim for _key, claim in sorted(keyed, key=lambda kc: kc[0])]
                 picked += stolen[: free_slots - len(claims) - len(picked)]
             for claim in picked:

@@ -500,6 +500,7 @@ class SimFarm:
         chunk: int = 1,
         priority: int = 0,
         retries: int = 3,
+        order: str | None = None,
     ) -> str:
         """Submit a command job from ``peer`` through the control facade; returns the job id."""
         from ..farm import Farm
@@ -517,6 +518,7 @@ class SimFarm:
             priority=priority,
             retries=retries,
             cwd=self.root / "submit",
+            options={"order": order} if order else {},
         )
         result = await Farm(peer.node).submit(request)
         job = str(result["job"])

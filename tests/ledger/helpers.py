@@ -19,7 +19,7 @@ def make_job(ledger: Ledger, frames: int = 10, wall: int = 1_000, **kw: object) 
         name=str(kw.pop("name", "shot")),
         submitter_name="artist",
         renderer="command",
-        options={"width": 320},
+        options=dict(kw.pop("options", None) or {"width": 320}),  # type: ignore[call-overload]
         scene=scene(),
         frames=range(1, frames + 1),
         wall_ms=wall,

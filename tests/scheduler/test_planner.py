@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from peerfarm.ledger import Ledger
 from peerfarm.ledger.model import FrameRecord, Status
 from peerfarm.scheduler.leases import LeaseTable
-from peerfarm.scheduler.planner import Planner, chunks_of, rendezvous_home
+from peerfarm.scheduler.planner import Planner, chunks_of, rendezvous_home, spread_order
 
 from ..ledger.helpers import NODES, make_job, output
 
@@ -52,7 +52,7 @@ def test_takes_own_frames_first_in_order() -> None:
     assert all(c.home and not c.takeover for c in claims)
 
 
-def test_steals_from_the_back_but_never_a_live_peers_next_chunk() -> None:
+def test_steals_the_earliest_chunk_but_never_a_live_peers_next_one() -> None:
     ledger, job = setup(frames=12)
     spec = ledger.job(job)
     assert spec is not None
@@ -65,7 +65,7 @@ def test_steals_from_the_back_but_never_a_live_peers_next_chunk() -> None:
             ledger.complete(job, chunk[0], claim, [output(chunk[0])], 0.1)
     b_frames = [c[0] for i, c in enumerate(chunks_of(spec)) if homes[i] == B]
     claims = planner.plan(ledger, free_slots=1, capable={job: [A, B]}, alive=[A, B])
-    assert [c.frames[0] for c in claims] == [b_frames[-1]]
+    assert [c.frames[0] for c in claims] == [b_frames[1]]  # B's next one (b_frames[0]) stays
     assert not claims[0].home
     # B's next chunk is not stolen even when it is the only one left.
     for frame in b_frames[1:]:
@@ -203,3 +203,18 @@ def test_a_busy_homes_next_chunk_is_stolen_only_when_frames_are_long(
     # a whole frame; with short frames it leaves it (a hand-over collision costs more).
     claims = planner.plan(ledger, free_slots=1, capable={job: [A, B]}, alive=[A, B], saturated=[B])
     assert [c.frames for c in claims] == ([(b_frames[0],)] if stolen else [])
+
+
+def test_frame_orders() -> None:
+    """ "ordered" keeps the frames' order, "first-last" starts with both ends, "spread"
+    bisects; every order holds every chunk exactly once."""
+    assert spread_order(8) == [0, 4, 2, 6, 1, 3, 5, 7]
+    assert spread_order(5) == [0, 2, 4, 1, 3]
+    for n in range(0, 40):
+        assert sorted(spread_order(n)) == list(range(n))
+    ledger = Ledger(A)
+    for order, first in (("ordered", [1, 2, 3]), ("first-last", [1, 10, 2]), ("spread", [1, 6, 3])):
+        spec = make_job(ledger, frames=10, name=order, options={"order": order})
+        chunks = chunks_of(spec)
+        assert [c[0] for c in chunks[:3]] == first, order
+        assert sorted(f for c in chunks for f in c) == list(range(1, 11))

@@ -17,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from peerfarm.ledger.model import JobState, Status
+from peerfarm.ledger.model import JobState
 from peerfarm.peer.blobs import UPLOADS, folder_bytes
 from peerfarm.renderers import BlenderRenderer, CommandRenderer, PovrayRenderer
 from peerfarm.renderers.base import Renderer

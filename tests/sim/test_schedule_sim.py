@@ -179,7 +179,10 @@ async def test_short_partition_duplicates_only_frames_in_flight_at_the_split(
                     unexplained.append(frame)
             print(f"duplicates on the home's own side: {unexplained}")
             assert unexplained == []
-            assert len(dups) <= len(in_flight) + 5
+            # Besides the frames in flight at the split, a few are taken across it: a chunk of
+            # the other side whose first backup is here looks lagging (its home's progress is
+            # not heard) and is taken to keep frames in order. Each is rendered at most twice.
+            assert len(dups) <= len(in_flight) + 10
             assert max(dups.values(), default=1) <= 2  # across a split: at most twice
             # The /metrics counter counts every completed render beyond the first, farm-wide.
             metric = sum(p.node.stats.duplicate_frames for p in farm.live())
@@ -437,3 +440,46 @@ async def test_makespan_of_240_quarter_second_frames_on_four_peers(
             assert_no_duplicates(farm)
             assert makespan >= 15.0
             assert makespan <= 15.0 / 0.97
+
+
+def _order_lag(farm: SimFarm, job: str) -> int:
+    """How many later frames are done while an earlier one still waits unclaimed."""
+    ledger = farm.live()[0].node.ledger
+    spec = ledger.job(job)
+    assert spec is not None
+    waiting = [f for f in spec.frames if ledger.frame(job, f).status != Status.DONE]
+    pending = [f for f in waiting if ledger.frame(job, f).status != Status.CLAIMED]
+    if not pending:
+        return 0
+    first = pending[0]
+    return sum(1 for f in spec.frames if f > first and ledger.frame(job, f).status == Status.DONE)
+
+
+async def test_frames_finish_close_to_their_order_and_the_order_option_is_kept(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Artists look at the first frames first: across the farm, frames start close to their
+    order ("ordered", the default), and the "first-last" and "spread" orders do what they say."""
+    with trio.fail_after(120):
+        farm = SimFarm(tmp_path, seed=41, renderer_seconds=0.25)
+        async with farm.running():
+            peers = await farm.start(8)
+            lags = {}
+            for order in ("ordered", "first-last", "spread"):
+                job = await farm.submit(peers[0], "1-96", name=order, order=order)
+                lag = 0
+                while not farm.job_finished(job):
+                    lag = max(lag, _order_lag(farm, job))
+                    await trio.sleep(0.05)
+                lags[order] = lag
+                renders = sorted(farm.log.of_job(job), key=lambda r: r.started)
+                # The frames started in the farm's first two rounds (two frames per peer).
+                second_round = renders[2 * len(peers) - 1].started
+                started = [r.frame for r in renders if r.started <= second_round]
+                if order == "first-last":
+                    assert 1 in started and 96 in started, started
+                if order == "spread":
+                    assert max(started) > 48, started  # the second half is sampled early
+            print(f"largest count of later frames done before an earlier one started: {lags}")
+            assert lags["ordered"] <= 2 * len(peers)
+            assert lags["spread"] > lags["ordered"]

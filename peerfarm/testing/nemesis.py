@@ -70,6 +70,7 @@ async def run_history(
     max_peers: int = 8,
     fault_seconds: float = 6.0,
     settle_timeout: float = 240.0,
+    fail_rate: float | None = None,
 ) -> History:
     """Run one history in ``root`` (an empty folder); raises AssertionError when an invariant
     breaks (the history's events are in the message)."""
@@ -83,7 +84,7 @@ async def run_history(
         seed=seed,
         config=config,
         renderer_seconds=rng.choice([0.05, 0.1, 0.2]),
-        fail=_fails(seed, rng.choice([0.0, 0.02, 0.08])),
+        fail=_fails(seed, rng.choice([0.0, 0.02, 0.08]) if fail_rate is None else fail_rate),
         slots=rng.choice([1, 1, 2]),
     )
     try:
@@ -264,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--histories", type=int, default=200)
     parser.add_argument("--first", type=int, default=0, help="first seed")
     parser.add_argument("--max-peers", type=int, default=20)
+    parser.add_argument(
+        "--fault-free",
+        action="store_true",
+        help="no faults and no renderer failures: every frame must render exactly once",
+    )
     args = parser.parse_args(argv)
     seeds = [args.seed] if args.seed is not None else range(args.first, args.first + args.histories)
     failures = []
@@ -271,7 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     totals = {"frames": 0, "renders": 0, "duplicates": 0}
     for count, seed in enumerate(seeds, 1):
         try:
-            history = run_seed(seed, max_peers=args.max_peers)
+            if args.fault_free:
+                history = run_seed(seed, max_peers=args.max_peers, fault_seconds=0.0, fail_rate=0)
+                assert history.invariants is not None
+                if history.invariants.duplicates:
+                    raise AssertionError(f"{history.invariants.duplicates} duplicate renders")
+            else:
+                history = run_seed(seed, max_peers=args.max_peers)
         except AssertionError as exc:
             failures.append(seed)
             print(f"FAIL seed {seed}: {str(exc)[:2000]}", flush=True)

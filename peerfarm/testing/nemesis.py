@@ -218,13 +218,15 @@ async def _calm(farm: SimFarm, jobs: list[str], history: History) -> None:
     history.note(trio.current_time(), "calm: healed, resumed, restarted")
     await farm.wait_until(farm.membership_converged, timeout=60, poll=0.1, what="membership")
     peer = farm.live()[0]
+
+    def knows_every_job() -> bool:
+        return all(peer.node.ledger.job(job) is not None for job in jobs)
+
+    await farm.wait_until(knows_every_job, timeout=30, poll=0.1, what="jobs known")
+    # The user looks once every peer agrees (a pause written moments ago may still be on its
+    # way), and resumes what is paused.
+    await farm.wait_until(farm.converged, timeout=60, poll=0.1, what="equal ledgers")
     for job in jobs:
-        await farm.wait_until(
-            lambda job=job: peer.node.ledger.job(job) is not None,  # type: ignore[misc]
-            timeout=30,
-            poll=0.1,
-            what="job known",
-        )
         if peer.node.ledger.job_state(job) == JobState.PAUSED:
             await farm.act(peer, job, "resume")
             history.note(trio.current_time(), f"resume job {job[:8]}")

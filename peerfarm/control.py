@@ -15,8 +15,8 @@ States: a peer is alive | suspect | dead | left (or ``incompatible: ...`` in ``p
 is active | paused | cancelled | done | failed; a frame is pending | rendering | done | failed.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: TypedDict needs real annotations at run time to
+# know which keys are ``NotRequired`` (``__required_keys__``, ``__optional_keys__``).
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NotRequired, Protocol, TypedDict

@@ -8,7 +8,8 @@ stopping them. Rules:
   and then only on 127.0.0.1 (``--interface 127.0.0.1``); otherwise ``--no-mdns``.
 - A :class:`LocalFarm` owns a root folder: one key file (mode 0600), one data dir and one log per
   daemon. Daemons run with this interpreter, the farm's own environment (no inherited
-  ``PEERFARM_*``), and each in its own session, so its process group can be killed whole.
+  ``PEERFARM_*``), in its data dir, and each in its own session, so its process group can be
+  killed whole.
 - Ready means: ``control.json`` names this very process and the control API answers ``status``.
 - Stopping is SIGTERM (a graceful leave), then SIGKILL of the process group after
   ``STOP_TIMEOUT_S``; :meth:`Daemon.kill` (kill -9) also takes renders that run in groups of
@@ -188,7 +189,6 @@ class Daemon:
         log_path: Path,
         gossip_port: int,
         web_port: int | None,
-        cwd: Path,
     ) -> None:
         self.name = name
         self.data_dir = data_dir
@@ -196,7 +196,6 @@ class Daemon:
         self.log_path = log_path
         self.gossip_port = gossip_port
         self.web_port = web_port
-        self.cwd = cwd
         self._client: FarmClient | None = None
 
     def __repr__(self) -> str:
@@ -251,7 +250,8 @@ class Daemon:
     def cli(
         self, *args: str, check: bool = True, timeout: float = 60.0, cwd: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """``peerfarm ARGS --data-dir <its data dir>``: the real CLI, as an operator types it.
+        """``peerfarm ARGS --data-dir <its data dir>``: the real CLI, as an operator types it in
+        ``cwd`` (default: this process's working directory).
 
         With ``check``, a non-zero exit is a ``DaemonError`` with stderr and the daemon's log."""
         done = subprocess.run(
@@ -259,7 +259,7 @@ class Daemon:
             capture_output=True,
             text=True,
             timeout=timeout,
-            cwd=cwd or self.cwd,
+            cwd=cwd,
             env=daemon_env(),
             check=False,
         )
@@ -421,14 +421,14 @@ class LocalFarm:
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 argv,
-                cwd=self.root,
+                cwd=data_dir,  # only its own files: nothing there shadows a module
                 env=daemon_env({**self.env, **(env or {})}),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        daemon = Daemon(name, data_dir, process, log_path, port, web_port, self.root)
+        daemon = Daemon(name, data_dir, process, log_path, port, web_port)
         self.daemons.append(daemon)
         if wait:
             self.wait_ready(daemon)

@@ -1,4 +1,4 @@
-"""The benchmarks run once at a tiny size, so they cannot rot (issue 9); plus their pure parts.
+"""The benchmarks run once at a tiny size, so they cannot rot (issue 9).
 
 The smoke run starts real daemons on 127.0.0.1 only (``--no-mdns``), Redis + RQ only when they
 are already installed (``--no-install``), and stops every process it started.
@@ -9,54 +9,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from bench import gossip, run
-from bench.daemons import descendants
-from bench.duplicates import duplicated_seconds
+from bench import run
 from bench.install import have_module
-from peerfarm.testing import RenderRecord
-
-
-def test_gossip_sim_reaches_everyone_deterministically() -> None:
-    first = gossip.simulate(60, seed=7)
-    again = gossip.simulate(60, seed=7)
-    assert first.reached == 60
-    assert 0 < first.t99_s <= first.t100_s < gossip.TARGET_FULL_S
-    assert 0 < first.max_bytes_per_peer_s <= gossip.BUDGET_BYTES_PER_S
-    assert (first.t100_s, first.datagrams) == (again.t100_s, again.datagrams)
-
-
-def test_duplicated_seconds_counts_all_but_one_completed_render_per_frame() -> None:
-    records = [
-        RenderRecord("a", "j", 1, 0.0, 1.0, completed=True),
-        RenderRecord("b", "j", 1, 0.0, 0.4),  # lost the claim, stopped
-        RenderRecord("b", "j", 2, 1.0, 2.0, completed=True),
-        RenderRecord("c", "j", 2, 1.0, 2.0, completed=True),  # rendered twice to the end
-        RenderRecord("c", "j", 3, 2.0, 3.0, completed=True),
-    ]
-    duplicated, total, twice = duplicated_seconds(records)
-    assert total == pytest.approx(4.4)
-    assert duplicated == pytest.approx(1.4)
-    assert twice == 2
-
-
-def test_table_marks_missed_targets() -> None:
-    results: dict[str, Any] = {
-        "failover": {"reclaim_s": 12.5, "lease_timeout_s": 10.0, "target_s": 11.0},
-        "duplicates": {
-            "peers": 8,
-            "with_home": {"fraction": 0.001},
-            "without_home": {"fraction": 0.05},
-        },
-        "blender": {"error": "BenchError: boom"},
-    }
-    rows = {r[0]: r for r in run.table_rows(results)}
-    assert rows["failover (SIGKILL)"][4] == "MISSED"
-    assert rows["duplicates 8 peers"][4] == "ok"
-    assert rows["blender"][4] == "FAILED"
+from peerfarm.testing.daemons import descendants
 
 
 @pytest.mark.timeout(150)

@@ -1,21 +1,21 @@
-"""Fixtures for renderer tests: example paths, recorded logs, and skips for missing programs."""
+"""For renderer tests: recorded logs, skips for missing programs, tasks, process checks."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from peerfarm.renderers.base import RenderTask
+from tests.support import DATA as ALL_DATA
+from tests.support import EXAMPLES
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
-DATA = ROOT / "tests" / "data" / "renderers"
+__all__ = ["DATA", "EXAMPLES", "make_task", "needs_blender_cli", "needs_bpy", "needs_ffmpeg"]
+
+#: Recorded renderer logs.
+DATA = ALL_DATA / "renderers"
 
 needs_povray = pytest.mark.skipif(shutil.which("povray") is None, reason="povray not on PATH")
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not on PATH")
@@ -52,19 +52,3 @@ def pid_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return state in ("Z", "X")
-
-
-@pytest.fixture(scope="session")
-def turntable_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A freshly generated turntable scene (scene + textures/) in a temp folder."""
-    if importlib.util.find_spec("bpy") is None:
-        pytest.skip("bpy is not importable")
-    out = tmp_path_factory.mktemp("turntable")
-    subprocess.run(
-        [sys.executable, str(EXAMPLES / "blender" / "make_turntable.py"), "--out", str(out)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-    return out

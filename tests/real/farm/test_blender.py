@@ -17,10 +17,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests.renderers.blends import brightness, future_example, make_probe_scene, make_turntable
-from tests.renderers.conftest import needs_blender_cli, needs_bpy
-
-from .farmhand import PEERFARM, PEERFARM_WITHOUT_BPY, Farmhand, alive_names, wait_until
+from peerfarm.testing.daemons import PEERFARM, PEERFARM_WITHOUT_BPY, LocalFarm, wait_until
+from tests.support.blends import brightness, future_example, make_probe_scene, make_turntable
+from tests.support.renderers import needs_blender_cli, needs_bpy
 
 
 def orange_pixels(path: Path) -> int:
@@ -32,14 +31,14 @@ def orange_pixels(path: Path) -> int:
 
 @needs_blender_cli
 @needs_bpy
-def test_each_scene_renders_with_a_blender_that_opens_it(farm: Farmhand, tmp_path: Path) -> None:
+def test_each_scene_renders_with_a_blender_that_opens_it(farm: LocalFarm, tmp_path: Path) -> None:
     """Uses both the Blender program (3.4 on PATH) and bpy (5.x)."""
     program = shutil.which("blender")
     assert program is not None
     both = farm.start("both")
     old = farm.start("old", join=both, launcher=PEERFARM_WITHOUT_BPY)
-    wait_until(lambda: alive_names(old) == {"both", "old"}, 20, "farm formed")
-    peers = {p["name"]: p for p in old.json("peers")["peers"]}
+    wait_until(lambda: old.alive_names() == {"both", "old"}, 20, "farm formed")
+    peers = {p["name"]: p for p in old.cli_json("peers")["peers"]}
     newer = peers["both"]["renderers"]["blender"]
     older = peers["old"]["renderers"]["blender"]
     assert isinstance(newer, list) and len(newer) >= 2 and newer == sorted(newer)
@@ -58,10 +57,10 @@ def test_each_scene_renders_with_a_blender_that_opens_it(farm: Farmhand, tmp_pat
 
     # Saved by the program itself: the program renders it, texture and all.
     assert both.stop() == 0
-    wait_until(lambda: alive_names(old) == {"old"}, 20, "both left")
+    wait_until(lambda: old.alive_names() == {"old"}, 20, "both left")
     old_scene = make_turntable(tmp_path / "old", program)
     out = tmp_path / "out-old"
-    job = old.json("submit", str(old_scene), "5-6", "--output", str(out))["job"]
+    job = old.cli_json("submit", str(old_scene), "5-6", "--output", str(out))["job"]
     wait_until(lambda: old.status(job)["jobs"][0]["frames_delivered"] == 2, 180, "3.4 frames")
     assert {f["peer"] for f in old.status(job)["frames"]} == {"old"}
     frames = sorted(out.glob("frame_*.png"))
@@ -80,11 +79,11 @@ def test_each_scene_renders_with_a_blender_that_opens_it(farm: Farmhand, tmp_pat
     )
 
 
-def test_a_scene_no_peer_can_open_says_why_everywhere(farm: Farmhand, tmp_path: Path) -> None:
+def test_a_scene_no_peer_can_open_says_why_everywhere(farm: LocalFarm, tmp_path: Path) -> None:
     """Needs no Blender: the scene claims Blender 9.0 saved it."""
     a = farm.start("a")
     b = farm.start("b", join=a)
-    wait_until(lambda: alive_names(a) == {"a", "b"}, 20, "farm formed")
+    wait_until(lambda: a.alive_names() == {"a", "b"}, 20, "farm formed")
     scene = future_example(tmp_path / "future")
 
     submitted = a.cli("submit", str(scene), "1-4", "--json")
@@ -110,7 +109,7 @@ def test_a_scene_no_peer_can_open_says_why_everywhere(farm: Farmhand, tmp_path: 
     assert f"waits: {view['blocked']}" in shown
     detail = " ".join(b.cli("status", job).stdout.split())
     assert "a: " in detail and "b: " in detail
-    logs = b.json("logs", job, "3")
+    logs = b.cli_json("logs", job, "3")
     assert logs["state"] == "pending" and logs["blocked"] == view["blocked"]
     assert f"waits: {view['blocked']}" in " ".join(b.cli("logs", job, "3").stdout.split())
     assert "waits: no peer can render it" in a.log()  # and the daemon's own log
@@ -119,14 +118,14 @@ def test_a_scene_no_peer_can_open_says_why_everywhere(farm: Farmhand, tmp_path: 
     a.cli("pause", job)
     wait_until(lambda: b.status(job)["jobs"][0]["state"] == "paused", 10, "paused")
     assert b.status(job)["jobs"][0]["waiting"] == {}
-    assert b.json("logs", job, "3")["waiting"] == view["waiting"]  # lasting reasons first
+    assert b.cli_json("logs", job, "3")["waiting"] == view["waiting"]  # lasting reasons first
     a.cli("cancel", job)
     wait_until(lambda: b.status(job)["jobs"][0]["state"] == "cancelled", 10, "cancelled")
     assert b.status(job)["jobs"][0]["blocked"] is None
 
 
 def test_submit_wait_shows_the_reason_instead_of_waiting_silently(
-    farm: Farmhand, tmp_path: Path
+    farm: LocalFarm, tmp_path: Path
 ) -> None:
     a = farm.start("solo")
     scene = future_example(tmp_path / "future")
@@ -150,7 +149,7 @@ def test_submit_wait_shows_the_reason_instead_of_waiting_silently(
 
 @needs_bpy
 def test_scripts_run_through_the_farm_only_when_job_and_peer_allow_them(
-    farm: Farmhand, tmp_path: Path
+    farm: LocalFarm, tmp_path: Path
 ) -> None:
     """Uses bpy (the peer's newest Blender): the scene's Python driver turns the world white."""
     scene = make_probe_scene(tmp_path / "probe.blend")
@@ -159,7 +158,7 @@ def test_scripts_run_through_the_farm_only_when_job_and_peer_allow_them(
     for allow in (False, True):
         out = tmp_path / f"out-{allow}"
         flags = ["--allow-scripts"] if allow else []
-        job = allowing.json("submit", str(scene), "1", "--output", str(out), *flags)["job"]
+        job = allowing.cli_json("submit", str(scene), "1", "--output", str(out), *flags)["job"]
         wait_until(
             lambda j=job: allowing.status(j)["jobs"][0]["frames_delivered"] == 1, 120, "probe"
         )
@@ -168,6 +167,6 @@ def test_scripts_run_through_the_farm_only_when_job_and_peer_allow_them(
     assert allowing.stop() == 0
     strict = farm.start("strict")  # the job allows scripts, this peer does not
     out = tmp_path / "out-strict"
-    job = strict.json("submit", str(scene), "1", "--output", str(out), "--allow-scripts")["job"]
+    job = strict.cli_json("submit", str(scene), "1", "--output", str(out), "--allow-scripts")["job"]
     wait_until(lambda: strict.status(job)["jobs"][0]["frames_delivered"] == 1, 120, "strict")
     assert brightness(next(out.glob("frame_0001.*"))) < 20

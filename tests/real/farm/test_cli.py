@@ -1,4 +1,5 @@
-"""Issue 5: every verb of the CLI against real daemons on loopback, JSON shapes and exit codes."""
+"""Issue 5: every verb of the CLI against real daemons on loopback, JSON shapes (every key of the
+typed contract in peerfarm.control), what each verb prints, and exit codes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .farmhand import PEERFARM, Farmhand, alive_names, wait_until
+from peerfarm.control import FrameView, JobView, LogsView, PeerView
+from peerfarm.testing.daemons import PEERFARM, LocalFarm, wait_until
 
 SLOW = """#!/bin/sh
 sleep 0.3
@@ -17,20 +19,9 @@ head -c 48 /dev/zero | tr '\\0' "\\\\$(printf %03o $((PEERFARM_FRAME % 200 + 20)
 """
 FAILING = "#!/bin/sh\necho 'out of cheese' >&2\nexit 3\n"
 
-PEER_KEYS = {"id", "name", "address", "state", "slots", "busy", "renderers"}
-JOB_KEYS = {
-    "id",
-    "name",
-    "state",
-    "priority",
-    "frames_total",
-    "frames_done",
-    "frames_failed",
-    "frames_rendering",
-    "submitted_by",
-    "output",
-}
-FRAME_KEYS = {"frame", "state", "peer", "attempts", "seconds", "delivered"}
+PEER_KEYS = set(PeerView.__required_keys__)
+JOB_KEYS = set(JobView.__required_keys__)
+FRAME_KEYS = set(FrameView.__required_keys__)
 
 
 def script(path: Path, text: str) -> Path:
@@ -47,35 +38,35 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def test_every_verb_against_real_daemons(farm: Farmhand, tmp_path: Path) -> None:
+def test_every_verb_against_real_daemons(farm: LocalFarm, tmp_path: Path) -> None:
     a = farm.start("v1", "--allow-command")
     b = farm.start("v2", "--allow-command", join=a)
-    wait_until(lambda: alive_names(a) == {"v1", "v2"}, 20, "farm formed")
+    wait_until(lambda: a.alive_names() == {"v1", "v2"}, 20, "farm formed")
 
     # key: prints the farm key (works without asking the daemon)
-    key = a.cli("key", "--key-file", str(farm.key)).stdout.strip()
-    assert key == farm.key.read_text().strip()
+    key = a.cli("key", "--key-file", str(farm.key_file)).stdout.strip()
+    assert key == farm.key_file.read_text().strip()
 
     # peers --json: worker-info for every peer
-    peers = a.json("peers")["peers"]
+    peers = a.cli_json("peers")["peers"]
     assert {p["name"] for p in peers} == {"v1", "v2"}
     for peer in peers:
-        assert set(peer) >= PEER_KEYS and {"host", "os", "python", "peerfarm"} <= set(peer)
+        assert set(peer) == PEER_KEYS
         assert "command" in peer["renderers"]
 
     # submit --json, then status / status JOB --json shapes
     scene = script(tmp_path / "slow.sh", SLOW)
     out = tmp_path / "out"
     # 40 frames of 0.3 s on two peers: long enough to pause it before it ends.
-    submitted = a.json("submit", str(scene), "1-40", "--name", "shot", "--output", str(out))
+    submitted = a.cli_json("submit", str(scene), "1-40", "--name", "shot", "--output", str(out))
     job = submitted["job"]
     status = b.status()
     assert {p["state"] for p in status["peers"]} == {"alive"}
-    assert set(status["peers"][0]) >= PEER_KEYS
-    assert set(status["jobs"][0]) >= JOB_KEYS
-    one = b.json("status", job[:6])  # a unique prefix works
+    assert set(status["peers"][0]) == PEER_KEYS
+    assert set(status["jobs"][0]) == JOB_KEYS
+    one = b.cli_json("status", job[:6])  # a unique prefix works
     assert [j["id"] for j in one["jobs"]] == [job]
-    assert len(one["frames"]) == 40 and set(one["frames"][0]) >= FRAME_KEYS
+    assert len(one["frames"]) == 40 and all(set(f) == FRAME_KEYS for f in one["frames"])
 
     # pause / resume by name, from the other peer
     b.cli("pause", "shot")
@@ -88,28 +79,37 @@ def test_every_verb_against_real_daemons(farm: Farmhand, tmp_path: Path) -> None
     assert a.status(job)["jobs"][0]["state"] == "done"
 
     # logs JOB FRAME
-    logs = b.json("logs", job, "3")
-    assert logs["frame"] == 3 and logs["state"] == "done"
+    logs = b.cli_json("logs", job, "3")
+    assert (
+        logs["frame"] == 3
+        and logs["state"] == "done"
+        and set(logs) == set(LogsView.__required_keys__)
+    )
 
     # fetch JOB DIR (from whichever peers hold the frames)
     fetched = tmp_path / "fetched"
-    b.cli("fetch", job, str(fetched))
+    printed = b.cli("fetch", job, str(fetched)).stdout.strip()
+    assert printed == f"40 file(s) in {fetched}"
     assert sorted(p.name for p in fetched.iterdir()) == [f"frame_{f:04d}.ppm" for f in range(1, 41)]
 
-    # encode JOB OUT.mp4
+    # encode JOB OUT.mp4: prints the video, how many frames it has and at what rate
     if shutil.which("ffmpeg"):
         video = tmp_path / "shot.mp4"
-        a.cli("encode", job, str(video), "--fps", "12")
+        printed = a.cli("encode", job, str(video), "--fps", "12").stdout.strip()
+        assert printed == f"{video} (40 frames at 12 fps)"
         assert video.stat().st_size > 0
+        again = a.cli_json("encode", job, str(tmp_path / "again.mp4"))
+        assert again == {"job": job, "video": str(tmp_path / "again.mp4"), "frames": 40, "fps": 24}
 
-    # retry JOB FRAMES: re-renders exactly those frames
-    a.cli("retry", job, "2-3")
+    # retry JOB FRAMES: re-renders exactly those frames, and says how many were queued again
+    printed = a.cli("retry", job, "2-3").stdout.strip()
+    assert printed == f"retry: {job}: 2 frame(s) queued again"
     wait_until(lambda: a.status(job)["jobs"][0]["state"] == "done", 30, "retried frames done")
     frames = {f["frame"]: f for f in a.status(job)["frames"]}
     assert frames[2]["state"] == frames[3]["state"] == "done"
 
     # cancel: final, everywhere
-    long_job = a.json("submit", str(scene), "1-200", "--name", "long")["job"]
+    long_job = a.cli_json("submit", str(scene), "1-200", "--name", "long")["job"]
     wait_until(lambda: a.status(long_job)["jobs"][0]["frames_done"] >= 2, 30, "long job started")
     a.cli("cancel", long_job)
     wait_until(lambda: b.status(long_job)["jobs"][0]["state"] == "cancelled", 10, "cancelled")
@@ -127,11 +127,13 @@ def test_every_verb_against_real_daemons(farm: Farmhand, tmp_path: Path) -> None
     assert result.returncode == 1, result.stderr
     failed = a.status("bad")
     assert failed["jobs"][0]["state"] == "failed"
-    attempts = a.json("logs", "bad", "1")["attempts"]
+    attempts = a.cli_json("logs", "bad", "1")["attempts"]
     assert len(attempts) == 2 and "out of cheese" in attempts[0]["log_tail"]
+    # retry JOB: the failed frames, counted as the daemon queued them
+    assert a.cli("retry", "bad").stdout.strip() == "retry: bad: 1 frame(s) queued again"
 
 
-def test_mistakes_give_one_line_and_no_traceback(farm: Farmhand, tmp_path: Path) -> None:
+def test_mistakes_give_one_line_and_no_traceback(farm: LocalFarm, tmp_path: Path) -> None:
     a = farm.start("e1", "--allow-command")
     scene = script(tmp_path / "ok.sh", SLOW)
     cases = [

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from .farmhand import Farmhand, alive_names, wait_until
+from peerfarm.testing.daemons import LocalFarm, wait_until
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 DETERMINISTIC = """#!/bin/sh
@@ -42,15 +42,15 @@ def rss_peak_kb(pid: int) -> int:
 
 
 def test_240_frames_across_3_peers_are_delivered_byte_identical(
-    farm: Farmhand, tmp_path: Path
+    farm: LocalFarm, tmp_path: Path
 ) -> None:
     a = farm.start("d1", "--allow-command")
     b = farm.start("d2", "--allow-command", join=a)
     c = farm.start("d3", "--allow-command", join=a)
-    wait_until(lambda: alive_names(c) == {"d1", "d2", "d3"}, 20, "farm formed")
+    wait_until(lambda: c.alive_names() == {"d1", "d2", "d3"}, 20, "farm formed")
     scene = script(tmp_path / "seq.sh", DETERMINISTIC)
     out = tmp_path / "out"
-    job = a.json("submit", str(scene), "1-240", "--output", str(out))["job"]
+    job = a.cli_json("submit", str(scene), "1-240", "--output", str(out))["job"]
     wait_until(
         lambda: a.status(job)["jobs"][0]["frames_delivered"] == 240, 120, "240 frames delivered"
     )
@@ -72,12 +72,12 @@ def test_240_frames_across_3_peers_are_delivered_byte_identical(
 
 
 def test_a_200_mb_scene_reaches_every_rendering_peer_with_bounded_memory(
-    farm: Farmhand, tmp_path: Path
+    farm: LocalFarm, tmp_path: Path
 ) -> None:
     a = farm.start("s1", "--allow-command", "--slots", "0")  # submits, renders nothing
     b = farm.start("s2", "--allow-command", join=a)
     c = farm.start("s3", "--allow-command", join=a)
-    wait_until(lambda: alive_names(a) == {"s1", "s2", "s3"}, 20, "farm formed")
+    wait_until(lambda: a.alive_names() == {"s1", "s2", "s3"}, 20, "farm formed")
     big = tmp_path / "big.sh"
     with big.open("wb") as fh:
         fh.write(b'#!/bin/sh\necho "$PEERFARM_FRAME" > "$PEERFARM_OUTPUT_DIR/f.txt"\nexit 0\n')
@@ -86,23 +86,23 @@ def test_a_200_mb_scene_reaches_every_rendering_peer_with_bounded_memory(
             fh.write(b"#" + block[1:])
     big.chmod(0o755)
     digest = hashlib.sha256(big.read_bytes()).hexdigest()
-    job = a.json("submit", str(big), "1-6", "--output", str(tmp_path / "out"))["job"]
+    job = a.cli_json("submit", str(big), "1-6", "--output", str(tmp_path / "out"))["job"]
     wait_until(lambda: a.status(job)["jobs"][0]["frames_delivered"] == 6, 180, "job delivered")
     for daemon in (b, c):
         blob = daemon.data_dir / "store" / digest[:2] / digest[2:]
         assert blob.exists() and blob.stat().st_size == big.stat().st_size
-        peak_mb = rss_peak_kb(daemon.proc.pid) / 1024
+        peak_mb = rss_peak_kb(daemon.process.pid) / 1024
         print(f"{daemon.name}: peak RSS {peak_mb:.0f} MB after fetching 200 MB")
         assert peak_mb < 200, f"{daemon.name} used {peak_mb:.0f} MB"
 
 
 @pytest.mark.skipif(shutil.which("povray") is None, reason="povray is not installed")
-def test_povray_frames_render_across_peers(farm: Farmhand, tmp_path: Path) -> None:
+def test_povray_frames_render_across_peers(farm: LocalFarm, tmp_path: Path) -> None:
     a = farm.start("p1")
     b = farm.start("p2", join=a)
-    wait_until(lambda: alive_names(b) == {"p1", "p2"}, 20, "farm formed")
+    wait_until(lambda: b.alive_names() == {"p1", "p2"}, 20, "farm formed")
     out = tmp_path / "out"
-    job = a.json(
+    job = a.cli_json(
         "submit",
         str(EXAMPLES / "povray"),
         "1-6",
@@ -131,7 +131,7 @@ def test_povray_frames_render_across_peers(farm: Farmhand, tmp_path: Path) -> No
     importlib.util.find_spec("bpy") is None, reason="bpy (the blender extra) is not installed"
 )
 def test_a_blender_scene_with_an_external_texture_renders_after_its_folder_moved(
-    farm: Farmhand, tmp_path: Path
+    farm: LocalFarm, tmp_path: Path
 ) -> None:
     """Uses bpy (the scene is saved by it): renders whether or not a Blender program is on
     PATH beside it, since each peer picks the newest Blender that opens the file."""
@@ -143,9 +143,11 @@ def test_a_blender_scene_with_an_external_texture_renders_after_its_folder_moved
     )
     a = farm.start("b1", "--slots", "0")  # the submitter renders nothing itself
     farm.start("b2", join=a)
-    wait_until(lambda: alive_names(a) == {"b1", "b2"}, 20, "farm formed")
+    wait_until(lambda: a.alive_names() == {"b1", "b2"}, 20, "farm formed")
     out = tmp_path / "out"
-    job = a.json("submit", str(scene_dir / "turntable.blend"), "1,24", "--output", str(out))["job"]
+    job = a.cli_json("submit", str(scene_dir / "turntable.blend"), "1,24", "--output", str(out))[
+        "job"
+    ]
     shutil.move(str(scene_dir), str(tmp_path / "moved-away"))  # the original folders are gone
     wait_until(lambda: a.status(job)["jobs"][0]["frames_delivered"] == 2, 180, "blender frames")
     frames = sorted(out.glob("frame_*.png"))
@@ -166,7 +168,7 @@ def test_a_blender_scene_with_an_external_texture_renders_after_its_folder_moved
 
 
 def test_shared_storage_mode_reads_scenes_in_place_and_writes_outputs_there(
-    farm: Farmhand, tmp_path: Path
+    farm: LocalFarm, tmp_path: Path
 ) -> None:
     nas = tmp_path / "nas"
     (nas / "shots").mkdir(parents=True)
@@ -175,9 +177,9 @@ def test_shared_storage_mode_reads_scenes_in_place_and_writes_outputs_there(
     scene = script(nas / "shots" / "seq.sh", DETERMINISTIC)
     a = farm.start("n1", "--allow-command", "--slots", "0", "--shared-root", str(nas))
     b = farm.start("n2", "--allow-command", "--shared-root", str(mount_b), join=a)
-    wait_until(lambda: alive_names(a) == {"n1", "n2"}, 20, "farm formed")
+    wait_until(lambda: a.alive_names() == {"n1", "n2"}, 20, "farm formed")
     out = nas / "renders" / "seq"
-    job = a.json("submit", str(scene), "1-5", "--output", str(out))["job"]
+    job = a.cli_json("submit", str(scene), "1-5", "--output", str(out))["job"]
     wait_until(lambda: a.status(job)["jobs"][0]["frames_delivered"] == 5, 60, "delivered")
     for frame in range(1, 6):
         assert (out / f"frame_{frame:04d}.txt").read_bytes() == expected(frame)

@@ -10,47 +10,48 @@ from pathlib import Path
 
 import pytest
 
-from .farmhand import Farmhand, alive_names, make_key, wait_until
+from peerfarm.testing.daemons import LocalFarm, wait_until, write_key
+from tests.support import EXAMPLES
 
-SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "command" / "render.sh"
+SCRIPT = EXAMPLES / "command" / "render.sh"
 
 
 @pytest.mark.mdns
-def test_three_peers_find_each_other_by_mdns_alone(farm: Farmhand) -> None:
+def test_three_peers_find_each_other_by_mdns_alone(farm: LocalFarm) -> None:
     t0 = time.monotonic()
     daemons = [farm.start(name, mdns=True) for name in ("m1", "m2", "m3")]
     for daemon in daemons:
         wait_until(
-            lambda d=daemon: alive_names(d) == {"m1", "m2", "m3"}, 30, f"{daemon.name} sees all"
+            lambda d=daemon: d.alive_names() == {"m1", "m2", "m3"}, 30, f"{daemon.name} sees all"
         )
     print(f"mDNS discovery of 3 peers: {time.monotonic() - t0:.1f} s")
 
 
-def test_three_peers_find_each_other_by_join_alone(farm: Farmhand) -> None:
+def test_three_peers_find_each_other_by_join_alone(farm: LocalFarm) -> None:
     a = farm.start("j1")
     b = farm.start("j2", join=a)
     c = farm.start("j3", join=b)  # c only knows b; gossip introduces it to a
     for daemon in (a, b, c):
         wait_until(
-            lambda d=daemon: alive_names(d) == {"j1", "j2", "j3"}, 20, f"{daemon.name} sees all"
+            lambda d=daemon: d.alive_names() == {"j1", "j2", "j3"}, 20, f"{daemon.name} sees all"
         )
 
 
-def test_a_peer_with_another_key_never_joins(farm: Farmhand, tmp_path: Path) -> None:
+def test_a_peer_with_another_key_never_joins(farm: LocalFarm, tmp_path: Path) -> None:
     a = farm.start("k1", "--allow-command")
     b = farm.start("k2", join=a)
-    other_key = make_key(tmp_path / "other.key")
+    other_key = write_key(tmp_path / "other.key")
     intruder = farm.start("intruder", "--allow-command", join=a, key=other_key)
     # The intruder submits a job to its own ledger; it must never reach the farm.
     intruder.cli("submit", str(SCRIPT), "1-3")
-    wait_until(lambda: alive_names(a) == {"k1", "k2"}, 20, "farm formed")
+    wait_until(lambda: a.alive_names() == {"k1", "k2"}, 20, "farm formed")
     time.sleep(3)
     for daemon in (a, b):
         status = daemon.status()
         assert {p["name"] for p in status["peers"]} == {"k1", "k2"}
         assert status["jobs"] == []
     assert {p["name"] for p in intruder.status()["peers"]} == {"intruder"}
-    dropped = a.json("status")  # still answering
+    dropped = a.cli_json("status")  # still answering
     assert dropped["node"]["name"] == "k1"
 
 
@@ -77,17 +78,17 @@ def _garbage_datagrams(key: bytes) -> list[bytes]:
     ]
 
 
-def test_garbage_leaves_every_daemon_alive_and_its_ledger_unchanged(farm: Farmhand) -> None:
+def test_garbage_leaves_every_daemon_alive_and_its_ledger_unchanged(farm: LocalFarm) -> None:
     a = farm.start("g1", "--allow-command")
     b = farm.start("g2", "--allow-command", join=a)
-    wait_until(lambda: alive_names(a) == {"g1", "g2"}, 20, "farm formed")
-    job = a.json("submit", str(SCRIPT), "1-4")["job"]
+    wait_until(lambda: a.alive_names() == {"g1", "g2"}, 20, "farm formed")
+    job = a.cli_json("submit", str(SCRIPT), "1-4")["job"]
     wait_until(lambda: a.status()["jobs"][0]["state"] == "done", 30, "job done")
     wait_until(
         lambda: a.status()["node"]["digest"] == b.status()["node"]["digest"], 20, "converged"
     )
     before = a.status()["node"]["digest"]
-    key = farm.key.read_text().strip()
+    key = farm.key_file.read_text().strip()
     from peerfarm.gossip.crypto import decode_key
 
     raw_key = decode_key(key)
@@ -111,5 +112,5 @@ def test_garbage_leaves_every_daemon_alive_and_its_ledger_unchanged(farm: Farmha
         assert status["node"]["digest"] == before
         assert status["jobs"][0]["id"] == job
     # And the farm still works.
-    job2 = b.json("submit", str(SCRIPT), "5-8")["job"]
+    job2 = b.cli_json("submit", str(SCRIPT), "5-8")["job"]
     wait_until(lambda: a.status(job2)["jobs"][0]["state"] == "done", 30, "second job done")

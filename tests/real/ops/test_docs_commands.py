@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from .daemons import running_farm
+from peerfarm.testing.daemons import LocalFarm
+from tests.support import DOCS
 
 pytestmark = pytest.mark.slow
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+
 #: Verbs that only read: safe to run against a live farm from the docs.
 SAFE = {"status", "peers", "--version"}  # `key` needs a key in the data dir
 _FENCE = re.compile(r"^```(\w*)\s*$")
@@ -86,8 +87,9 @@ def test_documented_up_options_and_verbs_exist() -> None:
 def test_safe_doc_commands_run_against_real_daemons(tmp_path: Path) -> None:
     commands = [c for c in console_commands() if c[1][0] in SAFE]
     assert commands
-    with running_farm(tmp_path, ["docs-a", "docs-b"]) as farm:
-        peer = farm.peers[0]
+    with LocalFarm(tmp_path) as farm:
+        farm.start_all(["docs-a", "docs-b"], web=True, allow_command=True)
+        peer = farm.daemons[0]
         for doc, argv, shown in commands:
             if argv[0] == "--version":
                 done = subprocess.run(
@@ -98,7 +100,7 @@ def test_safe_doc_commands_run_against_real_daemons(tmp_path: Path) -> None:
                     check=False,
                 )
             else:
-                done = farm.cli(peer, *argv)
+                done = peer.cli(*argv, check=False)
             assert done.returncode == 0, f"{doc}: `peerfarm {' '.join(argv)}`: {done.stderr}"
             expected = [line for line in shown if line.strip()]
             if expected:

@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .daemons import Peer, frame_script, running_farm, wait_until
+from peerfarm.testing.daemons import Daemon, LocalFarm, wait_until
+from tests.support import TINY_FRAME
 
 pytestmark = pytest.mark.slow
 
 FRAMES = 6
 
 
-def scrape(peer: Peer) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+def scrape(peer: Daemon) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     """{sample name: {sorted labels: value}} from the peer's /metrics, parsed strictly."""
     response = peer.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain; version=")
@@ -41,16 +42,19 @@ def value(
 
 
 def test_metrics_format_and_counters_match_a_real_job(tmp_path: Path) -> None:
-    with running_farm(tmp_path, ["m1", "m2"]) as farm:
-        m1, m2 = farm.peers
+    with LocalFarm(tmp_path) as farm:
+        farm.start_all(["m1", "m2"], web=True, allow_command=True)
+        m1, m2 = farm.daemons
         work = tmp_path / "work"
         work.mkdir()
-        job = farm.cli_json(m1, "submit", str(frame_script(tmp_path)), f"1-{FRAMES}", cwd=work)
+        job = m1.cli_json(
+            "submit", str(farm.script("tiny.sh", TINY_FRAME)), f"1-{FRAMES}", cwd=work
+        )
         job_id = job["job"]
 
         def delivered() -> bool:
             farm.check_running()
-            view = farm.cli_json(m1, "status", job_id)
+            view = m1.cli_json("status", job_id)
             return (
                 view["jobs"][0]["frames_delivered"] == FRAMES
                 and len(list(Path(job["output"]).glob("*.txt"))) == FRAMES

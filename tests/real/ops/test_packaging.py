@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 
 import peerfarm
+from tests.support import ROOT as REPO
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from peerfarm.renderers.base import (
     kill_process_group,
     run_logged,
 )
-from peerfarm.renderers.command import CommandRenderer, interpreter_argv
-from tests.renderers.conftest import EXAMPLES, make_task, pid_gone
+from peerfarm.renderers.command import CommandRenderer
+from tests.support.renderers import EXAMPLES, make_task, pid_gone
 
 SPAWNER = """#!/bin/sh
 sleep 1000 &
@@ -44,24 +44,6 @@ async def _wait_gone(pid: int) -> bool:
         while not pid_gone(pid):
             await trio.sleep(0.02)
     return pid_gone(pid)
-
-
-def test_interpreter_argv_uses_the_shebang() -> None:
-    script = Path("/s/render")
-    assert interpreter_argv(b"#!/usr/bin/env python3 -u", script) == [
-        "/usr/bin/env",
-        "python3",
-        "-u",
-        "/s/render",
-    ]
-    assert interpreter_argv(b"echo hi", script) == ["/bin/sh", "/s/render"]
-
-
-def test_parse_line_reads_progress_lines() -> None:
-    renderer = CommandRenderer()
-    assert renderer.parse_line("PROGRESS 50%") == Progress(None, 0.5, "PROGRESS 50%")
-    assert renderer.parse_line("PROGRESS 0.25") == Progress(None, 0.25, "PROGRESS 0.25")
-    assert renderer.parse_line("hello") is None
 
 
 async def test_renders_the_example_script_once_per_frame(tmp_path: Path) -> None:

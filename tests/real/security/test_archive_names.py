@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.farmhand import Farmhand, wait_until
+from peerfarm.testing.daemons import LocalFarm, wait_until
 
 
-def test_the_archive_entries_are_the_delivered_file_names(farm: Farmhand, tmp_path: Path) -> None:
+def test_the_archive_entries_are_the_delivered_file_names(farm: LocalFarm, tmp_path: Path) -> None:
     a = farm.start("a", "--allow-command")
     scene = tmp_path / "s.sh"
     scene.write_text(
@@ -21,7 +21,9 @@ def test_the_archive_entries_are_the_delivered_file_names(farm: Farmhand, tmp_pa
         'printf "%s" "$PEERFARM_FRAME" > "$PEERFARM_OUTPUT_DIR/frame_000$PEERFARM_FRAME.png"\n'
     )
     out = tmp_path / "out"
-    job = a.json("submit", str(scene), "1-3", "--renderer", "command", "--output", str(out))["job"]
+    job = a.cli_json("submit", str(scene), "1-3", "--renderer", "command", "--output", str(out))[
+        "job"
+    ]
     wait_until(lambda: a.status(job)["jobs"][0]["frames_delivered"] == 3, 60, "3 frames delivered")
     url = json.loads((a.data_dir / "control.json").read_text())["url"]
     response = httpx.get(f"{url}/api/jobs/{job}/archive", timeout=30)

@@ -14,17 +14,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.farmhand import Daemon, Farmhand, wait_until
+from peerfarm.testing.daemons import Daemon, LocalFarm, wait_until
 
 HUGE = "99999999999999999999999999"
 
 
 @pytest.fixture
-def rendered(farm: Farmhand, tmp_path: Path) -> tuple[Daemon, str]:
+def rendered(farm: LocalFarm, tmp_path: Path) -> tuple[Daemon, str]:
     a = farm.start("a", "--allow-command")
     scene = tmp_path / "s.sh"
     scene.write_text('#!/bin/sh\necho "$PEERFARM_FRAME" > "$PEERFARM_OUTPUT_DIR/frame.txt"\n')
-    job = a.json("submit", str(scene), "1-3", "--renderer", "command",
+    job = a.cli_json("submit", str(scene), "1-3", "--renderer", "command",
                  "--output", str(tmp_path / "out"))["job"]  # fmt: skip
     wait_until(lambda: a.status(job)["jobs"][0]["state"] == "done", 60, "the job done")
     return a, str(job)
@@ -55,8 +55,8 @@ def test_bad_requests_to_the_api_are_4xx_with_a_reason(rendered: tuple[Daemon, s
                         headers={"Content-Type": "application/json"})  # fmt: skip
         assert deep.status_code == 400 and "nested too deeply" in deep.json()["error"]
         raw = (
-            b"--B\r\nContent-Disposition: form-data; name=\"scene\"; filename=\"s.sh\"\r\n\r\n"
-            b"#!/bin/sh\n\r\n--B\r\nContent-Disposition: form-data; name=\"frames\"\r\n\r\n"
+            b'--B\r\nContent-Disposition: form-data; name="scene"; filename="s.sh"\r\n\r\n'
+            b'#!/bin/sh\n\r\n--B\r\nContent-Disposition: form-data; name="frames"\r\n\r\n'
             b"\xff\xfe1\r\n--B--\r\n"
         )
         bad = api.post("/api/upload", content=raw,
@@ -122,14 +122,14 @@ def test_a_symlink_planted_in_the_fetch_destination_is_replaced_not_followed(
 
 
 def test_the_default_fetch_folder_stays_inside_peerfarm_out(
-    farm: Farmhand, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    farm: LocalFarm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a = farm.start("a", "--allow-command")
     scene = tmp_path / "s.sh"
     scene.write_text('#!/bin/sh\necho x > "$PEERFARM_OUTPUT_DIR/f.txt"\n')
     work = tmp_path / "work"
     work.mkdir()
-    job = a.json("submit", str(scene), "1", "--renderer", "command", "--name", "../../escaped",
+    job = a.cli_json("submit", str(scene), "1", "--renderer", "command", "--name", "../../escaped",
                  "--output", str(tmp_path / "out"))["job"]  # fmt: skip
     wait_until(lambda: a.status(job)["jobs"][0]["state"] == "done", 60, "the job done")
     monkeypatch.chdir(work)

@@ -10,7 +10,6 @@ session on the server; logins are rate limited.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from collections.abc import Iterator
@@ -19,25 +18,26 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.web.farmproc import Farm, Peer, running_farm, wait_until
+from peerfarm.testing.daemons import Daemon, LocalFarm, wait_until
 
 MARK = {"X-Peerfarm": "1"}
 
 
 @pytest.fixture(scope="module")
-def solo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Farm, Peer]]:
-    with running_farm(tmp_path_factory.mktemp("farm"), ["solo"]) as farm:
-        yield farm, farm.peers[0]
+def solo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalFarm, Daemon]]:
+    with LocalFarm(tmp_path_factory.mktemp("farm")) as farm:
+        (solo,) = farm.start_all(["solo"], web=True, allow_command=True)
+        yield farm, solo
 
 
 def _scene(tmp_path: Path) -> Path:
     scene = tmp_path / "x.sh"
-    scene.write_text("#!/bin/sh\ntouch \"$PEERFARM_OUTPUT_DIR/x\"\n")
+    scene.write_text('#!/bin/sh\ntouch "$PEERFARM_OUTPUT_DIR/x"\n')
     return scene
 
 
-def _link(farm: Farm, peer: Peer) -> str:
-    done = farm.cli(peer, "dashboard")
+def _link(peer: Daemon) -> str:
+    done = peer.cli("dashboard", check=False)
     assert done.returncode == 0, done.stderr
     assert "works once" in done.stderr
     return done.stdout.strip()
@@ -49,7 +49,7 @@ def _redeem(client: httpx.Client, link: str) -> httpx.Response:
 
 
 def test_a_local_process_without_the_token_cannot_act(
-    solo: tuple[Farm, Peer], tmp_path: Path
+    solo: tuple[LocalFarm, Daemon], tmp_path: Path
 ) -> None:
     _farm, peer = solo
     with httpx.Client(base_url=peer.url, timeout=10) as other_user:
@@ -70,15 +70,15 @@ def test_a_local_process_without_the_token_cannot_act(
 
 
 def test_the_one_time_link_from_up_and_from_dashboard_each_work_once(
-    solo: tuple[Farm, Peer], tmp_path: Path
+    solo: tuple[LocalFarm, Daemon], tmp_path: Path
 ) -> None:
     farm, peer = solo
     printed = re.findall(r"dashboard: (http://\S+/\?login=\S+)", peer.log_path.read_text())
     assert printed and printed[0].startswith(peer.url + "/?login=")
     slow = tmp_path / "slow.sh"
     slow.write_text("#!/bin/sh\nsleep 30\n")
-    job = farm.submit(peer, slow, "1-3", "--renderer", "command", "--name", "held")
-    for link in (printed[0], _link(farm, peer)):
+    job = farm.submit(peer, slow, "1-3", renderer="command", name="held")
+    for link in (printed[0], _link(peer)):
         with httpx.Client(base_url=peer.url, timeout=10) as browser:
             assert browser.get(link).status_code == 200  # the page, which swaps the code
             first = _redeem(browser, link)
@@ -97,15 +97,14 @@ def test_the_one_time_link_from_up_and_from_dashboard_each_work_once(
 
 
 def test_dashboard_open_hands_a_fresh_link_to_the_browser(
-    solo: tuple[Farm, Peer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    solo: tuple[LocalFarm, Daemon], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    farm, peer = solo
+    _farm, peer = solo
     seen = tmp_path / "opened.txt"
     browser = tmp_path / "browser.py"
     browser.write_text(f"import sys\nopen({str(seen)!r}, 'w').write(sys.argv[1])\n")
     monkeypatch.setenv("BROWSER", f"{sys.executable} {browser} %s")
-    monkeypatch.setattr(farm, "env", lambda: {**os.environ, "BROWSER": os.environ["BROWSER"]})
-    done = farm.cli(peer, "dashboard", "--open", "--json")
+    done = peer.cli("dashboard", "--open", "--json", check=False)
     assert done.returncode == 0, done.stderr
     link = json.loads(done.stdout)["url"]
     wait_until(seen.exists, 10, "the browser to be started")
@@ -124,7 +123,7 @@ def test_dashboard_open_hands_a_fresh_link_to_the_browser(
     ],
 )
 def test_a_request_through_a_reverse_proxy_is_not_local(
-    solo: tuple[Farm, Peer], tmp_path: Path, header: dict[str, str]
+    solo: tuple[LocalFarm, Daemon], tmp_path: Path, header: dict[str, str]
 ) -> None:
     """nginx on the same host: the daemon sees 127.0.0.1 and a loopback Host, plus the
     forwarding header the proxy adds. That header makes the request remote."""
@@ -136,10 +135,10 @@ def test_a_request_through_a_reverse_proxy_is_not_local(
         assert remote.get("/").status_code == 200  # the page (with its login box) is served
 
 
-def test_logout_ends_the_session_for_every_copy_of_it(solo: tuple[Farm, Peer]) -> None:
-    farm, peer = solo
+def test_logout_ends_the_session_for_every_copy_of_it(solo: tuple[LocalFarm, Daemon]) -> None:
+    _farm, peer = solo
     with httpx.Client(base_url=peer.url, timeout=10) as browser:
-        key = {**MARK, "X-Peerfarm-Key": _redeem(browser, _link(farm, peer)).json()["key"]}
+        key = {**MARK, "X-Peerfarm-Key": _redeem(browser, _link(peer)).json()["key"]}
         probe = {"frames": "1"}
         assert browser.post("/api/jobs/nope/retry", json=probe, headers=key).status_code == 404
         assert browser.post("/api/logout", headers=key).status_code == 200
@@ -148,8 +147,8 @@ def test_logout_ends_the_session_for_every_copy_of_it(solo: tuple[Farm, Peer]) -
         assert browser.get("/api/session", headers=key).json()["actions"] is False
 
 
-def test_password_logins_are_rate_limited_per_source(solo: tuple[Farm, Peer]) -> None:
-    farm, peer = solo
+def test_password_logins_are_rate_limited_per_source(solo: tuple[LocalFarm, Daemon]) -> None:
+    _farm, peer = solo
     with httpx.Client(base_url=peer.url, timeout=10) as guesser:
         answers = [
             guesser.post("/api/login", json={"password": f"guess-{i}"}, headers=MARK).status_code
@@ -157,4 +156,4 @@ def test_password_logins_are_rate_limited_per_source(solo: tuple[Farm, Peer]) ->
         ]
     assert answers[:5] == [401] * 5 and set(answers[5:]) == {429}
     with httpx.Client(base_url=peer.url, timeout=10) as owner:  # a link still works meanwhile
-        assert _redeem(owner, _link(farm, peer)).status_code == 200
+        assert _redeem(owner, _link(peer)).status_code == 200

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from peerfarm.gossip.crypto import Keyring, load_key_file
 from peerfarm.gossip.transport import encode_datagram
-from tests.integration.farmhand import Farmhand, alive_names, wait_until
+from peerfarm.testing.daemons import LocalFarm, wait_until
 
 FLOOD_HOST = "127.0.0.2"
 HELD_PER_TARGET = 40  # well over NetLimits.max_per_host (8)
@@ -114,28 +114,30 @@ class Flooder:
 
 
 def test_a_flooding_keyed_peer_does_not_stop_two_daemons_from_rendering(
-    farm: Farmhand, tmp_path: Path
+    farm: LocalFarm, tmp_path: Path
 ) -> None:
     a = farm.start("a", "--allow-command", "--slots", "1")
     b = farm.start("b", "--allow-command", "--slots", "1", join=a)
-    wait_until(lambda: alive_names(a) == {"a", "b"} == alive_names(b), 20, "farm formed")
+    wait_until(lambda: a.alive_names() == {"a", "b"} == b.alive_names(), 20, "farm formed")
     scene = tmp_path / "slow.sh"
     scene.write_text(
         "#!/bin/sh\nsleep 0.3\n"
         'echo "$PEERFARM_FRAME" > "$PEERFARM_OUTPUT_DIR/frame_$PEERFARM_FRAME.txt"\n'
     )
     out = tmp_path / "out"
-    keyring = Keyring([load_key_file(farm.key)])
+    keyring = Keyring([load_key_file(farm.key_file)])
     with Flooder(keyring, [_address(a.address), _address(b.address)], seed=5) as flood:
         time.sleep(1.0)  # the flood is on before the job starts
-        job = a.json("submit", str(scene), "1-12", "--renderer", "command", "--output", str(out))
+        job = a.cli_json(
+            "submit", str(scene), "1-12", "--renderer", "command", "--output", str(out)
+        )
         wait_until(
             lambda: a.status(job["job"])["jobs"][0]["frames_delivered"] == 12,
             60,
             "12 frames delivered under the flood",
         )
         status = a.status(job["job"])
-        assert alive_names(a) == {"a", "b"} == alive_names(b)
+        assert a.alive_names() == {"a", "b"} == b.alive_names()
         assert flood.connects > HELD_PER_TARGET and flood.datagrams > 1000
     assert {f["peer"] for f in status["frames"]} == {"a", "b"}  # both kept working
     assert sorted(p.name for p in out.iterdir()) == [f"frame_{n:04d}.txt" for n in range(1, 13)]

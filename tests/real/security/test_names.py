@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.farmhand import Farmhand, alive_names, wait_until
+from peerfarm.testing.daemons import LocalFarm, wait_until
 
 ESC_NAME = "evil\x1b[2J\x1b[31mred\u202eflip\rover"
 SHOWN = "evil\\x1b[2J\\x1b[31mred\\u202eflip\\rover"
@@ -25,12 +25,12 @@ def _script(tmp_path: Path) -> Path:
 
 
 def test_markup_and_escape_sequences_in_names_are_shown_as_plain_text(
-    farm: Farmhand, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    farm: LocalFarm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COLUMNS", "400")  # Rich tables: wide enough to show names whole
     a = farm.start("a", "--allow-command")
     b = farm.start("b", "--allow-command", "--name", PEER_NAME, join=a)
-    wait_until(lambda: len(alive_names(a)) == 2, 20, "two peers")
+    wait_until(lambda: len(a.alive_names()) == 2, 20, "two peers")
     scene = _script(tmp_path)
     jobs = []
     for name in ("[/]", "[bold]x[/bold", ESC_NAME):

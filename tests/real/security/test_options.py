@@ -20,7 +20,7 @@ from peerfarm.gossip.transport import encode_datagram
 from peerfarm.ledger import Ledger, codec
 from peerfarm.ledger.model import SceneRef
 from peerfarm.peer.gossip import T_LEDGER
-from tests.integration.farmhand import Farmhand, wait_until
+from peerfarm.testing.daemons import LocalFarm, wait_until
 
 needs_povray = pytest.mark.skipif(shutil.which("povray") is None, reason="povray not on PATH")
 
@@ -48,7 +48,7 @@ def _ball(tmp_path: Path) -> Path:
     ],
 )
 def test_a_bad_option_is_refused_at_submit_in_one_line(
-    farm: Farmhand, tmp_path: Path, option: str, message: str
+    farm: LocalFarm, tmp_path: Path, option: str, message: str
 ) -> None:
     a = farm.start("a")
     result = a.cli("submit", str(_ball(tmp_path)), "1-3", "--option", option, check=False)
@@ -60,11 +60,11 @@ def test_a_bad_option_is_refused_at_submit_in_one_line(
 
 @needs_povray
 def test_a_hostile_peers_bad_option_fails_the_frame_not_the_daemon(
-    farm: Farmhand, tmp_path: Path
+    farm: LocalFarm, tmp_path: Path
 ) -> None:
     a = farm.start("a", "--slots", "1")
     scene = _ball(tmp_path)
-    good = a.json("submit", str(scene), "1", "--option", "width=32", "--option", "height=24",
+    good = a.cli_json("submit", str(scene), "1", "--option", "width=32", "--option", "height=24",
                   "--output", str(tmp_path / "good"))  # fmt: skip
     wait_until(lambda: a.status(good["job"])["jobs"][0]["state"] == "done", 60, "first job done")
 
@@ -85,7 +85,9 @@ def test_a_hostile_peers_bad_option_fails_the_frame_not_the_daemon(
     message = {"t": T_LEDGER, "d": [codec.encode_delta(d) for d in hostile.submit(spec)]}
     host, port = a.address.rsplit(":", 1)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.sendto(encode_datagram(Keyring([load_key_file(farm.key)]), message), (host, int(port)))
+        udp.sendto(
+            encode_datagram(Keyring([load_key_file(farm.key_file)]), message), (host, int(port))
+        )
 
     def failed() -> bool:
         return a.status(spec.id)["jobs"][0]["state"] == "failed" if a.alive() else True
@@ -96,7 +98,7 @@ def test_a_hostile_peers_bad_option_fails_the_frame_not_the_daemon(
     assert {f["state"] for f in frames} == {"failed"}
     assert frames[0]["error"].startswith("bad job option: option "), frames[0]["error"]
     # ... and the daemon goes on rendering honest work.
-    again = a.json("submit", str(scene), "2", "--option", "width=32", "--option", "height=24",
+    again = a.cli_json("submit", str(scene), "2", "--option", "width=32", "--option", "height=24",
                    "--output", str(tmp_path / "again"))  # fmt: skip
     wait_until(lambda: a.status(again["job"])["jobs"][0]["state"] == "done", 60, "later job done")
     assert (tmp_path / "again" / "frame_0002.png").is_file()

@@ -12,7 +12,7 @@ import httpx
 
 from peerfarm.gossip.crypto import Keyring, load_key_file, load_or_create_key_file
 from peerfarm.gossip.discovery import build_txt
-from tests.integration.farmhand import Farmhand, wait_until
+from peerfarm.testing.daemons import LocalFarm, wait_until
 
 
 def _mode(path: Path) -> int:
@@ -30,39 +30,39 @@ def _key_forms(key_file: Path) -> list[str]:
 
 
 def test_created_key_file_is_0600(tmp_path: Path) -> None:
-    path = tmp_path / "data" / "farm.key"
+    path = tmp_path / "data" / "farm.key_file"
     load_or_create_key_file(path)
     assert _mode(path) == 0o600
 
 
 def test_daemon_refuses_a_key_file_others_can_read_with_one_clear_line(
-    farm: Farmhand, tmp_path: Path
+    farm: LocalFarm, tmp_path: Path
 ) -> None:
-    farm.key.chmod(0o644)
+    farm.key_file.chmod(0o644)
     daemon = farm.start("a", wait=False)
-    assert daemon.proc.wait(timeout=30) == 2
+    assert daemon.process.wait(timeout=30) == 2
     log = daemon.log()
     errors = [line for line in log.splitlines() if " E " in line]
     assert len(errors) == 1, log
-    assert "accessible by group/other" in errors[0] and f"chmod 600 {farm.key}" in errors[0]
+    assert "accessible by group/other" in errors[0] and f"chmod 600 {farm.key_file}" in errors[0]
     assert "Traceback" not in log
     assert not (daemon.data_dir / "control.json").exists()
 
 
 def test_key_never_appears_in_log_status_metrics_or_dashboard(
-    farm: Farmhand, tmp_path: Path
+    farm: LocalFarm, tmp_path: Path
 ) -> None:
     a = farm.start("a", "-v", "--allow-command")
     b = farm.start("b", "-v", join=a)
     wait_until(lambda: len(a.status()["peers"]) == 2, 20, "two peers")
     scene = tmp_path / "s.sh"
     scene.write_text('#!/bin/sh\necho x > "$PEERFARM_OUTPUT_DIR/f.txt"\n')
-    job = a.json("submit", str(scene), "1-2", "--renderer", "command")["job"]
+    job = a.cli_json("submit", str(scene), "1-2", "--renderer", "command")["job"]
     wait_until(lambda: a.status(job)["jobs"][0]["frames_delivered"] == 2, 30, "delivered")
 
     control = a.data_dir / "control.json"
     assert _mode(control) == 0o600
-    assert _mode(farm.key) == 0o600
+    assert _mode(farm.key_file) == 0o600
     info = json.loads(control.read_text())
     headers = {"Authorization": f"Bearer {info['token']}"}
     pages = []
@@ -79,7 +79,7 @@ def test_key_never_appears_in_log_status_metrics_or_dashboard(
         json.dumps(
             build_txt(
                 node_id="0" * 16,
-                farm_id=Keyring([load_key_file(farm.key)]).farm_id,
+                farm_id=Keyring([load_key_file(farm.key_file)]).farm_id,
                 protocol=1,
                 port=1,
                 name="a",
@@ -89,7 +89,7 @@ def test_key_never_appears_in_log_status_metrics_or_dashboard(
     ]
     assert "peer joined" in a.log()  # -v logging really was on and captured
     for text in outputs:
-        for secret in _key_forms(farm.key):
+        for secret in _key_forms(farm.key_file):
             assert secret not in text
-    web_password = Keyring([load_key_file(farm.key)]).web_password
+    web_password = Keyring([load_key_file(farm.key_file)]).web_password
     assert not any(web_password in text for text in outputs)

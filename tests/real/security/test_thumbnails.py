@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from peerfarm.media import MAX_DECODE_PIXELS, ImageTooLarge, make_thumbnail
-from tests.integration.farmhand import Farmhand, wait_until
-from tests.security.pngs import write_png
+from peerfarm.testing.daemons import LocalFarm, wait_until
+from tests.support.pngs import write_png
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -49,7 +49,7 @@ def test_a_big_jpeg_is_decoded_at_a_reduced_scale(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
 def test_thumbnails_of_huge_frames_are_a_clear_404_and_cost_no_memory(
-    farm: Farmhand, tmp_path: Path
+    farm: LocalFarm, tmp_path: Path
 ) -> None:
     images = {
         1: write_png(tmp_path / "big90.png", 9500, 9500),
@@ -65,11 +65,11 @@ def test_thumbnails_of_huge_frames_are_a_clear_404_and_cost_no_memory(
         "shutil.copy(images[frame], os.path.join(os.environ['PEERFARM_OUTPUT_DIR'], 'f.png'))\n"
     )
     a = farm.start("a", "--allow-command")
-    job = a.json("submit", str(script), "1-3", "--renderer", "command",
+    job = a.cli_json("submit", str(script), "1-3", "--renderer", "command",
                  "--output", str(tmp_path / "out"))["job"]  # fmt: skip
     wait_until(lambda: a.status(job)["jobs"][0]["state"] == "done", 60, "the job done")
     url = json.loads((a.data_dir / "control.json").read_text())["url"]
-    before = _peak_rss_mb(a.proc.pid)
+    before = _peak_rss_mb(a.process.pid)
     with httpx.Client(base_url=url, timeout=30) as client:
         answers = {n: client.get(f"/api/jobs/{job}/frames/{n}/thumbnail") for n in (1, 2, 3)}
     assert a.alive()
@@ -78,5 +78,5 @@ def test_thumbnails_of_huge_frames_are_a_clear_404_and_cost_no_memory(
         assert "no thumbnail" in answers[n].json()["error"]
     assert answers[3].status_code == 200
     assert answers[3].headers["content-type"] == "image/png"
-    grew = _peak_rss_mb(a.proc.pid) - before
+    grew = _peak_rss_mb(a.process.pid) - before
     assert grew < 40, f"the daemon's peak memory grew by {grew:.0f} MB"

@@ -15,7 +15,7 @@ from peerfarm.api.access import (
     Sessions,
     access_decision,
 )
-from tests.api.conftest import PASSWORD, ClientFactory, log_in
+from tests.sim.api.conftest import PASSWORD, ClientFactory, log_in
 
 BROWSER = RequestFacts(
     method="GET",
@@ -265,9 +265,7 @@ async def test_forwarded_headers_never_grant_loopback_trust(
             headers = dict([header])
             assert (await browser.get("/api/status", headers=headers)).status_code == 401
             assert (await browser.get("/api/events", headers=headers)).status_code == 401
-            action = await browser.post(
-                "/api/jobs/x/pause", headers={**headers, "X-Peerfarm": "1"}
-            )
+            action = await browser.post("/api/jobs/x/pause", headers={**headers, "X-Peerfarm": "1"})
             assert action.status_code == 401
             session = (await browser.get("/api/session", headers=headers)).json()
             assert session["loopback"] is False

@@ -1,4 +1,5 @@
-"""The control API's routes against a FakeFarm: JSON shapes, status codes, files and streams."""
+"""The control API's routes over the real facade of a simulated peer: JSON shapes (every key
+the typed contract names), status codes, files and streams."""
 
 from __future__ import annotations
 
@@ -10,24 +11,27 @@ import httpx
 import pytest
 import trio
 
+from peerfarm import farm as farm_module
 from peerfarm.api.bodies import JSON_LIMIT
-from tests.api.conftest import ClientFactory, build_app
-from tests.api.fakes import FakeFarm
+from peerfarm.control import (
+    ActionAnswer,
+    EncodeAnswer,
+    FetchAnswer,
+    FrameView,
+    JobView,
+    LogsView,
+    NodeInfo,
+    PeerView,
+    SubmitAnswer,
+)
+from peerfarm.errors import ControlError
+from peerfarm.ledger.model import JobState
+from tests.sim.api.conftest import ClientFactory, Peer, build_app
 
-PEER_KEYS = {"id", "name", "address", "state", "slots", "busy", "renderers"}
-JOB_KEYS = {
-    "id",
-    "name",
-    "state",
-    "priority",
-    "frames_total",
-    "frames_done",
-    "frames_failed",
-    "frames_rendering",
-    "submitted_by",
-    "output",
-}
-FRAME_KEYS = {"frame", "state", "peer", "attempts", "seconds", "delivered"}
+
+def keys(view: type) -> set[str]:
+    """Every key a typed answer always carries."""
+    return set(view.__required_keys__)  # type: ignore[attr-defined]
 
 
 async def submit(
@@ -35,51 +39,71 @@ async def submit(
 ) -> str:
     response = await client.post("/api/jobs", json={"scene": str(scene), "frames": frames, **extra})
     assert response.status_code == 201, response.text
-    job: str = response.json()["job"]
+    answer = response.json()
+    assert set(answer) >= keys(SubmitAnswer)
+    job: str = answer["job"]
     return job
 
 
-async def test_status_and_peers_shapes(make_client: ClientFactory, scene: Path) -> None:
+async def test_status_and_peers_shapes(make_client: ClientFactory, peer: Peer) -> None:
     with trio.fail_after(10):
         async with make_client() as client:
-            job = await submit(client, scene, name="spin")
+            job = await submit(client, peer.script(), name="spin")
             whole = (await client.get("/api/status")).json()
-            assert set(whole["peers"][0]) >= PEER_KEYS
-            assert set(whole["jobs"][0]) >= JOB_KEYS
-            assert "frames" not in whole
+            assert set(whole["node"]) == keys(NodeInfo)
+            assert set(whole["peers"][0]) == keys(PeerView)
+            assert set(whole["jobs"][0]) == keys(JobView)
+            assert "frames" not in whole and whole["archived"] == []
             one = (await client.get("/api/status", params={"job": job[:6]})).json()
             assert [j["id"] for j in one["jobs"]] == [job]
             assert [f["frame"] for f in one["frames"]] == [1, 2, 3, 4]
-            assert set(one["frames"][0]) >= FRAME_KEYS
+            assert all(set(f) == keys(FrameView) for f in one["frames"])
             by_name = (await client.get("/api/status", params={"job": "spin"})).json()
             assert by_name["jobs"][0]["id"] == job
             peers = (await client.get("/api/peers")).json()
-            assert peers["peers"][0]["host"] == "fakehost"
+            (me,) = peers["peers"]
+            assert set(me) == keys(PeerView)
+            assert me["name"] == peer.node.name and me["renderers"] == {"command": "fake-1"}
 
 
-async def test_submit_sends_a_validated_request(
-    make_client: ClientFactory, scene: Path, fake: FakeFarm, tmp_path: Path
+async def test_a_job_no_peer_can_render_is_accepted_with_a_warning(
+    make_client: ClientFactory, scene: Path
 ) -> None:
     with trio.fail_after(10):
         async with make_client() as client:
-            await submit(
+            response = await client.post("/api/jobs", json={"scene": str(scene), "frames": "1-2"})
+            assert response.status_code == 201
+            answer = response.json()
+            assert answer["renderer"] == "povray" and answer["capable_peers"] == 0
+            assert answer["warning"].startswith("spin waits: no peer can render it")
+            job = (await client.get("/api/status", params={"job": "spin"})).json()["jobs"][0]
+    assert job["blocked"] and job["frames_pending"] == 2
+
+
+async def test_submit_sends_a_validated_request(
+    make_client: ClientFactory, peer: Peer, tmp_path: Path
+) -> None:
+    with trio.fail_after(10):
+        async with make_client() as client:
+            job = await submit(
                 client,
-                scene,
+                peer.script(),
                 "1-10x3",
+                name="spin",
                 chunk=2,
                 priority=5,
-                options={"width": 64},
+                options={"args": ["-q"]},
                 cwd=str(tmp_path),
                 retries=1,
                 fps=12,
                 encode=str(tmp_path / "o.mp4"),
             )
-    kind, request = fake.calls[-1]
-    assert kind == "submit"
-    assert (request.frames, request.chunk, request.priority) == ("1-10x3", 2, 5)
-    assert request.options == {"width": 64}
-    assert (request.cwd, request.retries, request.fps) == (tmp_path, 1, 12.0)
-    assert request.encode == tmp_path / "o.mp4"
+    ledger = peer.node.node.ledger
+    spec = ledger.job(job)
+    assert spec is not None and spec.renderer == "command"
+    assert (spec.frames, spec.chunk, ledger.priority(job), spec.retries) == ((1, 4, 7, 10), 2, 5, 1)
+    assert spec.options == {"args": ["-q"], "fps": 12.0}
+    assert spec.output == str(tmp_path / "peerfarm-out" / "spin")
 
 
 @pytest.mark.parametrize(
@@ -92,6 +116,7 @@ async def test_submit_sends_a_validated_request(
         ({"scene": "SCENE", "frames": "1", "chunk": "many"}, 400, "'chunk' must be a number"),
         ({"scene": "SCENE", "frames": "1", "chunk": 0}, 400, "'chunk' must be from 1 to 10,000"),
         ({"scene": "SCENE", "frames": "1", "renderer": "maya"}, 400, "unknown renderer"),
+        ({"scene": "SCENE", "frames": "1", "options": {"width": "x"}}, 400, "option width"),
         ({"scene": "/no/such/scene.pov", "frames": "1"}, 400, "scene not found"),
     ],
 )
@@ -137,41 +162,47 @@ async def test_unknown_job_is_404_everywhere(make_client: ClientFactory) -> None
                 assert "no job 'nope'" in response.json()["error"]
 
 
-async def test_actions_reach_the_farm(
-    make_client: ClientFactory, scene: Path, fake: FakeFarm
-) -> None:
+async def test_actions_reach_the_farm(make_client: ClientFactory, peer: Peer) -> None:
+    peer.failing.update({1, 2})
     with trio.fail_after(10):
         async with make_client() as client:
-            job = await submit(client, scene, "1-4")
-            fake.finish(job, [1, 2], fail=True)
-            for action in ("pause", "resume", "cancel"):
+            job = await submit(client, peer.script(), "1-4", retries=0)
+            for action, state in [("pause", "paused"), ("resume", "active")]:
                 response = await client.post(f"/api/jobs/{job[:8]}/{action}")
                 assert response.status_code == 200
-                assert response.json()["action"] == action
-            assert fake.jobs[job].state == "cancelled"
-            retried = await client.post(f"/api/jobs/{job}/retry")
-            assert retried.json()["frames"] == 2
-            some = await client.post(f"/api/jobs/{job}/retry", json={"frames": "3"})
-            assert some.json()["frames"] == 1 and fake.calls[-1] == ("retry", (job, "3"))
+                answer = response.json()
+                assert set(answer) == keys(ActionAnswer) and answer["action"] == action
+                assert answer["state"] == state and "frames" not in answer
+            await peer.settle(job)
+            assert peer.state(job) == JobState.FAILED
+            peer.failing.clear()
+            retried = (await client.post(f"/api/jobs/{job}/retry")).json()
+            assert set(retried) == keys(ActionAnswer) | {"frames"}
+            assert retried["frames"] == 2 and retried["state"] == "active"
+            some = (await client.post(f"/api/jobs/{job}/retry", json={"frames": "3"})).json()
+            assert some["frames"] == 1
             bad = await client.post(f"/api/jobs/{job}/retry", json={"frames": "3-1"})
             assert bad.status_code == 400 and "'3-1'" in bad.json()["error"]
+            cancelled = (await client.post(f"/api/jobs/{job}/cancel")).json()
+            assert cancelled["state"] == "cancelled" and peer.state(job) == JobState.CANCELLED
             unknown = await client.post(f"/api/jobs/{job}/explode")
             assert unknown.status_code == 404
 
 
-async def test_frame_log_thumbnail_and_output(
-    make_client: ClientFactory, scene: Path, fake: FakeFarm
-) -> None:
+async def test_frame_log_thumbnail_and_output(make_client: ClientFactory, peer: Peer) -> None:
+    peer.failing.add(2)
     with trio.fail_after(10):
         async with make_client() as client:
-            job = await submit(client, scene, "1-2")
+            job = await submit(client, peer.script(), "1-2", retries=0)
             assert (await client.get(f"/api/jobs/{job}/frames/1/thumbnail")).status_code == 404
             assert (await client.get(f"/api/jobs/{job}/frames/1/output")).status_code == 404
-            fake.finish(job, [1])
-            log = (await client.get(f"/api/jobs/{job}/frames/1/log")).json()
-            assert log["state"] == "done" and "PROGRESS" in log["attempts"][0]["log_tail"]
+            await peer.settle(job)
+            log = (await client.get(f"/api/jobs/{job}/frames/2/log")).json()
+            assert set(log) == keys(LogsView) and log["state"] == "failed"
+            (attempt,) = log["attempts"]
+            assert attempt["error"] == "fake failure of frame 2" and attempt["log_tail"] == "boom\n"
             missing = await client.get(f"/api/jobs/{job}/frames/99/log")
-            assert missing.status_code == 400 and "no frame 99" in missing.json()["error"]
+            assert missing.status_code == 400 and "frame 99 is not part of" in missing.text
             thumb = await client.get(f"/api/jobs/{job}/frames/1/thumbnail")
             assert thumb.headers["content-type"] == "image/png"
             assert thumb.content.startswith(b"\x89PNG")
@@ -182,113 +213,135 @@ async def test_frame_log_thumbnail_and_output(
 
 
 async def test_archive_streams_a_zip_of_done_frames(
-    make_client: ClientFactory, scene: Path, fake: FakeFarm
+    make_client: ClientFactory, peer: Peer, tmp_path: Path
 ) -> None:
+    peer.failing.add(2)
     with trio.fail_after(10):
         async with make_client() as client:
-            job = await submit(client, scene, "1-3", name="spin")
+            job = await submit(client, peer.script(), "1-3", name="spin", retries=0)
             early = await client.get(f"/api/jobs/{job}/archive")
             assert early.status_code == 400 and "no finished frames" in early.json()["error"]
-            fake.finish(job, [1, 3])
+            await peer.settle(job)
+            await peer.sim.wait_until(
+                lambda: peer.sim.job_finished(job), timeout=30, what="delivered"
+            )
             response = await client.get(f"/api/jobs/{job}/archive")
     assert response.status_code == 200
     assert 'filename="spin.zip"' in response.headers["content-disposition"]
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
         assert archive.testzip() is None
-        assert archive.namelist() == ["spin_0001.png", "spin_0003.png"]
-        expected = fake.root / "outputs" / job / "spin_0003.png"
-        assert archive.read("spin_0003.png") == expected.read_bytes()
+        assert archive.namelist() == ["frame_0001.png", "frame_0003.png"]
+        delivered = tmp_path / "peerfarm-out" / "spin" / "frame_0003.png"
+        assert archive.read("frame_0003.png") == delivered.read_bytes()
 
 
 async def test_fetch_encode_and_video(
-    make_client: ClientFactory, scene: Path, fake: FakeFarm, tmp_path: Path
+    make_client: ClientFactory, peer: Peer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    encoded: list[tuple[list[Path], Path, float]] = []
+
+    async def encode_video(frames: list[Path], out: Path, fps: float) -> Path:
+        """ffmpeg's stand-in (tests/real/renderers/test_media.py runs the real one)."""
+        encoded.append((frames, out, fps))
+        out.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"".join(f.read_bytes() for f in frames))
+        return out
+
+    monkeypatch.setattr(farm_module, "encode_video", encode_video)
     with trio.fail_after(10):
         async with make_client() as client:
-            job = await submit(client, scene, "1-2")
-            fake.finish(job)
+            job = await submit(client, peer.script(), "1-2")
+            await peer.settle(job)
             fetched = await client.post(
                 f"/api/jobs/{job}/fetch", json={"dest": str(tmp_path / "d")}
             )
-            assert fetched.json()["files"] == 2 and len(list((tmp_path / "d").iterdir())) == 2
+            assert set(fetched.json()) == keys(FetchAnswer) and fetched.json()["files"] == 2
+            assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [
+                "frame_0001.png",
+                "frame_0002.png",
+            ]
             relative = await client.post(f"/api/jobs/{job}/fetch", json={"dest": "d"})
             assert relative.status_code == 400
             no_dest = await client.post(f"/api/jobs/{job}/fetch", json={})
             assert no_dest.status_code == 400 and "'dest' is required" in no_dest.text
             out = tmp_path / "v.mp4"
-            encoded = await client.post(
-                f"/api/jobs/{job}/encode", json={"out": str(out), "fps": 30}
-            )
-            assert encoded.json()["fps"] == 30 and out.is_file()
+            answer = await client.post(f"/api/jobs/{job}/encode", json={"out": str(out), "fps": 30})
+            assert answer.json() == {"job": job, "video": str(out), "frames": 2, "fps": 30.0}
+            assert set(answer.json()) == keys(EncodeAnswer) and out.is_file()
             video = await client.get(f"/api/jobs/{job}/video")
             again = await client.get(f"/api/jobs/{job}/video")
     assert video.headers["content-type"] == "video/mp4" and b"ftyp" in video.content
     assert again.content == video.content
-    encodes = [c for c in fake.calls if c[0] == "encode"]
-    assert len(encodes) == 2  # the explicit one, then the video once (cached the second time)
+    assert [fps for _, _, fps in encoded] == [30.0, 24.0]  # the video once (then cached)
 
 
 async def test_control_errors_are_503_and_surprises_500_without_traceback(
-    fake: FakeFarm, tmp_path: Path, shutdown: trio.Event, make_client: ClientFactory
+    peer: Peer, tmp_path: Path, shutdown: trio.Event, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    def unreachable(job: str | None = None) -> object:
+        raise ControlError("the farm is unreachable")
+
+    def explode() -> object:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(peer.farm, "status", unreachable)
+    monkeypatch.setattr(peer.farm, "peers", explode)
+    app = build_app(peer, tmp_path, shutdown)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    headers = {"Authorization": "Bearer test-token-0123456789"}
     with trio.fail_after(10):
-        fake.broken = True
-        async with make_client() as client:
-            response = await client.get("/api/status")
-        assert response.status_code == 503 and "unreachable" in response.json()["error"]
-        fake.broken = False
-
-        def explode() -> dict[str, object]:
-            raise RuntimeError("secret internals")
-
-        fake.peers = explode  # type: ignore[method-assign]
-        app = build_app(fake, tmp_path, shutdown)
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
-            response = await c.get("/api/peers")
-    assert response.status_code == 500
-    assert response.json() == {"error": "internal error: RuntimeError"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1", headers=headers
+        ) as client:
+            status = await client.get("/api/status")
+            peers = await client.get("/api/peers")
+    assert status.status_code == 503 and "unreachable" in status.json()["error"]
+    assert peers.status_code == 500
+    assert peers.json() == {"error": "internal error: RuntimeError"}
 
 
-async def test_metrics_in_prometheus_text(
-    make_client: ClientFactory, scene: Path, fake: FakeFarm
-) -> None:
+async def test_metrics_in_prometheus_text(make_client: ClientFactory, peer: Peer) -> None:
     with trio.fail_after(10):
         async with make_client() as client:
-            job = await submit(client, scene, "1-2")
-            fake.finish(job)
+            job = await submit(client, peer.script(), "1-2")
+            await peer.settle(job)
             response = await client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
     lines = response.text.splitlines()
-    assert "peerfarm_frames_rendered 2.0" in lines
-    assert "peerfarm_gossip_sent 12.0" in lines
-    assert not any(line.startswith("peerfarm_flag") for line in lines)
+    assert "peerfarm_frames_rendered_total 2.0" in lines
+    assert 'peerfarm_members{state="alive"} 1.0' in lines
+    assert any(line.startswith("peerfarm_info{") for line in lines)
 
 
 async def test_events_stream_a_change_and_stop_on_shutdown(
-    make_client: ClientFactory, fake: FakeFarm, shutdown: trio.Event
+    make_client: ClientFactory,
+    peer: Peer,
+    scene: Path,
+    shutdown: trio.Event,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seen: list[int] = []
+    wait = peer.farm.wait_for_change
 
-    def hook(since: int) -> None:
+    async def hooked(since: int, timeout: float) -> int:
         seen.append(since)
-        if len(seen) == 1:
-            fake.changed()  # something happens while the first client waits
         if len(seen) == 2:
             shutdown.set()  # the server stops: the waiting stream must end by itself
+        return await wait(since, timeout)
 
-    fake.wait_hook = hook
+    monkeypatch.setattr(peer.farm, "wait_for_change", hooked)
     with trio.fail_after(10):
         async with make_client() as client:
+            await submit(client, scene, "1")  # a change; then none (no peer renders it)
             response = await client.get("/api/events")
     assert response.headers["content-type"].startswith("text/event-stream")
     events = [block for block in response.text.split("\n\n") if block.startswith("event:")]
-    assert events == ['event: change\ndata: {"generation": 2}']
-    assert seen == [0, 2]
+    generation = seen[1]  # the peer's view changed since generation 0: one event, at once
+    assert generation > 0 and seen == [0, generation]
+    assert events == [f'event: change\ndata: {{"generation": {generation}}}']
 
 
 async def test_index_placeholder_and_static_dashboard(
-    fake: FakeFarm, tmp_path: Path, shutdown: trio.Event
+    peer: Peer, tmp_path: Path, shutdown: trio.Event
 ) -> None:
     static = tmp_path / "static"
     static.mkdir()
@@ -296,7 +349,7 @@ async def test_index_placeholder_and_static_dashboard(
     (static / "app.js").write_text("console.log(1)")
     with trio.fail_after(10):
         for static_dir, expected in [(None, "not installed"), (static, "<h1>dashboard</h1>")]:
-            app = build_app(fake, tmp_path, shutdown, static_dir=static_dir)
+            app = build_app(peer, tmp_path, shutdown, static_dir=static_dir)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
                 assert expected in (await c.get("/")).text

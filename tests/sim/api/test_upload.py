@@ -1,4 +1,5 @@
-"""Uploads: a scene streamed to disk under the upload dir, then submitted; caps and mistakes."""
+"""Uploads: a scene streamed to disk under the upload dir, then submitted to the real facade of
+a simulated peer; caps and mistakes."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ from pathlib import Path
 import trio
 
 from peerfarm.api.access import Sessions
-from tests.api.conftest import ClientFactory, log_in
-from tests.api.fakes import FakeFarm
+from tests.sim.api.conftest import ClientFactory, Peer, log_in
 
 SCENE_BYTES = b"#version 3.7;\n" + bytes(range(256)) * 400  # binary-safe, > one chunk
 
 
 async def test_upload_saves_the_scene_and_submits(
-    make_client: ClientFactory, fake: FakeFarm, tmp_path: Path
+    make_client: ClientFactory, peer: Peer, tmp_path: Path
 ) -> None:
     sessions = Sessions()
     with trio.fail_after(10):
@@ -26,19 +26,21 @@ async def test_upload_saves_the_scene_and_submits(
                 data={
                     "frames": "1-8",
                     "chunk": "2",
-                    "option": ["width=64", "quality=high"],
+                    "option": ["width=64", "height=48"],
                     "name": "",
                     "allow_scripts": "on",
                 },
             )
     assert response.status_code == 201, response.text
-    _, request = fake.calls[-1]
-    assert request.scene.name == "spin.pov"
-    assert request.scene.parent.parent == tmp_path / "uploads"  # no escape via the file name
-    assert request.scene.read_bytes() == SCENE_BYTES
-    assert (request.frames, request.chunk, request.name) == ("1-8", 2, None)
-    assert request.options == {"width": 64, "quality": "high"}
-    assert request.allow_scripts is True
+    job = response.json()["job"]
+    (saved,) = (tmp_path / "uploads").glob("upload-*/*")  # no escape via the file name
+    assert saved.name == "spin.pov" and saved.read_bytes() == SCENE_BYTES
+    spec = peer.node.node.ledger.job(job)
+    assert spec is not None
+    assert (spec.name, spec.scene.name, spec.renderer) == ("spin", "spin.pov", "povray")
+    assert (spec.frames, spec.chunk) == (tuple(range(1, 9)), 2)
+    assert spec.options == {"width": 64, "height": 48, "allow_scripts": True}
+    assert peer.node.node.store.path(spec.scene.digest.hex()).read_bytes() == SCENE_BYTES
 
 
 async def test_upload_mistakes_leave_nothing_behind(
@@ -60,6 +62,10 @@ async def test_upload_mistakes_leave_nothing_behind(
                     "/api/upload", files=scene, data={"frames": "1", "option": "width"}
                 )
                 assert "KEY=VALUE" in option.json()["error"]
+                unknown = await roomy.post(
+                    "/api/upload", files=scene, data={"frames": "1", "option": "quality=high"}
+                )
+                assert unknown.status_code == 400 and "quality" in unknown.json()["error"]
                 not_multipart = await roomy.post("/api/upload", json={"frames": "1"})
                 assert not_multipart.status_code == 400
     assert list((tmp_path / "uploads").iterdir()) == []

@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 
 from peerfarm.errors import DecodeError
 from peerfarm.ledger import Ledger, codec
-
-from .helpers import NODES, make_job, output
+from tests.support.ledger import NODES, make_job, output
 
 
 def busy_ledger() -> Ledger:

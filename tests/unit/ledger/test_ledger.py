@@ -7,8 +7,7 @@ import pytest
 from peerfarm.errors import IllegalTransition, LedgerError
 from peerfarm.ledger import Ledger, LostClaim, Status
 from peerfarm.ledger.model import PENDING0, Event, FrameRecord, JobState, check_transition
-
-from .helpers import NODES, make_job, output
+from tests.support.ledger import NODES, make_job, output
 
 A, B, C = NODES[:3]
 

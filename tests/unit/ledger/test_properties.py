@@ -13,8 +13,7 @@ from peerfarm.errors import LedgerError
 from peerfarm.ledger import Ledger, Status
 from peerfarm.ledger.codec import Delta
 from peerfarm.ledger.model import FrameRecord, frame_gt, merge_frames
-
-from .helpers import NODES, make_job, output
+from tests.support.ledger import NODES, make_job, output
 
 FRAMES = 6
 OPS = [

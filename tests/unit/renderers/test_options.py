@@ -12,7 +12,7 @@ from peerfarm.renderers.base import RenderFailed
 from peerfarm.renderers.command import CommandRenderer
 from peerfarm.renderers.options import OptionError, accepted, read, validate
 from peerfarm.renderers.povray import PovrayRenderer, clock_range
-from tests.renderers.conftest import make_task
+from tests.support.renderers import make_task
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from peerfarm.renderers.scenes import (
     parse_blend_header,
     parse_version,
 )
-from tests.renderers.conftest import EXAMPLES
+from tests.support.renderers import EXAMPLES
 
 LEGACY_34 = b"BLENDER-v304REND" + bytes(100)  # Blender 3.4, 64-bit, little endian
 LARGE_50 = b"BLENDER17-01v0500" + bytes(100)  # Blender 5.0's header layout

@@ -12,8 +12,7 @@ from peerfarm.gossip.membership import Member, MemberState
 from peerfarm.ledger import Ledger
 from peerfarm.ledger.model import JobSpec
 from peerfarm.scheduler import eligibility as el
-
-from ..ledger.helpers import NODES, scene
+from tests.support.ledger import NODES, scene
 
 A, B, C, D = NODES[:4]
 

@@ -12,8 +12,7 @@ from peerfarm.ledger import Ledger
 from peerfarm.ledger.model import FrameRecord, Status
 from peerfarm.scheduler.leases import LeaseTable
 from peerfarm.scheduler.planner import Planner, chunks_of, rendezvous_home
-
-from ..ledger.helpers import NODES, make_job, output
+from tests.support.ledger import NODES, make_job, output
 
 A, B, C, D = NODES[:4]
 

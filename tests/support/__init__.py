@@ -10,7 +10,4 @@ DOCS = ROOT / "docs"
 DATA = ROOT / "tests" / "data"
 
 #: A command-renderer frame script's body: one tiny output per frame (``LocalFarm.script``).
-TINY_FRAME = (
-    "set -eu\n"
-    "printf 'frame %s\\n' \"$PEERFARM_FRAME\" > \"$PEERFARM_OUTPUT_DIR/frame.txt\""
-)
+TINY_FRAME = 'set -eu\nprintf \'frame %s\\n\' "$PEERFARM_FRAME" > "$PEERFARM_OUTPUT_DIR/frame.txt"'

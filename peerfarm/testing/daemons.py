@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -31,8 +32,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar, cast
 
 import httpx
@@ -178,28 +179,17 @@ def descendants(pid: int) -> list[int]:
 # --- one daemon ------------------------------------------------------------------------------
 
 
+@dataclass(eq=False)
 class Daemon:
     """One running ``peerfarm up`` process (see :meth:`LocalFarm.start`)."""
 
-    def __init__(
-        self,
-        name: str,
-        data_dir: Path,
-        process: subprocess.Popen[bytes],
-        log_path: Path,
-        gossip_port: int,
-        web_port: int | None,
-    ) -> None:
-        self.name = name
-        self.data_dir = data_dir
-        self.process = process
-        self.log_path = log_path
-        self.gossip_port = gossip_port
-        self.web_port = web_port
-        self._client: FarmClient | None = None
-
-    def __repr__(self) -> str:
-        return f"Daemon({self.name!r}, pid {self.pid})"
+    name: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    gossip_port: int
+    web_port: int | None  # None: started without a dashboard
+    _client: FarmClient | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int:
@@ -254,15 +244,9 @@ class Daemon:
         ``cwd`` (default: this process's working directory).
 
         With ``check``, a non-zero exit is a ``DaemonError`` with stderr and the daemon's log."""
-        done = subprocess.run(
-            [*PEERFARM, *args, "--data-dir", str(self.data_dir)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=cwd,
-            env=daemon_env(),
-            check=False,
-        )
+        argv = [*PEERFARM, *args, "--data-dir", str(self.data_dir)]
+        run = functools.partial(subprocess.run, capture_output=True, text=True, check=False)
+        done = run(argv, timeout=timeout, cwd=cwd, env=daemon_env())
         if check and done.returncode != 0:
             raise DaemonError(
                 f"peerfarm {' '.join(args)} exited {done.returncode}: {done.stderr}\n"
@@ -275,10 +259,7 @@ class Daemon:
         return json.loads(self.cli(*args, "--json", cwd=cwd).stdout)
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
@@ -286,9 +267,8 @@ class Daemon:
     # --- stopping it ----------------------------------------------------------------------
 
     def signal(self, sig: int) -> None:
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(sig)  # a no-op once it has been reaped
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM (a graceful leave); SIGKILL of its process group if it has not exited after
@@ -371,12 +351,7 @@ class LocalFarm:
     def __enter__(self) -> LocalFarm:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def start(
@@ -404,19 +379,10 @@ class LocalFarm:
         port = free_port()
         web_port = free_port() if web else None
         argv = up_argv(
-            launcher,
-            data_dir,
-            name,
-            port,
-            key or self.key_file,
-            preset=preset or self.preset,
-            joins=[join.gossip_port] if join is not None else [],
-            mdns=mdns,
-            web_port=web_port,
-            allow_command=allow_command,
-            slots=slots,
-            extra=extra,
-        )
+            launcher, data_dir, name, port, key or self.key_file, preset=preset or self.preset,
+            joins=[join.gossip_port] if join else [], mdns=mdns, web_port=web_port,
+            allow_command=allow_command, slots=slots, extra=extra,
+        )  # fmt: skip
         log_path = self.root / f"{name}.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(

@@ -1,6 +1,6 @@
 """Small .blend files for tests, made on the spot by the Blender that will read them.
 
-``make_probe_scene`` saves tests/renderers/probe_scene.py's scene with a Blender program or
+``make_probe_scene`` saves tests/support/probe_scene.py's scene with a Blender program or
 with bpy; ``make_turntable`` the example turntable (examples/blender/make_turntable.py) the
 same way; ``future_copy`` patches a copy's header so it claims a Blender that does not exist
 yet (no Blender here can open it), instead of shipping big files.

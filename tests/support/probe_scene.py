@@ -1,7 +1,7 @@
 """Save a tiny scene that shows whether Python inside a .blend ran: run by Blender or bpy.
 
-    blender -b --factory-startup --python tests/renderers/probe_scene.py -- OUT.blend
-    python tests/renderers/probe_scene.py OUT.blend            # with bpy importable
+    blender -b --factory-startup --python tests/support/probe_scene.py -- OUT.blend
+    python tests/support/probe_scene.py OUT.blend            # with bpy importable
 
 Cycles, 1 sample, 32x24, a camera looking at the world. The world's colour is black, but a
 Python driver (``bpy.app.version``: an expression Blender refuses to run without auto-exec)

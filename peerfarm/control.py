@@ -244,6 +244,22 @@ class EncodeAnswer(TypedDict):
     fps: float
 
 
+class SessionView(TypedDict):
+    """``GET /api/session``: what this browser may do here (the dashboard asks first)."""
+
+    loopback: bool  # the request came over loopback
+    logged_in: bool  # its session cookie is valid
+    login: bool  # password logins are possible on this peer
+    actions: bool  # its action key is valid
+
+
+class LoginAnswer(TypedDict):
+    """``POST /api/login`` (``key``: the session's action key) and ``/api/logout``."""
+
+    logged_in: bool
+    key: NotRequired[str]
+
+
 class LoginLink(TypedDict):
     """``POST /api/login-link``: a one-time dashboard login code."""
 

@@ -56,7 +56,7 @@ from peerfarm.api.bodies import (
     text_field,
 )
 from peerfarm.api.streams import done_outputs, event_stream, render_metrics, zip_stream
-from peerfarm.control import ACTIONS, FarmControl, LoginLink, StatusView
+from peerfarm.control import ACTIONS, FarmControl, LoginAnswer, LoginLink, SessionView, StatusView
 from peerfarm.errors import ControlError, PeerfarmError, UsageError
 from peerfarm.frames import parse_frames
 
@@ -141,14 +141,13 @@ class _Api:
         return HTMLResponse(_PLACEHOLDER, headers=headers)
 
     async def session(self, request: Request) -> Response:
-        return JSONResponse(
-            {
-                "loopback": is_local(request),
-                "logged_in": self.sessions.valid(request.cookies.get(SESSION_COOKIE)),
-                "login": self.login_password is not None,
-                "actions": self.sessions.acting(request.headers.get(KEY_HEADER)),
-            }
+        view = SessionView(
+            loopback=is_local(request),
+            logged_in=self.sessions.valid(request.cookies.get(SESSION_COOKIE)),
+            login=self.login_password is not None,
+            actions=self.sessions.acting(request.headers.get(KEY_HEADER)),
         )
+        return JSONResponse(view)
 
     async def login(self, request: Request) -> Response:
         """A session for a one-time link's ``{"code"}`` or the farm's ``{"password"}``.
@@ -183,7 +182,7 @@ class _Api:
             log.warning("refused a dashboard login from %s: wrong password", source)
             return JSONResponse({"error": "wrong password"}, status_code=401)
         cookie, key = self.sessions.issue()
-        response = JSONResponse({"logged_in": True, "key": key})
+        response = JSONResponse(LoginAnswer(logged_in=True, key=key))
         response.set_cookie(
             SESSION_COOKIE,
             cookie,
@@ -198,7 +197,7 @@ class _Api:
         self.sessions.revoke(
             cookie=request.cookies.get(SESSION_COOKIE), key=request.headers.get(KEY_HEADER)
         )
-        response = JSONResponse({"logged_in": False})
+        response = JSONResponse(LoginAnswer(logged_in=False))
         response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
         return response
 

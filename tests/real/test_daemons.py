@@ -28,12 +28,15 @@ def test_a_farm_starts_ready_daemons_and_closing_it_stops_every_one(tmp_path: Pa
         # kill -9 takes the daemon and its children; the farm notices it is gone
         script = farm.script("long.sh", 'sleep 60\n: > "$PEERFARM_OUTPUT_DIR/out"')
         job = farm.submit(b, script, "1")
-        daemons.wait_until(lambda: b.job(job)["frames_rendering"] == 1, 30, "a render")
-        renders = descendants(b.pid) or descendants(a.pid)
-        assert renders
-        rendering = a if descendants(a.pid) else b
+        daemons.wait_until(lambda: b.job(job)["frames_rendering"] == 1, 30, "a claim")
+        rendering = daemons.wait_until(
+            lambda: next((d for d in (a, b) if descendants(d.pid)), None), 30, "a render process"
+        )
+        renders = descendants(rendering.pid)
         rendering.kill()
-        assert not rendering.alive() and not any(_alive(pid) for pid in renders)
+        assert not rendering.alive()
+        gone = lambda: not any(_alive(pid) for pid in renders)  # noqa: E731
+        daemons.wait_until(gone, 5, "the killed daemon's renders to be gone")
     assert farm not in daemons._OPEN
     assert not a.alive() and not b.alive() and descendants(os.getpid()) == []
 

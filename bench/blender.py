@@ -33,7 +33,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.daemons import ROOT, BenchError, LocalFarm
+from bench import ROOT, BenchError, local_farm
 from bench.install import have_module
 
 SCENE = ROOT / "examples" / "blender" / "turntable.blend"
@@ -88,12 +88,12 @@ def process_per_frame(scene: Path, frames: int) -> float:
 
 def warm_peer(scene: Path, frames: int) -> tuple[float, float, float]:
     """(submit to all done, the submit call alone, sum of the frames' render seconds)."""
-    with LocalFarm(1) as farm:
+    with local_farm(1) as farm:
         peer = farm.daemons[0]
         started = time.monotonic()
         job = farm.submit(peer, scene, f"1-{frames}", renderer="blender", name="turntable")
         submitted = time.monotonic()
-        done = farm.wait_job(peer, job, timeout=frames * 30 + 120, poll=0.02)
+        done = farm.wait_job(peer, job, frames * 30 + 120, interval=0.02)
         rendered = sum(f["seconds"] or 0.0 for f in peer.status(job)["frames"])
         return done - started, submitted - started, rendered
 

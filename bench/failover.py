@@ -21,8 +21,9 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.daemons import BenchError, LocalFarm, wait_for
+from bench import BenchError, local_farm
 from peerfarm.daemon import config_for
+from peerfarm.testing.daemons import LocalFarm, wait_until
 
 
 def run(peers: int = 4, preset: str = "lan", farm: LocalFarm | None = None) -> dict[str, Any]:
@@ -30,7 +31,7 @@ def run(peers: int = 4, preset: str = "lan", farm: LocalFarm | None = None) -> d
         raise BenchError("failover needs at least 3 peers")
     config = config_for(preset if farm is None else farm.preset)
     own = farm is None
-    farm = farm or LocalFarm(peers, preset=preset).__enter__()
+    farm = farm or local_farm(peers, preset=preset)
     try:
         origin = farm.daemons[0]
         # One frame per other peer, so every survivor has a free slot for the victim's frame.
@@ -50,7 +51,7 @@ def run(peers: int = 4, preset: str = "lan", farm: LocalFarm | None = None) -> d
                 return list(frames)
             return None
 
-        frames = wait_for("a non-submitting peer to render", victim_rendering, 60)
+        frames = wait_until(victim_rendering, 60, "a non-submitting peer to render")
         frame, name = next(
             (f["frame"], f["peer"]) for f in frames
             if f["state"] == "rendering" and f["peer"] in others
@@ -65,10 +66,10 @@ def run(peers: int = 4, preset: str = "lan", farm: LocalFarm | None = None) -> d
                     return dict(f)
             return None
 
-        taken = wait_for(f"frame {frame} to be claimed again", reclaimed,
-                         config.lease_timeout * 4 + 30, poll=0.02)
+        taken = wait_until(reclaimed, config.lease_timeout * 4 + 30,
+                           f"frame {frame} to be claimed again", interval=0.02)
         took = time.monotonic() - killed_at
-        origin.api().act(job, "cancel")
+        origin.client().act(job, "cancel")
         return {
             "peers": len(farm.daemons),
             "preset": farm.preset,
@@ -82,7 +83,7 @@ def run(peers: int = 4, preset: str = "lan", farm: LocalFarm | None = None) -> d
         }
     finally:
         if own:
-            farm.__exit__(None, None, None)
+            farm.close()
 
 
 def main() -> None:

@@ -23,7 +23,8 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.daemons import ROOT, LocalFarm, proc_cpu_seconds, proc_rss_bytes
+from bench import ROOT, local_farm, proc_cpu_seconds, proc_rss_bytes
+from peerfarm.testing.daemons import LocalFarm
 
 TARGET_CPU_PERCENT = 1.0
 TARGET_RSS_MB = 80.0
@@ -32,7 +33,7 @@ LEDGER_JOBS = 100
 
 def idle(peers: int = 4, window: float = 20.0, farm: LocalFarm | None = None) -> dict[str, Any]:
     own = farm is None
-    farm = farm or LocalFarm(peers).__enter__()
+    farm = farm or local_farm(peers)
     try:
         pids = [d.pid for d in farm.daemons]
         before = [proc_cpu_seconds(pid) for pid in pids]
@@ -44,7 +45,7 @@ def idle(peers: int = 4, window: float = 20.0, farm: LocalFarm | None = None) ->
         rss = [proc_rss_bytes(pid) / 2**20 for pid in pids]
     finally:
         if own:
-            farm.__exit__(None, None, None)
+            farm.close()
     return {
         "peers": len(pids),
         "window_s": round(took, 2),
@@ -61,7 +62,7 @@ _LEDGER_CHILD = """
 import gc, json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
-from bench.daemons import proc_rss_bytes
+from bench import proc_rss_bytes
 from bench.ledger import NODE, new_job, out
 from peerfarm.ledger import Ledger
 jobs, frames = int(sys.argv[1]), int(sys.argv[2])

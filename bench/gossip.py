@@ -13,7 +13,7 @@ Two parts:
   bytes sent per peer per second (msgpack payload + the transport's envelope) between the
   update and full delivery, mean and busiest peer. Target: 100% of 1000 peers in <= 2.2 s at
   <= 1400 B x 3 x 5 per second per peer (memberlist's budget).
-- ``real_daemons(k)``: k daemons on loopback (``bench.daemons.LocalFarm``, LAN preset); time from
+- ``real_daemons(k)``: k daemons on loopback (``bench.local_farm``, LAN preset); time from
   a submit on one peer to the job being listed by ``status`` on all k.
 """
 
@@ -37,10 +37,12 @@ if __package__ in (None, ""):
 
 import msgpack
 
+from bench import local_farm
 from peerfarm.gossip.config import GossipConfig, retransmit_limit
 from peerfarm.gossip.membership import Address, Membership, Outgoing, UserBroadcast
 from peerfarm.ledger import Ledger, codec
 from peerfarm.ledger.model import SceneRef
+from peerfarm.testing.daemons import LocalFarm
 
 #: memberlist's per-peer gossip budget: 1400-byte datagrams x fanout 3 x 5 rounds per second.
 BUDGET_BYTES_PER_S = 1400 * 3 * 5
@@ -201,12 +203,12 @@ def simulate(n: int, seed: int = 1) -> SpreadResult:
     return GossipSim(n, seed).spread(job_update_payload(seed))
 
 
-def real_daemons(peers: int = 4, repeats: int = 3, farm: Any = None) -> dict[str, Any]:
+def real_daemons(
+    peers: int = 4, repeats: int = 3, farm: LocalFarm | None = None
+) -> dict[str, Any]:
     """Seconds from a submit on one daemon to the job listed by ``status`` on all of them."""
-    from bench.daemons import LocalFarm
-
     own = farm is None
-    farm = farm or LocalFarm(peers).__enter__()
+    farm = farm or local_farm(peers)
     try:
         script = farm.script("visible.sh", ': > "$PEERFARM_OUTPUT_DIR/f"')
         samples = []
@@ -218,7 +220,8 @@ def real_daemons(peers: int = 4, repeats: int = 3, farm: Any = None) -> dict[str
             pending = {d.name for d in farm.daemons}
             while pending:
                 for daemon in farm.daemons:
-                    if daemon.name in pending and farm.job_view(daemon, job) is not None:
+                    known = daemon.name in pending and daemon.status()["jobs"]
+                    if known and any(view["id"] == job for view in known):
                         pending.discard(daemon.name)
                 if time.monotonic() - started > 30:
                     raise RuntimeError(f"job not visible on {sorted(pending)} after 30 s")
@@ -232,7 +235,7 @@ def real_daemons(peers: int = 4, repeats: int = 3, farm: Any = None) -> dict[str
         }
     finally:
         if own:
-            farm.__exit__(None, None, None)
+            farm.close()
 
 
 def run(sizes: list[int], seed: int = 1, real: int = 4) -> dict[str, Any]:

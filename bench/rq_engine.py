@@ -19,8 +19,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from bench.daemons import ROOT, BenchError, free_port, wait_for
+from bench import ROOT, BenchError
 from bench.install import redis_server_path
+from peerfarm.testing.daemons import free_port, wait_until
 
 WORKER_CLASSES = {"fork": "rq.worker.Worker", "simple": "rq.worker.SimpleWorker"}
 QUEUE = "frames"
@@ -75,7 +76,7 @@ class RQFarm:
             except Exception:
                 return False
 
-        wait_for("redis-server", pong, 20)
+        wait_until(pong, 20, "redis-server")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         rq = str(Path(sys.executable).with_name("rq"))
@@ -88,8 +89,8 @@ class RQFarm:
             ))
         from rq import Worker
 
-        wait_for(f"{self.count} RQ workers", lambda: Worker.count(self.connection) >= self.count,
-                 60, poll=0.05)
+        wait_until(lambda: Worker.count(self.connection) >= self.count, 60,
+                   f"{self.count} RQ workers", interval=0.05)
 
     def run_frames(self, argv: list[str], frames: int, timeout: float = 600) -> float:
         """Queue one job per frame running ``argv``; seconds until every job has finished."""
@@ -112,7 +113,7 @@ class RQFarm:
                 raise BenchError(f"{failed.count} RQ jobs failed")
             return time.monotonic() if registry.count - before >= frames else None
 
-        return wait_for(f"{frames} RQ jobs", finished, timeout, poll=0.02) - started
+        return wait_until(finished, timeout, f"{frames} RQ jobs", interval=0.02) - started
 
     def close(self) -> None:
         for proc in self.workers:

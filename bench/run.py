@@ -40,8 +40,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import blender, duplicates, failover, footprint, gossip, schedule
-from bench.daemons import ROOT, LocalFarm
+from bench import ROOT, blender, duplicates, failover, footprint, gossip, local_farm, schedule
 from bench.install import ensure_matplotlib, ensure_rq, have_module, say
 
 ALL = ("gossip", "footprint", "schedule", "failover", "duplicates", "blender")
@@ -124,7 +123,7 @@ def run_all(sizes: Sizes, only: tuple[str, ...], rq: bool) -> dict[str, Any]:
         })
     needs_farm = {"gossip", "footprint", "schedule", "failover"} & set(only)
     if needs_farm:
-        with LocalFarm(sizes.peers, preset=sizes.preset) as farm:
+        with local_farm(sizes.peers, preset=sizes.preset) as farm:
             if "footprint" in only:
                 _guard("footprint", results, lambda: {
                     "idle": footprint.idle(window=sizes.idle_window, farm=farm)})

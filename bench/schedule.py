@@ -30,7 +30,8 @@ if __package__ in (None, ""):
 
 import trio
 
-from bench.daemons import LocalFarm
+from bench import local_farm
+from peerfarm.testing.daemons import LocalFarm
 
 TARGET_EFFICIENCY = 0.97
 TARGET_RATE = 250.0
@@ -65,7 +66,7 @@ def peerfarm_frames(farm: LocalFarm, body: str, frames: int, name: str) -> float
     started = time.monotonic()
     job = farm.submit(origin, script, f"1-{frames}", name=name)
     # poll every 50 ms: each status call costs the daemon CPU, and the machine has 2 cores
-    done = farm.wait_job(origin, job, timeout=max(120.0, frames * 2.0), poll=0.05)
+    done = farm.wait_job(origin, job, max(120.0, frames * 2.0), interval=0.05)
     return done - started
 
 
@@ -107,7 +108,7 @@ def run(
     sleeper = _script(scripts / "makespan.sh", f"sleep {seconds}")
     noop_script = _script(scripts / "dispatch.sh", NOOP_BODY)
     own = farm is None
-    farm = farm or LocalFarm(peers).__enter__()
+    farm = farm or local_farm(peers)
     try:
         peers = len(farm.daemons)
         ideal = frames * seconds / peers
@@ -133,7 +134,7 @@ def run(
         }
     finally:
         if own:
-            farm.__exit__(None, None, None)
+            farm.close()
     if rq:
         for cls in ("fork", "simple"):
             took, took_noop = rq_both(cls, sleeper, noop_script, frames, noop, peers)

@@ -7,8 +7,8 @@
 Targets live in ``fuzz/targets.py``. Each runs in its own process (libFuzzer exits when its time
 is up), instrumented for coverage, starting from valid seed inputs and the saved corpus in
 ``fuzz/corpus/<target>/`` (inputs that found new coverage are added there). A crash is saved to
-``fuzz/regressions/<target>/crash-<sha1>``; ``tests/security/test_fuzz.py`` replays every file
-there, so each crash becomes a regression test once it is committed. Exit status: 0 clean,
+``fuzz/regressions/<target>/crash-<sha1>``; ``tests/unit/security/test_fuzz.py`` replays every
+file there, so each crash becomes a regression test once it is committed. Exit status: 0 clean,
 1 a crash was found, 2 atheris is not installed (``pip install atheris``).
 """
 

@@ -11,7 +11,8 @@ membership and ledger decoders rather than stopping at the AEAD tag). A target m
 the errors that code promises for bad input (``ALLOWED``); any other exception, or a broken
 invariant (AssertionError), is a crash. Pure: no sockets, no files, no clock.
 
-Used by ``fuzz/run.py`` (atheris, coverage-guided) and ``tests/security/test_fuzz.py``.
+Used by ``fuzz/run.py`` (atheris, coverage-guided), ``tests/unit/security/test_fuzz.py``
+(Hypothesis, regressions) and ``tests/real/security/test_fuzz.py`` (atheris in a subprocess).
 """
 
 from __future__ import annotations

@@ -25,12 +25,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
 import httpx
 import platformdirs
 
+from peerfarm.control import (
+    Action,
+    ActionAnswer,
+    DashboardLink,
+    EncodeAnswer,
+    FetchAnswer,
+    LoginLink,
+    LogsView,
+    PeersView,
+    StatusView,
+    SubmitAnswer,
+    SubmitBody,
+)
 from peerfarm.errors import ControlError, PeerfarmError, UsageError
 from peerfarm.gossip.crypto import decode_key, load_key_file, load_or_create_key_file
 
@@ -66,11 +79,6 @@ def up_command(data_dir: Path) -> str:
     return f"peerfarm up --data-dir {shlex.quote(str(data_dir))}"
 
 
-def new_token() -> str:
-    """A fresh control token (256 bits, url-safe)."""
-    return secrets.token_urlsafe(32)
-
-
 @dataclass(frozen=True, slots=True)
 class ControlInfo:
     """The contents of ``control.json``: where the daemon listens and how to prove who we are."""
@@ -99,18 +107,6 @@ def write_control_file(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     return path
-
-
-def remove_control_file(data_dir: Path, token: str) -> None:
-    """Remove ``control.json`` if it is still ours (a newer daemon's file is left alone)."""
-    path = data_dir / CONTROL_FILE
-    try:
-        current = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if isinstance(current, dict) and current.get("token") == token:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
 
 def pid_alive(pid: int) -> bool:
@@ -314,55 +310,44 @@ class FarmClient:
         except ValueError:
             raise DaemonError(f"the daemon at {self.url} sent something that is not JSON") from None
 
-    # --- the verbs ---------------------------------------------------------------------------
+    # --- the verbs: the daemon's answers, typed as peerfarm.control says they are ----------
 
-    def status(self, job: str | None = None) -> dict[str, Any]:
+    def status(self, job: str | None = None) -> StatusView:
         params = {"job": job} if job is not None else None
-        result: dict[str, Any] = self.json("GET", "/api/status", params=params)
-        return result
+        return cast(StatusView, self.json("GET", "/api/status", params=params))
 
-    def peers(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.json("GET", "/api/peers")
-        return result
+    def peers(self) -> PeersView:
+        return cast(PeersView, self.json("GET", "/api/peers"))
 
-    def submit(self, fields: Mapping[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self.json(
-            "POST", "/api/jobs", json_body=fields, timeout=LONG_TIMEOUT_S
-        )
-        return result
+    def submit(self, fields: SubmitBody) -> SubmitAnswer:
+        answer = self.json("POST", "/api/jobs", json_body=fields, timeout=LONG_TIMEOUT_S)
+        return cast(SubmitAnswer, answer)
 
-    def act(self, job: str, action: str, frames: str | None = None) -> dict[str, Any]:
+    def act(self, job: str, action: Action, frames: str | None = None) -> ActionAnswer:
         body = {"frames": frames} if frames is not None else {}
-        result: dict[str, Any] = self.json("POST", f"/api/jobs/{_q(job)}/{action}", json_body=body)
-        return result
+        answer = self.json("POST", f"/api/jobs/{_q(job)}/{action}", json_body=body)
+        return cast(ActionAnswer, answer)
 
-    def logs(self, job: str, frame: int) -> dict[str, Any]:
-        result: dict[str, Any] = self.json("GET", f"/api/jobs/{_q(job)}/frames/{frame}/log")
-        return result
+    def logs(self, job: str, frame: int) -> LogsView:
+        return cast(LogsView, self.json("GET", f"/api/jobs/{_q(job)}/frames/{frame}/log"))
 
-    def fetch(self, job: str, dest: Path) -> dict[str, Any]:
-        result: dict[str, Any] = self.json(
-            "POST",
-            f"/api/jobs/{_q(job)}/fetch",
-            json_body={"dest": str(dest)},
-            timeout=LONG_TIMEOUT_S,
-        )
-        return result
+    def fetch(self, job: str, dest: Path) -> FetchAnswer:
+        path = f"/api/jobs/{_q(job)}/fetch"
+        answer = self.json("POST", path, json_body={"dest": str(dest)}, timeout=LONG_TIMEOUT_S)
+        return cast(FetchAnswer, answer)
 
-    def login_link(self) -> dict[str, Any]:
-        """A one-time dashboard login link: ``{"url", "expires_in"}``."""
-        result: dict[str, Any] = self.json("POST", "/api/login-link")
+    def login_link(self) -> DashboardLink:
+        """A one-time dashboard login link a browser on this machine can open."""
+        link = cast(LoginLink, self.json("POST", "/api/login-link"))
         base = dashboard_url(self.web or self.url)
-        return {"url": f"{base}{result['path']}", "expires_in": result["expires_in"]}
+        return {"url": f"{base}{link['path']}", "expires_in": link["expires_in"]}
 
-    def encode(self, job: str, out: Path, fps: float | None = None) -> dict[str, Any]:
+    def encode(self, job: str, out: Path, fps: float | None = None) -> EncodeAnswer:
         body: dict[str, Any] = {"out": str(out)}
         if fps is not None:
             body["fps"] = fps
-        result: dict[str, Any] = self.json(
-            "POST", f"/api/jobs/{_q(job)}/encode", json_body=body, timeout=LONG_TIMEOUT_S
-        )
-        return result
+        path = f"/api/jobs/{_q(job)}/encode"
+        return cast(EncodeAnswer, self.json("POST", path, json_body=body, timeout=LONG_TIMEOUT_S))
 
 
 def _q(ref: str) -> str:

@@ -1,40 +1,176 @@
 """The contract between a running daemon and its interfaces (control API, dashboard, CLI).
 
-The daemon (:class:`peerfarm.node.Node`) implements :class:`FarmControl`; the HTTP app in
-``peerfarm.api`` exposes it as JSON; the CLI talks to that API over HTTP only (it never reaches
-into gossip internals). Every JSON shape that scripts rely on is documented here and in the
-README; keys may be added, never renamed or removed.
+This module owns every shape that crosses that line, as types: the facade
+(:class:`peerfarm.farm.Farm`) returns them, the HTTP app (``peerfarm.api``) sends them as JSON,
+the client (:class:`peerfarm.client.FarmClient`) hands them back typed, and the CLI reads them,
+so mypy catches a key one side reads and the other never writes. Rules:
 
-``status()`` returns::
+- Answers are ``TypedDict``: plain dicts at run time (JSON as it is), checked keys for mypy.
+  ``NotRequired`` marks a key that only some answers carry (``warning``, ``frames``...).
+- JSON keys are only ever added, never renamed or removed: scripts read them (the README's
+  "JSON shapes" section lists the ones scripts rely on).
+- The CLI talks to the daemon over HTTP only and never reaches into gossip internals.
 
-    {"node": {"id", "name", "address", "farm", "version", "protocol", "digest"},
-     "peers": [{"id", "name", "address", "state", "slots", "busy", "renderers", "host", "os",
-                "python", "peerfarm", "protocol", "tags", "rendering"}],
-     "jobs": [{"id", "name", "state", "priority", "frames_total", "frames_done",
-               "frames_failed", "frames_rendering", "frames_pending", "frames_delivered",
-               "submitted_by", "submitted_at", "output", "renderer", "scene", "chunk",
-               "eta_seconds", "seconds_rendered", "banned", "waiting", "blocked"}],
-     "archived": [{"id", "name", "state", "frames", "done", "failed"}]}
-
-peer ``state``: alive | suspect | dead | left; job ``state``: active | paused | cancelled | done
-| failed. A peer's ``renderers`` is ``{name: version}``, where Blender's version may be a list of
-every installed version, ascending. A job's ``waiting`` is ``{peer name: reason}`` for each
-alive peer that does not take it now (active jobs with pending frames; else ``{}``) and
-``blocked`` one line when no alive peer can ever take it (else None); both come from
-:mod:`peerfarm.scheduler.eligibility`.
-
-``status(job)`` has the same keys with only that job in ``jobs`` and adds ``"frames": [{"frame",
-"state", "peer", "attempts", "seconds", "delivered", "outputs", "error"}]`` where frame ``state``
-is pending | rendering | done | failed and ``peer`` is the peer's name.
+States: a peer is alive | suspect | dead | left (or ``incompatible: ...`` in ``peers``); a job
+is active | paused | cancelled | done | failed; a frame is pending | rendering | done | failed.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: TypedDict needs real annotations at run time to
+# know which keys are ``NotRequired`` (``__required_keys__``, ``__optional_keys__``).
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
+
+#: Every renderer a job may name (the plugins live in :mod:`peerfarm.renderers`).
+RENDERERS = ("blender", "povray", "command")
 
 Action = Literal["cancel", "pause", "resume", "retry"]
+ACTIONS: tuple[Action, ...] = ("cancel", "pause", "resume", "retry")
+
+# --- status ----------------------------------------------------------------------------------
+
+
+class NodeInfo(TypedDict):
+    """The peer that answered."""
+
+    id: str
+    name: str
+    address: str  # "host:port" of its gossip transport
+    farm: str  # the farm id (a hash of the farm key; never the key)
+    version: str  # peerfarm's version
+    protocol: int  # the wire protocol version of this build
+    digest: str  # a hash of the whole ledger: equal on every peer once gossip converged
+
+
+class RenderingItem(TypedDict):
+    """One frame a peer is rendering now (from the ledger's live claims)."""
+
+    job: str
+    name: str  # the job's name
+    frame: int
+
+
+class PeerView(TypedDict):
+    id: str
+    name: str
+    address: str
+    state: str  # alive | suspect | dead | left | "incompatible: ..." (``peers`` only)
+    slots: int
+    busy: int
+    #: renderer -> version; Blender with several installations: every version, ascending
+    renderers: dict[str, str | list[str]]
+    host: str
+    os: str
+    python: str
+    peerfarm: str
+    protocol: int
+    tags: list[str]
+    allow_command: bool
+    rendering: list[RenderingItem]
+
+
+class JobView(TypedDict):
+    id: str
+    name: str
+    state: str  # active | paused | cancelled | done | failed
+    priority: int
+    frames_total: int
+    frames_done: int
+    frames_failed: int
+    frames_rendering: int
+    frames_pending: int
+    frames_delivered: int
+    submitted_by: str  # the submitting peer's name
+    submitted_by_id: str
+    submitted_at: float  # seconds since the epoch
+    output: str  # the submitter's output folder
+    renderer: str
+    scene: str  # the scene's file name
+    chunk: int
+    eta_seconds: float | None
+    seconds_rendered: float
+    banned: dict[str, str]  # peer id -> why it stopped taking the job
+    #: alive peer name -> why it does not take the job now (active jobs with pending frames)
+    waiting: dict[str, str]
+    #: one line when no alive peer can ever take it as the farm stands, else None
+    blocked: str | None
+
+
+class ArchivedView(TypedDict):
+    """A finished job whose records were dropped: its tombstone's summary."""
+
+    id: str
+    name: str
+    state: str
+    frames: int
+    done: int
+    failed: int
+    submitted_by: str
+    output: str
+
+
+class OutputView(TypedDict):
+    name: str
+    sha256: str
+    size: int
+
+
+class FrameView(TypedDict):
+    frame: int
+    state: str  # pending | rendering | done | failed
+    peer: str | None  # the name of the peer that holds (or held) it
+    attempts: int
+    seconds: float | None  # render seconds of a done frame
+    delivered: bool  # the submitter holds its outputs
+    outputs: list[OutputView]
+    error: str | None
+    failures: int  # failed attempts so far, every epoch
+
+
+class StatusView(TypedDict):
+    """``status()``; ``status(job)`` has only that job in ``jobs`` and adds ``frames``."""
+
+    node: NodeInfo
+    peers: list[PeerView]
+    jobs: list[JobView]
+    archived: list[ArchivedView]
+    frames: NotRequired[list[FrameView]]
+
+
+class PeersView(TypedDict):
+    """``peers()``: every member, and refused peers of another protocol version."""
+
+    peers: list[PeerView]
+
+
+# --- one frame's log -------------------------------------------------------------------------
+
+
+class AttemptView(TypedDict):
+    """One failed attempt at a frame."""
+
+    epoch: int
+    attempt: int
+    peer: str
+    error: str
+    log_tail: str
+    seconds: float
+
+
+class LogsView(TypedDict):
+    """``logs(job, frame)``: a pending frame of an active or paused job says why it waits."""
+
+    job: str
+    frame: int
+    state: str
+    peer: str | None
+    attempts: list[AttemptView]
+    progress: str | None  # the renderer's last progress line while it renders here
+    waiting: dict[str, str]
+    blocked: str | None
+
+
+# --- requests and answers --------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,37 +192,118 @@ class SubmitRequest:
     allow_scripts: bool = False  # let Python inside a .blend run (peers must allow it too)
 
 
+class SubmitBody(TypedDict, total=False):
+    """``POST /api/jobs``: a :class:`SubmitRequest` as JSON (paths absolute, as text).
+
+    ``overwrite`` lets deliveries replace files the job did not write (it becomes an option)."""
+
+    scene: str
+    frames: str
+    renderer: str
+    chunk: int
+    priority: int
+    name: str
+    output: str
+    cwd: str
+    options: dict[str, Any]
+    encode: str
+    fps: float
+    retries: int
+    allow_scripts: bool
+    overwrite: bool
+
+
+class SubmitAnswer(TypedDict):
+    job: str  # the new job's id
+    name: str
+    frames: int  # how many frames the job has
+    renderer: str
+    output: str
+    capable_peers: int  # alive peers that could render it now
+    warning: NotRequired[str]  # one line when no alive peer can render the job
+
+
+class ActionAnswer(TypedDict):
+    job: str
+    action: str  # cancel | pause | resume | retry
+    state: str  # the job's state after the action
+    changed: int  # ledger entries written (frames, and bans lifted by a retry)
+    frames: NotRequired[int]  # retry only: how many frames were queued again
+
+
+class FetchAnswer(TypedDict):
+    job: str
+    dest: str  # the folder the files were copied into
+    files: int
+
+
+class EncodeAnswer(TypedDict):
+    job: str
+    video: str  # the video's absolute path
+    frames: int  # frames in the video
+    fps: float
+
+
+class SessionView(TypedDict):
+    """``GET /api/session``: what this browser may do here (the dashboard asks first)."""
+
+    loopback: bool  # the request came over loopback
+    logged_in: bool  # its session cookie is valid
+    login: bool  # password logins are possible on this peer
+    actions: bool  # its action key is valid
+
+
+class LoginAnswer(TypedDict):
+    """``POST /api/login`` (``key``: the session's action key) and ``/api/logout``."""
+
+    logged_in: bool
+    key: NotRequired[str]
+
+
+class LoginLink(TypedDict):
+    """``POST /api/login-link``: a one-time dashboard login code."""
+
+    code: str
+    path: str  # "/?login=CODE"
+    expires_in: float  # seconds
+
+
+class DashboardLink(TypedDict):
+    """``peerfarm dashboard --json``: a one-time login link a browser can open."""
+
+    url: str
+    expires_in: float  # seconds
+
+
+#: ``metrics()``: counters and gauges by name, shaped for :mod:`peerfarm.metrics` (a number,
+#: ``{"label", "values"}`` for one label, or ``{"info": {key: text}}``).
+MetricsView = dict[str, Any]
+
+
 class FarmControl(Protocol):
     """What a daemon offers its interfaces. Errors a user can fix raise ``UsageError``."""
 
-    def status(self, job: str | None = None) -> dict[str, Any]: ...
+    def status(self, job: str | None = None) -> StatusView: ...
 
-    def peers(self) -> dict[str, Any]: ...
+    def peers(self) -> PeersView: ...
 
     def resolve_job(self, ref: str) -> str:
         """A job id, unique id prefix or job name -> the job id (UsageError if none/ambiguous)."""
         ...
 
-    async def submit(self, request: SubmitRequest) -> dict[str, Any]:
-        """Returns at least ``{"job": id, "name": name, "frames": n, "output": dir}``, and
-        ``"warning"`` (one line) when no alive peer can render the job."""
-        ...
+    async def submit(self, request: SubmitRequest) -> SubmitAnswer: ...
 
-    async def act(self, job: str, action: Action, frames: str | None = None) -> dict[str, Any]:
+    async def act(self, job: str, action: Action, frames: str | None = None) -> ActionAnswer:
         """cancel | pause | resume | retry (frames: failed ones by default, or the given range)."""
         ...
 
-    def logs(self, job: str, frame: int) -> dict[str, Any]:
-        """``{"job", "frame", "state", "peer", "attempts": [{"attempt", "peer", "error",
-        "log_tail", "seconds"}], "progress": str | None, "waiting": {peer: reason},
-        "blocked": str | None}`` (why a pending frame of an active or paused job waits)."""
-        ...
+    def logs(self, job: str, frame: int) -> LogsView: ...
 
-    async def fetch(self, job: str, dest: Path) -> dict[str, Any]:
+    async def fetch(self, job: str, dest: Path) -> FetchAnswer:
         """Copy every done frame's outputs into ``dest`` (fetching from peers as needed)."""
         ...
 
-    async def encode(self, job: str, out: Path, fps: float | None = None) -> dict[str, Any]: ...
+    async def encode(self, job: str, out: Path, fps: float | None = None) -> EncodeAnswer: ...
 
     async def thumbnail(self, job: str, frame: int) -> bytes | None:
         """A small PNG of a done frame's first image output, or None."""
@@ -101,6 +318,6 @@ class FarmControl(Protocol):
         the current generation. Drives server-sent events."""
         ...
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> MetricsView:
         """Counters for /metrics: frames rendered/failed/duplicated, gossip, leases, bytes."""
         ...

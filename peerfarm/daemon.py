@@ -29,19 +29,26 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ifaddr
 import trio
 
 from . import PROTOCOL_VERSION, __version__
+from .api.access import Sessions
+from .api.app import create_app
+from .api.server import serve_http
+from .client import dashboard_url, write_control_file
 from .errors import PeerfarmError, UsageError
+from .farm import Farm
 from .files.store import ContentStore
 from .gossip.config import GossipConfig
 from .gossip.crypto import Keyring, decode_key, load_key_file, load_or_create_key_file
+from .gossip.discovery import Discovery, DiscoveryUnavailable, PeerFound
 from .gossip.membership import MemberState
 from .gossip.net import open_transport
 from .ledger.store import LedgerStore
 from .peer import Node, NodeParts
 from .plaintext import PlainFormatter
-from .renderers import available_renderers, groups
+from .renderers import BlenderRenderer, available_renderers, groups
 from .renderers.base import Renderer
 
 log = logging.getLogger("peerfarm")
@@ -136,8 +143,6 @@ def advertise_host(options: NodeOptions) -> str:
     for interface in options.interfaces:
         if interface not in ("0.0.0.0", ""):
             return interface
-    import ifaddr
-
     for adapter in ifaddr.get_adapters():
         for ip in adapter.ips:
             if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
@@ -159,8 +164,6 @@ async def detect_renderers(
     Blender with several installations the list of every version, ascending."""
     renderers = available_renderers()
     if options.blender and "blender" in renderers:
-        from .renderers.blender import BlenderRenderer
-
         renderers["blender"] = BlenderRenderer(executables=options.blender)
     found: dict[str, Renderer] = {}
     versions: dict[str, str | list[str]] = {}
@@ -233,8 +236,6 @@ async def serve(
             settle=STARTUP_SETTLE,
         )
         node = Node(parts)
-        from .farm import Farm
-
         farm = Farm(node, farm_id=keyring.farm_id)
         address = "{}:{}".format(*transport.local_address)
         log.info(
@@ -275,8 +276,6 @@ async def serve(
 
 
 async def _discovery(node: Node, farm_id: str, options: NodeOptions) -> None:
-    from .gossip.discovery import Discovery, DiscoveryUnavailable, PeerFound
-
     discovery = Discovery(
         node_id=node.node_id,
         farm_id=farm_id,
@@ -307,23 +306,15 @@ async def _discovery(node: Node, farm_id: str, options: NodeOptions) -> None:
 
 
 async def _start_api(
-    nursery: trio.Nursery, farm: object, keyring: Keyring, options: NodeOptions
+    nursery: trio.Nursery, farm: Farm, keyring: Keyring, options: NodeOptions
 ) -> None:
-    try:
-        from .api.access import Sessions
-        from .api.app import create_app
-        from .api.server import serve_http
-        from .client import dashboard_url, write_control_file
-    except ImportError as exc:
-        log.warning("control API unavailable: %s", exc)
-        return
     token = secrets.token_urlsafe(32)
     shutdown = trio.Event()
     upload_dir = options.data_dir / "uploads"
     upload_dir.mkdir(exist_ok=True)
     sessions = Sessions()
     app = create_app(
-        farm,  # type: ignore[arg-type]
+        farm,
         token=token,
         login_password=keyring.web_password,
         public=options.web_public,

@@ -1,6 +1,6 @@
 """The daemon's control facade: what the API, the dashboard and the CLI may ask of a peer.
 
-Implements :class:`peerfarm.control.FarmControl` on top of a :class:`peerfarm.node.Node`:
+Implements :class:`peerfarm.control.FarmControl` on top of a :class:`peerfarm.peer.Node`:
 submitting (scene checks, asset packing, content-addressing), job actions, status views, logs,
 fetching outputs, thumbnails and video. User mistakes raise ``UsageError`` with one clear line.
 """
@@ -17,20 +17,38 @@ from typing import Any
 import trio
 
 from . import PROTOCOL_VERSION, __version__
-from .control import Action, SubmitRequest
+from .control import (
+    RENDERERS,
+    Action,
+    ActionAnswer,
+    EncodeAnswer,
+    FetchAnswer,
+    LogsView,
+    MetricsView,
+    PeersView,
+    StatusView,
+    SubmitAnswer,
+    SubmitRequest,
+)
 from .errors import LedgerError, PeerfarmError, StoreError, UsageError
 from .files.names import folder_name
 from .files.place import place_copy
 from .frames import parse_frames
 from .gossip.membership import MemberState
 from .gossip.transport import versions_text
+from .ledger.keys import FrameChanged, classify
 from .ledger.model import JobState, SceneRef, Status
-from .peer import IncompatiblePeer, Node
+from .media import encode_video, make_thumbnail
+from .peer import Node
 from .peer.node import Operation
+from .renderers import renderer_for_scene
 from .renderers.options import validate as validate_options
+from .renderers.scenes import inspect_blend, pack_blend
 from .status import (
+    archived_view,
     busy_by_peer,
     frames_view,
+    incompatible_view,
     job_view,
     logs_view,
     names_by_id,
@@ -39,8 +57,6 @@ from .status import (
 )
 
 log = logging.getLogger("peerfarm")
-
-RENDERERS = ("blender", "povray", "command")
 
 
 class Farm:
@@ -65,7 +81,7 @@ class Farm:
     # ----------------------------------------------------------------------------------
     # views
 
-    def status(self, job: str | None = None) -> dict[str, Any]:
+    def status(self, job: str | None = None) -> StatusView:
         node = self.node
         ledger = node.ledger
         members = node.members()
@@ -76,7 +92,7 @@ class Farm:
         if job is not None:
             specs = [s for s in specs if s.id == self.resolve_job(job)]
         jobs = [job_view(ledger, s, peer_slots=slots, members=members, busy=busy) for s in specs]
-        out: dict[str, Any] = {
+        out: StatusView = {
             "node": {
                 "id": node.node_id,
                 "name": node.name,
@@ -89,23 +105,28 @@ class Farm:
             "peers": peers,
             "jobs": jobs,
             "archived": [
-                {"id": jid, **summary} for jid, summary in sorted(ledger.archived().items())
+                archived_view(jid, summary) for jid, summary in sorted(ledger.archived().items())
             ],
         }
         if job is not None and specs:
             out["frames"] = frames_view(ledger, specs[0], names_by_id(members))
         return out
 
-    def peers(self) -> dict[str, Any]:
+    def peers(self) -> PeersView:
         busy = busy_by_peer(self.node.ledger)
         refused = self.node.incompatible
         views = [peer_view(m, busy) for m in self.node.members() if m.node_id not in refused]
-        return {"peers": views + [_incompatible_view(node_id, p) for node_id, p in refused.items()]}
+        for node_id, peer in refused.items():
+            theirs = peer.peer.protocol if peer.peer.protocol is not None else peer.peer.version
+            views.append(
+                incompatible_view(node_id, peer.peer.name, peer.peer.address, peer.reason, theirs)
+            )
+        return {"peers": views}
 
     def resolve_job(self, ref: str) -> str:
         return self.node.resolve_job(ref)
 
-    def logs(self, job: str, frame: int) -> dict[str, Any]:
+    def logs(self, job: str, frame: int) -> LogsView:
         job = self.resolve_job(job)
         spec = self.node.ledger.job(job)
         assert spec is not None
@@ -116,7 +137,7 @@ class Farm:
         busy = busy_by_peer(ledger)
         return logs_view(ledger, spec, frame, names, progress, members=members, busy=busy)
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> MetricsView:
         """This peer's counters and the farm's per-peer totals, shaped for /metrics: keys
         ending in ``_total`` are counters, ``{"label", "values"}`` maps are labelled (see
         :mod:`peerfarm.metrics`)."""
@@ -194,7 +215,7 @@ class Farm:
     # ----------------------------------------------------------------------------------
     # submit
 
-    async def submit(self, request: SubmitRequest) -> dict[str, Any]:
+    async def submit(self, request: SubmitRequest) -> SubmitAnswer:
         scene = Path(request.scene).expanduser()
         if not scene.exists():
             raise UsageError(f"scene not found: {scene}")
@@ -205,14 +226,14 @@ class Farm:
             except OSError as exc:
                 raise UsageError(f"cannot read the scene {scene}: {exc.strerror}") from None
         frames = parse_frames(request.frames)
-        renderer = request.renderer or _renderer_for(scene)
+        renderer = request.renderer or renderer_for_scene(scene)
         if renderer not in RENDERERS:
             raise UsageError(f"unknown renderer {renderer!r}: choose one of {', '.join(RENDERERS)}")
         if request.chunk < 1:
             raise UsageError("--chunk must be at least 1")
         name = (request.name or scene.stem or "job")[:200]
         cwd = request.cwd or Path.cwd()
-        output = request.output or (cwd / "peerfarm-out" / _safe_folder(name))
+        output = request.output or (cwd / "peerfarm-out" / folder_name(name))
         output = output if output.is_absolute() else cwd / output
         options = validate_options(renderer, request.options)
         if request.allow_scripts:
@@ -266,7 +287,7 @@ class Farm:
         output: Path,
         scene_ref: SceneRef,
         asset_refs: list[SceneRef],
-    ) -> dict[str, Any]:
+    ) -> SubmitAnswer:
         ledger = self.node.ledger
         try:
             spec = ledger.new_job(
@@ -293,7 +314,7 @@ class Farm:
         log.info(
             "job submitted: %s (%s), %d frames, %s", spec.name, spec.id[:8], len(frames), renderer
         )
-        answer = {
+        answer: SubmitAnswer = {
             "job": spec.id,
             "name": spec.name,
             "frames": len(frames),
@@ -310,7 +331,7 @@ class Farm:
     # ----------------------------------------------------------------------------------
     # actions
 
-    async def act(self, job: str, action: Action, frames: str | None = None) -> dict[str, Any]:
+    async def act(self, job: str, action: Action, frames: str | None = None) -> ActionAnswer:
         job = self.resolve_job(job)
         ledger = self.node.ledger
         chosen = parse_frames(frames) if action == "retry" and frames else None
@@ -328,14 +349,17 @@ class Farm:
             raise UsageError(str(exc)) from None
         spec = ledger.job(job)
         log.info("job %s: %s", action, spec.name if spec else job)
-        return {
+        answer: ActionAnswer = {
             "job": job,
             "action": action,
             "state": ledger.job_state(job).value,
             "changed": len(deltas),
         }
+        if action == "retry":  # the frames queued again (a retry also lifts bans)
+            answer["frames"] = sum(isinstance(classify(d), FrameChanged) for d in deltas)
+        return answer
 
-    async def fetch(self, job: str, dest: Path) -> dict[str, Any]:
+    async def fetch(self, job: str, dest: Path) -> FetchAnswer:
         job = self.resolve_job(job)
         spec = self.node.ledger.job(job)
         assert spec is not None
@@ -360,8 +384,6 @@ class Farm:
         return await self.node.blobs.ensure(output.digest.hex(), prefer=record.node)
 
     async def thumbnail(self, job: str, frame: int) -> bytes | None:
-        from .media import make_thumbnail
-
         path = await self.output_file(job, frame)
         if path is None:
             return None
@@ -375,9 +397,7 @@ class Farm:
                 return None
         return out.read_bytes()
 
-    async def encode(self, job: str, out: Path, fps: float | None = None) -> dict[str, Any]:
-        from .media import encode_video
-
+    async def encode(self, job: str, out: Path, fps: float | None = None) -> EncodeAnswer:
         job = self.resolve_job(job)
         spec = self.node.ledger.job(job)
         assert spec is not None
@@ -431,38 +451,6 @@ def _labels(label: str, values: dict[str, float] | dict[str, int]) -> dict[str, 
     return {"label": label, "values": dict(values)}
 
 
-def _incompatible_view(node_id: str, refused: IncompatiblePeer) -> dict[str, Any]:
-    """A refused peer in the shape of ``peer_view``: its state says why it is refused."""
-    peer = refused.peer
-    return {
-        "id": node_id,
-        "name": peer.name or node_id[:8],
-        "address": "{}:{}".format(*peer.address) if peer.address else "",
-        "state": refused.reason,
-        "slots": 0,
-        "busy": 0,
-        "renderers": {},
-        "host": "",
-        "os": "",
-        "python": "",
-        "peerfarm": "",
-        "protocol": peer.protocol if peer.protocol is not None else peer.version,
-        "tags": [],
-        "allow_command": False,
-        "rendering": [],
-    }
-
-
-def _renderer_for(scene: Path) -> str:
-    from .renderers import renderer_for_scene
-
-    return renderer_for_scene(scene)
-
-
-def _safe_folder(name: str) -> str:
-    return folder_name(name)
-
-
 def _prepare_scene(
     scene: Path, renderer: str, tmp: Path
 ) -> tuple[Path, list[tuple[str, Path]], dict[str, Any]]:
@@ -476,8 +464,6 @@ def _prepare_scene(
                     zf.write(path, path.relative_to(scene).as_posix())
         return archive, [], extra
     if renderer == "blender" and scene.suffix.lower() == ".blend":
-        from .renderers.scenes import inspect_blend, pack_blend
-
         info = inspect_blend(scene)
         extra["blend_version"] = f"{info.version[0]}.{info.version[1]}"
         packed = pack_blend(scene, tmp / "packed")

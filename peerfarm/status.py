@@ -1,6 +1,6 @@
 """The farm as people and scripts see it: pure views over a ledger and a member table.
 
-Builds the JSON documented in :mod:`peerfarm.control` (``status``, ``status JOB``, ``peers``,
+Builds the views typed in :mod:`peerfarm.control` (``status``, ``status JOB``, ``peers``,
 ``logs``). No I/O: the node passes in what it knows, including its monotonic ``now``. Why a job
 waits (``waiting``, ``blocked``) comes from :mod:`peerfarm.scheduler.eligibility`, the rules
 the scheduler itself follows.
@@ -11,6 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .control import (
+    ArchivedView,
+    AttemptView,
+    FrameView,
+    JobView,
+    LogsView,
+    OutputView,
+    PeerView,
+    RenderingItem,
+)
 from .gossip.membership import Member, MemberState
 from .ledger import Ledger
 from .ledger.hlc import to_seconds
@@ -33,7 +43,7 @@ FRAME_STATES = {
 }
 
 
-def peer_view(member: Member, busy: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def peer_view(member: Member, busy: Mapping[str, list[RenderingItem]]) -> PeerView:
     meta = member.meta
     rendering = busy.get(member.node_id, [])
     return {
@@ -44,10 +54,10 @@ def peer_view(member: Member, busy: Mapping[str, list[dict[str, Any]]]) -> dict[
         "slots": int(meta.get("slots", 1)),
         "busy": len(rendering),
         "renderers": dict(meta.get("renderers", {})),
-        "host": meta.get("host", ""),
-        "os": meta.get("os", ""),
-        "python": meta.get("py", ""),
-        "peerfarm": meta.get("pf", ""),
+        "host": str(meta.get("host", "")),
+        "os": str(meta.get("os", "")),
+        "python": str(meta.get("py", "")),
+        "peerfarm": str(meta.get("pf", "")),
         "protocol": member.protocol,
         "tags": list(meta.get("tags", [])),
         "allow_command": bool(meta.get("cmd", False)),
@@ -55,15 +65,45 @@ def peer_view(member: Member, busy: Mapping[str, list[dict[str, Any]]]) -> dict[
     }
 
 
-def busy_by_peer(ledger: Ledger) -> dict[str, list[dict[str, Any]]]:
+def incompatible_view(
+    node_id: str, name: str | None, address: tuple[str, int] | None, reason: str, protocol: int
+) -> PeerView:
+    """A peer refused for its protocol version, in the shape of ``peer_view``: its state says
+    why (``incompatible: speaks protocol 2, this peer 1``)."""
+    return {
+        "id": node_id,
+        "name": name or node_id[:8],
+        "address": f"{address[0]}:{address[1]}" if address else "",
+        "state": reason,
+        "slots": 0,
+        "busy": 0,
+        "renderers": {},
+        "host": "",
+        "os": "",
+        "python": "",
+        "peerfarm": "",
+        "protocol": protocol,
+        "tags": [],
+        "allow_command": False,
+        "rendering": [],
+    }
+
+
+def archived_view(job: str, summary: Mapping[str, Any]) -> ArchivedView:
+    """A tombstone's summary (written by ``Ledger.archive``) with its job id."""
+    # The summary's keys are whatever the archiving peer's version wrote: passed on as they are.
+    return {"id": job, **summary}  # type: ignore[typeddict-item]
+
+
+def busy_by_peer(ledger: Ledger) -> dict[str, list[RenderingItem]]:
     """What every peer is rendering, from the ledger's live claims."""
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, list[RenderingItem]] = {}
     for spec in ledger.jobs():
         if ledger.job_state(spec.id).value != "active":
             continue  # a cancelled job's leftover claims are not work anyone is doing
         for frame, record in ledger.claimed_frames(spec.id):
             out.setdefault(record.node, []).append(
-                {"job": spec.id, "name": spec.name, "frame": frame}
+                RenderingItem(job=spec.id, name=spec.name, frame=frame)
             )
     return out
 
@@ -85,7 +125,7 @@ def waiting_view(
     ledger: Ledger,
     spec: JobSpec,
     members: Sequence[Member],
-    busy: Mapping[str, list[dict[str, Any]]],
+    busy: Mapping[str, list[RenderingItem]],
     *,
     paused: bool = False,
 ) -> tuple[dict[str, str], str | None]:
@@ -93,7 +133,7 @@ def waiting_view(
     and one line when no alive peer ever can as the farm stands (else None)."""
     banned = ledger.banned(spec.id)
     labels = _labels(members)
-    jobs_of = {node: [str(item["job"]) for item in items] for node, items in busy.items()}
+    jobs_of = {node: [item["job"] for item in items] for node, items in busy.items()}
     reasons = eligibility.waiting_reasons(spec, members, banned=banned, paused=paused, busy=jobs_of)
     blocked = eligibility.no_peer_summary(spec, members, banned=banned, names=labels)
     named = sorted((labels[node], reason) for node, reason in reasons.items())
@@ -105,10 +145,9 @@ def job_view(
     spec: JobSpec,
     *,
     peer_slots: int,
-    render_rate: float | None = None,
     members: Sequence[Member] = (),
-    busy: Mapping[str, list[dict[str, Any]]] | None = None,
-) -> dict[str, Any]:
+    busy: Mapping[str, list[RenderingItem]] | None = None,
+) -> JobView:
     """One job's summary. ``waiting``/``blocked`` (see ``waiting_view``) are filled for an
     active job with pending frames when ``members`` are given; else ``{}`` and None."""
     counts = ledger.counts(spec.id)
@@ -157,8 +196,8 @@ def job_view(
     }
 
 
-def frames_view(ledger: Ledger, spec: JobSpec, names: Mapping[str, str]) -> list[dict[str, Any]]:
-    out = []
+def frames_view(ledger: Ledger, spec: JobSpec, names: Mapping[str, str]) -> list[FrameView]:
+    out: list[FrameView] = []
     records = ledger.frame_records(spec.id)
     failures: dict[int, int] = {}
     for key, _attempt in ledger.attempts_of_job(spec.id):
@@ -176,6 +215,7 @@ def frames_view(ledger: Ledger, spec: JobSpec, names: Mapping[str, str]) -> list
                     "delivered": False,
                     "outputs": [],
                     "error": None,
+                    "failures": failures.get(frame, 0),
                 }
             )
             continue
@@ -188,7 +228,7 @@ def frames_view(ledger: Ledger, spec: JobSpec, names: Mapping[str, str]) -> list
                 "seconds": record.seconds if record.status == Status.DONE else None,
                 "delivered": ledger.delivered(spec.id, frame),
                 "outputs": [
-                    {"name": o.name, "sha256": o.digest.hex(), "size": o.size}
+                    OutputView(name=o.name, sha256=o.digest.hex(), size=o.size)
                     for o in record.outputs
                 ],
                 "error": record.error or None,
@@ -206,19 +246,19 @@ def logs_view(
     progress: str | None,
     *,
     members: Sequence[Member] = (),
-    busy: Mapping[str, list[dict[str, Any]]] | None = None,
-) -> dict[str, Any]:
+    busy: Mapping[str, list[RenderingItem]] | None = None,
+) -> LogsView:
     """A frame's log; a pending frame of an active or paused job also says why it waits."""
     record = ledger.frame(spec.id, frame)
     attempts = [
-        {
-            "epoch": key[3],
-            "attempt": key[4],
-            "peer": names.get(key[5], key[5][:8]),
-            "error": a.error,
-            "log_tail": a.log_tail,
-            "seconds": a.seconds,
-        }
+        AttemptView(
+            epoch=key[3],
+            attempt=key[4],
+            peer=names.get(key[5], key[5][:8]),
+            error=a.error,
+            log_tail=a.log_tail,
+            seconds=a.seconds,
+        )
         for key, a in ledger.attempts(spec.id, frame)
     ]
     state = ledger.job_state(spec.id)

@@ -1,11 +1,28 @@
-"""Shared test configuration: Hypothesis profiles and helpers used across layers."""
+"""The suite's layers, one directory each, marked by where a test lives; Hypothesis profiles.
+
+=========  ===============  ==========================================================
+marker     directory        what runs there
+=========  ===============  ==========================================================
+unit       tests/unit       pure modules and Hypothesis properties: no sockets, no
+                            processes, no clock but the one a test passes in
+sim        tests/sim        SimFarm, the in-memory network and membership simulations
+                            under virtual time; the API and the CLI over a simulated peer
+real       tests/real       real daemons, sockets, renderers and subprocesses on loopback
+cluster    tests/cluster    real daemons in network namespaces (root); also ``real``
+web        tests/web        the dashboard in headless Chromium; also ``real``
+=========  ===============  ==========================================================
+
+``pytest -m "not real"`` runs unit and sim only. Every test file lives in one of these
+directories (collection stops with a clear error otherwise); each layer's fixtures are in its
+own conftest.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
-import trio.testing
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -16,12 +33,26 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+TESTS = Path(__file__).resolve().parent
+#: Directory -> the markers its tests get.
+LAYERS = {
+    "unit": ("unit",),
+    "sim": ("sim",),
+    "real": ("real",),
+    "cluster": ("cluster", "real"),
+    "web": ("web", "real"),
+}
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    """Virtual time that jumps ahead whenever every task has waited a few real milliseconds.
 
-    Not 0: a node hands file copies to worker threads, and a zero threshold would jump the
-    clock while a thread is busy, as if a 1 ms copy took until the next timer.
-    """
-    return trio.testing.MockClock(autojump_threshold=0.005)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            layer = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue  # not under tests/ (a path given on the command line elsewhere)
+        if layer not in LAYERS:
+            raise pytest.UsageError(
+                f"{item.nodeid}: a test belongs in one of tests/{{{','.join(LAYERS)}}}/"
+            )
+        for marker in LAYERS[layer]:
+            item.add_marker(marker)

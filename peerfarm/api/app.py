@@ -17,9 +17,7 @@ import logging
 import re
 import secrets
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -58,7 +56,7 @@ from peerfarm.api.bodies import (
     text_field,
 )
 from peerfarm.api.streams import done_outputs, event_stream, render_metrics, zip_stream
-from peerfarm.control import Action, FarmControl
+from peerfarm.control import ACTIONS, FarmControl, LoginAnswer, LoginLink, SessionView, StatusView
 from peerfarm.errors import ControlError, PeerfarmError, UsageError
 from peerfarm.frames import parse_frames
 
@@ -66,8 +64,6 @@ log = logging.getLogger(__name__)
 
 #: Where the dashboard's static files live (another module fills it; optional).
 STATIC_DIR = Path(__file__).with_name("static")
-
-_ACTIONS: tuple[Action, ...] = ("cancel", "pause", "resume", "retry")
 
 
 class UnknownJob(UsageError):
@@ -145,14 +141,13 @@ class _Api:
         return HTMLResponse(_PLACEHOLDER, headers=headers)
 
     async def session(self, request: Request) -> Response:
-        return JSONResponse(
-            {
-                "loopback": is_local(request),
-                "logged_in": self.sessions.valid(request.cookies.get(SESSION_COOKIE)),
-                "login": self.login_password is not None,
-                "actions": self.sessions.acting(request.headers.get(KEY_HEADER)),
-            }
+        view = SessionView(
+            loopback=is_local(request),
+            logged_in=self.sessions.valid(request.cookies.get(SESSION_COOKIE)),
+            login=self.login_password is not None,
+            actions=self.sessions.acting(request.headers.get(KEY_HEADER)),
         )
+        return JSONResponse(view)
 
     async def login(self, request: Request) -> Response:
         """A session for a one-time link's ``{"code"}`` or the farm's ``{"password"}``.
@@ -187,7 +182,7 @@ class _Api:
             log.warning("refused a dashboard login from %s: wrong password", source)
             return JSONResponse({"error": "wrong password"}, status_code=401)
         cookie, key = self.sessions.issue()
-        response = JSONResponse({"logged_in": True, "key": key})
+        response = JSONResponse(LoginAnswer(logged_in=True, key=key))
         response.set_cookie(
             SESSION_COOKIE,
             cookie,
@@ -202,17 +197,15 @@ class _Api:
         self.sessions.revoke(
             cookie=request.cookies.get(SESSION_COOKIE), key=request.headers.get(KEY_HEADER)
         )
-        response = JSONResponse({"logged_in": False})
+        response = JSONResponse(LoginAnswer(logged_in=False))
         response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
         return response
 
     async def login_link(self, request: Request) -> Response:
         """A one-time login code for the dashboard (the CLI's ``peerfarm dashboard``)."""
         code = self.sessions.new_link()
-        return JSONResponse(
-            {"code": code, "path": f"/?login={code}", "expires_in": self.sessions.link_max_age},
-            status_code=201,
-        )
+        link = LoginLink(code=code, path=f"/?login={code}", expires_in=self.sessions.link_max_age)
+        return JSONResponse(link, status_code=201)
 
     async def status(self, request: Request) -> Response:
         ref = request.query_params.get("job")
@@ -246,7 +239,7 @@ class _Api:
 
     async def act(self, request: Request) -> Response:
         action = request.path_params["action"]
-        if action not in _ACTIONS:
+        if action not in ACTIONS:
             return JSONResponse({"error": f"unknown action {action!r}"}, status_code=404)
         job = self.job(request)
         body = await read_json(request)
@@ -343,9 +336,8 @@ def _os_reason(exc: OSError) -> str:
     return f"{reason} ({exc.filename})" if exc.filename else reason
 
 
-def _job_name(status: Mapping[str, Any], job: str) -> str:
-    jobs = status.get("jobs") or [{}]
-    name = str(jobs[0].get("name") or job)
+def _job_name(status: StatusView, job: str) -> str:
+    name = status["jobs"][0]["name"] if status["jobs"] else job
     return re.sub(r"[^A-Za-z0-9._-]", "_", name) or job
 
 

@@ -20,7 +20,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from peerfarm.control import SubmitRequest
+from peerfarm.control import SubmitBody, SubmitRequest
 from peerfarm.errors import UsageError
 from peerfarm.frames import parse_frames
 
@@ -100,24 +100,8 @@ def flag(fields: Mapping[str, Any], key: str) -> bool:
     return bool(value)
 
 
-_SUBMIT_FIELDS = frozenset(
-    {
-        "scene",
-        "frames",
-        "renderer",
-        "chunk",
-        "priority",
-        "name",
-        "output",
-        "cwd",
-        "options",
-        "encode",
-        "fps",
-        "retries",
-        "allow_scripts",
-        "overwrite",
-    }
-)
+#: What a submit may carry: the keys of the contract's ``SubmitBody``.
+_SUBMIT_FIELDS = frozenset(SubmitBody.__annotations__)
 
 
 def submit_request(fields: Mapping[str, Any], *, scene: Path | None = None) -> SubmitRequest:

@@ -74,8 +74,3 @@ def _first_os_error(exc: BaseException) -> OSError | None:
             if found is not None:
                 return found
     return None
-
-
-def url_port(url: str) -> int:
-    """The port of a base URL as reported by :func:`serve_http`."""
-    return int(url.rsplit(":", 1)[1].rstrip("/"))

@@ -10,12 +10,12 @@ from __future__ import annotations
 import functools
 import json
 import zipfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import trio
 
-from peerfarm.control import FarmControl
+from peerfarm.control import FarmControl, StatusView
 from peerfarm.files.names import UnsafeName, safe_name
 from peerfarm.metrics import render
 
@@ -90,38 +90,18 @@ class _ZipSink:
         return data
 
 
-def output_count(value: Any) -> int:
-    """How many outputs a frame's ``outputs`` field names (a count or a list)."""
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return value
-    if isinstance(value, list | tuple):
-        return len(value)
-    return 1
-
-
-def _output_name(value: Any, index: int) -> str | None:
-    """The delivered name of output ``index`` when ``outputs`` lists them (``{"name"}``)."""
-    if isinstance(value, list | tuple) and index < len(value):
-        item = value[index]
-        name = item.get("name") if isinstance(item, Mapping) else None
-        if isinstance(name, str):
-            try:
-                return safe_name(name)
-            except UnsafeName:
-                return None
-    return None
-
-
-def done_outputs(status: Mapping[str, Any]) -> Iterator[tuple[int, int, str | None]]:
-    """(frame, output index, delivered name or None) of every output of every done frame in
-    a ``status(job)``."""
+def done_outputs(status: StatusView) -> Iterator[tuple[int, int, str | None]]:
+    """(frame, output index, delivered name or None when it is not a safe file name) of every
+    output of every done frame in a ``status(job)``."""
     for frame in status.get("frames", []):
-        if frame.get("state") == "done":
-            outputs = frame.get("outputs", 1)
-            for index in range(output_count(outputs)):
-                yield int(frame["frame"]), index, _output_name(outputs, index)
+        if frame["state"] != "done":
+            continue
+        for index, output in enumerate(frame["outputs"]):
+            try:
+                name: str | None = safe_name(output["name"])
+            except UnsafeName:
+                name = None
+            yield frame["frame"], index, name
 
 
 async def zip_stream(

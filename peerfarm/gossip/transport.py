@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import msgpack
 import trio
 
-from peerfarm import PROTOCOL_VERSION as BUILD_PROTOCOL_VERSION
+from peerfarm import PROTOCOL_VERSION
 from peerfarm.errors import (
     AuthenticationError,
     DecodeError,
@@ -76,10 +76,11 @@ def protocol_range(build: int, minimum: int, override: str | None = None) -> ran
 
 #: Protocol versions this build accepts on the wire.
 SUPPORTED_VERSIONS = protocol_range(
-    BUILD_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, os.environ.get(TEST_PROTOCOL_ENV)
+    PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, os.environ.get(TEST_PROTOCOL_ENV)
 )
-#: The newest version this process speaks: what its alive messages advertise.
-PROTOCOL_VERSION = SUPPORTED_VERSIONS.stop - 1
+#: The newest version this process speaks, what its alive messages advertise: the build's
+#: :data:`peerfarm.PROTOCOL_VERSION` unless the test hook says otherwise.
+SPOKEN_VERSION = SUPPORTED_VERSIONS.stop - 1
 
 _HEADER = struct.Struct("!2sBB")  # magic, protocol version, kind
 HEADER_LEN = _HEADER.size
@@ -475,7 +476,7 @@ def _hello_aad(header: bytes, sender: Role, client_nonce: bytes) -> bytes:
     return header + _HELLO_LABEL + bytes([sender]) + client_nonce
 
 
-def client_hello(keyring: Keyring, client_nonce: bytes, version: int = PROTOCOL_VERSION) -> bytes:
+def client_hello(keyring: Keyring, client_nonce: bytes, version: int = SPOKEN_VERSION) -> bytes:
     """The client's first frame (length-prefixed): its session nonce and highest version.
 
     The hello's header carries the lowest version we speak, so an older server can read it
@@ -487,7 +488,7 @@ def client_hello(keyring: Keyring, client_nonce: bytes, version: int = PROTOCOL_
 
 
 def server_accept(
-    keyring: Keyring, hello: bytes, server_nonce: bytes, version: int = PROTOCOL_VERSION
+    keyring: Keyring, hello: bytes, server_nonce: bytes, version: int = SPOKEN_VERSION
 ) -> tuple[bytes, StreamSession]:
     """Answer a client hello: (framed reply, session). The session keeps the key the client
     proved, so a peer still on the old key of a rotation is answered in that key."""
@@ -511,7 +512,7 @@ def server_accept(
 
 
 def client_finish(
-    keyring: Keyring, client_nonce: bytes, reply: bytes, version: int = PROTOCOL_VERSION
+    keyring: Keyring, client_nonce: bytes, reply: bytes, version: int = SPOKEN_VERSION
 ) -> StreamSession:
     """Check the server's reply to our hello and return the client's session."""
     agreed, header = _parse_header(reply, Kind.STREAM_FRAME)

@@ -33,7 +33,7 @@ from ..gossip.membership import (
     MemberUpdated,
     UserBroadcast,
 )
-from ..gossip.transport import PROTOCOL_VERSION, Address, ForeignPeer, versions_text
+from ..gossip.transport import SPOKEN_VERSION, Address, ForeignPeer, versions_text
 from ..ledger import codec
 from ..ledger.codec import Delta
 from ..ledger.keys import broadcast_key
@@ -165,7 +165,7 @@ class GossipService:
                 log.debug("peer updated: %s", label)
             if isinstance(event, MemberJoined | MemberAlive):
                 node.incompatible.pop(member.node_id, None)
-                if member.protocol != PROTOCOL_VERSION:
+                if member.protocol != SPOKEN_VERSION:
                     log.info(
                         "peer %s speaks protocol %s, this peer %s: compatible, working together",
                         label,
@@ -221,7 +221,7 @@ class GossipService:
             incarnation,
             node.transport.local_address,
             me.meta if me is not None else node.meta(),
-            PROTOCOL_VERSION,
+            SPOKEN_VERSION,
         )
         return {"t": T_MEMBER_GOSSIP, "f": node.node_id, "i": incarnation, "b": [alive.wire()]}
 

@@ -32,7 +32,7 @@ import trio
 from .. import __version__
 from ..errors import UsageError
 from ..gossip.membership import Member, Membership, MemberState
-from ..gossip.transport import PROTOCOL_VERSION, Address
+from ..gossip.transport import SPOKEN_VERSION, Address
 from ..ledger import Ledger
 from ..ledger.codec import Delta
 from ..ledger.keys import (
@@ -96,7 +96,7 @@ class Node:
             parts.config,
             parts.rng,
             trio.current_time(),
-            protocol=PROTOCOL_VERSION,
+            protocol=SPOKEN_VERSION,
             incarnation=parts.incarnation,
         )
         self.blobs = Blobs(self)

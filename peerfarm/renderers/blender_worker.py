@@ -46,7 +46,7 @@ def _open_protocol_stream() -> TextIO:
 
 def _has_oidn() -> bool:
     try:
-        import _cycles
+        import _cycles  # Cycles' own module: exists only inside Blender (bpy)
     except ImportError:
         return False
     return bool(getattr(_cycles, "with_openimagedenoise", False))

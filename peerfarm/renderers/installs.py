@@ -25,6 +25,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -273,8 +274,6 @@ async def discover(
     ``programs``: also the ``blender`` on PATH, and with ``standard`` the usual locations;
     ``module``: also ``bpy`` for ``python``.
     """
-    import platform
-
     env = os.environ if env is None else env
     candidates: list[tuple[str, str]] = []
     missing: list[str] = []

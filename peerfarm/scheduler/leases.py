@@ -64,10 +64,6 @@ class LeaseTable:
         for key in [k for k in self._seen if k[0] == job]:
             del self._seen[key]
 
-    def age(self, job: str, frame: int, now: float) -> float | None:
-        seen = self._seen.get((job, frame))
-        return None if seen is None else now - seen.since
-
     def expired(
         self, now: float, *, gone: Iterable[str] = (), exclude: str | None = None
     ) -> list[FrameKey]:

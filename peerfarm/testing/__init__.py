@@ -2,6 +2,8 @@
 
 * :mod:`peerfarm.testing.fakes` — a fake renderer, a render log, a deterministic clock;
 * :mod:`peerfarm.testing.sim` — many real nodes in one process on the in-memory network;
+* :mod:`peerfarm.testing.daemons` — real ``peerfarm up`` processes on loopback (imported by
+  name: tests, benchmarks and the demo);
 """
 
 from .fakes import (

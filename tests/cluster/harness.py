@@ -14,14 +14,11 @@ next session's :func:`tests.cluster.netns.sweep` deletes the namespaces.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
-import secrets
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +27,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from peerfarm.testing.daemons import PEERFARM, write_key
 from tests.cluster import netns
 from tests.cluster.netns import ClusterError, Net
 
@@ -43,40 +41,6 @@ READY_TIMEOUT_S = 30.0
 T = TypeVar("T")
 
 LIVE: list[Cluster] = []
-
-
-def cli_available() -> bool:
-    """Whether the real ``peerfarm`` CLI is installed (else the harness's stand-ins are used)."""
-    return importlib.util.find_spec("peerfarm.cli") is not None
-
-
-def daemon_argv() -> list[str]:
-    if cli_available():
-        return [
-            sys.executable,
-            "-c",
-            "import sys; from peerfarm.cli import main; sys.argv[0] = 'peerfarm'; sys.exit(main())",
-            "up",
-        ]
-    return [sys.executable, str(HERE / "launch.py"), "up"]
-
-
-def cli_argv() -> list[str]:
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from peerfarm.cli import main; sys.argv[0] = 'peerfarm'; sys.exit(main())",
-    ]
-
-
-def write_key(path: Path) -> Path:
-    """A fresh farm key file (base64 of 32 random bytes, mode 0600)."""
-    import base64
-
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +135,8 @@ class Host:
 
     def up_argv(self) -> list[str]:
         argv = [
-            *daemon_argv(),
+            *PEERFARM,
+            "up",
             "--data-dir",
             str(self.data_dir),
             "--name",
@@ -439,20 +404,14 @@ class Cluster:
         return result
 
     def cli(self, ref: int | str | Host, *args: str, check: bool = True) -> Any:
-        """Run ``peerfarm ARGS --data-dir D --json`` inside the host's namespace: parsed JSON.
-
-        Before the real CLI is installed, ``status``, ``peers`` and ``submit`` go straight to
-        the control API instead (same JSON).
-        """
+        """Run ``peerfarm ARGS --data-dir D --json`` inside the host's namespace: parsed JSON."""
         host = self.host(ref)
-        if not cli_available():
-            return self._cli_standin(host, list(args))
         argv = [
             "ip",
             "netns",
             "exec",
             host.ns,
-            *cli_argv(),
+            *PEERFARM,
             *args,
             "--data-dir",
             str(host.data_dir),
@@ -477,21 +436,6 @@ class Cluster:
             raise ClusterError(
                 f"`{shlex.join(args)}` on {host.name} printed no JSON: {done.stdout[:300]!r}"
             ) from None
-
-    def _cli_standin(self, host: Host, args: list[str]) -> Any:
-        verb, rest = args[0], args[1:]
-        if verb == "status":
-            return self.status(host, rest[0] if rest else None)
-        if verb == "peers":
-            return self.api(host, "GET", "/api/peers")
-        if verb == "submit":
-            body: dict[str, Any] = {"scene": str(Path(rest[0]).resolve()), "frames": rest[1]}
-            flags = iter(rest[2:])
-            for flag in flags:
-                body[flag.removeprefix("--")] = next(flags)
-            body.setdefault("cwd", str(host.root))
-            return self.api(host, "POST", "/api/jobs", json=body)
-        raise ClusterError(f"no stand-in for `peerfarm {verb}` before the CLI lands")
 
     def submit(self, ref: int | str | Host, scene: Path, frames: str, **options: str) -> str:
         """Submit from a host; the output goes to that host's ``out/<name>``. Returns the id."""

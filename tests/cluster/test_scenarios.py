@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from peerfarm.testing.daemons import write_key
 from tests.cluster.conftest import ClusterFactory, report
 from tests.cluster.harness import (
     FRAME_SCRIPT,
@@ -391,8 +392,6 @@ def test_full_restart_resumes_without_rerendering_delivered_frames(
 def test_host_with_another_key_stays_outside(
     cluster: ClusterFactory, figures: dict[str, Any], tmp_path: Any
 ) -> None:
-    from tests.cluster.harness import write_key
-
     c = cluster(3)
     h1 = c.hosts[0]
     other_key = write_key(tmp_path / "other.key")

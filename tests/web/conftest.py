@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.web.farmproc import Farm, running_farm
+from peerfarm.testing.daemons import LocalFarm
 
 CHROMIUM = os.environ.get("PEERFARM_CHROMIUM", "/usr/bin/chromium")
 VIEWPORT = {"width": 1280, "height": 800}
@@ -77,8 +77,9 @@ def page(browser_context: object) -> Iterator[object]:
 
 
 @pytest.fixture(scope="module")
-def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
+def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFarm]:
     """Three real peers on loopback; module-scoped because starting them costs seconds."""
     root = tmp_path_factory.mktemp("farm")
-    with running_farm(root, ["atlas", "birch", "cedar"]) as farm:
+    with LocalFarm(root) as farm:
+        farm.start_all(["atlas", "birch", "cedar"], web=True, allow_command=True)
         yield farm

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from peerfarm.frames import parse_frames
-from tests.renderers.blends import future_example
-from tests.web.farmproc import Farm, Peer, wait_until
+from peerfarm.testing.daemons import Daemon, LocalFarm, wait_until
+from tests.support import ROOT
+from tests.support.blends import future_example
 
-ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
 POVRAY_EXAMPLE = ROOT / "examples" / "povray"
 
@@ -71,16 +71,16 @@ def wait_done_above(page: Any, job: str, count: int, timeout_ms: int = 40_000) -
     )
 
 
-def open_dashboard(page: Any, peer: Peer, fragment: str = "") -> None:
+def open_dashboard(page: Any, peer: Daemon, fragment: str = "") -> None:
     page.goto(f"{peer.url}/{fragment}")
     page.wait_for_selector("#live[data-state=live]")
     page.wait_for_selector("#peers tbody tr")
     page.evaluate("window.__sameDocument = true")
 
 
-def log_in_with_a_link(page: Any, farm: Farm, peer: Peer, fragment: str = "") -> None:
+def log_in_with_a_link(page: Any, farm: LocalFarm, peer: Daemon, fragment: str = "") -> None:
     """What a user does: run `peerfarm dashboard` on the peer and open the link it prints."""
-    done = farm.cli(peer, "dashboard")
+    done = peer.cli("dashboard", check=False)
     assert done.returncode == 0, done.stderr
     link = done.stdout.strip()
     assert link.startswith(f"{peer.url}/?login=")
@@ -93,9 +93,9 @@ def log_in_with_a_link(page: Any, farm: Farm, peer: Peer, fragment: str = "") ->
 
 
 def test_cli_job_appears_and_advances_live_on_another_peer(
-    farm: Farm, page: Any, tmp_path: Path
+    farm: LocalFarm, page: Any, tmp_path: Path
 ) -> None:
-    atlas, birch, _ = farm.peers
+    atlas, birch, _ = farm.daemons
     open_dashboard(page, birch)
     peer_rows = page.locator("#peers tbody tr")
     assert sorted(peer_rows.evaluate_all("rows => rows.map(r => r.dataset.peer)")) == [
@@ -143,9 +143,9 @@ def test_cli_job_appears_and_advances_live_on_another_peer(
 
 
 def test_cancel_clicked_on_the_page_stops_the_job_on_every_peer(
-    farm: Farm, page: Any, tmp_path: Path
+    farm: LocalFarm, page: Any, tmp_path: Path
 ) -> None:
-    atlas, _, cedar = farm.peers
+    atlas, _, cedar = farm.daemons
     marks = tmp_path / "marks"
     script = make_script(tmp_path / "long_sim.sh", sleep=1.5, marks=marks)
     job = farm.submit(atlas, script, "1-60")
@@ -167,7 +167,7 @@ def test_cancel_clicked_on_the_page_stops_the_job_on_every_peer(
     row.locator('button[data-action="cancel"]').click()
 
     def cancelled_everywhere() -> bool:
-        return all(peer.job(job)["state"] == "cancelled" for peer in farm.peers)
+        return all(peer.job(job)["state"] == "cancelled" for peer in farm.daemons)
 
     try:
         wait_until(cancelled_everywhere, 15.0, "every peer to show the job cancelled")
@@ -175,14 +175,14 @@ def test_cancel_clicked_on_the_page_stops_the_job_on_every_peer(
         raise AssertionError(f"{exc}\n{farm.logs()}") from None
     started = marks_of(marks, "start")
     ended = marks_of(marks, "end")
-    done = {peer.name: peer.job(job)["frames_done"] for peer in farm.peers}
+    done = {peer.name: peer.job(job)["frames_done"] for peer in farm.daemons}
     assert len(started) < 60 and done["atlas"] < 60
     # Renders take 1.5 s: one that was not stopped would end within this, and a frame claimed
     # after the cancel would start.
     time.sleep(3.5)
     assert marks_of(marks, "start") == started, "a frame started after the cancel"
     assert marks_of(marks, "end") == ended, "a render went on after the cancel"
-    for peer in farm.peers:
+    for peer in farm.daemons:
         after = peer.job(job)
         assert after["state"] == "cancelled", peer.name
         assert after["frames_done"] == done[peer.name], peer.name
@@ -210,9 +210,9 @@ def _upload_scene(tmp_path: Path) -> tuple[Path, str, str, str]:
 
 
 def test_scene_uploaded_through_the_page_renders_to_completion(
-    farm: Farm, page: Any, tmp_path: Path
+    farm: LocalFarm, page: Any, tmp_path: Path
 ) -> None:
-    atlas = farm.peers[0]
+    atlas = farm.daemons[0]
     scene, renderer, frames, options = _upload_scene(tmp_path)
     total = len(parse_frames(frames))
     log_in_with_a_link(page, farm, atlas)
@@ -262,12 +262,12 @@ def test_scene_uploaded_through_the_page_renders_to_completion(
 
 
 def test_a_job_no_peer_can_render_says_why_on_its_row_and_in_the_frame_panel(
-    farm: Farm, page: Any, tmp_path: Path
+    farm: LocalFarm, page: Any, tmp_path: Path
 ) -> None:
     """A .blend claiming Blender 9.0 saved it: every peer's Blender is older (or it has none)."""
-    atlas, _, cedar = farm.peers
+    atlas, _, cedar = farm.daemons
     scene = future_example(tmp_path / "future")
-    done = farm.cli(atlas, "submit", str(scene), "1-3", "--json")
+    done = atlas.cli("submit", str(scene), "1-3", "--json", check=False)
     assert done.returncode == 0, done.stderr
     assert "no peer can render it" in done.stderr  # submit warns on stderr
     job = str(json.loads(done.stdout)["job"])
@@ -287,16 +287,16 @@ def test_a_job_no_peer_can_render_says_why_on_its_row_and_in_the_frame_panel(
         assert sorted(line.split(":")[0] for line in peers) == ["atlas", "birch", "cedar"]
         assert all("9.0" in line or "no blender" in line for line in peers)
     finally:
-        farm.cli(atlas, "cancel", job)  # leave nothing waiting for the other tests
+        atlas.cli("cancel", job, check=False)  # leave nothing waiting for the other tests
 
 
 def test_names_with_control_characters_are_shown_escaped(
-    farm: Farm, page: Any, tmp_path: Path
+    farm: LocalFarm, page: Any, tmp_path: Path
 ) -> None:
-    atlas, birch, _ = farm.peers
+    atlas, birch, _ = farm.daemons
     script = make_script(tmp_path / "esc.sh", sleep=0.1, marks=tmp_path / "marks")
     name = "esc\x1b[31mred\u202eflip[/]<b>x</b>"
-    job = farm.submit(atlas, script, "1-2", "--name", name)
+    job = farm.submit(atlas, script, "1-2", name=name)
     open_dashboard(page, birch, f"#job={job}")
     shown = page.locator(f"{row_selector(job)} .job-name b")
     shown.wait_for(timeout=15_000)
@@ -307,11 +307,11 @@ def test_names_with_control_characters_are_shown_escaped(
 
 
 def test_logout_ends_the_session_and_the_next_action_asks_for_a_login(
-    farm: Farm, page: Any, tmp_path: Path
+    farm: LocalFarm, page: Any, tmp_path: Path
 ) -> None:
-    atlas = farm.peers[0]
+    atlas = farm.daemons[0]
     script = make_script(tmp_path / "wait.sh", sleep=5, marks=tmp_path / "marks")
-    job = farm.submit(atlas, script, "1-4", "--name", "to-pause")
+    job = farm.submit(atlas, script, "1-4", name="to-pause")
     log_in_with_a_link(page, farm, atlas, f"#job={job}")
     key = page.evaluate("localStorage.getItem('peerfarm-action-key')")
     row = page.locator(row_selector(job))
@@ -328,13 +328,13 @@ def test_logout_ends_the_session_and_the_next_action_asks_for_a_login(
     row.locator('button[data-action="resume"]').click()
     page.wait_for_selector("#login-dialog", state="visible")
     assert atlas.job(job)["state"] == "paused"
-    farm.cli(atlas, "cancel", job)
+    atlas.cli("cancel", job, check=False)
 
 
 @pytest.mark.parametrize("path", ["/", "/static/app.js", "/static/style.css"])
-def test_the_page_and_its_files_are_served_locally(farm: Farm, path: str) -> None:
+def test_the_page_and_its_files_are_served_locally(farm: LocalFarm, path: str) -> None:
     import httpx
 
-    response = httpx.get(farm.peers[0].url + path, timeout=5.0)
+    response = httpx.get(farm.daemons[0].url + path, timeout=5.0)
     assert response.status_code == 200
     assert "http://" not in response.text.replace("http://127.0.0.1", "")  # no CDN

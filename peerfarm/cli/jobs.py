@@ -1,0 +1,237 @@
+"""The verbs that talk to the local daemon about the farm and its jobs.
+
+``submit``, ``status``, ``peers``, ``cancel`` / ``pause`` / ``resume`` / ``retry``, ``logs``,
+``fetch`` and ``encode``: each parses its arguments, makes one or a few calls through
+:class:`peerfarm.client.FarmClient` (the HTTP API the dashboard uses) and prints the typed answer,
+as JSON with ``--json``, else through :mod:`peerfarm.cli.views`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.live import Live
+
+from peerfarm.cli.app import EXIT_FAILED, EXIT_OK, cli, common, connect, console, print_json
+from peerfarm.cli.parsing import check_renderer, check_scene, parse_options
+from peerfarm.cli.views import (
+    action_text,
+    encode_text,
+    fetch_text,
+    logs_lines,
+    peer_details,
+    plain,
+    retry_text,
+    status_view,
+)
+from peerfarm.client import FarmClient
+from peerfarm.control import RENDERERS, Action, SubmitBody
+from peerfarm.files.names import folder_name
+from peerfarm.follow import job_succeeded, wait_for_job
+from peerfarm.frames import parse_frames
+from peerfarm.plaintext import printable
+
+
+@cli.command()
+@common
+@click.argument("scene", type=click.Path(path_type=Path))
+@click.argument("frames")
+@click.option("--renderer", default=None, metavar="|".join(RENDERERS))
+@click.option("--chunk", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--priority", type=int, default=0, show_default=True)
+@click.option("--name", default=None, help="Job name (default: the scene's file name).")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--option", "option_pairs", multiple=True, metavar="KEY=VALUE")
+@click.option("--retries", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--encode", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--allow-scripts", is_flag=True, help="Let Python inside the .blend run.")
+@click.option(
+    "--overwrite", is_flag=True, help="Let deliveries replace files this job did not write."
+)
+@click.option("--wait", is_flag=True, help="Show progress; exit 1 if any frame fails.")
+def submit(
+    data_dir: Path | None,
+    as_json: bool,
+    scene: Path,
+    frames: str,
+    renderer: str | None,
+    chunk: int,
+    priority: int,
+    name: str | None,
+    output: Path | None,
+    option_pairs: tuple[str, ...],
+    retries: int,
+    encode: Path | None,
+    fps: float | None,
+    allow_scripts: bool,
+    overwrite: bool,
+    wait: bool,
+) -> int:
+    """Submit SCENE for FRAMES (e.g. 1-240, 1,5,10-20x2); prints the job id."""
+    parse_frames(frames)
+    absolute = check_scene(scene)
+    check_renderer(absolute, renderer)
+    fields: SubmitBody = {
+        "scene": str(absolute),
+        "frames": frames,
+        "chunk": chunk,
+        "priority": priority,
+        "cwd": str(Path.cwd()),
+        "options": parse_options(option_pairs),
+        "retries": retries,
+        "allow_scripts": allow_scripts,
+    }
+    if renderer is not None:
+        fields["renderer"] = renderer
+    if name is not None:
+        fields["name"] = name
+    if output is not None:
+        fields["output"] = str(output.expanduser().absolute())
+    if encode is not None:
+        fields["encode"] = str(encode.expanduser().absolute())
+    if fps is not None:
+        fields["fps"] = fps
+    if overwrite:
+        fields["overwrite"] = True
+    with connect(data_dir) as client:
+        result = client.submit(fields)
+        if "warning" in result:
+            warning = printable(result["warning"])
+            console(err=True).print(f"peerfarm: warning: {warning}", markup=False)
+        if not wait:
+            print_json(result) if as_json else click.echo(result["job"])
+            return EXIT_OK
+        if not as_json:
+            click.echo(result["job"])
+        job = wait_for_job(client, result["job"], quiet=as_json)
+    if as_json:
+        print_json({**result, "final": job})
+    return EXIT_OK if job_succeeded(job) else EXIT_FAILED
+
+
+@cli.command()
+@common
+@click.argument("job", required=False)
+@click.option("--watch", is_flag=True, help="Refresh live until Ctrl-C.")
+def status(data_dir: Path | None, as_json: bool, job: str | None, watch: bool) -> int:
+    """The farm's peers and jobs, or one JOB (id, unique prefix, or name) with its frames."""
+    with connect(data_dir) as client:
+        if watch and not as_json:
+            return watch_status(client, job)
+        data = client.status(job)
+        if as_json:
+            print_json(data)
+        else:
+            console().print(status_view(data))
+    return EXIT_OK
+
+
+def watch_status(
+    client: FarmClient,
+    job: str | None,
+    *,
+    interval: float = 1.0,
+    rounds: int | None = None,
+    out: Console | None = None,
+) -> int:
+    """Redraw the status every ``interval`` seconds until Ctrl-C (or ``rounds`` redraws)."""
+    count = 0
+    try:
+        with Live(console=out or console(), auto_refresh=False) as live:
+            while rounds is None or count < rounds:
+                live.update(status_view(client.status(job)), refresh=True)
+                count += 1
+                if rounds is None or count < rounds:
+                    time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+@cli.command()
+@common
+def peers(data_dir: Path | None, as_json: bool) -> None:
+    """Every peer: host, OS, Python, peerfarm and renderer versions, slots, what it renders."""
+    with connect(data_dir) as client:
+        data = client.peers()
+    if as_json:
+        print_json(data)
+    else:
+        console().print(peer_details(data["peers"]))
+
+
+def _action(name: Action, help_text: str) -> None:
+    @cli.command(name=name, help=help_text)
+    @common
+    @click.argument("job")
+    def command(data_dir: Path | None, as_json: bool, job: str) -> None:
+        with connect(data_dir) as client:
+            result = client.act(job, name)
+        print_json(result) if as_json else click.echo(action_text(job, result))
+
+
+_action("cancel", "Cancel JOB: its renders stop on every peer.")
+_action("pause", "Pause JOB: no new frames start until resume.")
+_action("resume", "Resume a paused JOB.")
+
+
+@cli.command()
+@common
+@click.argument("job")
+@click.argument("frames", required=False)
+def retry(data_dir: Path | None, as_json: bool, job: str, frames: str | None) -> None:
+    """Retry JOB's failed frames, or the FRAMES given."""
+    if frames is not None:
+        parse_frames(frames)
+    with connect(data_dir) as client:
+        result = client.act(job, "retry", frames)
+    print_json(result) if as_json else click.echo(retry_text(job, result))
+
+
+@cli.command()
+@common
+@click.argument("job")
+@click.argument("frame", type=int)
+def logs(data_dir: Path | None, as_json: bool, job: str, frame: int) -> None:
+    """A frame's state, attempts and the tail of its renderer's log."""
+    with connect(data_dir) as client:
+        data = client.logs(job, frame)
+    if as_json:
+        print_json(data)
+        return
+    out = console()
+    for kind, text in logs_lines(data):
+        if kind == "rule":
+            out.rule(plain(text))
+        else:
+            out.print(printable(text, keep_newlines=kind == "block"), markup=False)
+
+
+@cli.command()
+@common
+@click.argument("job")
+@click.argument("dest", required=False, type=click.Path(file_okay=False, path_type=Path))
+def fetch(data_dir: Path | None, as_json: bool, job: str, dest: Path | None) -> None:
+    """Copy JOB's finished frames into DEST (default ./peerfarm-out/<name>)."""
+    with connect(data_dir) as client:
+        if dest is None:  # a job's name is anyone's text: one plain folder name made of it
+            name = client.status(job)["jobs"][0]["name"]
+            dest = Path("peerfarm-out") / folder_name(name)
+        result = client.fetch(job, dest.expanduser().absolute())
+    print_json(result) if as_json else click.echo(fetch_text(result))
+
+
+@cli.command()
+@common
+@click.argument("job")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None)
+def encode(data_dir: Path | None, as_json: bool, job: str, out: Path, fps: float | None) -> None:
+    """Encode JOB's finished frames into the video OUT (.mp4)."""
+    with connect(data_dir) as client:
+        result = client.encode(job, out.expanduser().absolute(), fps)
+    print_json(result) if as_json else click.echo(encode_text(result))

@@ -1,0 +1,226 @@
+"""What the CLI shows people (pure: the daemon's typed answers -> text and rich renderables).
+
+Text from the farm (names, errors, logs) is never Rich markup: it goes in as ``Text``, with
+control characters escaped (``peerfarm.plaintext``). Keys a daemon of an older version may not
+send yet (``waiting``, ``blocked``) are read with ``get``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from peerfarm.control import (
+    ActionAnswer,
+    EncodeAnswer,
+    FetchAnswer,
+    FrameView,
+    JobView,
+    LogsView,
+    PeerView,
+    RenderingItem,
+    StatusView,
+)
+from peerfarm.plaintext import printable
+
+_STATE_STYLE = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
+
+
+def short_id(job_id: str) -> str:
+    return job_id[:10]
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def format_renderers(renderers: dict[str, str | list[str]]) -> str:
+    """A peer's renderers and versions; every installed Blender: ``blender 3.4.1/5.0.1``."""
+    return ", ".join(
+        f"{name} {'/'.join(version) if isinstance(version, list) else version}".strip()
+        for name, version in renderers.items()
+    )
+
+
+def format_rendering(items: Sequence[RenderingItem]) -> str:
+    """What a peer renders now: ``job name:frame, ...``."""
+    return ", ".join(f"{item['name']}:{item['frame']}" for item in items) or "-"
+
+
+def waiting_lines(job: JobView | LogsView, *, every_peer: bool = False) -> list[str]:
+    """What to say under a job about why it waits (nothing when it does not).
+
+    ``blocked`` (no peer can ever take it) always shows; the per-peer reasons show when nothing
+    of the job renders, or always with ``every_peer`` (``status JOB``, ``logs``).
+    """
+    lines = []
+    blocked = job.get("blocked")
+    waiting = job.get("waiting") or {}
+    if blocked:
+        lines.append(f"waits: {blocked}")
+    if waiting:
+        if every_peer:
+            lines += [f"{peer}: {reason}" for peer, reason in waiting.items()]
+        elif not blocked and not job.get("frames_rendering"):
+            lines.append("waits: " + "; ".join(f"{p}: {r}" for p, r in waiting.items()))
+    return lines
+
+
+def retry_text(job: str, answer: ActionAnswer) -> str:
+    """``retry: JOB: 2 frame(s) queued again`` (an older daemon sends only ``changed``)."""
+    return f"retry: {job}: {answer.get('frames', answer['changed'])} frame(s) queued again"
+
+
+def action_text(job: str, answer: ActionAnswer) -> str:
+    return f"{answer['action']}: {job} ({answer['state']})"
+
+
+def fetch_text(answer: FetchAnswer) -> str:
+    return f"{answer['files']} file(s) in {printable(answer['dest'])}"
+
+
+def encode_text(answer: EncodeAnswer) -> str:
+    """``/abs/shot.mp4 (48 frames at 24 fps)``."""
+    return f"{printable(answer['video'])} ({answer['frames']} frames at {answer['fps']:g} fps)"
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+
+def plain(value: object, style: str = "") -> Text:
+    """Farm text as a table cell: no markup, no escape sequences."""
+    return Text(printable("" if value is None else value), style=style)
+
+
+def state_cell(state: str) -> Text:
+    return plain(state, _STATE_STYLE.get(state, "white"))
+
+
+def peers_table(peers: Sequence[PeerView]) -> Table:
+    table = Table(title="Peers", title_justify="left")
+    for column in ("name", "address", "state", "slots", "busy", "renderers", "rendering"):
+        table.add_column(column)
+    for peer in peers:
+        table.add_row(
+            plain(peer["name"]),
+            plain(peer["address"]),
+            state_cell(peer["state"]),
+            plain(peer["slots"]),
+            plain(peer["busy"]),
+            plain(format_renderers(peer["renderers"])),
+            plain(format_rendering(peer["rendering"])),
+        )
+    return table
+
+
+def peer_details(peers: Sequence[PeerView]) -> RenderableType:
+    """One block per peer (like Buildcat's worker-info): readable at any terminal width."""
+    blocks: list[RenderableType] = []
+    for peer in peers:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column()
+        grid.add_row(plain(peer["name"]), state_cell(peer["state"]))
+        rows = [
+            ("address", peer["address"]),
+            ("host", peer["host"]),
+            ("os", peer["os"]),
+            ("python", peer["python"]),
+            ("peerfarm", peer["peerfarm"]),
+            ("renderers", format_renderers(peer["renderers"]) or "-"),
+            ("slots", f"{peer['busy']} busy of {peer['slots']}"),
+            ("rendering", format_rendering(peer["rendering"])),
+            ("tags", ", ".join(peer["tags"]) or "-"),
+        ]
+        for label, value in rows:
+            grid.add_row(label, plain(value))
+        blocks.append(grid)
+        blocks.append(Text(""))
+    return Group(*blocks)
+
+
+def jobs_table(jobs: Sequence[JobView]) -> Table:
+    table = Table(title="Jobs", title_justify="left")
+    for column in ("id", "name", "state", "progress", "done", "failed", "rendering", "ETA"):
+        table.add_column(column)
+    for job in jobs:
+        done = job["frames_done"]
+        table.add_row(
+            plain(short_id(job["id"])),
+            plain(job["name"]),
+            plain(job["state"]),
+            ProgressBar(total=job["frames_total"] or 1, completed=done, width=24),
+            f"{done}/{job['frames_total']}",
+            str(job["frames_failed"]),
+            str(job["frames_rendering"]),
+            format_eta(job["eta_seconds"]),
+        )
+    return table
+
+
+def frames_table(frames: Sequence[FrameView], limit: int = 60) -> Table:
+    """Frames of one job; when there are many, the ones not done come first."""
+    shown = frames if len(frames) <= limit else [f for f in frames if f["state"] != "done"]
+    table = Table(title=f"Frames ({len(shown)} of {len(frames)} shown)", title_justify="left")
+    for column in ("frame", "state", "peer", "attempts", "seconds", "delivered", "error"):
+        table.add_column(column)
+    for frame in shown[:limit]:
+        seconds = frame["seconds"]
+        table.add_row(
+            plain(frame["frame"]),
+            plain(frame["state"]),
+            plain(frame["peer"] or "-"),
+            plain(frame["attempts"]),
+            "-" if seconds is None else f"{seconds:.1f}",
+            "yes" if frame["delivered"] else "no",
+            plain(frame["error"] or ""),
+        )
+    return table
+
+
+def waiting_text(jobs: Sequence[JobView], *, every_peer: bool = False) -> Text | None:
+    """The lines under the jobs table saying why jobs wait, or None when none does."""
+    text = Text()
+    for job in jobs:
+        lines = waiting_lines(job, every_peer=every_peer)
+        if not lines:
+            continue
+        style = "yellow" if job.get("blocked") else "dim"
+        name = printable(f"{job['name']} ({short_id(job['id'])})")
+        text.append(f"{name}\n", style="bold")
+        for line in lines:
+            text.append(f"  {printable(line)}\n", style=style)
+    return text if text.plain else None
+
+
+def status_view(status: StatusView) -> RenderableType:
+    parts: list[RenderableType] = [peers_table(status["peers"]), jobs_table(status["jobs"])]
+    if (waits := waiting_text(status["jobs"], every_peer="frames" in status)) is not None:
+        parts.append(waits)
+    if "frames" in status:
+        parts.append(frames_table(status["frames"]))
+    return Group(*parts)
+
+
+def logs_lines(data: LogsView) -> list[tuple[str, str]]:
+    """A frame's log as (kind, text) lines: ``line``, ``rule`` (an attempt's heading) or
+    ``block`` (a log tail, newlines kept)."""
+    out = [("line", f"frame {data['frame']}: {data['state']} on {data['peer'] or '-'}")]
+    out += [("line", line) for line in waiting_lines(data, every_peer=True)]
+    if data["progress"]:
+        out.append(("line", f"progress: {data['progress']}"))
+    for attempt in data["attempts"]:
+        out.append(("rule", f"attempt {attempt['attempt']} on {attempt['peer']}"))
+        if attempt["error"]:
+            out.append(("line", f"error: {attempt['error']}"))
+        out.append(("block", attempt["log_tail"] or "(no output)"))
+    return out

@@ -1,0 +1,90 @@
+"""Following a job to its end through the control API: ``submit --wait`` and the demo.
+
+This module owns the polling loop and its progress bar (with ETA, and why the job waits when no
+peer can take it). It talks to a daemon only through :class:`peerfarm.client.FarmClient`, so the
+CLI and the demo share it without importing each other.
+"""
+
+from __future__ import annotations
+
+import sys
+from time import monotonic, sleep
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from peerfarm.client import FarmClient
+from peerfarm.control import JobView
+from peerfarm.plaintext import printable
+
+#: Seconds between polls of ``submit --wait`` and ``status --watch``.
+POLL_INTERVAL_S = 0.5
+
+_ENDED = ("done", "failed", "cancelled")
+
+
+def job_finished(job: JobView) -> bool:
+    """Every frame of the job ended (done or failed), or the job did."""
+    if job["state"] in _ENDED:
+        return True
+    total = job["frames_total"]
+    return total > 0 and job["frames_done"] + job["frames_failed"] >= total
+
+
+def job_succeeded(job: JobView) -> bool:
+    """The job is done, or every frame is, with none failed."""
+    return job["state"] == "done" or (
+        job["state"] not in ("failed", "cancelled")
+        and job["frames_failed"] == 0
+        and job["frames_done"] >= job["frames_total"]
+    )
+
+
+def wait_for_job(
+    client: FarmClient,
+    job_id: str,
+    *,
+    quiet: bool,
+    give_up_after: float | None = None,
+    console: Console | None = None,
+) -> JobView:
+    """Poll the job until it finishes, with a progress bar (and ETA) on stderr unless ``quiet``.
+
+    When no peer can render the job, the reason is printed (again when it changes). With
+    ``give_up_after``, returns early (the job still has ``blocked`` set) once no peer could
+    render it for that many seconds.
+    """
+    columns = (
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("failed {task.fields[failed]}"),
+        TimeRemainingColumn(),
+    )
+    console = console or Console(file=sys.stderr, highlight=False, emoji=False, soft_wrap=True)
+    with Progress(*columns, console=console, disable=quiet, transient=False) as bar:
+        task = bar.add_task("waiting", total=None, failed=0)
+        said = ""
+        blocked_since: float | None = None
+        while True:
+            job = client.status(job_id)["jobs"][0]
+            bar.update(
+                task,
+                description=printable(job["name"]),
+                total=job["frames_total"] or None,
+                completed=job["frames_done"],
+                failed=job["frames_failed"],
+            )
+            if job_finished(job):
+                return job
+            blocked = job.get("blocked")
+            if blocked and blocked != said and not quiet:
+                bar.console.print(printable(f"{job['name']} waits: {blocked}"), markup=False)
+            said = blocked or said
+            if blocked:
+                blocked_since = monotonic() if blocked_since is None else blocked_since
+                if give_up_after is not None and monotonic() - blocked_since > give_up_after:
+                    return job
+            else:
+                blocked_since = None
+            sleep(POLL_INTERVAL_S)

@@ -1,0 +1,509 @@
+"""Real ``peerfarm up`` processes on loopback, for the tests, the benchmarks and the demo.
+
+This module owns starting real daemons, knowing when they are ready, talking to them and
+stopping them. Rules:
+
+- Everything binds 127.0.0.1: gossip on a port free for TCP and UDP, the control API on an
+  ephemeral port, the dashboard (``web=True``) on a free port. mDNS runs only with ``mdns=True``
+  and then only on 127.0.0.1 (``--interface 127.0.0.1``); otherwise ``--no-mdns``.
+- A :class:`LocalFarm` owns a root folder: one key file (mode 0600), one data dir and one log per
+  daemon. Daemons run with this interpreter, the farm's own environment (no inherited
+  ``PEERFARM_*``), in its data dir, and each in its own session, so its process group can be
+  killed whole.
+- Ready means: ``control.json`` names this very process and the control API answers ``status``.
+- Stopping is SIGTERM (a graceful leave), then SIGKILL of the process group after
+  ``STOP_TIMEOUT_S``; :meth:`Daemon.kill` (kill -9) also takes renders that run in groups of
+  their own. Every open farm is in a registry: :func:`stop_all` (run at exit, and by the test
+  suites after every test) stops whatever a failing test or an interrupted run left behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import httpx
+
+import peerfarm
+from peerfarm.client import CONTROL_FILE, FarmClient, read_control_file
+from peerfarm.control import JobView, PeerView, StatusView, SubmitBody
+from peerfarm.errors import PeerfarmError
+from peerfarm.gossip.crypto import load_or_create_key_file
+
+#: ``peerfarm`` run by this interpreter.
+PEERFARM = [sys.executable, "-m", "peerfarm"]
+#: ``peerfarm`` as run by a Python that cannot import bpy, like one with no bpy wheel (3.12):
+#: ``importlib.util.find_spec`` answers None for a module whose sys.modules entry is None.
+PEERFARM_WITHOUT_BPY = [
+    sys.executable,
+    "-c",
+    "import sys; sys.modules['bpy'] = None; from peerfarm.cli import main; sys.exit(main())",
+]
+LOOPBACK = "127.0.0.1"
+#: Seconds a daemon may take to answer its control API (the CPU is shared with other tests).
+READY_TIMEOUT_S = 30.0
+#: Seconds a farm may take until every daemon sees every other alive.
+CONVERGE_TIMEOUT_S = 30.0
+#: Seconds a daemon gets to leave after SIGTERM before its process group is killed.
+STOP_TIMEOUT_S = 10.0
+
+T = TypeVar("T")
+
+#: The source tree (or site-packages) holding the imported ``peerfarm``: daemons import the
+#: same code as the process that starts them.
+_SOURCE_ROOT = Path(peerfarm.__file__).resolve().parents[1]
+
+
+class DaemonError(PeerfarmError):
+    """A daemon did not start, exited, or did not answer (the message has its log's tail)."""
+
+
+class WaitTimeout(DaemonError):
+    """A condition did not hold in time."""
+
+
+# --- small pieces ----------------------------------------------------------------------------
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port free for both TCP and UDP on ``host`` right now (gossip uses both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise DaemonError(f"no port free for TCP and UDP on {host}")
+
+
+def wait_until(
+    check: Callable[[], T | None], timeout: float, what: str, *, interval: float = 0.1
+) -> T:
+    """Poll ``check`` until it returns something truthy, and return that; ``WaitTimeout``
+    naming ``what`` (and the last answer) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+def write_key(path: Path) -> Path:
+    """A farm key file at ``path`` (created with mode 0600 if missing); returns ``path``."""
+    load_or_create_key_file(path)
+    return path
+
+
+def daemon_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment for a daemon or a CLI run: no inherited ``PEERFARM_*``
+    (a user's data dir or key must never leak in), unbuffered output, this ``peerfarm``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PEERFARM_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_SOURCE_ROOT), env.get("PYTHONPATH")]))
+    env.update(extra or {})
+    return env
+
+
+def up_argv(
+    launcher: Sequence[str],
+    data_dir: Path,
+    name: str,
+    port: int,
+    key_file: Path,
+    *,
+    preset: str = "fast",
+    joins: Iterable[int] = (),
+    mdns: bool = False,
+    web_port: int | None = None,
+    allow_command: bool = False,
+    slots: int | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The command line of one daemon, everything bound to loopback (pure)."""
+    argv = [
+        *launcher, "up", "--data-dir", str(data_dir), "--name", name,
+        "--listen", f"{LOOPBACK}:{port}", "--key-file", str(key_file), "--preset", preset,
+    ]  # fmt: skip
+    argv += ["--interface", LOOPBACK] if mdns else ["--no-mdns"]
+    argv += ["--web", f"{LOOPBACK}:{web_port}"] if web_port is not None else ["--no-web"]
+    for join in joins:
+        argv += ["--join", f"{LOOPBACK}:{join}"]
+    if allow_command:
+        argv.append("--allow-command")
+    if slots is not None:
+        argv += ["--slots", str(slots)]
+    return [*argv, *extra]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (Linux /proc), children first."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+# --- one daemon ------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Daemon:
+    """One running ``peerfarm up`` process (see :meth:`LocalFarm.start`)."""
+
+    name: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    gossip_port: int
+    web_port: int | None  # None: started without a dashboard
+    _client: FarmClient | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def address(self) -> str:
+        """Its gossip address, what ``--join`` takes."""
+        return f"{LOOPBACK}:{self.gossip_port}"
+
+    @property
+    def url(self) -> str:
+        """The dashboard's base URL (started with ``web=True``)."""
+        if self.web_port is None:
+            raise DaemonError(f"{self.name} was started without a dashboard (web=False)")
+        return f"http://{LOOPBACK}:{self.web_port}"
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    # --- talking to it --------------------------------------------------------------------
+
+    def client(self) -> FarmClient:
+        """A client of its control API (the token from its ``control.json``), as the CLI has."""
+        if self._client is None:
+            self._client = FarmClient.connect(self.data_dir)
+        return self._client
+
+    def status(self, job: str | None = None) -> StatusView:
+        return self.client().status(job)
+
+    def peers(self) -> list[PeerView]:
+        return self.client().peers()["peers"]
+
+    def job(self, job: str) -> JobView:
+        return self.status(job)["jobs"][0]
+
+    def alive_names(self) -> set[str]:
+        """The names of the peers this daemon sees alive (itself included)."""
+        return {p["name"] for p in self.status()["peers"] if p["state"] == "alive"}
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        """A GET on its dashboard as a browser on this machine makes it (no token, no login);
+        ``httpx.HTTPStatusError`` for a 4xx or 5xx."""
+        response = httpx.get(self.url + path, timeout=5.0, trust_env=False, **kwargs)
+        return response.raise_for_status()
+
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 60.0, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``peerfarm ARGS --data-dir <its data dir>``: the real CLI, as an operator types it in
+        ``cwd`` (default: this process's working directory).
+
+        With ``check``, a non-zero exit is a ``DaemonError`` with stderr and the daemon's log."""
+        argv = [*PEERFARM, *args, "--data-dir", str(self.data_dir)]
+        run = functools.partial(subprocess.run, capture_output=True, text=True, check=False)
+        done = run(argv, timeout=timeout, cwd=cwd, env=daemon_env())
+        if check and done.returncode != 0:
+            raise DaemonError(
+                f"peerfarm {' '.join(args)} exited {done.returncode}: {done.stderr}\n"
+                f"--- {self.name} log ---\n{self.log_tail()}"
+            )
+        return done
+
+    def cli_json(self, *args: str, cwd: Path | None = None) -> Any:
+        """``peerfarm ARGS --json``, parsed (a non-zero exit is a ``DaemonError``)."""
+        return json.loads(self.cli(*args, "--json", cwd=cwd).stdout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    # --- stopping it ----------------------------------------------------------------------
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(sig)  # a no-op once it has been reaped
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM (a graceful leave); SIGKILL of its process group if it has not exited after
+        ``timeout`` seconds. Returns its exit status."""
+        self.signal(signal.SIGTERM)
+        return self.reap(timeout)
+
+    def kill(self) -> int:
+        """kill -9 of the daemon, its process group and every descendant (renders run in
+        process groups of their own). Returns its exit status."""
+        children = descendants(self.pid) if self.alive() else []
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        return self.reap(5.0)
+
+    def reap(self, timeout: float) -> int:
+        """Wait for it to exit, SIGKILL its process group after ``timeout`` seconds; then its
+        group is killed anyway (what it started there) and its client closed."""
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+            code = self.process.wait(5.0)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)  # whatever it started in its own group
+        self.close_client()
+        return code
+
+    def close_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+# --- a farm of them --------------------------------------------------------------------------
+
+_OPEN: list[LocalFarm] = []
+
+
+def stop_all() -> list[str]:
+    """Close every farm still open (their daemons stop); returns the roots of those farms."""
+    roots = []
+    for farm in list(_OPEN):
+        roots.append(str(farm.root))
+        farm.close()
+    return roots
+
+
+atexit.register(stop_all)  # an interrupted run leaves no daemon behind
+
+
+class LocalFarm:
+    """Daemons on 127.0.0.1 sharing one key and a root folder. Use as a context manager.
+
+    ``root`` None: a temporary folder, removed on close. ``preset`` is every daemon's default.
+    """
+
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        preset: str = "fast",
+        ready_timeout: float = READY_TIMEOUT_S,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._tmp = None if root is not None else tempfile.mkdtemp(prefix="peerfarm-farm-")
+        self.root = root if root is not None else Path(self._tmp or ".")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.preset = preset
+        self.ready_timeout = ready_timeout
+        self.env = dict(env or {})
+        self.key_file = write_key(self.root / "farm.key")
+        self.daemons: list[Daemon] = []
+        _OPEN.append(self)
+
+    def __enter__(self) -> LocalFarm:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(
+        self,
+        name: str,
+        *extra: str,
+        join: Daemon | None = None,
+        mdns: bool = False,
+        web: bool = False,
+        allow_command: bool = False,
+        slots: int | None = None,
+        key: Path | None = None,
+        preset: str | None = None,
+        data_dir: Path | None = None,
+        wait: bool = True,
+        env: Mapping[str, str] | None = None,
+        launcher: Sequence[str] = PEERFARM,
+    ) -> Daemon:
+        """Start one daemon (``extra``: more ``up`` flags); with ``wait``, until it is ready.
+
+        ``data_dir`` may be an earlier daemon's, to restart it from its own files."""
+        data_dir = data_dir or self.root / name
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (data_dir / CONTROL_FILE).unlink(missing_ok=True)  # a dead daemon's must not count
+        port = free_port()
+        web_port = free_port() if web else None
+        argv = up_argv(
+            launcher, data_dir, name, port, key or self.key_file, preset=preset or self.preset,
+            joins=[join.gossip_port] if join else [], mdns=mdns, web_port=web_port,
+            allow_command=allow_command, slots=slots, extra=extra,
+        )  # fmt: skip
+        log_path = self.root / f"{name}.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                argv,
+                cwd=data_dir,  # only its own files: nothing there shadows a module
+                env=daemon_env({**self.env, **(env or {})}),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        daemon = Daemon(name, data_dir, process, log_path, port, web_port)
+        self.daemons.append(daemon)
+        if wait:
+            self.wait_ready(daemon)
+        return daemon
+
+    def start_all(self, names: Sequence[str], **options: Any) -> list[Daemon]:
+        """One daemon per name, every one joined to the first; returns once all are ready and
+        see each other alive."""
+        first: Daemon | None = None
+        started = []
+        for name in names:
+            daemon = self.start(name, join=first, wait=False, **options)
+            first = first or daemon
+            started.append(daemon)
+        for daemon in started:
+            self.wait_ready(daemon)
+        self.wait_converged()
+        return started
+
+    def wait_ready(self, daemon: Daemon, timeout: float | None = None) -> None:
+        """Until ``control.json`` names this process and its control API answers."""
+
+        def ready() -> bool:
+            if not daemon.alive():
+                raise DaemonError(
+                    f"{daemon.name} exited with status {daemon.process.returncode}:\n"
+                    f"{daemon.log_tail()}"
+                )
+            try:
+                if read_control_file(daemon.data_dir).pid != daemon.pid:
+                    return False
+                daemon.status()
+            except PeerfarmError:
+                daemon.close_client()
+                return False
+            return True
+
+        try:
+            wait_until(ready, timeout or self.ready_timeout, f"{daemon.name} to be ready")
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"{exc}\n{daemon.log_tail()}") from None
+
+    def wait_converged(self, timeout: float = CONVERGE_TIMEOUT_S) -> None:
+        """Until every running daemon sees every running daemon alive."""
+        names = {d.name for d in self.running()}
+
+        def converged() -> bool:
+            self.check_running(names)
+            try:
+                return all(names <= d.alive_names() for d in self.running())
+            except PeerfarmError:
+                return False
+
+        try:
+            wait_until(converged, timeout, "every peer to see every other peer alive")
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"{exc}\n{self.logs()}") from None
+
+    def running(self) -> list[Daemon]:
+        return [d for d in self.daemons if d.alive()]
+
+    def check_running(self, names: Iterable[str] | None = None) -> None:
+        """``DaemonError`` naming the first daemon (of ``names``, default all) that exited."""
+        wanted = set(names) if names is not None else None
+        for daemon in self.daemons:
+            if (wanted is None or daemon.name in wanted) and not daemon.alive():
+                raise DaemonError(
+                    f"{daemon.name} exited with status {daemon.process.returncode} "
+                    f"(log: {daemon.log_path})\n{daemon.log_tail()}"
+                )
+
+    def logs(self, lines: int = 30) -> str:
+        return "\n".join(f"--- {d.name} ---\n{d.log_tail(lines)}" for d in self.daemons)
+
+    def close(self) -> None:
+        """Stop every daemon: SIGTERM to all at once, then each is reaped (see ``stop``)."""
+        for daemon in self.daemons:
+            daemon.signal(signal.SIGTERM)  # once: a second SIGTERM would cut its leave short
+        for daemon in self.daemons:
+            daemon.reap(STOP_TIMEOUT_S)
+        with contextlib.suppress(ValueError):
+            _OPEN.remove(self)
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    def script(self, name: str, body: str) -> Path:
+        """An executable frame script for the command renderer, in the farm's root."""
+        path = self.root / name
+        path.write_text("#!/bin/sh\n" + body + "\n")
+        path.chmod(0o755)
+        return path
+
+    def submit(self, on: Daemon, scene: Path, frames: str, **fields: Any) -> str:
+        """Submit through ``on``'s control API (renderer from the scene unless given, output
+        relative to the farm's root); returns the job id."""
+        body = {"scene": str(scene), "frames": frames, "cwd": str(self.root), **fields}
+        return on.client().submit(cast(SubmitBody, body))["job"]
+
+    def wait_job(self, on: Daemon, job: str, timeout: float, *, interval: float = 0.02) -> float:
+        """Until ``on`` sees every frame of ``job`` done; the monotonic time it saw that.
+        ``DaemonError`` if the job failed or was cancelled."""
+
+        def done() -> float | None:
+            view = on.job(job)
+            if view["state"] in ("failed", "cancelled"):
+                raise DaemonError(f"job {job[:8]} ended {view['state']}: {view}")
+            return time.monotonic() if view["frames_done"] == view["frames_total"] else None
+
+        return wait_until(done, timeout, f"job {job[:8]} to finish", interval=interval)

@@ -1,1 +1,0 @@
-"""Tests of the content-addressed store, blob transfer and network-name checks."""

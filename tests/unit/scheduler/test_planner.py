@@ -1,0 +1,219 @@
+"""The planner's choices, pure: homes, stealing, priorities, skips, chunks, takeovers."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from peerfarm.ledger import Ledger
+from peerfarm.ledger.model import FrameRecord, Status
+from peerfarm.scheduler.leases import LeaseTable
+from peerfarm.scheduler.planner import Planner, chunks_of, rendezvous_home, spread_order
+from tests.support.ledger import NODES, make_job, output
+
+A, B, C, D = NODES[:4]
+
+
+def setup(frames: int = 40, **kw: object) -> tuple[Ledger, str]:
+    ledger = Ledger(A)
+    spec = make_job(ledger, frames=frames, **kw)
+    ledger.submit(spec)
+    return ledger, spec.id
+
+
+def test_rendezvous_is_stable_and_balanced() -> None:
+    peers = [A, B, C, D]
+    homes = Counter(rendezvous_home("job", i, peers) for i in range(4000))
+    assert set(homes) == set(peers)
+    assert all(800 <= n <= 1200 for n in homes.values())
+    # Removing one peer moves only that peer's chunks.
+    moved = sum(
+        1
+        for i in range(4000)
+        if rendezvous_home("job", i, peers) != D
+        and rendezvous_home("job", i, peers) != rendezvous_home("job", i, [A, B, C])
+    )
+    assert moved == 0
+
+
+def test_takes_own_frames_first_in_order() -> None:
+    ledger, job = setup()
+    planner = Planner(A)
+    claims = planner.plan(ledger, free_slots=2, capable={job: [A, B, C]})
+    spec = ledger.job(job)
+    assert spec is not None
+    homes = planner.homes(spec, [A, B, C])
+    mine = [chunk[0] for i, chunk in enumerate(chunks_of(spec)) if homes[i] == A]
+    assert [c.frames[0] for c in claims] == mine[:2]
+    assert all(c.home and not c.takeover for c in claims)
+
+
+def test_steals_the_earliest_chunk_but_never_a_live_peers_next_one() -> None:
+    ledger, job = setup(frames=12)
+    spec = ledger.job(job)
+    assert spec is not None
+    planner = Planner(A)
+    homes = planner.homes(spec, [A, B])
+    for i, chunk in enumerate(chunks_of(spec)):  # A has finished all of its own
+        if homes[i] == A:
+            claim = ledger.claim(job, chunk, 2_000)[0][1]
+            assert isinstance(claim, FrameRecord)
+            ledger.complete(job, chunk[0], claim, [output(chunk[0])], 0.1)
+    b_frames = [c[0] for i, c in enumerate(chunks_of(spec)) if homes[i] == B]
+    claims = planner.plan(ledger, free_slots=1, capable={job: [A, B]}, alive=[A, B])
+    assert [c.frames[0] for c in claims] == [b_frames[1]]  # B's next one (b_frames[0]) stays
+    assert not claims[0].home
+    # B's next chunk is not stolen even when it is the only one left.
+    for frame in b_frames[1:]:
+        ledger.claim(job, [frame], 3_000)
+    assert planner.plan(ledger, free_slots=1, capable={job: [A, B]}, alive=[A, B]) == []
+    # ...unless B is not alive any more.
+    assert planner.plan(ledger, free_slots=1, capable={job: [A, B]}, alive=[A])[0].frames == (
+        b_frames[0],
+    )
+
+
+def test_skips_paused_cancelled_incapable_and_banned_jobs() -> None:
+    ledger, job = setup()
+    planner = Planner(A)
+    assert planner.plan(ledger, free_slots=1, capable={job: [B]}) == []
+    ledger.pause(job, 2_000)
+    assert planner.plan(ledger, free_slots=1, capable={job: [A]}) == []
+    ledger.resume(job, 2_001)
+    assert planner.plan(ledger, free_slots=1, capable={job: [A]})
+    ledger.ban(job, "failed 3 times", 2_002)
+    assert planner.plan(ledger, free_slots=1, capable={job: [A]}) == []
+    ledger2, job2 = setup()
+    ledger2.cancel(job2, 2_000)
+    assert Planner(A).plan(ledger2, free_slots=1, capable={job2: [A]}) == []
+
+
+def test_priority_then_age() -> None:
+    ledger = Ledger(A)
+    old = make_job(ledger, frames=5, name="old", wall=1_000)
+    new = make_job(ledger, frames=5, name="new", wall=2_000)
+    ledger.submit(old)
+    ledger.submit(new)
+    planner = Planner(A)
+    capable = {old.id: [A], new.id: [A]}
+    assert planner.plan(ledger, free_slots=1, capable=capable)[0].job == old.id
+    ledger.set_priority(new.id, 10, 3_000)
+    assert planner.plan(ledger, free_slots=1, capable=capable)[0].job == new.id
+
+
+def test_chunks_and_takeovers() -> None:
+    ledger, job = setup(frames=10, chunk=4)
+    planner = Planner(A)
+    claims = planner.plan(ledger, free_slots=3, capable={job: [A]})
+    assert [c.frames for c in claims] == [(1, 2, 3, 4), (5, 6, 7, 8), (9, 10)]
+    b = Ledger(B)
+    b.merge(list(ledger.all_deltas()), 1_000)
+    taken = b.claim(job, [1, 2, 3, 4], 2_000)
+    ledger.merge(taken, 2_000)
+    leases = LeaseTable(timeout=10.0)
+    for frame, record in ledger.claimed_frames(job):
+        leases.observe(job, frame, record, now=100.0)
+    assert leases.expired(105.0, exclude=A) == []
+    expired = leases.expired(111.0, exclude=A)
+    assert sorted(f for _, f in expired) == [1, 2, 3, 4]
+    claims = planner.plan(ledger, free_slots=1, capable={job: [A]}, expired=expired)
+    assert claims[0].takeover and claims[0].frames == (1, 2, 3, 4)
+    # A dead owner's lease expires at once.
+    assert len(leases.expired(100.5, gone=[B], exclude=A)) == 4
+
+
+def test_renewals_restart_the_lease_on_the_observers_clock() -> None:
+    a, b = Ledger(A), Ledger(B)
+    spec = make_job(a, frames=3)
+    b.merge(a.submit(spec), 1_000)
+    claim = b.claim(spec.id, [1], 2_000)
+    a.merge(claim, 2_000)
+    leases = LeaseTable(timeout=5.0)
+    leases.observe(spec.id, 1, a.frame(spec.id, 1), now=0.0)
+    record = claim[0][1]
+    assert isinstance(record, FrameRecord)
+    for t in (4.0, 8.0, 12.0):
+        renewal = b.renew(spec.id, [(1, record)])
+        record = renewal[0][1]  # type: ignore[assignment]
+        a.merge(renewal, 9_000)
+        leases.observe(spec.id, 1, a.frame(spec.id, 1), now=t)
+        assert leases.expired(t + 4.9, exclude=A) == []
+    assert leases.expired(17.1, exclude=A) == [(spec.id, 1)]
+    done = b.complete(spec.id, 1, record, [output(1)], 1.0)
+    a.merge(done, 9_500)
+    leases.observe(spec.id, 1, a.frame(spec.id, 1), now=18.0)
+    assert len(leases) == 0
+    assert a.frame(spec.id, 1).status == Status.DONE
+
+
+@given(st.integers(1, 6), st.integers(1, 50), st.integers(1, 5))
+def test_home_claims_of_different_peers_never_overlap(
+    peers_n: int, frames: int, slots: int
+) -> None:
+    peers = NODES[:peers_n]
+    ledger = Ledger(peers[0])
+    spec = make_job(ledger, frames=frames)
+    ledger.submit(spec)
+    seen: set[int] = set()
+    for peer in peers:
+        view = Ledger(peer)
+        view.merge(list(ledger.all_deltas()), 1_000)
+        for claim in Planner(peer).plan(view, free_slots=slots, capable={spec.id: peers}):
+            if claim.home:  # two peers' own work never overlaps
+                assert seen.isdisjoint(claim.frames)
+                seen.update(claim.frames)
+
+
+def test_a_frame_that_failed_here_goes_to_another_peer_first() -> None:
+    ledger, job = setup(frames=1)
+    claim = ledger.claim(job, [1], 2_000)[0][1]
+    assert isinstance(claim, FrameRecord)
+    ledger.fail(job, 1, claim, "exit 1", "", 0.1, 2_100)
+    planner = Planner(A)
+    assert planner.plan(ledger, free_slots=1, capable={job: [A, B]}, alive=[A, B]) == []
+    # Alone (or when the others failed it too), this peer retries it itself.
+    assert planner.plan(ledger, free_slots=1, capable={job: [A]}, alive=[A])[0].frames == (1,)
+    assert planner.plan(ledger, free_slots=1, capable={job: [A, B]}, alive=[A])[0].frames == (1,)
+
+
+@pytest.mark.parametrize(("seconds", "stolen"), [(5.0, True), (0.25, False)])
+def test_a_busy_homes_next_chunk_is_stolen_only_when_frames_are_long(
+    seconds: float, stolen: bool
+) -> None:
+    ledger, job = setup(frames=12)
+    spec = ledger.job(job)
+    assert spec is not None
+    planner = Planner(A)
+    homes = planner.homes(spec, [A, B])
+    for i, chunk in enumerate(chunks_of(spec)):  # A has finished all of its own
+        if homes[i] == A:
+            claim = ledger.claim(job, chunk, 2_000)[0][1]
+            assert isinstance(claim, FrameRecord)
+            ledger.complete(job, chunk[0], claim, [output(chunk[0])], seconds)
+    b_frames = [c[0] for i, c in enumerate(chunks_of(spec)) if homes[i] == B]
+    for frame in b_frames[1:]:
+        ledger.claim(job, [frame], 3_000)  # B renders... every other frame is taken
+    # B idle (not saturated): its next chunk stays its own.
+    assert planner.plan(ledger, free_slots=1, capable={job: [A, B]}, alive=[A, B]) == []
+    # B busy on all its slots: with long frames an idle A takes the chunk instead of waiting
+    # a whole frame; with short frames it leaves it (a hand-over collision costs more).
+    claims = planner.plan(ledger, free_slots=1, capable={job: [A, B]}, alive=[A, B], saturated=[B])
+    assert [c.frames for c in claims] == ([(b_frames[0],)] if stolen else [])
+
+
+def test_frame_orders() -> None:
+    """ "ordered" keeps the frames' order, "first-last" starts with both ends, "spread"
+    bisects; every order holds every chunk exactly once."""
+    assert spread_order(8) == [0, 4, 2, 6, 1, 3, 5, 7]
+    assert spread_order(5) == [0, 2, 4, 1, 3]
+    for n in range(0, 40):
+        assert sorted(spread_order(n)) == list(range(n))
+    ledger = Ledger(A)
+    for order, first in (("ordered", [1, 2, 3]), ("first-last", [1, 10, 2]), ("spread", [1, 6, 3])):
+        spec = make_job(ledger, frames=10, name=order, options={"order": order})
+        chunks = chunks_of(spec)
+        assert [c[0] for c in chunks[:3]] == first, order
+        assert sorted(f for c in chunks for f in c) == list(range(1, 11))

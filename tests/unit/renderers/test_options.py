@@ -80,10 +80,13 @@ def test_bad_options_are_refused_in_one_line_naming_the_option(
 
 def test_every_renderer_lists_what_it_takes() -> None:
     assert accepted("povray") == [
-        "allow_scripts", "antialias", "fps", "height", "main", "overwrite", "threads", "width"
+        "allow_scripts", "antialias", "fps", "height", "main", "order", "overwrite", "threads",
+        "width",
     ]  # fmt: skip
-    assert accepted("blender") == ["allow_scripts", "format", "fps", "main", "overwrite", "threads"]
-    assert accepted("command") == ["allow_scripts", "args", "fps", "overwrite"]
+    assert accepted("blender") == [
+        "allow_scripts", "format", "fps", "main", "order", "overwrite", "threads"
+    ]  # fmt: skip
+    assert accepted("command") == ["allow_scripts", "args", "fps", "order", "overwrite"]
 
 
 def test_read_ignores_options_it_does_not_know_but_checks_those_it_does() -> None:

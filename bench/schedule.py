@@ -30,8 +30,8 @@ if __package__ in (None, ""):
 
 import trio
 
-from bench import local_farm
-from peerfarm.testing.daemons import LocalFarm
+from bench import BenchError, local_farm
+from peerfarm.testing.daemons import Daemon, LocalFarm, wait_until
 
 TARGET_EFFICIENCY = 0.97
 TARGET_RATE = 250.0
@@ -68,6 +68,29 @@ def peerfarm_frames(farm: LocalFarm, body: str, frames: int, name: str) -> float
     # poll every 50 ms: each status call costs the daemon CPU, and the machine has 2 cores
     done = farm.wait_job(origin, job, max(120.0, frames * 2.0), interval=0.05)
     return done - started
+
+
+def summary_done(on: Daemon, job: str) -> bool:
+    """Whether ``on`` sees every frame of ``job`` done, from its summary status (no frame list:
+    polling must not cost the daemon work that grows with the job)."""
+    for view in on.status()["jobs"]:
+        if view["id"] == job:
+            if view["state"] in ("failed", "cancelled"):
+                raise BenchError(f"job {job[:8]} ended {view['state']}")
+            return view["frames_done"] == view["frames_total"]
+    return False
+
+
+def dispatch_rate(farm: LocalFarm, frames: int, name: str, interval: float = 0.05) -> float:
+    """No-op frames per second: submit through the API to every frame done on the submitter
+    (polled every ``interval`` seconds from its summary status)."""
+    script = farm.script("dispatch.sh", NOOP_BODY)
+    origin = farm.daemons[0]
+    started = time.monotonic()
+    job = farm.submit(origin, script, f"1-{frames}", name=name)
+    done = wait_until(lambda: time.monotonic() if summary_done(origin, job) else None,
+                      max(120.0, frames * 0.05), f"{frames} no-op frames", interval=interval)
+    return frames / (done - started)
 
 
 def rq_both(worker_class: str, sleeper: Path, noop_script: Path, frames: int, noop: int,

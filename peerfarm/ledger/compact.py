@@ -21,6 +21,7 @@ Rules:
 from __future__ import annotations
 
 import bisect
+import itertools
 import struct
 from collections.abc import Iterator, Mapping
 
@@ -137,7 +138,7 @@ class FrameTable(Mapping[int, FrameRecord]):
             runs.append((first, last, step, offset))
             offset += (last - first) // step + 1
         runs.sort()
-        if any(a[1] >= b[0] for a, b in zip(runs, runs[1:], strict=False)):
+        if any(a[1] >= b[0] for a, b in itertools.pairwise(runs)):
             return  # interleaved runs: stay keyed by frame
         loose = self._loose
         self._runs = runs
@@ -232,7 +233,7 @@ class FrameTable(Mapping[int, FrameRecord]):
             self._count += 1
         self._slots[position] = stored
 
-    def pop(self, frame: int) -> FrameRecord:  # type: ignore[override]
+    def pop(self, frame: int) -> FrameRecord:
         """Remove and return the frame's record (KeyError when it has none)."""
         if self._loose is not None:
             return self._record(self._loose.pop(frame))

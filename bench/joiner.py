@@ -24,6 +24,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import START_TIMEOUT_S
+from peerfarm.errors import PeerfarmError
 from peerfarm.ledger import Ledger, Output
 from peerfarm.ledger.model import SceneRef
 from peerfarm.ledger.store import LedgerStore
@@ -70,8 +71,11 @@ def run(frames: int = 100_000, preset: str = "lan") -> dict[str, Any]:
         ready = time.monotonic()
 
         def converged() -> float | None:
-            farm.check_running()
-            same = joiner.status()["node"]["digest"] == digest
+            try:
+                same = joiner.status()["node"]["digest"] == digest
+            except PeerfarmError:  # busy merging, or gone: check_running says which
+                farm.check_running()
+                return None
             return time.monotonic() if same else None
 
         done = wait_until(converged, 300, "the joiner to hold the seed's ledger", interval=0.1)

@@ -37,7 +37,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -383,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--series", default=None,
+                        help="job sizes of the dispatch series (default 2000,20000,100000)")
     parser.add_argument("--only", default=",".join(ALL), help="comma-separated subset")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     parser.add_argument("--no-install", action="store_true",
@@ -393,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     sizes = Sizes.quick() if args.quick else Sizes()
+    if args.series:
+        sizes = replace(sizes, series=tuple(int(x) for x in args.series.split(",") if x.strip()))
     if args.no_install:
         rq = schedule.rq_ready()
     else:

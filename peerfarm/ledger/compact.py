@@ -91,25 +91,24 @@ def pack_done(record: FrameRecord, nodes: NodeTable) -> bytes:
 
 def unpack_done(data: bytes, nodes: NodeTable) -> FrameRecord:
     version, stamp, seconds, seq, origin, node, epoch, attempt, count = _HEAD.unpack_from(data)
-    outputs = []
-    at = _HEAD.size
-    for _ in range(count):
-        size, digest, length = _OUT.unpack_from(data, at)
-        at += _OUT.size
-        outputs.append(Output(data[at : at + length].decode(), digest, size))
-        at += length
+    ids = nodes._ids
+    if count == 1:  # the usual case, kept short: this runs for every record a sync sends
+        size, digest, length = _OUT.unpack_from(data, _HEAD.size)
+        at = _HEAD.size + _OUT.size
+        outputs: tuple[Output, ...] = (Output(data[at : at + length].decode(), digest, size),)
+    else:
+        found = []
+        at = _HEAD.size
+        for _ in range(count):
+            size, digest, length = _OUT.unpack_from(data, at)
+            at += _OUT.size
+            found.append(Output(data[at : at + length].decode(), digest, size))
+            at += length
+        outputs = tuple(found)
     return FrameRecord(
-        epoch=epoch,
-        status=Status.DONE,
-        attempt=attempt,
-        stamp=stamp,
-        node=nodes.id(node),
-        seq=seq,
-        seconds=seconds,
-        outputs=tuple(outputs),
-        origin=nodes.id(origin),
-        version=version,
-    )
+        epoch, Status.DONE, attempt, stamp, ids[node], seq, seconds, outputs, "", ids[origin],
+        version,
+    )  # fmt: skip
 
 
 class FrameTable(Mapping[int, FrameRecord]):
@@ -217,6 +216,33 @@ class FrameTable(Mapping[int, FrameRecord]):
             return stored.origin, stored.version
         origin = _ORIGIN.unpack_from(stored, _ORIGIN_AT)[0]
         return self._nodes.id(origin), _VERSION.unpack_from(stored)[0]
+
+    def newer(self, lo: int, hi: int, marks: dict[str, int]) -> Iterator[tuple[int, FrameRecord]]:
+        """The records of frames in ``[lo, hi)`` written after ``marks`` (origin -> version),
+        in frame order when bound; a record is built only when it is sent."""
+        if self._loose is not None:
+            for frame in sorted(f for f in self._loose if lo <= f < hi):
+                record = self._record(self._loose[frame])
+                if record.version > marks.get(record.origin, 0):
+                    yield frame, record
+            return
+        slots, ids = self._slots, self._nodes._ids
+        for first, last, step, offset in self._runs:
+            if last < lo or first >= hi:
+                continue
+            start = max(0, -(-(lo - first) // step))
+            stop = min((last - first) // step, (hi - 1 - first) // step)
+            for index in range(start, stop + 1):
+                stored = slots[offset + index]
+                if stored is None:
+                    continue
+                if isinstance(stored, bytes):
+                    version = _VERSION.unpack_from(stored)[0]
+                    origin = ids[_ORIGIN.unpack_from(stored, _ORIGIN_AT)[0]]
+                    if version > marks.get(origin, 0):
+                        yield first + index * step, unpack_done(stored, self._nodes)
+                elif stored.version > marks.get(stored.origin, 0):
+                    yield first + index * step, stored
 
     # --- writes ------------------------------------------------------------------------
 

@@ -344,14 +344,8 @@ class Replica:
                 if not newer(bm):
                     continue
                 lo, hi = bucket * BUCKET, (bucket + 1) * BUCKET
-                if len(frames) <= BUCKET:
-                    candidates: Iterable[int] = [f for f in frames if lo <= f < hi]
-                else:
-                    candidates = (f for f in range(lo, hi) if f in frames)
-                for frame in candidates:
-                    written = frames.written(frame)
-                    if written is not None and written[1] > marks.get(written[0], 0):
-                        yield ((Kind.FRAME, job, frame), frames[frame], *written)
+                for frame, record in frames.newer(lo, hi, marks):
+                    yield ((Kind.FRAME, job, frame), record, record.origin, record.version)
 
     def all_deltas(self) -> list[Delta]:
         return self.deltas_since({})

@@ -23,6 +23,8 @@ from .control import (
     ActionAnswer,
     EncodeAnswer,
     FetchAnswer,
+    FrameQuery,
+    FrameStatesView,
     LogsView,
     MetricsView,
     PeersView,
@@ -33,6 +35,7 @@ from .control import (
 from .errors import LedgerError, PeerfarmError, StoreError, UsageError
 from .files.names import folder_name
 from .files.place import place_copy
+from .framepage import page_view, select_frames, state_map
 from .frames import parse_frames
 from .gossip.membership import MemberState
 from .gossip.transport import versions_text
@@ -81,7 +84,7 @@ class Farm:
     # ----------------------------------------------------------------------------------
     # views
 
-    def status(self, job: str | None = None) -> StatusView:
+    def status(self, job: str | None = None, frames: FrameQuery | None = None) -> StatusView:
         node = self.node
         ledger = node.ledger
         members = node.members()
@@ -90,7 +93,8 @@ class Farm:
         slots = sum(p["slots"] for p in peers if p["state"] == "alive")
         specs = ledger.jobs()
         if job is not None:
-            specs = [s for s in specs if s.id == self.resolve_job(job)]
+            job = self.resolve_job(job)
+            specs = [s for s in specs if s.id == job]
         jobs = [job_view(ledger, s, peer_slots=slots, members=members, busy=busy) for s in specs]
         out: StatusView = {
             "node": {
@@ -109,8 +113,22 @@ class Farm:
             ],
         }
         if job is not None and specs:
-            out["frames"] = frames_view(ledger, specs[0], names_by_id(members))
+            query = frames or FrameQuery()
+            page = select_frames(ledger, specs[0], query)
+            out["frames"] = frames_view(ledger, specs[0], names_by_id(members), page.frames)
+            out["frames_page"] = page_view(query, page)
         return out
+
+    def frame_states(self, job: str) -> FrameStatesView:
+        spec = self.node.ledger.job(self.resolve_job(job))
+        if spec is None:  # archived meanwhile
+            raise UsageError(f"job {job} has no frame records any more (archived)")
+        return {
+            "job": spec.id,
+            "runs": [list(run) for run in spec.runs],
+            "count": spec.frame_count,
+            "states": state_map(self.node.ledger, spec),
+        }
 
     def peers(self) -> PeersView:
         busy = busy_by_peer(self.node.ledger)

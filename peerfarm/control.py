@@ -218,6 +218,10 @@ class FrameQuery:
         return self.frames is not None or bool(self.states)
 
 
+#: A job's summary without its frames (``status(job, SUMMARY_ONLY)``): quick at any size.
+SUMMARY_ONLY = FrameQuery(limit=0)
+
+
 def frame_query(
     frames: str | None = None, state: str | None = None, limit: int | None = None
 ) -> FrameQuery:

@@ -30,7 +30,15 @@ from peerfarm.cli.views import (
     status_view,
 )
 from peerfarm.client import FarmClient
-from peerfarm.control import RENDERERS, Action, FrameQuery, StatusView, SubmitBody, frame_query
+from peerfarm.control import (
+    RENDERERS,
+    SUMMARY_ONLY,
+    Action,
+    FrameQuery,
+    StatusView,
+    SubmitBody,
+    frame_query,
+)
 from peerfarm.errors import UsageError
 from peerfarm.files.names import folder_name
 from peerfarm.follow import job_succeeded, wait_for_job
@@ -265,7 +273,7 @@ def fetch(data_dir: Path | None, as_json: bool, job: str, dest: Path | None) -> 
     """Copy JOB's finished frames into DEST (default ./peerfarm-out/<name>)."""
     with connect(data_dir) as client:
         if dest is None:  # a job's name is anyone's text: one plain folder name made of it
-            name = client.status(job)["jobs"][0]["name"]
+            name = client.status(job, SUMMARY_ONLY)["jobs"][0]["name"]
             dest = Path("peerfarm-out") / folder_name(name)
         result = client.fetch(job, dest.expanduser().absolute())
     print_json(result) if as_json else click.echo(fetch_text(result))

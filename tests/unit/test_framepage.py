@@ -115,10 +115,8 @@ def test_a_range_page_keeps_only_the_jobs_frames_in_rendering_order() -> None:
     assert (done.frames, done.matched) == ([20, 2], 2)
     outside = select_frames(ledger, spec, frame_query(frames="100-200"))
     assert (outside.frames, outside.matched, outside.next) == ([], 0, None)
-    assert page_view(
-        frame_query(frames="1-25", limit=2),
-        select_frames(ledger, spec, frame_query(frames="1-25", limit=2)),
-    ) == {  # fmt: skip
+    two = frame_query(frames="1-25", limit=2)
+    assert page_view(two, select_frames(ledger, spec, two)) == {
         "frames": "1-25",
         "states": [],
         "limit": 2,

@@ -4,9 +4,8 @@ The job is real: a command scene that fails frames 5 and 13 (two: a peer stops t
 after three failures), rendered for a moment and paused, so the map has done, failed and pending
 frames from the daemon's own ledger. The page must draw one cell per frame from the compact
 frame-states answer, open a frame's details by click and by keyboard, and follow the job live by
-repainting only the cells that changed. The
-time to the map's first paint is printed (the issue asks for it under one second); the assert
-is loose, so a loaded machine does not fail the test.
+repainting only the cells that changed. The time to the map's first paint is printed (the
+issue asks for it under one second); the assert is loose, so a loaded machine does not fail it.
 """
 
 from __future__ import annotations

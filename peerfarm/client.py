@@ -329,8 +329,9 @@ class FarmClient:
                 params["limit"] = str(frames.limit)
         return cast(StatusView, self.json("GET", "/api/status", params=params or None))
 
-    def frame_states(self, job: str) -> FrameStatesView:
-        answer = self.json("GET", f"/api/jobs/{_q(job)}/frame-states")
+    def frame_states(self, job: str, since: int | None = None) -> FrameStatesView:
+        params = {"since": str(since)} if since is not None else None
+        answer = self.json("GET", f"/api/jobs/{_q(job)}/frame-states", params=params)
         return cast(FrameStatesView, answer)
 
     def peers(self) -> PeersView:

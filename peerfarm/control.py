@@ -157,13 +157,18 @@ class StatusView(TypedDict):
 
 
 class FrameStatesView(TypedDict):
-    """``frame_states(job)``: every frame's state, compact, for the dashboard's frame map."""
+    """``frame_states(job, since)``: every frame's state, compact, for the dashboard's frame
+    map; with ``since`` (a ``seq`` of an earlier answer), only the frames changed since then
+    when this peer still knows them (``positions`` is there), else every frame."""
 
     job: str
     runs: list[list[int]]  # the job's frames as [first, last, step] runs, in rendering order
-    count: int  # frames in the job (the length of ``states``)
-    #: one character per frame in rendering order: p pending, r rendering, d done, f failed
+    count: int  # frames in the job
+    seq: int  # this peer's count of frame changes: ask again with since=seq
+    #: one character per frame in rendering order: p pending, r rendering, d done, f failed;
+    #: with ``positions``, one character per position listed there
     states: str
+    positions: NotRequired[list[int]]  # the positions (in rendering order) that changed
 
 
 class PeersView(TypedDict):
@@ -360,8 +365,9 @@ class FarmControl(Protocol):
         (None: every frame)."""
         ...
 
-    def frame_states(self, job: str) -> FrameStatesView:
-        """Every frame's state of ``job`` as one character per frame (the frame map)."""
+    def frame_states(self, job: str, since: int | None = None) -> FrameStatesView:
+        """Every frame's state of ``job`` as one character per frame (the frame map), or with
+        ``since`` only those changed after that ``seq`` when this peer can tell."""
         ...
 
     def peers(self) -> PeersView: ...

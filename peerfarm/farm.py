@@ -35,7 +35,7 @@ from .control import (
 from .errors import LedgerError, PeerfarmError, StoreError, UsageError
 from .files.names import folder_name
 from .files.place import place_copy
-from .framepage import page_view, select_frames, state_map
+from .framepage import changed_states, page_view, select_frames, state_map
 from .frames import parse_frames
 from .gossip.membership import MemberState
 from .gossip.transport import versions_text
@@ -119,16 +119,24 @@ class Farm:
             out["frames_page"] = page_view(query, page)
         return out
 
-    def frame_states(self, job: str) -> FrameStatesView:
+    def frame_states(self, job: str, since: int | None = None) -> FrameStatesView:
         spec = self.node.ledger.job(self.resolve_job(job))
         if spec is None:  # archived meanwhile
             raise UsageError(f"job {job} has no frame records any more (archived)")
-        return {
+        journal = self.node.frame_journal
+        view: FrameStatesView = {
             "job": spec.id,
             "runs": [list(run) for run in spec.runs],
             "count": spec.frame_count,
-            "states": state_map(self.node.ledger, spec),
+            "seq": journal.seq,
+            "states": "",
         }
+        changed = None if since is None else journal.since(since, spec.id)
+        if changed is None:
+            view["states"] = state_map(self.node.ledger, spec)
+        else:
+            view["positions"], view["states"] = changed_states(self.node.ledger, spec, changed)
+        return view
 
     def peers(self) -> PeersView:
         busy = busy_by_peer(self.node.ledger)

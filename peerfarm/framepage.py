@@ -14,10 +14,15 @@ that list, pure over a ledger:
 - :func:`state_map` is every frame's state as one character per frame, in rendering order
   (``p`` pending, ``r`` rendering, ``d`` done, ``f`` failed): the dashboard draws its frame map
   from that, 100 KB for 100,000 frames instead of 100,000 JSON objects.
+- A :class:`FrameJournal` numbers every frame change a peer sees (``seq``), so a client that
+  holds a job's map as of ``seq`` asks only for what changed since (:func:`changed_states`);
+  it remembers the last ``keep`` changes, and a client further behind reloads the whole map.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -159,3 +164,36 @@ def state_map(ledger: Ledger, spec: JobSpec) -> str:
             if at is not None:
                 out[at] = _CODE_BYTE[record.status]
     return out.decode("ascii")
+
+
+class FrameJournal:
+    """The frames that changed on this peer, in order, numbered: ``seq`` counts every change."""
+
+    def __init__(self, keep: int = 200_000) -> None:
+        self.seq = 0
+        self._log: deque[tuple[str, int]] = deque(maxlen=keep)
+
+    def note(self, job: str, frame: int) -> None:
+        self._log.append((job, frame))
+        self.seq += 1
+
+    def since(self, seq: int, job: str) -> set[int] | None:
+        """The frames of ``job`` changed after ``seq``; None when the journal no longer holds
+        every change since then (or ``seq`` is not one it gave)."""
+        first = self.seq - len(self._log)
+        if not first <= seq <= self.seq:
+            return None
+        return {frame for j, frame in itertools.islice(self._log, seq - first, None) if j == job}
+
+
+def changed_states(ledger: Ledger, spec: JobSpec, frames: Iterable[int]) -> tuple[list[int], str]:
+    """(positions, one state character per position) of ``frames`` of the job, by position."""
+    records = ledger.frame_records(spec.id)
+    found = []
+    for frame in frames:
+        at = frame_position(spec.runs, frame)
+        if at is not None:
+            record = records.get(frame)
+            found.append((at, "p" if record is None else chr(_CODE_BYTE[record.status])))
+    found.sort()
+    return [at for at, _code in found], "".join(code for _at, code in found)

@@ -238,7 +238,8 @@ class _Api:
 
     async def frame_states(self, request: Request) -> Response:
         """Every frame's state in one string (the dashboard's frame map)."""
-        return JSONResponse(self.control.frame_states(self.job(request)))
+        since = number(request.query_params, "since", int, (0, 2**63 - 1))
+        return JSONResponse(self.control.frame_states(self.job(request), since))
 
     async def peers(self, request: Request) -> Response:
         return JSONResponse(self.control.peers())

@@ -15,7 +15,14 @@ from hypothesis import strategies as st
 
 from peerfarm.control import SUMMARY_ONLY, FrameQuery, frame_query
 from peerfarm.errors import UsageError
-from peerfarm.framepage import STATE_CODES, page_view, select_frames, state_map
+from peerfarm.framepage import (
+    STATE_CODES,
+    FrameJournal,
+    changed_states,
+    page_view,
+    select_frames,
+    state_map,
+)
 from peerfarm.frames import format_frames, frame_position
 from peerfarm.ledger import Ledger
 from peerfarm.ledger.model import JobSpec
@@ -189,3 +196,24 @@ def test_queries_are_checked_with_one_clear_line() -> None:
         frame_query(frames="1-x")
     with pytest.raises(UsageError, match="bad frame limit"):
         frame_query(limit=-1)
+
+
+def test_the_journal_gives_the_frames_changed_since_a_seq_or_says_it_cannot() -> None:
+    journal = FrameJournal(keep=4)
+    assert journal.since(0, "j") == set()
+    journal.note("j", 1)
+    journal.note("k", 9)
+    journal.note("j", 2)
+    assert journal.seq == 3
+    assert journal.since(0, "j") == {1, 2} and journal.since(1, "j") == {2}
+    assert journal.since(3, "j") == set() and journal.since(4, "j") is None  # not a seq it gave
+    journal.note("j", 3)
+    journal.note("j", 4)  # the first change is forgotten now
+    assert journal.since(0, "j") is None and journal.since(1, "j") == {2, 3, 4}
+
+
+def test_changed_states_are_positions_in_rendering_order_with_their_state() -> None:
+    ledger = Ledger(A)
+    spec = job_of(ledger, [10, 20, 30, 1, 2, 3])
+    set_states(ledger, spec, {2: "done", 20: "failed"})
+    assert changed_states(ledger, spec, {2, 20, 30, 999}) == ([1, 2, 4], "fpd")

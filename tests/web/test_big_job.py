@@ -105,9 +105,11 @@ def test_a_100k_frame_job_draws_as_a_map_and_follows_live(
     page.wait_for_selector(f'#frame-panel[data-frame="{FRAMES}"]:not(.hidden)')
     page.wait_for_function("document.querySelector('#fp-state').innerText.trim() === 'pending'")
 
-    # Live: a resumed job's frames turn done on the map without a reload or a whole redraw.
+    # Live: a resumed job's frames turn done on the map without a reload or a whole redraw,
+    # and the page fetches only the frames that changed (never the whole map again).
     time.sleep(0.5)  # the layout settles (the panel opened beside the map)
     paints = page.evaluate("window.peerfarm.map.paints.length")
+    fetched = page.evaluate("window.peerfarm.statesBytes")
     before = map_count(page, "done")
     solo.cli("resume", job)
     page.wait_for_function(
@@ -115,8 +117,13 @@ def test_a_100k_frame_job_draws_as_a_map_and_follows_live(
         arg=before,
         timeout=60_000,
     )
-    solo.cli("cancel", job)
     assert page.evaluate("window.peerfarm.map.paints.length") == paints, "the map was redrawn"
     changed = page.evaluate("window.peerfarm.map.lastUpdate.changed")
     assert 0 < changed < FRAMES
+    more = page.evaluate("window.peerfarm.statesBytes") - fetched
+    assert 20 < more < FRAMES, f"{more} state characters fetched for the live updates"
     assert page.evaluate("window.peerfarm.events") > 0
+    solo.cli("cancel", job)
+    page.wait_for_function("document.querySelector('#frames').dataset.rendering === '0'")
+    done = solo.job(job)["frames_done"]
+    assert map_count(page, "done") == done

@@ -183,13 +183,25 @@
       if (state.selected !== null) {
         const job = encodeURIComponent(state.selected);
         const frame = state.frame;
+        // The map asks only for what changed since its last answer (a whole map otherwise).
+        const held = state.states && state.states.job === state.selected ? state.states : null;
+        const since = held ? `?since=${held.seq}` : "";
         const [detail, states, picked] = await Promise.all([
           api(`/api/status?job=${job}&limit=0`),
-          api(`/api/jobs/${job}/frame-states`),
+          api(`/api/jobs/${job}/frame-states${since}`),
           frame === null ? null : api(`/api/status?job=${job}&frames=${frame}&limit=1`),
         ]);
-        state.job = detail.ok && states.ok ? detail.data : null;
-        state.states = states.ok ? states.data : null;
+        let changes = states.ok ? states.data : null;
+        const summary = detail.ok && detail.data.jobs && detail.data.jobs[0];
+        const stopped = Boolean(summary) && summary.state === "cancelled";
+        if (changes && changes.positions && !frameMap().accepts(state.selected, stopped)) {
+          const whole = await api(`/api/jobs/${job}/frame-states`); // e.g. just cancelled
+          changes = whole.ok ? whole.data : null;
+        }
+        state.job = detail.ok && changes ? detail.data : null;
+        state.states = changes;
+        window.peerfarm.statesBytes = (window.peerfarm.statesBytes || 0)
+          + (changes ? changes.states.length : 0);
         if (picked && frame === state.frame) {
           state.frameView = picked.ok ? (picked.data.frames || [])[0] || null : null;
         }

@@ -24,6 +24,7 @@
       this.root = root;
       this.onPick = onPick;
       this.job = null;
+      this.stopped = false; // the job was cancelled: its claims show as stopped
       this.states = ""; // one character per frame, in rendering order
       this.runs = []; // [[first, last, step], ...] with `starts` (position of each run)
       this.starts = [];
@@ -149,8 +150,14 @@
 
     // --- updating ----------------------------------------------------------------------------
 
-    /** Show `data` (a frame-states answer) of `job`; `stopped`: the job was cancelled. */
+    /** Show `data` (a frame-states answer) of `job`; `stopped`: the job was cancelled. An
+     *  answer with `positions` carries only the frames changed since the map's last one. */
     update(job, data, stopped) {
+      if (data.positions && this.accepts(job, stopped)) {
+        this.apply(data.positions, stopped ? data.states.replaceAll("r", "s") : data.states);
+        return;
+      }
+      this.stopped = stopped;
       const states = stopped ? data.states.replaceAll("r", "s") : data.states;
       const fresh = job !== this.job || states.length !== this.states.length;
       const old = this.states;
@@ -174,6 +181,24 @@
         this.lastUpdate = { changed, ms: performance.now() - start };
       }
       this.describe();
+    }
+
+    /** Whether an answer of changes only fits what the map shows. */
+    accepts(job, stopped) {
+      return job === this.job && stopped === this.stopped;
+    }
+
+    /** The frames at `positions` are now in the states `codes` (one character each). */
+    apply(positions, codes) {
+      const start = performance.now();
+      if (positions.length) {
+        const cells = this.states.split("");
+        positions.forEach((at, k) => { cells[at] = codes[k]; });
+        this.states = cells.join("");
+        positions.forEach((at) => this.paintCell(at));
+        this.describe();
+      }
+      this.lastUpdate = { changed: positions.length, ms: performance.now() - start };
     }
 
     select(frame) {

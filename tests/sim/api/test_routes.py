@@ -257,6 +257,22 @@ async def test_status_pages_frames_and_the_frame_map_is_one_string(
             missing = await client.get("/api/jobs/nope/frame-states")
             assert missing.status_code == 404
 
+            # since=seq: only the frames changed after that answer, by position.
+            later = await submit(client, peer.script("later"), "1-6", retries=0)
+            first = (await client.get(f"/api/jobs/{later}/frame-states")).json()
+            assert "positions" not in first and len(first["states"]) == 6
+            await peer.settle(later)
+            since = {"since": str(first["seq"])}
+            delta = (await client.get(f"/api/jobs/{later}/frame-states", params=since)).json()
+            assert delta["seq"] > first["seq"]
+            assert delta["positions"] == [0, 1, 2, 3, 4, 5] and delta["states"] == "ddfddd"
+            quiet = {"since": str(delta["seq"])}
+            none = (await client.get(f"/api/jobs/{later}/frame-states", params=quiet)).json()
+            assert (none["positions"], none["states"]) == ([], "")
+            ahead = {"since": str(delta["seq"] + 5)}  # not a seq this peer gave: the whole map
+            whole = (await client.get(f"/api/jobs/{later}/frame-states", params=ahead)).json()
+            assert "positions" not in whole and whole["states"] == "ddfddd"
+
 
 async def test_archive_streams_a_zip_of_done_frames(
     make_client: ClientFactory, peer: Peer, tmp_path: Path

@@ -303,13 +303,28 @@
       const image = this.context.createImageData(width, height);
       const pixels = new Uint32Array(image.data.buffer);
       pixels.fill(this.words.background);
-      const { states, words } = this;
+      const { states, cols, ratio } = this;
+      const byCode = new Uint32Array(128);
+      for (const [code, word] of Object.entries(this.words)) {
+        if (code.length === 1) byCode[code.charCodeAt(0)] = word;
+      }
+      const side = Math.max(1, Math.round(this.size * ratio));
+      const step = this.pitch * ratio;
+      let col = 0;
+      let row = 0;
       for (let i = 0; i < states.length; i += 1) {
-        const { x, y, side } = this.cell(i);
-        const colour = words[states[i]];
-        for (let row = y, end = Math.min(height, y + side); row < end; row += 1) {
-          const from = row * width + x;
-          pixels.fill(colour, from, from + Math.min(side, width - x));
+        const x = Math.round(col * step);
+        const y = Math.round(row * step);
+        const colour = byCode[states.charCodeAt(i)];
+        const across = Math.min(side, width - x);
+        const down = Math.min(side, height - y);
+        for (let r = 0, at = y * width + x; r < down; r += 1, at += width) {
+          for (let k = 0; k < across; k += 1) pixels[at + k] = colour;
+        }
+        col += 1;
+        if (col === cols) {
+          col = 0;
+          row += 1;
         }
       }
       this.context.putImageData(image, 0, 0);

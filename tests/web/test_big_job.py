@@ -87,6 +87,16 @@ def test_a_100k_frame_job_draws_as_a_map_and_follows_live(
     failed = solo.status(job, FrameQuery(states=("failed",), limit=1))["frames"][0]["frame"]
     assert page.evaluate("(f) => window.peerfarm.map.stateOf(f)", failed) == "failed"
 
+    # Hovering a cell names the frame and its state, then says more (fetched for it alone).
+    point = page.evaluate("(f) => window.peerfarm.map.cellCenter(f)", failed)
+    page.mouse.move(point["x"], point["y"])
+    tip = page.locator("#frames .map-tip")
+    tip.wait_for(state="visible")
+    assert tip.inner_text().startswith(f"frame {failed} · failed")
+    page.wait_for_function(
+        "document.querySelector('#frames .map-tip').textContent.includes('status 3')"
+    )
+
     # A click on a cell opens that frame's details, fetched for that frame alone.
     click_frame(page, failed)
     page.wait_for_selector(f'#frame-panel[data-frame="{failed}"]:not(.hidden)')

@@ -513,9 +513,24 @@
 
   function frameMap() {
     if (window.peerfarm.map === null) {
-      window.peerfarm.map = new window.PeerfarmFrameMap($("frames"), pickFrame);
+      window.peerfarm.map = new window.PeerfarmFrameMap($("frames"), pickFrame, frameLine);
     }
     return window.peerfarm.map;
+  }
+
+  /** A line about a hovered frame: its peer, attempts and render time (or error). */
+  async function frameLine(frame) {
+    if (state.selected === null) return "";
+    const job = encodeURIComponent(state.selected);
+    const result = await api(`/api/status?job=${job}&frames=${frame}&limit=1`);
+    const view = result.ok && (result.data.frames || [])[0];
+    if (!view) return "";
+    const parts = [];
+    if (view.peer) parts.push(plain(view.peer));
+    if (view.attempts) parts.push(`attempt ${view.attempts}`);
+    if (view.seconds !== null) parts.push(`${view.seconds.toFixed(2)} s`);
+    if (view.error) parts.push(plain(view.error).slice(0, 80));
+    return parts.join(" · ");
   }
 
   /** Open a frame's details: its view comes with the next refresh, at once. */

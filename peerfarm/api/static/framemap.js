@@ -19,10 +19,14 @@
   const CODES = Object.fromEntries(Object.entries(NAMES).map(([code, name]) => [name, code]));
 
   class FrameMap {
-    /** `root`: an empty element to fill; `onPick(frame)` runs when a frame is chosen. */
-    constructor(root, onPick) {
+    /** `root`: an empty element to fill; `onPick(frame)` runs when a frame is chosen;
+     *  `details(frame)` (optional) resolves to a line more about a frame hovered a moment. */
+    constructor(root, onPick, details = null) {
       this.root = root;
       this.onPick = onPick;
+      this.details = details;
+      this.hovered = null; // the position under the pointer
+      this.hoverTimer = null;
       this.job = null;
       this.stopped = false; // the job was cancelled: its claims show as stopped
       this.states = ""; // one character per frame, in rendering order
@@ -83,7 +87,10 @@
       this.root.append(bar, this.box, this.live);
       this.context = this.canvas.getContext("2d", { alpha: false });
       this.canvas.addEventListener("mousemove", (e) => this.hover(e));
-      this.canvas.addEventListener("mouseleave", () => this.tip.classList.add("hidden"));
+      this.canvas.addEventListener("mouseleave", () => {
+        this.hovered = null;
+        this.tip.classList.add("hidden");
+      });
       this.canvas.addEventListener("click", (e) => {
         const at = this.at(e);
         if (at !== null) this.pick(at);
@@ -394,10 +401,22 @@
     hover(event) {
       const at = this.at(event);
       if (at === null) {
+        this.hovered = null;
         this.tip.classList.add("hidden");
         return;
       }
-      this.tip.textContent = `frame ${this.frameAt(at)} · ${NAMES[this.states[at]]}`;
+      if (at !== this.hovered) {
+        this.hovered = at;
+        const frame = this.frameAt(at);
+        this.tip.textContent = `frame ${frame} · ${NAMES[this.states[at]]}`;
+        clearTimeout(this.hoverTimer);
+        if (this.details) {
+          this.hoverTimer = setTimeout(async () => {
+            const more = await this.details(frame);
+            if (more && this.hovered === at) this.tip.textContent += ` · ${more}`;
+          }, 250);
+        }
+      }
       const box = this.box.getBoundingClientRect();
       this.tip.style.left = `${event.clientX - box.left + this.box.scrollLeft + 12}px`;
       this.tip.style.top = `${event.clientY - box.top + this.box.scrollTop + 12}px`;

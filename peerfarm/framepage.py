@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from .control import FramePage, FrameQuery
 from .frames import frame_position, parse_frames
 from .ledger import Ledger
 from .ledger.model import JobSpec, Status
-from .ledger.replica import has_frame
 
 #: Frames in one ``status JOB`` answer over HTTP when the request names no ``limit``: about
 #: 200 KB of JSON, 20 ms to build; a script asks for more with ``limit`` or pages on ``next``.
@@ -58,16 +57,42 @@ class Selection:
     next: int | None  # the first matching frame not in ``frames`` (None: none left out)
 
 
+#: Beyond this many runs, a job's positions come from an index of its frames, not its runs.
+_FEW_RUNS = 16
+
+
+def position_of(spec: JobSpec) -> Callable[[int], int | None]:
+    """frame -> its position in the job's rendering order (None: not the job's): arithmetic
+    for one run, a walk of the runs for a few, an index of every frame for many."""
+    runs = spec.runs
+    if len(runs) == 1:
+        first, last, step = runs[0]
+
+        def one_run(frame: int) -> int | None:
+            inside = first <= frame <= last and (frame - first) % step == 0
+            return (frame - first) // step if inside else None
+
+        return one_run
+    if len(runs) <= _FEW_RUNS:
+        return lambda frame: frame_position(runs, frame)
+    return {frame: i for i, frame in enumerate(spec.frames)}.get
+
+
+def _in_order(spec: JobSpec, frames: Iterable[int]) -> list[int]:
+    """The job's frames among ``frames``, in its rendering order."""
+    position = position_of(spec)
+    placed = [(at, f) for f in frames if (at := position(f)) is not None]
+    placed.sort()
+    return [f for _at, f in placed]
+
+
 def _candidates(spec: JobSpec, wanted: str | None) -> Iterable[int]:
     """The job's frames in rendering order, within ``wanted`` when given."""
     if wanted is None:
         return spec.frames
     asked = parse_frames(wanted)
     if len(asked) < spec.frame_count:
-        inside = [f for f in asked if has_frame(spec, f)]
-        if len(spec.runs) == 1 and spec.runs[0][2] > 0:
-            return sorted(inside)  # one ascending run: rendering order is frame order
-        return sorted(inside, key=lambda f: frame_position(spec.runs, f) or 0)
+        return _in_order(spec, asked)
     keep = set(asked)
     return (f for f in spec.frames if f in keep)
 
@@ -97,8 +122,7 @@ def select_frames(ledger: Ledger, spec: JobSpec, query: FrameQuery) -> Selection
         known = _counted(ledger, spec, query.states)
         if query.states == ("rendering",):
             claimed = [frame for frame, _record in ledger.claimed_frames(spec.id)]
-            ordered = sorted(claimed, key=lambda f: frame_position(spec.runs, f) or 0)
-            return _page(iter(ordered), limit, known)
+            return _page(iter(_in_order(spec, claimed)), limit, known)
         if known == 0:
             return Selection([], 0, None)
     candidates: Iterator[int] = iter(_candidates(spec, query.frames))
@@ -153,14 +177,14 @@ def state_map(ledger: Ledger, spec: JobSpec) -> str:
     if not records:
         return out.decode("ascii")
     runs = spec.runs
-    if len(runs) == 1:
+    if len(runs) == 1:  # the usual job: no call per frame
         first, _last, step = runs[0]
         for frame, record in records.items():
             out[(frame - first) // step] = _CODE_BYTE[record.status]
     else:
-        position = {frame: i for i, frame in enumerate(spec.frames)}
+        index = {frame: i for i, frame in enumerate(spec.frames)}.get
         for frame, record in records.items():
-            at = position.get(frame)
+            at = index(frame)
             if at is not None:
                 out[at] = _CODE_BYTE[record.status]
     return out.decode("ascii")
@@ -189,9 +213,10 @@ class FrameJournal:
 def changed_states(ledger: Ledger, spec: JobSpec, frames: Iterable[int]) -> tuple[list[int], str]:
     """(positions, one state character per position) of ``frames`` of the job, by position."""
     records = ledger.frame_records(spec.id)
+    position = position_of(spec)
     found = []
     for frame in frames:
-        at = frame_position(spec.runs, frame)
+        at = position(frame)
         if at is not None:
             record = records.get(frame)
             found.append((at, "p" if record is None else chr(_CODE_BYTE[record.status])))

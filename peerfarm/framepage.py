@@ -16,7 +16,8 @@ that list, pure over a ledger:
   from that, 100 KB for 100,000 frames instead of 100,000 JSON objects.
 - A :class:`FrameJournal` numbers every frame change a peer sees (``seq``), so a client that
   holds a job's map as of ``seq`` asks only for what changed since (:func:`changed_states`);
-  it remembers the last ``keep`` changes, and a client further behind reloads the whole map.
+  it remembers the last ``keep`` changes (a few MB), and a client further behind reloads the
+  whole map.
 """
 
 from __future__ import annotations
@@ -193,11 +194,15 @@ def state_map(ledger: Ledger, spec: JobSpec) -> str:
 class FrameJournal:
     """The frames that changed on this peer, in order, numbered: ``seq`` counts every change."""
 
-    def __init__(self, keep: int = 200_000) -> None:
+    def __init__(self, keep: int = 50_000) -> None:
         self.seq = 0
         self._log: deque[tuple[str, int]] = deque(maxlen=keep)
+        self._ids: dict[str, str] = {}  # one string per job id (deltas bring their own copies)
 
     def note(self, job: str, frame: int) -> None:
+        job = self._ids.setdefault(job, job)
+        if len(self._ids) > 10_000:  # ids of jobs long gone: forget them (only sharing is lost)
+            self._ids = {job: job}
         self._log.append((job, frame))
         self.seq += 1
 

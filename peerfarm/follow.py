@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from peerfarm.client import FarmClient
-from peerfarm.control import JobView
+from peerfarm.control import SUMMARY_ONLY, JobView
 from peerfarm.plaintext import printable
 
 #: Seconds between polls of ``submit --wait`` and ``status --watch``.
@@ -79,7 +79,7 @@ def wait_for_job(
         blocked_since: float | None = None
         first: tuple[float, int] | None = None  # when frames were first seen ending, how many
         while True:
-            job = client.status(job_id)["jobs"][0]
+            job = client.status(job_id, SUMMARY_ONLY)["jobs"][0]
             ended = job["frames_done"] + job["frames_failed"]
             now = monotonic()
             first = first or ((now, ended) if ended else None)

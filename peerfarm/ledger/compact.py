@@ -207,6 +207,20 @@ class FrameTable(Mapping[int, FrameRecord]):
             return None
         return Status.DONE if isinstance(stored, bytes) else stored.status
 
+    def statuses(self) -> Iterator[tuple[int, Status]]:
+        """(frame, status) of every frame with a record, in the order of ``iter``."""
+        if self._loose is not None:
+            for frame, held in list(self._loose.items()):
+                yield frame, Status.DONE if isinstance(held, bytes) else held.status
+            return
+        slots = self._slots
+        for first, last, step, offset in self._runs:
+            for index in range((last - first) // step + 1):
+                stored = slots[offset + index]
+                if stored is not None:
+                    status = Status.DONE if isinstance(stored, bytes) else stored.status
+                    yield first + index * step, status
+
     def written(self, frame: int) -> tuple[str, int] | None:
         """(origin, version) of the frame's record, or None when it has none."""
         stored = self._stored(frame)

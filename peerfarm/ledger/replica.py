@@ -450,6 +450,11 @@ class Replica:
         where the status is enough."""
         return self._frames.get(job) or FrameTable(self._nodes)
 
+    def frame_statuses(self, job: str) -> Iterator[tuple[int, Status]]:
+        """(frame, status) of every frame with a record, without building done records."""
+        table = self._frames.get(job)
+        return table.statuses() if table is not None else iter(())
+
     def frame_status(self, job: str, frame: int) -> Status:
         """A frame's status, without building its record."""
         table = self._frames.get(job)

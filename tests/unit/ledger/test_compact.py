@@ -122,6 +122,7 @@ def test_a_frame_table_behaves_like_a_dict(
         assert table.status(frame) == (None if held is None else held.status)
         assert table.written(frame) == (None if held is None else (held.origin, held.version))
     assert sorted(table) == sorted(model)
+    assert dict(table.statuses()) == {f: r.status for f, r in model.items()}
     assert dict(table.items()) == model
     table.bind(spec)
     assert dict(table.items()) == model

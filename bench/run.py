@@ -79,6 +79,7 @@ class Sizes:
     repeats: int = 3
     series: tuple[int, ...] = (2_000, 20_000, 100_000)
     joiner_frames: int = 100_000
+    rq_classes: tuple[str, ...] = ("simple", "fork")
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -150,7 +151,7 @@ def run_all(sizes: Sizes, only: tuple[str, ...], rq: bool) -> dict[str, Any]:
             if "schedule" in only:
                 _guard("schedule", results, lambda: schedule.run(
                     sizes.frames, sizes.seconds, sizes.noop, rq=rq, farm=farm,
-                    repeats=sizes.repeats))
+                    repeats=sizes.repeats, rq_classes=sizes.rq_classes))
             if "series" in only:
                 _guard("series", results, lambda: schedule.series(sizes.series, farm))
             if "failover" in only:
@@ -208,7 +209,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     m = sched.get("makespan")
     if m:
         rq_s = [m.get("rq_fork_s"), m.get("rq_simple_s")]
-        faster = all(x is not None and m["peerfarm_s"] < x for x in rq_s)
+        measured = [x for x in rq_s if x is not None]
+        faster = bool(measured) and all(m["peerfarm_s"] < x for x in measured)
         rows.append((
             f"makespan {m['frames']}x{m['seconds_per_frame']} s (submit --wait)",
             f"{_fmt(m['peerfarm_s'], ' s')} ({m['peerfarm_efficiency']:.1%} of ideal)",
@@ -383,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--rq", default=None,
+                        help="RQ worker classes to compare with (default simple,fork)")
     parser.add_argument("--series", default=None,
                         help="job sizes of the dispatch series (default 2000,20000,100000)")
     parser.add_argument("--only", default=",".join(ALL), help="comma-separated subset")
@@ -395,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     sizes = Sizes.quick() if args.quick else Sizes()
+    if args.rq:
+        sizes = replace(sizes, rq_classes=tuple(x for x in args.rq.split(",") if x))
     if args.series:
         sizes = replace(sizes, series=tuple(int(x) for x in args.series.split(",") if x.strip()))
     if args.no_install:

@@ -128,6 +128,7 @@ def run(
     rq: bool = True,
     farm: LocalFarm | None = None,
     repeats: int = 3,
+    rq_classes: Sequence[str] = ("simple", "fork"),
 ) -> dict[str, Any]:
     """Makespan and dispatch: peerfarm and both RQ workers in turn, ``repeats`` times each."""
     rq = rq and rq_ready()
@@ -148,7 +149,7 @@ def run(
             if rq:
                 from bench.rq_engine import RQFarm
 
-                for cls in ("simple", "fork"):
+                for cls in rq_classes:
                     baselines[cls] = stack.enter_context(RQFarm(peers, cls))
             for n in range(repeats):
                 took = cli_wait(farm, ours_script, frames, f"makespan{n}")
@@ -183,16 +184,18 @@ def run(
         "target_vs_simple": TARGET_VS_SIMPLE,
     }  # fmt: skip
     if rq:
-        for cls in ("fork", "simple"):
+        for cls in baselines:
             took = statistics.median(times[cls])
             makespan[f"rq_{cls}_s"] = round(took, 3)
             makespan[f"rq_{cls}_runs_s"] = [round(t, 3) for t in times[cls]]
             makespan[f"rq_{cls}_efficiency"] = round(ideal / took, 4)
             dispatch[f"rq_{cls}_fps"] = round(statistics.median(rates[cls]), 1)
             dispatch[f"rq_{cls}_runs_fps"] = [round(r, 1) for r in rates[cls]]
-        makespan["peerfarm_vs_simple"] = round(makespan["rq_simple_s"] / ours, 3)
-        dispatch["peerfarm_vs_simple"] = round(fps / dispatch["rq_simple_fps"], 2)
-        dispatch["peerfarm_vs_fork"] = round(fps / dispatch["rq_fork_fps"], 2)
+        if "rq_simple_s" in makespan:
+            makespan["peerfarm_vs_simple"] = round(makespan["rq_simple_s"] / ours, 3)
+            dispatch["peerfarm_vs_simple"] = round(fps / dispatch["rq_simple_fps"], 2)
+        if "rq_fork_fps" in dispatch:
+            dispatch["peerfarm_vs_fork"] = round(fps / dispatch["rq_fork_fps"], 2)
     else:
         makespan["rq"] = dispatch["rq"] = "skipped: redis-server or rq missing"
     return {"makespan": makespan, "dispatch": dispatch}

@@ -23,7 +23,6 @@ import logging
 import os
 import random
 import secrets
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from pathlib import Path
 import ifaddr
 import trio
 
-from . import PROTOCOL_VERSION, __version__
+from . import PROTOCOL_VERSION, __version__, platform
 from .api.access import Sessions
 from .api.app import create_app
 from .api.server import serve_http
@@ -201,12 +200,12 @@ async def serve(
 ) -> None:
     data_dir = options.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o700)
+    platform.make_private(data_dir)
     options.data_dir = data_dir
     keyring = load_keyring(options)
     config = config_for(options.preset)
     node_id = node_id_for(data_dir)
-    name = options.name or os.uname().nodename
+    name = options.name or platform.host_name()
     ledger_store = LedgerStore(data_dir / "ledger.db")
     ledger = ledger_store.load(node_id)
     store = ContentStore(data_dir / "store", limit_bytes=options.store_limit)
@@ -257,9 +256,9 @@ async def serve(
                     nursery.start_soon(_discovery, node, keyring.farm_id, options)
                 await _start_api(nursery, farm, keyring, options)
                 task_status.started(node)
-                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                with trio.open_signal_receiver(*platform.graceful_signals()) as signals:
                     async for signum in signals:
-                        log.info("leaving the farm (%s)", signal.Signals(signum).name)
+                        log.info("leaving the farm (%s)", platform.signal_name(signum))
                         break
                 with trio.move_on_after(5) as scope:
                     scope.shield = True

@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Literal
 
 import trio
 
+from peerfarm import platform
 from peerfarm.renderers import groups
 from peerfarm.renderers.base import (
     LineReader,
@@ -130,10 +131,11 @@ class WarmWorker:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=child_env({"PYTHONUNBUFFERED": "1"}),
-                start_new_session=True,
+                **platform.tree_kwargs(),
             )
         except OSError as exc:
             raise RenderFailed(f"cannot start the Blender worker: {exc}") from exc
+        platform.track_tree(self.process.pid)
         groups.REGISTRY.started(self.process.pid)
         assert self.process.stdin and self.process.stdout and self.process.stderr
         self._stdin = self.process.stdin
@@ -158,6 +160,7 @@ class WarmWorker:
                     pass
         await kill_process_group(process)
         await close_pipes(process)
+        platform.release_tree(process.pid)
         groups.REGISTRY.ended(process.pid)
 
     async def ensure_scene(self, key: _SceneKey) -> None:

@@ -11,10 +11,11 @@ stopping them. Rules:
   ``PEERFARM_*``), in its data dir, and each in its own session, so its process group can be
   killed whole.
 - Ready means: ``control.json`` names this very process and the control API answers ``status``.
-- Stopping is SIGTERM (a graceful leave), then SIGKILL of the process group after
-  ``STOP_TIMEOUT_S``; :meth:`Daemon.kill` (kill -9) also takes renders that run in groups of
-  their own. Every open farm is in a registry: :func:`stop_all` (run at exit, and by the test
-  suites after every test) stops whatever a failing test or an interrupted run left behind.
+- Stopping is SIGTERM (a graceful leave; CTRL_BREAK on Windows), then the process tree is
+  killed after ``STOP_TIMEOUT_S`` (``peerfarm.platform``); :meth:`Daemon.kill` (kill -9) also
+  takes renders that run in trees of their own. Every open farm is in a registry:
+  :func:`stop_all` (run at exit, and by the test suites after every test) stops whatever a
+  failing test or an interrupted run left behind.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import functools
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -37,8 +37,10 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import httpx
+import psutil
 
 import peerfarm
+from peerfarm import platform
 from peerfarm.client import CONTROL_FILE, FarmClient, read_control_file
 from peerfarm.control import JobView, PeerView, StatusView, SubmitBody
 from peerfarm.errors import PeerfarmError
@@ -157,23 +159,11 @@ def up_argv(
 
 
 def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (Linux /proc), children first."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(entry.name))
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+    """Every live descendant of ``pid`` (through psutil, on every OS), children first."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 # --- one daemon ------------------------------------------------------------------------------
@@ -271,33 +261,31 @@ class Daemon:
             self.process.send_signal(sig)  # a no-op once it has been reaped
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
-        """SIGTERM (a graceful leave); SIGKILL of its process group if it has not exited after
-        ``timeout`` seconds. Returns its exit status."""
-        self.signal(signal.SIGTERM)
+        """Ask it to leave (SIGTERM; CTRL_BREAK on Windows); kill its process tree if it has
+        not exited after ``timeout`` seconds. Returns its exit status."""
+        self.signal(platform.stop_signal())
         return self.reap(timeout)
 
     def kill(self) -> int:
-        """kill -9 of the daemon, its process group and every descendant (renders run in
-        process groups of their own). Returns its exit status."""
+        """kill -9 of the daemon, its process tree and every descendant (renders run in
+        process trees of their own). Returns its exit status."""
         children = descendants(self.pid) if self.alive() else []
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+        platform.signal_tree(self.pid, kill=True)
         for pid in children:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
         return self.reap(5.0)
 
     def reap(self, timeout: float) -> int:
-        """Wait for it to exit, SIGKILL its process group after ``timeout`` seconds; then its
-        group is killed anyway (what it started there) and its client closed."""
+        """Wait for it to exit, kill its process tree after ``timeout`` seconds; then its
+        tree is killed anyway (what it started there) and its client closed."""
         try:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
+            platform.signal_tree(self.pid, kill=True)
             code = self.process.wait(5.0)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)  # whatever it started in its own group
+        platform.signal_tree(self.pid, kill=True)  # whatever it started in its own group
+        platform.release_tree(self.pid)
         self.close_client()
         return code
 
@@ -392,8 +380,9 @@ class LocalFarm:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                **platform.tree_kwargs(),
             )
+        platform.track_tree(process.pid)
         daemon = Daemon(name, data_dir, process, log_path, port, web_port)
         self.daemons.append(daemon)
         if wait:
@@ -472,7 +461,7 @@ class LocalFarm:
     def close(self) -> None:
         """Stop every daemon: SIGTERM to all at once, then each is reaped (see ``stop``)."""
         for daemon in self.daemons:
-            daemon.signal(signal.SIGTERM)  # once: a second SIGTERM would cut its leave short
+            daemon.signal(platform.stop_signal())  # once: a second would cut its leave short
         for daemon in self.daemons:
             daemon.reap(STOP_TIMEOUT_S)
         with contextlib.suppress(ValueError):

@@ -411,25 +411,10 @@ class Farm:
         if not frames:
             raise UsageError(f"job {spec.name} has no rendered frames to encode yet")
         rate = fps or float(spec.options.get("fps") or 24)
-        with tempfile.TemporaryDirectory(dir=self.node.data_dir) as tmp:
-            suffix = (
-                Path((spec.frames and self._first_output_name(job)) or "x.png").suffix or ".png"
-            )
-            links = []
-            for i, blob in enumerate(frames):
-                link = Path(tmp) / f"f{i:06d}{suffix}"
-                link.symlink_to(blob)
-                links.append(link)
-            out = out.expanduser().resolve()
-            out.parent.mkdir(parents=True, exist_ok=True)
-            await encode_video(links, out, rate)
+        out = out.expanduser().resolve()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        await encode_video(frames, out, rate)  # blobs as they are: ffmpeg reads their content
         return {"job": job, "video": str(out), "frames": len(frames), "fps": rate}
-
-    def _first_output_name(self, job: str) -> str:
-        for record in self.node.ledger.frame_records(job).values():
-            if record.outputs:
-                return record.outputs[0].name
-        return "x.png"
 
     async def _encode_finished(self) -> None:
         for job, (out, fps) in list(self._encodes.items()):

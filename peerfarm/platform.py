@@ -391,6 +391,19 @@ def replace(source: Path | str, target: Path | str) -> None:
         time.sleep(delay)
 
 
+def rename(source: Path | str, target: Path | str) -> None:
+    """``os.rename`` (a file or a folder, never over an existing one) that, on Windows,
+    retries while another process holds something inside ``source`` open."""
+    for delay in (*RETRY_DELAYS_S, None):
+        try:
+            os.rename(source, target)
+            return
+        except PermissionError as exc:
+            if delay is None or not _blocked(exc):
+                raise
+        time.sleep(delay)
+
+
 def remove(path: Path | str, *, missing_ok: bool = True) -> None:
     """Delete a file: on Windows clear its read-only bit first and retry while another process
     holds it open. A missing file is fine with ``missing_ok``."""

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import abc
 import collections
-import contextlib
 import os
 import re
-import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -403,10 +401,13 @@ def unpack_archive_once(
                 _unpack_tar(archive, staging, max_bytes)
         except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
             raise RenderFailed(f"cannot unpack {archive.name}: {exc}") from exc
-        with contextlib.suppress(OSError):  # another slot won the race: use its copy
-            staging.rename(target)
+        try:
+            platform.rename(staging, target)
+        except OSError as exc:
+            if not target.is_dir():  # else another slot won the race: use its copy
+                raise RenderFailed(f"cannot unpack {archive.name}: {exc}") from exc
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        platform.remove_tree(staging)
     return target
 
 

@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import ifaddr
 import trio
 
 from . import PROTOCOL_VERSION, __version__, platform
@@ -39,6 +38,7 @@ from .client import dashboard_url, write_control_file
 from .errors import PeerfarmError, UsageError
 from .farm import Farm
 from .files.store import ContentStore
+from .gossip import adapters
 from .gossip.config import GossipConfig
 from .gossip.crypto import Keyring, decode_key, load_key_file, load_or_create_key_file
 from .gossip.discovery import Discovery, DiscoveryUnavailable, PeerFound
@@ -142,10 +142,8 @@ def advertise_host(options: NodeOptions) -> str:
     for interface in options.interfaces:
         if interface not in ("0.0.0.0", ""):
             return interface
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
-                return ip.ip
+    for address in adapters.outward(adapters.host_addresses()):  # virtual adapters last
+        return address.address
     return "127.0.0.1"
 
 
@@ -231,7 +229,11 @@ async def serve(
             rng=random.Random(),
             incarnation=next_incarnation(data_dir),
             renderer_versions=versions,
-            shared_root=options.shared_root.resolve() if options.shared_root else None,
+            shared_root=(
+                platform.on_disk_case(options.shared_root.resolve())
+                if options.shared_root
+                else None
+            ),
             settle=STARTUP_SETTLE,
         )
         node = Node(parts)

@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from . import PROTOCOL_VERSION, __version__
+from . import PROTOCOL_VERSION, __version__, platform
 from .control import (
     RENDERERS,
     Action,
@@ -241,11 +241,14 @@ class Farm:
         if request.fps:
             options["fps"] = request.fps
         root = self.node.parts.shared_root
-        if root is not None and output.resolve().is_relative_to(root):
-            options["shared_output"] = output.resolve().relative_to(root).as_posix()
-        if root is not None and scene.resolve().is_relative_to(root):
+        if root is not None:  # paths as the disk spells them (case-insensitive disks)
+            output = platform.on_disk_case(output.resolve())
+            scene = platform.on_disk_case(scene.resolve())
+        if root is not None and output.is_relative_to(root):
+            options["shared_output"] = output.relative_to(root).as_posix()
+        if root is not None and scene.is_relative_to(root):
             # Shared storage: every peer reads the scene in place under its own --shared-root.
-            options["shared_scene"] = scene.resolve().relative_to(root).as_posix()
+            options["shared_scene"] = scene.relative_to(root).as_posix()
             return await self._submit_spec(
                 request,
                 name,

@@ -441,6 +441,32 @@ def remove_tree(folder: Path | str) -> None:
         shutil.rmtree(folder, onerror=again)
 
 
+def on_disk_case(path: Path) -> Path:
+    """``path`` (absolute) with each existing component spelled as the folder lists it.
+
+    On a case-insensitive disk (macOS, Windows, an SMB share, vfat) ``/Volumes/NAS/Shot``
+    opens ``/Volumes/nas/shot`` as well, and ``Path.resolve`` keeps the case as typed; a path
+    recorded for other peers must be the one on disk. Components past the first missing one
+    stay as given; where two entries differ only in case (a case-sensitive disk) the exact
+    name wins."""
+    parts = path.parts
+    if not parts:
+        return path
+    current = Path(parts[0])
+    for index, part in enumerate(parts[1:], 1):
+        try:
+            names = os.listdir(current)
+        except OSError:
+            return current.joinpath(*parts[index:])
+        if part not in names:
+            folded = [name for name in names if name.casefold() == part.casefold()]
+            if len(folded) != 1:
+                return current.joinpath(*parts[index:])
+            part = folded[0]
+        current = current / part
+    return current
+
+
 def set_mode(path: Path | str, mode: int, fd: int | None = None) -> None:
     """Set ``path``'s permission bits (through ``fd`` where ``os.fchmod`` exists). On Windows
     only the owner's write bit means something: without it the file is read-only."""

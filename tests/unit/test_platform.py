@@ -132,3 +132,12 @@ def test_symlinks_are_refused_to_peerfarm_on_windows(windows: None, tmp_path: Pa
 def test_symlinks_work_here(tmp_path: Path) -> None:
     assert platform.symlinks_work(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_on_disk_case_spells_each_existing_part_as_the_folder_lists_it(tmp_path: Path) -> None:
+    (tmp_path / "NAS" / "Shot 01").mkdir(parents=True)
+    typed = tmp_path / "nas" / "SHOT 01" / "render" / "Out"
+    assert platform.on_disk_case(typed) == tmp_path / "NAS" / "Shot 01" / "render" / "Out"
+    (tmp_path / "nas").mkdir()  # a case-sensitive disk: the exact name wins
+    assert platform.on_disk_case(tmp_path / "nas" / "x") == tmp_path / "nas" / "x"
+    assert platform.on_disk_case(tmp_path / "Nas" / "x") == tmp_path / "Nas" / "x"

@@ -29,6 +29,7 @@ and exercise the Windows rules (retries, read-only files, trees without groups).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -57,8 +58,23 @@ RETRY_DELAYS_S = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.6, 0.7)
 SHARING_ERRORS = frozenset({5, 32, 33})
 
 
-class PlatformError(PeerfarmError):
-    """An OS operation that this platform refused, with what to do about it."""
+#: What a file system without permission bits (FAT through FUSE, some SMB mounts) answers to
+#: chmod: the mode is a safeguard there, not a requirement.
+NO_MODES = frozenset({errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM})
+
+
+class FileBusy(PeerfarmError, PermissionError):
+    """Windows kept refusing to replace or delete a file another program holds open (after
+    ``RETRY_DELAYS_S``); an ``OSError`` too, so callers that turn OS errors into their own
+    keep working. The message names the file and what to do."""
+
+    def __init__(self, action: str, path: Path | str, exc: OSError) -> None:
+        super().__init__(
+            exc.errno,
+            f"cannot {action} {path}: another program holds it open (an image viewer, a "
+            "virus scanner, the search indexer); close it and try again",
+            os.fspath(path),
+        )
 
 
 # --- signals ---------------------------------------------------------------------------------
@@ -385,8 +401,10 @@ def replace(source: Path | str, target: Path | str) -> None:
             os.replace(source, target)
             return
         except PermissionError as exc:
-            if delay is None or not _blocked(exc):
+            if not _blocked(exc):
                 raise
+            if delay is None:
+                raise FileBusy("replace", target, exc) from exc
             _clear_read_only(target)
         time.sleep(delay)
 
@@ -399,8 +417,10 @@ def rename(source: Path | str, target: Path | str) -> None:
             os.rename(source, target)
             return
         except PermissionError as exc:
-            if delay is None or not _blocked(exc):
+            if not _blocked(exc):
                 raise
+            if delay is None:
+                raise FileBusy("rename", source, exc) from exc
         time.sleep(delay)
 
 
@@ -416,8 +436,10 @@ def remove(path: Path | str, *, missing_ok: bool = True) -> None:
                 return
             raise
         except PermissionError as exc:
-            if delay is None or not _blocked(exc):
+            if not _blocked(exc):
                 raise
+            if delay is None:
+                raise FileBusy("delete", path, exc) from exc
             if _clear_read_only(path):
                 continue
         time.sleep(delay)
@@ -469,12 +491,17 @@ def on_disk_case(path: Path) -> Path:
 
 def set_mode(path: Path | str, mode: int, fd: int | None = None) -> None:
     """Set ``path``'s permission bits (through ``fd`` where ``os.fchmod`` exists). On Windows
-    only the owner's write bit means something: without it the file is read-only."""
+    only the owner's write bit means something: without it the file is read-only. A file
+    system that has no permission bits leaves the file as it is."""
     fchmod = getattr(os, "fchmod", None)
-    if fd is not None and fchmod is not None and not WINDOWS:
-        fchmod(fd, mode)
-    else:
-        os.chmod(path, mode)
+    try:
+        if fd is not None and fchmod is not None and not WINDOWS:
+            fchmod(fd, mode)
+        else:
+            os.chmod(path, mode)
+    except OSError as exc:
+        if exc.errno not in NO_MODES:
+            raise  # a disk without permission bits (FAT, some shares) keeps what it has
 
 
 def make_private(folder: Path) -> None:

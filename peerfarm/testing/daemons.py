@@ -7,9 +7,11 @@ stopping them. Rules:
   ephemeral port, the dashboard (``web=True``) on a free port. mDNS runs only with ``mdns=True``
   and then only on 127.0.0.1 (``--interface 127.0.0.1``); otherwise ``--no-mdns``.
 - A :class:`LocalFarm` owns a root folder: one key file (mode 0600), one data dir and one log per
-  daemon. Daemons run with this interpreter, the farm's own environment (no inherited
-  ``PEERFARM_*``), in its data dir, and each in its own session, so its process group can be
-  killed whole.
+  daemon. A data dir is ``ROOT/peer NAME``: a space in every daemon's paths, as in macOS's
+  default data dir (``~/Library/Application Support``), so every real test renders through
+  one. Daemons run with this interpreter, the farm's own environment (no inherited
+  ``PEERFARM_*``), in its data dir, and each in a process tree of its own, which can be killed
+  whole.
 - Ready means: ``control.json`` names this very process and the control API answers ``status``.
 - Stopping is SIGTERM (a graceful leave; CTRL_BREAK on Windows), then the process tree is
   killed after ``STOP_TIMEOUT_S`` (``peerfarm.platform``); :meth:`Daemon.kill` (kill -9) also
@@ -361,7 +363,7 @@ class LocalFarm:
         """Start one daemon (``extra``: more ``up`` flags); with ``wait``, until it is ready.
 
         ``data_dir`` may be an earlier daemon's, to restart it from its own files."""
-        data_dir = data_dir or self.root / name
+        data_dir = data_dir or self.root / f"peer {name}"
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         (data_dir / CONTROL_FILE).unlink(missing_ok=True)  # a dead daemon's must not count
         port = free_port()

@@ -73,7 +73,7 @@ def test_replace_over_a_read_only_file(windows: None, tmp_path: Path) -> None:
 
 def test_a_file_still_open_cannot_be_replaced_and_says_so(windows: None, tmp_path: Path) -> None:
     (tmp_path / "a").write_text("new")
-    with (tmp_path / "a").open("rb"), pytest.raises(PermissionError, match="being used"):
+    with (tmp_path / "a").open("rb"), pytest.raises(platform.FileBusy, match="holds it open"):
         platform.replace(tmp_path / "a", tmp_path / "b")
     platform.replace(tmp_path / "a", tmp_path / "b")  # closed: fine
 

@@ -129,6 +129,7 @@ def test_symlinks_are_refused_to_peerfarm_on_windows(windows: None, tmp_path: Pa
     assert not platform.symlinks_work(tmp_path)
 
 
+@pytest.mark.posix_only
 def test_symlinks_work_here(tmp_path: Path) -> None:
     assert platform.symlinks_work(tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -12,6 +12,8 @@ import pytest
 
 import peerfarm
 from peerfarm import platform
+from peerfarm.errors import PeerfarmError
+from peerfarm.files.place import place_copy
 from peerfarm.files.store import ContentStore
 from tests.support.windows import NotOnWindows, simulate_windows
 
@@ -142,3 +144,18 @@ def test_on_disk_case_spells_each_existing_part_as_the_folder_lists_it(tmp_path:
     (tmp_path / "nas").mkdir()  # a case-sensitive disk: the exact name wins
     assert platform.on_disk_case(tmp_path / "nas" / "x") == tmp_path / "nas" / "x"
     assert platform.on_disk_case(tmp_path / "Nas" / "x") == tmp_path / "Nas" / "x"
+
+
+def test_a_fetch_onto_a_frame_another_program_holds_is_a_clear_peerfarm_error(
+    windows: None, tmp_path: Path
+) -> None:
+    source = tmp_path / "blob"
+    source.write_bytes(b"new frame")
+    folder = tmp_path / "dest"
+    folder.mkdir()
+    (folder / "frame_0001.png").write_bytes(b"old frame")
+    busy = pytest.raises(PeerfarmError, match=r"frame_0001\.png: another program holds it")
+    with (folder / "frame_0001.png").open("rb"), busy:  # an image viewer shows it
+        place_copy(source, folder, "frame_0001.png")
+    assert [p.name for p in folder.iterdir()] == ["frame_0001.png"]  # no partial file left
+    assert place_copy(source, folder, "frame_0001.png").read_bytes() == b"new frame"

@@ -10,8 +10,8 @@ the command line. Running a script is running arbitrary code, so a task must hav
 
 How a script runs (``interpreter_argv``, pure): on POSIX a script with its executable bit runs
 itself. Otherwise (files fetched from the content store lose the bit, and Windows has none)
-its suffix names the interpreter: ``.py`` the peer's own Python, ``.sh`` ``sh`` where there is
-one (Git for Windows, MSYS2, Cygwin put one on PATH), ``.bat``/``.cmd`` ``cmd.exe /d /c`` (Windows
+its suffix names the interpreter: ``.py`` the peer's own Python, ``.sh`` its ``#!`` line or
+``sh`` where there is one (Git for Windows, MSYS2, Cygwin put one on PATH), ``.bat``/``.cmd`` ``cmd.exe /d /c`` (Windows
 only), ``.ps1`` PowerShell (``powershell`` on Windows, ``pwsh`` elsewhere) without profile or
 execution policy; then its ``#!`` line (on Windows the interpreter's name looked up on PATH);
 then ``sh``. A script whose interpreter this peer lacks fails its frame saying which one.
@@ -68,7 +68,8 @@ def interpreter_argv(
     if suffix == ".py":
         return [python, str(script)]
     if suffix == ".sh":
-        return [_found("sh", which), str(script)]
+        shebang = _shebang(first_line, windows, which)
+        return [*(shebang or [_found("sh", which)]), str(script)]
     if suffix in (".bat", ".cmd"):
         if not windows:
             raise RenderFailed(f"a {suffix} script needs a Windows peer")
@@ -76,17 +77,28 @@ def interpreter_argv(
     if suffix == ".ps1":
         shell = _found("powershell" if windows else "pwsh", which)
         return [shell, "-NoProfile", "-ExecutionPolicy", "Bypass", "-File", str(script)]
-    if first_line.startswith(b"#!"):
-        words = shlex.split(first_line[2:].decode("utf-8", "replace"))
-        if words and windows:
-            program = PurePath(words[0].replace("\\", "/")).name
-            if program == "env" and len(words) > 1:
-                words = words[1:]
-                program = words[0]
-            words[0] = _found(program, which)
-        if words:
-            return [*words, str(script)]
-    return [_found("sh", which) if windows else "/bin/sh", str(script)]
+    shebang = _shebang(first_line, windows, which)
+    if shebang is None and windows and first_line.startswith(b"#!"):
+        raise RenderFailed(f"this peer has no {first_line[2:].decode(errors='replace')!r}")
+    return [*(shebang or [_found("sh", which) if windows else "/bin/sh"]), str(script)]
+
+
+def _shebang(
+    first_line: bytes, windows: bool, which: Callable[[str], str | None]
+) -> list[str] | None:
+    """The interpreter a ``#!`` line names; on Windows its program name looked up on PATH
+    (None there when PATH has no such program)."""
+    if not first_line.startswith(b"#!"):
+        return None
+    words = shlex.split(first_line[2:].decode("utf-8", "replace"))
+    if not words or not windows:
+        return words or None
+    program = PurePath(words[0].replace("\\", "/")).name
+    if program == "env" and len(words) > 1:
+        words = words[1:]
+        program = words[0]
+    found = which(program)
+    return [found, *words[1:]] if found else None
 
 
 class CommandRenderer(Renderer):

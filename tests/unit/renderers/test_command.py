@@ -37,7 +37,10 @@ def test_the_suffix_names_the_interpreter(windows: bool) -> None:
         return interpreter_argv(first, script, windows=windows, python="/py", which=_which)
 
     assert argv("frame.py") == ["/py", "/job dir/frame.py"]
-    assert argv("frame.sh", b"#!/bin/bash") == ["/bin/sh", "/job dir/frame.sh"]
+    # A .sh keeps its #! interpreter; on Windows one PATH lacks (no bash here) falls back to sh.
+    bash = "/bin/sh" if windows else "/bin/bash"
+    assert argv("frame.sh", b"#!/bin/bash") == [bash, "/job dir/frame.sh"]
+    assert argv("frame.sh") == ["/bin/sh", "/job dir/frame.sh"]
     shell = r"C:\PS\powershell.exe" if windows else "/usr/bin/pwsh"
     flags = ["-NoProfile", "-ExecutionPolicy", "Bypass", "-File"]
     assert argv("f.PS1") == [shell, *flags, "/job dir/f.PS1"]

@@ -9,12 +9,13 @@ the command line. Running a script is running arbitrary code, so a task must hav
 ``allow_scripts``.
 
 How a script runs (``interpreter_argv``, pure): on POSIX a script with its executable bit runs
-itself. Otherwise (files fetched from the content store lose the bit, and Windows has none)
-its suffix names the interpreter: ``.py`` the peer's own Python, ``.sh`` its ``#!`` line or
-``sh`` where there is one (Git for Windows, MSYS2, Cygwin put one on PATH), ``.bat``/``.cmd`` ``cmd.exe /d /c`` (Windows
-only), ``.ps1`` PowerShell (``powershell`` on Windows, ``pwsh`` elsewhere) without profile or
-execution policy; then its ``#!`` line (on Windows the interpreter's name looked up on PATH);
-then ``sh``. A script whose interpreter this peer lacks fails its frame saying which one.
+itself. Otherwise (files fetched from the content store lose the bit; Windows has none) its
+suffix names the interpreter: ``.py`` the peer's own Python; ``.sh`` its ``#!`` line, else
+``sh`` (Git for Windows, MSYS2 and Cygwin put one on PATH); ``.bat``/``.cmd`` ``cmd.exe /d
+/c`` (Windows only); ``.ps1`` PowerShell (``powershell`` on Windows, ``pwsh`` elsewhere)
+without profile or execution policy. Any other script runs through its ``#!`` line (on
+Windows the interpreter's name is looked up on PATH), else ``sh``. A script whose interpreter
+this peer lacks fails its frame saying which one.
 """
 
 from __future__ import annotations

@@ -267,7 +267,7 @@ async def serve(
                     await node.leave()
                 nursery.cancel_scope.cancel()
         finally:
-            (data_dir / "control.json").unlink(missing_ok=True)
+            platform.remove(data_dir / "control.json")
             for renderer in renderers.values():
                 with trio.move_on_after(3) as scope:
                     scope.shield = True

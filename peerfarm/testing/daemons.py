@@ -365,7 +365,7 @@ class LocalFarm:
         ``data_dir`` may be an earlier daemon's, to restart it from its own files."""
         data_dir = data_dir or self.root / f"peer {name}"
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (data_dir / CONTROL_FILE).unlink(missing_ok=True)  # a dead daemon's must not count
+        platform.remove(data_dir / CONTROL_FILE)  # a dead daemon's must not count
         port = free_port()
         web_port = free_port() if web else None
         argv = up_argv(

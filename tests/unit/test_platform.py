@@ -19,10 +19,12 @@ from tests.support.windows import NotOnWindows, simulate_windows
 
 PACKAGE = Path(peerfarm.__file__).resolve().parent
 
-#: Calls only peerfarm/platform.py may make (the POSIX-only ones and pid probing).
+#: Calls only peerfarm/platform.py may make: the POSIX-only ones, pid probing, symlinks, and
+#: renames and deletes (which must retry on Windows).
 FORBIDDEN = re.compile(
     r"os\.killpg|os\.fchmod|os\.getpgid|os\.uname|os\.kill\(|signal\.SIGKILL|signal\.SIGTERM"
     r"|start_new_session|\.symlink_to\(|os\.symlink\("
+    r"|\.unlink\(|os\.remove\(|os\.replace\(|(?<!platform)\.rename\("
 )
 
 

@@ -282,6 +282,17 @@ if sys.platform == "win32":
     from ctypes import wintypes
 
     _KERNEL32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    # Handles are pointer-sized: declare them, or ctypes would cut them to a C int.
+    _HANDLE, _DWORD, _PTR = wintypes.HANDLE, wintypes.DWORD, ctypes.c_void_p
+    _KERNEL32.CreateJobObjectW.restype = _HANDLE
+    _KERNEL32.CreateJobObjectW.argtypes = [_PTR, wintypes.LPCWSTR]
+    _KERNEL32.OpenProcess.restype = _HANDLE
+    _KERNEL32.OpenProcess.argtypes = [_DWORD, wintypes.BOOL, _DWORD]
+    _KERNEL32.SetInformationJobObject.argtypes = [_HANDLE, ctypes.c_int, _PTR, _DWORD]
+    _KERNEL32.QueryInformationJobObject.argtypes = [_HANDLE, ctypes.c_int, _PTR, _DWORD, _PTR]
+    _KERNEL32.AssignProcessToJobObject.argtypes = [_HANDLE, _HANDLE]
+    _KERNEL32.TerminateJobObject.argtypes = [_HANDLE, wintypes.UINT]
+    _KERNEL32.CloseHandle.argtypes = [_HANDLE]
     _JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE = 0x2000
     _JOB_OBJECT_EXTENDED_LIMIT_INFORMATION = 9
     _JOB_OBJECT_BASIC_ACCOUNTING_INFORMATION = 1

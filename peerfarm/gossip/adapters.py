@@ -2,7 +2,7 @@
 
 A workstation has adapters no other peer can reach: Docker's and libvirt's bridges, veth pairs,
 Hyper-V's and WSL's ``vEthernet (...)``, VirtualBox and VMware host-only networks, macOS's
-``bridge100`` (Internet Sharing, virtual machines). An address there, advertised as a peer's
+``bridge100`` and up (Internet Sharing, virtual machines). An address there, advertised as a peer's
 gossip address or announced by mDNS, sends the farm to a network it cannot reach. So without
 ``--interface`` peerfarm skips those adapters (``is_virtual``, by name: ifaddr gives the system
 name, and on Windows the friendly ``nice_name``), and uses one only when nothing else has an
@@ -19,9 +19,12 @@ from dataclasses import dataclass
 import ifaddr
 
 #: Adapter names (system or friendly, case-insensitive) of virtual networks, by prefix.
+#: ``bridge1NN`` is macOS's Internet Sharing / virtual machine bridge (``bridge0``, the
+#: Thunderbolt Bridge, and Linux's ``br0``, which carries the host's own LAN address when its
+#: virtual machines are bridged, are real networks); ``br-`` is a Docker network.
 VIRTUAL_NAME = re.compile(
-    r"^(bridge|vethernet|virtualbox|vboxnet|docker|veth|br-|virbr|vmnet|vmware|cni|flannel|"
-    r"podman|lxcbr|lxdbr|hyper-v)",
+    r"^(bridge1\d\d|vethernet|virtualbox|vboxnet|docker|veth|br-|virbr|vmnet|vmware|cni|"
+    r"flannel|podman|lxcbr|lxdbr|hyper-v)",
     re.IGNORECASE,
 )
 

@@ -284,3 +284,4 @@ def test_virtual_adapters_are_not_announced_unless_they_are_all_there_is() -> No
     only_virtual = adapters.host_addresses(host[:3])
     assert [a.address for a in adapters.outward(only_virtual)] == ["172.17.0.1", "192.168.64.1"]
     assert not adapters.is_virtual("en0", "Ethernet") and adapters.is_virtual("x", "vEthernet (x)")
+    assert not adapters.is_virtual("br0") and not adapters.is_virtual("bridge0")  # real LANs

@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import ifaddr
 import trio
@@ -50,6 +51,7 @@ from .peer import Node, NodeParts
 from .plaintext import PlainFormatter
 from .renderers import BlenderRenderer, available_renderers, groups
 from .renderers.base import Renderer
+from .renderers.devices import detect as cycles_devices
 
 log = logging.getLogger("peerfarm")
 
@@ -187,6 +189,15 @@ async def detect_renderers(
     return found, versions
 
 
+def requirement_meta(versions: dict[str, Any]) -> dict[str, Any]:
+    """Metadata for job requirements: ``req`` (this peer obeys ``submit --require`` and
+    ``device``) and, with Blender, the Cycles devices found (``renderers.devices``)."""
+    meta: dict[str, Any] = {"req": 1}
+    if "blender" in versions:
+        meta["devices"] = cycles_devices()
+    return meta
+
+
 def renderers_text(versions: dict[str, str | list[str]]) -> str:
     """``blender 3.4.1/5.0.1, povray 3.7.0.10`` for the start-up log line."""
     parts = []
@@ -232,6 +243,7 @@ async def serve(
             rng=random.Random(),
             incarnation=next_incarnation(data_dir),
             renderer_versions=versions,
+            extra_meta=requirement_meta(versions),
             shared_root=options.shared_root.resolve() if options.shared_root else None,
             settle=STARTUP_SETTLE,
         )

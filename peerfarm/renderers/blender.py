@@ -56,6 +56,7 @@ from peerfarm.renderers.base import (
     resolve_scene,
     run_logged,
 )
+from peerfarm.renderers.blender_settings import SCRIPT_EXIT_CODE, failure_line, settings_script
 from peerfarm.renderers.installs import (
     Installation,
     advertised,
@@ -101,6 +102,7 @@ class _SceneKey:
     size: int
     mtime_ns: int
     allow_scripts: bool
+    settings: str = ""  # the job's settings script: another job's settings need a fresh load
 
 
 class WarmWorker:
@@ -172,9 +174,14 @@ class WarmWorker:
         self.scene = key
 
     async def render(
-        self, frame: int, output: Path, on_line: Callable[[str], None], timeout: float
+        self,
+        frame: int,
+        output: Path,
+        on_line: Callable[[str], None],
+        timeout: float,
+        script: str = "",
     ) -> dict[str, Any]:
-        command = {"cmd": "render", "frame": frame, "output": str(output)}
+        command = {"cmd": "render", "frame": frame, "output": str(output), "script": script}
         return await self._exchange(command, on_line, timeout, {"done"})
 
     async def _exchange(
@@ -332,7 +339,8 @@ class BlenderRenderer(Renderer):
         start, end = runs[0]
         argv = [executable or self.executable or "blender", "-b"]
         argv.append("--enable-autoexec" if task.allow_scripts else "--disable-autoexec")
-        argv += [str(task.scene), "--python-expr", PREPARE_EXPR]
+        argv += [str(task.scene), "--python-exit-code", str(SCRIPT_EXIT_CODE)]
+        argv += ["--python-expr", PREPARE_EXPR + settings_script(task.options)]
         argv += ["-o", f"{task.output_dir}/frame_####"]
         if fmt := task.options.get("format"):
             argv += ["-F", str(fmt)]
@@ -415,7 +423,9 @@ class BlenderRenderer(Renderer):
             run = await run_logged(argv, cwd=task.scene.parent, env=child_env(), on_line=relay)
             tail = run.log_tail
             if run.returncode != 0:
-                raise RenderFailed(f"blender exited with status {run.returncode}", log_tail=tail)
+                reason = failure_line(tail) if run.returncode == SCRIPT_EXIT_CODE else None
+                reason = reason or f"blender exited with status {run.returncode}"
+                raise RenderFailed(reason, log_tail=tail)
         outputs = _collect_outputs(task.output_dir, task.frames, tail)
         return RenderResult(outputs, time.monotonic() - started, tail)
 
@@ -429,13 +439,16 @@ class BlenderRenderer(Renderer):
             self._worker = WarmWorker(python)
         worker = self._worker
         stat = task.scene.stat()
-        key = _SceneKey(str(task.scene), stat.st_size, stat.st_mtime_ns, task.allow_scripts)
+        settings = settings_script(task.options)
+        key = _SceneKey(
+            str(task.scene), stat.st_size, stat.st_mtime_ns, task.allow_scripts, settings
+        )
         await worker.ensure_scene(key)
         outputs: dict[int, list[Path]] = {}
         for frame in task.frames:
             relay = self._progress_relay(on_progress, [frame])
             target = task.output_dir / frame_stem(frame)
-            answer = await worker.render(frame, target, relay, self.frame_timeout)
+            answer = await worker.render(frame, target, relay, self.frame_timeout, settings)
             files = [Path(f) for f in answer.get("files", [])]
             if not files:
                 raise RenderFailed(

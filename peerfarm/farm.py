@@ -42,7 +42,9 @@ from .media import encode_video, make_thumbnail
 from .peer import Node
 from .peer.node import Operation
 from .renderers import renderer_for_scene
+from .renderers.options import requirements
 from .renderers.options import validate as validate_options
+from .scheduler.eligibility import unaware_peers
 from .renderers.scenes import inspect_blend, pack_blend
 from .status import (
     archived_view,
@@ -240,6 +242,8 @@ class Farm:
             options["allow_scripts"] = True
         if request.fps:
             options["fps"] = request.fps
+        if request.require:
+            options["require"] = requirements(list(request.require))
         root = self.node.parts.shared_root
         if root is not None and output.resolve().is_relative_to(root):
             options["shared_output"] = output.resolve().relative_to(root).as_posix()
@@ -326,6 +330,13 @@ class Farm:
         if blocked is not None:
             answer["warning"] = f"{spec.name} waits: {blocked}"
             log.warning("job %s (%s) waits: %s", spec.name, spec.id[:8], blocked)
+        elif unaware := unaware_peers(spec, self.node.members()):
+            known = names_by_id(self.node.members())
+            names = sorted(known.get(node, node[:8]) for node in unaware)
+            answer["warning"] = (
+                f"{', '.join(names)} run an older peerfarm that ignores job requirements "
+                "and may render this job: upgrade them"
+            )
         return answer
 
     # ----------------------------------------------------------------------------------

@@ -101,8 +101,8 @@ def settings_script(options: Mapping[str, Any]) -> str:
 
 def failure_line(log: str) -> str | None:
     """The settings script's error in a Blender log (``peerfarm: no camera named ...``)."""
+    marker = "RuntimeError: " + ERROR_PREFIX
     for line in reversed(log.splitlines()):
-        at = line.find(ERROR_PREFIX)
-        if at >= 0 and "Error" in line[:at]:
-            return line[at + len(ERROR_PREFIX) :].strip()
+        if line.strip().startswith(marker):
+            return line.strip()[len(marker) :]
     return None

@@ -44,8 +44,8 @@ from .peer.node import Operation
 from .renderers import renderer_for_scene
 from .renderers.options import requirements
 from .renderers.options import validate as validate_options
-from .scheduler.eligibility import unaware_peers
 from .renderers.scenes import inspect_blend, pack_blend
+from .scheduler.eligibility import unaware_peers
 from .status import (
     archived_view,
     busy_by_peer,

@@ -67,6 +67,7 @@ class PeerView(TypedDict):
     tags: list[str]
     allow_command: bool
     rendering: list[RenderingItem]
+    devices: list[str]  # the Cycles devices it found (``CPU`` first); [] without Blender
 
 
 class JobView(TypedDict):

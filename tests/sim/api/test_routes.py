@@ -97,12 +97,13 @@ async def test_submit_sends_a_validated_request(
                 retries=1,
                 fps=12,
                 encode=str(tmp_path / "o.mp4"),
+                require=["gpu", "linux", "gpu"],
             )
     ledger = peer.node.node.ledger
     spec = ledger.job(job)
     assert spec is not None and spec.renderer == "command"
     assert (spec.frames, spec.chunk, ledger.priority(job), spec.retries) == ((1, 4, 7, 10), 2, 5, 1)
-    assert spec.options == {"args": ["-q"], "fps": 12.0}
+    assert spec.options == {"args": ["-q"], "fps": 12.0, "require": ["gpu", "linux"]}
     assert spec.output == str(tmp_path / "peerfarm-out" / "spin")
 
 
@@ -118,6 +119,13 @@ async def test_submit_sends_a_validated_request(
         ({"scene": "SCENE", "frames": "1", "renderer": "maya"}, 400, "unknown renderer"),
         ({"scene": "SCENE", "frames": "1", "options": {"width": "x"}}, 400, "option width"),
         ({"scene": "/no/such/scene.pov", "frames": "1"}, 400, "scene not found"),
+        ({"scene": "SCENE", "frames": "1", "require": 5}, 400, "'require' must be a list"),
+        (
+            {"scene": "SCENE", "frames": "1", "require": [f"t{n}" for n in range(9)]},
+            400,
+            "require: at most 8",
+        ),
+        ({"scene": "SCENE", "frames": "1", "options": {"require": ["a"]}}, 400, "set by peerfarm"),
     ],
 )
 async def test_submit_mistakes_are_400_with_a_message(

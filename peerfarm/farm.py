@@ -42,6 +42,7 @@ from .media import encode_video, make_thumbnail
 from .peer import Node
 from .peer.node import Operation
 from .renderers import renderer_for_scene
+from .renderers.blend_names import check_names
 from .renderers.options import requirements
 from .renderers.options import validate as validate_options
 from .renderers.scenes import inspect_blend, pack_blend
@@ -262,7 +263,7 @@ class Farm:
             )
         with tempfile.TemporaryDirectory(dir=self.node.data_dir) as tmp:
             main, assets, extra = await trio.to_thread.run_sync(
-                _prepare_scene, scene, renderer, Path(tmp)
+                _prepare_scene, scene, renderer, Path(tmp), options
             )
             options.update(extra)
             store = self.node.store
@@ -463,7 +464,7 @@ def _labels(label: str, values: dict[str, float] | dict[str, int]) -> dict[str, 
 
 
 def _prepare_scene(
-    scene: Path, renderer: str, tmp: Path
+    scene: Path, renderer: str, tmp: Path, options: dict[str, Any] | None = None
 ) -> tuple[Path, list[tuple[str, Path]], dict[str, Any]]:
     """The scene file to store, its assets (relative name, path) and options it implies."""
     extra: dict[str, Any] = {}
@@ -477,6 +478,7 @@ def _prepare_scene(
     if renderer == "blender" and scene.suffix.lower() == ".blend":
         info = inspect_blend(scene)
         extra["blend_version"] = f"{info.version[0]}.{info.version[1]}"
+        check_names(scene, options or {})  # a camera or view layer the file lacks
         packed = pack_blend(scene, tmp / "packed")
         if packed.missing:
             raise UsageError(

@@ -98,3 +98,29 @@ def test_a_damaged_blend_file_is_one_line_at_submit(farm: LocalFarm, tmp_path: P
     assert refused.returncode == 2
     assert refused.stderr.startswith("peerfarm: cannot read shot.blend: ")
     assert refused.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (
+            "camera=Top",
+            "peerfarm: option camera: no camera named 'Top' in turntable.blend (cameras: Camera)",
+        ),
+        (
+            "view_layer=Fog",
+            "peerfarm: option view_layer: no view layer named 'Fog' in turntable.blend "
+            "(view layers: ViewLayer)",
+        ),
+    ],
+)
+def test_a_name_the_file_lacks_is_refused_at_submit(
+    farm: LocalFarm, option: str, message: str
+) -> None:
+    """The file (saved by bpy 5, zstd) is read without Blender: the peer needs none."""
+    peer = farm.start("p")
+    scene = EXAMPLES / "blender" / "turntable.blend"
+    refused = peer.cli("submit", str(scene), "1", "--option", option, check=False)
+    assert (refused.returncode, refused.stderr) == (2, message + "\n")
+    accepted = peer.cli_json("submit", str(scene), "1", "--option", "camera=Camera")
+    peer.cli("cancel", accepted["job"])

@@ -190,12 +190,8 @@ async def detect_renderers(
 
 
 def requirement_meta(versions: dict[str, Any]) -> dict[str, Any]:
-    """Metadata for job requirements: ``req`` (this peer obeys ``submit --require`` and
-    ``device``) and, with Blender, the Cycles devices found (``renderers.devices``)."""
-    meta: dict[str, Any] = {"req": 1}
-    if "blender" in versions:
-        meta["devices"] = cycles_devices()
-    return meta
+    """With Blender, the Cycles devices found (``renderers.devices``), for job requirements."""
+    return {"devices": cycles_devices()} if "blender" in versions else {}
 
 
 def renderers_text(versions: dict[str, str | list[str]]) -> str:

@@ -363,3 +363,21 @@ async def test_index_placeholder_and_static_dashboard(
                 assert expected in (await c.get("/")).text
                 js = await c.get("/static/app.js")
                 assert js.status_code == (200 if static_dir else 404)
+
+
+async def test_a_job_with_requirements_waits_for_a_tagged_peer(
+    make_client: ClientFactory, peer: Peer, tmp_path: Path
+) -> None:
+    """This peer has no tags: the job waits, says why, and the answer warns."""
+    with trio.fail_after(10):
+        async with make_client() as client:
+            response = await client.post(
+                "/api/jobs",
+                json={"scene": str(peer.script()), "frames": "1-2", "require": "gpu"},
+            )
+            assert response.status_code == 201, response.text
+            answer = response.json()
+            assert answer["capable_peers"] == 0
+            assert answer["warning"].endswith("waits: no peer can render it: peer1: not tagged gpu")
+            view = (await client.get("/api/status", params={"job": answer["job"]})).json()
+    assert view["jobs"][0]["waiting"] == {"peer1": "not tagged gpu"}

@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Literal
 import trio
 
 from peerfarm.renderers import groups
+from peerfarm.renderers import options as job_options
 from peerfarm.renderers.base import (
     LineReader,
     LogTail,
@@ -390,7 +391,11 @@ class BlenderRenderer(Renderer):
         install = self.choose_for(task, scene)
         output_dir = task.output_dir.resolve()
         output_dir.mkdir(parents=True, exist_ok=True)
-        task = dataclasses.replace(task, scene=scene, output_dir=output_dir)
+        try:  # a job from the network: its options checked before any reaches Blender
+            options = job_options.read(self.name, task.options)
+        except job_options.OptionError as exc:
+            raise RenderFailed(f"bad job option: {exc}") from None
+        task = dataclasses.replace(task, scene=scene, output_dir=output_dir, options=options)
         async with self._lock:
             if install.kind == "cli":
                 return await self._render_cli(task, install.path, on_progress)

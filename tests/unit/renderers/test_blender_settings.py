@@ -4,13 +4,18 @@ tests/real), and the cheap Cycles device detection."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
 
 from peerfarm.renderers import devices
+from peerfarm.renderers.base import RenderFailed
+from peerfarm.renderers.blender import BlenderRenderer
 from peerfarm.renderers.blender_settings import failure_line, settings_script
+from peerfarm.renderers.installs import Installation
+from tests.support.renderers import make_task
 
 
 def fake_bpy(monkeypatch: pytest.MonkeyPatch, backends: tuple[str, ...] = ()) -> Any:
@@ -152,3 +157,15 @@ def test_devices_are_guessed_from_driver_files(
 def test_the_environment_replaces_the_guess() -> None:
     env = {devices.ENV_DEVICES: "cuda, cpu, tpu"}
     assert devices.detect(system="Linux", exists=lambda _: True, environ=env) == ["CPU", "CUDA"]
+
+
+async def test_a_bad_option_from_the_network_fails_the_frame_before_blender_starts(
+    tmp_path: Path,
+) -> None:
+    renderer = BlenderRenderer(mode="cli")
+    renderer.installs = [Installation("cli", "3.4.1", "/nonexistent/blender", "PATH")]
+    scene = tmp_path / "s.blend"
+    scene.write_bytes(b"BLENDER-v304" + bytes(64))
+    task = make_task(tmp_path, scene, (1,), options={"samples": "1; import os"})
+    with pytest.raises(RenderFailed, match=r"^bad job option: option samples: expected a whole"):
+        await renderer.render(task, on_progress=lambda p: None)

@@ -14,8 +14,6 @@ from hypothesis import strategies as st
 from peerfarm.errors import DecodeError, MessageTooLarge
 from peerfarm.gossip.config import GossipConfig, suspicion_bounds
 from peerfarm.gossip.membership import (
-    MAX_HOST_BYTES,
-    MAX_NODE_ID_BYTES,
     Address,
     MemberAlive,
     MemberDied,
@@ -28,8 +26,8 @@ from peerfarm.gossip.membership import (
     Message,
     Outgoing,
     UserBroadcast,
-    max_item_size,
 )
+from peerfarm.gossip.swim_wire import MAX_HOST_BYTES, MAX_NODE_ID_BYTES, max_item_size
 
 CFG = GossipConfig.fast()
 

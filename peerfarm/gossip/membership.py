@@ -1,39 +1,24 @@
 """SWIM membership with Lifeguard, as a pure state machine: who is in the farm, and alive.
 
-This module owns the member table and every rule that changes it. It does no I/O: the caller
+This module owns the protocol that drives one node's membership. It does no I/O: the caller
 passes the time (monotonic float seconds) and a seeded ``random.Random``, feeds received
 messages to :meth:`Membership.receive`, calls :meth:`Membership.tick` at
 :meth:`Membership.next_deadline`, sends the returned ``(address, message)`` pairs (the transport
-seals them), and reads :meth:`Membership.drain_events`. What the messages look like on the wire
-(and their validation) is :mod:`peerfarm.gossip.swim_wire`; the probe cycle that feeds
-suspicions is :mod:`peerfarm.gossip.probe`.
+seals them), and reads :meth:`Membership.drain_events`. Its parts, each pure and with its rules
+in its own docstring (after SWIM and hashicorp memberlist with Lifeguard):
 
-Rules (after SWIM and hashicorp memberlist with Lifeguard):
+- :mod:`peerfarm.gossip.table`: the member table, incarnations, refutation, Lifeguard
+  suspicion, forgetting DEAD and LEFT members after ``dead_node_reclaim``;
+- :mod:`peerfarm.gossip.probe`: the probe cycle, indirect probes, Lifeguard local health;
+- :mod:`peerfarm.gossip.dissemination`: news piggybacked on every datagram within the byte
+  budget, gossip rounds, user broadcasts relayed once;
+- :mod:`peerfarm.gossip.swim_wire`: what the messages look like on the wire, and validation.
 
-- Probing: members are pinged round-robin over a shuffled order, one per ``probe_interval``.
-  No ack within ``probe_timeout`` -> ``indirect_checks`` random members are asked to ping it
-  (``preq``) and nack if they get no answer. No ack by the end of the interval -> SUSPECT.
-  Lifeguard local health: a node that misses acks/nacks multiplies its probe interval and
-  timeout by its awareness (1..``awareness_max_multiplier``), so a slow node accuses less.
-- Suspicion: a suspect is declared DEAD after Lifeguard's timeout, which starts at
-  ``suspicion_max_timeout_mult`` times SWIM's ``suspicion_mult*max(1, log10 N)*probe_interval``
-  and shrinks towards it with each independent accuser.
-- Incarnations: news about a member is ordered by its incarnation; at one incarnation
-  SUSPECT beats ALIVE and DEAD/LEFT beat both. A member that hears itself suspected, dead or
-  left (or an alive with a newer incarnation than its own) refutes: it bumps its incarnation
-  above the accusation and gossips ALIVE.
-- Stale views are corrected at once: every message carries its sender's id and incarnation;
-  a receiver that holds that sender as suspect/dead/left at the same or a newer incarnation (or
-  alive at a newer one) tells it so directly, and it refutes. With a periodic ping to a random
-  DEAD member (``reconnect_interval``) this heals partitions.
-- Dissemination: membership news and opaque user broadcasts are piggybacked on every outgoing
-  datagram (pings, acks, gossip) within the byte budget, each sent ``retransmit_limit`` times
-  (see :mod:`peerfarm.gossip.broadcast`); a gossip round sends what is queued to
-  ``gossip_fanout`` random members (also to members dead for less than ``gossip_to_dead_time``).
-  User broadcasts are relayed by every receiver once (deduplicated by origin and id) and
-  delivered as :class:`UserBroadcast` events.
-- DEAD and LEFT members stay listed (with state and ``state_since``) for ``dead_node_reclaim``
-  seconds, then they are forgotten.
+Rules kept here: joining (join datagrams retried until a member is known), leaving, stale views
+corrected at once (every message carries its sender's id and incarnation; a receiver that
+holds that sender as suspect/dead/left at the same or a newer incarnation, or alive at a newer
+one, tells it so directly, and it refutes), and with a periodic ping to a random DEAD member
+(``reconnect_interval``) partitions heal; a push-pull merge takes a remote DEAD as SUSPECT.
 
 What the node layer must do:
 
@@ -52,19 +37,14 @@ What the node layer must do:
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from peerfarm.errors import MessageTooLarge
 from peerfarm.gossip.broadcast import encoded_size
 from peerfarm.gossip.config import (
     GossipConfig,
-    expected_confirmations,
-    lifeguard_timeout,
-    suspicion_bounds,
 )
 from peerfarm.gossip.dissemination import Dissemination
 from peerfarm.gossip.members import (
@@ -103,6 +83,7 @@ from peerfarm.gossip.swim_wire import (
     decode_push_pull,
     encode_push_pull,
 )
+from peerfarm.gossip.table import MemberTable
 
 #: The values callers read from the machine are re-exported here (see members and swim_wire).
 __all__ = [
@@ -124,19 +105,6 @@ __all__ = [
 
 
 # --- the state machine ---------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Suspicion:
-    started: float
-    low: float
-    high: float
-    expected: int
-    accusers: set[str] = field(default_factory=set)
-
-    def deadline(self) -> float:
-        confirmations = len(self.accusers) - 1  # the first accuser is not a confirmation
-        return self.started + lifeguard_timeout(self.low, self.high, confirmations, self.expected)
 
 
 class Membership:
@@ -171,7 +139,6 @@ class Membership:
         self._table: dict[str, Member] = {node_id: self._self}
         self._news = Dissemination(config, rng, self._table, self._self)
         self._events: list[MembershipEvent] = []
-        self._suspicions: dict[str, _Suspicion] = {}
         self._prober = Prober(
             config,
             rng,
@@ -182,12 +149,26 @@ class Membership:
             self._news.packet,
             self._suspect_unanswered,
         )
+        self._rules = MemberTable(
+            self._table,
+            self._self,
+            config,
+            self._news,
+            self._emit,
+            self._prober.add,
+            lambda: self._prober.adjust_awareness(1),
+        )
         self._next_gossip_at = now + config.gossip_interval
         self._next_reconnect_at = now + config.reconnect_interval
-        self._next_reap_at = math.inf
         self._seeds: list[Address] = []
         self._next_join_at: float | None = None
-        self._leaving = False
+
+    @property
+    def _leaving(self) -> bool:
+        return self._rules.leaving
+
+    def _emit(self, event: MembershipEvent) -> None:
+        self._events.append(event)
 
     # --- read side ---------------------------------------------------------------------
 
@@ -226,10 +207,9 @@ class Membership:
 
     def next_deadline(self) -> float:
         """The earliest time at which :meth:`tick` has work (``inf`` if none)."""
-        times = [self._next_reap_at, *self._prober.deadlines(not self._leaving)]
+        times = [*self._rules.deadlines(), *self._prober.deadlines(not self._leaving)]
         if not self._leaving and self._config.reconnect_interval > 0:
             times.append(self._next_reconnect_at)
-        times.extend(s.deadline() for s in self._suspicions.values())
         if self._news.pending:
             times.append(self._next_gossip_at)
         if self._next_join_at is not None:
@@ -258,7 +238,7 @@ class Membership:
         """Leave gracefully: tell every member we know at once, and keep gossiping it."""
         if self._leaving:
             return []
-        self._leaving = True
+        self._rules.leaving = True
         self._prober.stop()
         self._next_join_at = None
         self._self.state = MemberState.LEFT
@@ -299,12 +279,7 @@ class Membership:
                 out.extend(self._join_packets())
         out.extend(self._prober.tick_probe(now, not self._leaving))
         out.extend(self._prober.tick_relays(now))
-        for node_id, suspicion in list(self._suspicions.items()):
-            if now >= suspicion.deadline():
-                del self._suspicions[node_id]
-                member = self._table.get(node_id)
-                if member is not None and member.state is MemberState.SUSPECT:
-                    self._on_dead(Dead(node_id, member.incarnation, self._id), now)
+        self._rules.expire_suspicions(now)
         if (
             not self._leaving
             and self._config.reconnect_interval > 0
@@ -319,8 +294,8 @@ class Membership:
         if now >= self._next_gossip_at:
             self._next_gossip_at = now + self._config.gossip_interval
             out.extend(self._news.gossip_round(now))
-        if now >= self._next_reap_at:
-            self._reap(now)
+        if now >= self._rules.next_reap_at:
+            self._rules.reap(now)
         return out
 
     # --- input -----------------------------------------------------------------------
@@ -354,11 +329,11 @@ class Membership:
         sender, members = decode_push_pull(state, self._config)
         for m in members:
             if m.state is MemberState.ALIVE:
-                self._on_alive(alive_of(m), now)
+                self._rules.on_alive(alive_of(m), now)
             elif m.state is MemberState.LEFT:
-                self._on_left(Left(m.node_id, m.incarnation), now)
+                self._rules.on_left(Left(m.node_id, m.incarnation), now)
             else:
-                self._on_suspect(Suspect(m.node_id, m.incarnation, sender), now)
+                self._rules.on_suspect(Suspect(m.node_id, m.incarnation, sender), now)
 
     # --- packet handling ---------------------------------------------------------------
 
@@ -404,130 +379,20 @@ class Membership:
     def _apply(self, update: Update, now: float) -> bool:
         """Apply one piggybacked item; True if it made us refute."""
         if isinstance(update, Alive):
-            return self._on_alive(update, now)
+            return self._rules.on_alive(update, now)
         if isinstance(update, Suspect):
-            return self._on_suspect(update, now)
+            return self._rules.on_suspect(update, now)
         if isinstance(update, Dead):
-            return self._on_dead(update, now)
+            return self._rules.on_dead(update, now)
         if isinstance(update, Left):
-            return self._on_left(update, now)
+            return self._rules.on_left(update, now)
         self._on_user(update)
-        return False
-
-    def _on_alive(self, alive: Alive, now: float) -> bool:
-        if alive.node_id == self._id:
-            me = self._self
-            if self._leaving or alive.incarnation < me.incarnation:
-                return False
-            if (
-                alive.incarnation == me.incarnation
-                and alive.address == me.address
-                and alive.meta == me.meta
-                and alive.protocol == me.protocol
-            ):
-                return False
-            return self._refute(alive.incarnation)
-        member = self._table.get(alive.node_id)
-        if member is None:
-            member = Member(
-                alive.node_id,
-                alive.address,
-                alive.incarnation,
-                MemberState.ALIVE,
-                dict(alive.meta),
-                now,
-                alive.protocol,
-            )
-            self._table[alive.node_id] = member
-            self._prober.add(alive.node_id)
-            self._events.append(MemberJoined(member.copy()))
-            self._news.queue_member(alive.node_id, alive.wire())
-            return False
-        if alive.incarnation <= member.incarnation:
-            return False
-        changed = (
-            member.address != alive.address
-            or member.meta != alive.meta
-            or member.protocol != alive.protocol
-        )
-        member.incarnation = alive.incarnation
-        member.address = alive.address
-        member.meta = dict(alive.meta)
-        member.protocol = alive.protocol
-        if member.state is not MemberState.ALIVE:
-            if member.state in (MemberState.DEAD, MemberState.LEFT):
-                self._prober.add(alive.node_id)
-            member.state = MemberState.ALIVE
-            member.state_since = now
-            self._suspicions.pop(alive.node_id, None)
-            self._events.append(MemberAlive(member.copy()))
-        elif changed:
-            self._events.append(MemberUpdated(member.copy()))
-        self._news.queue_member(alive.node_id, alive.wire())
-        return False
-
-    def _on_suspect(self, suspect: Suspect, now: float) -> bool:
-        if suspect.node_id == self._id:
-            if self._leaving or suspect.incarnation < self._self.incarnation:
-                return False
-            return self._refute(suspect.incarnation)
-        member = self._table.get(suspect.node_id)
-        if member is None or suspect.incarnation < member.incarnation:
-            return False
-        if member.state is MemberState.SUSPECT:
-            suspicion = self._suspicions.get(member.node_id)
-            if suspicion is not None and suspect.accuser not in suspicion.accusers:
-                suspicion.accusers.add(suspect.accuser)  # Lifeguard: a confirmation
-                self._news.queue_member(member.node_id, suspect.wire())
-            return False
-        if member.state is not MemberState.ALIVE:
-            return False
-        member.state = MemberState.SUSPECT
-        member.incarnation = suspect.incarnation
-        member.state_since = now
-        n = len(self._table)
-        low, high = suspicion_bounds(self._config, n)
-        self._suspicions[member.node_id] = _Suspicion(
-            now, low, high, expected_confirmations(self._config, n), {suspect.accuser}
-        )
-        self._events.append(MemberSuspected(member.copy()))
-        self._news.queue_member(member.node_id, suspect.wire())
-        return False
-
-    def _on_dead(self, dead: Dead, now: float) -> bool:
-        if dead.node_id == self._id:
-            if self._leaving or dead.incarnation < self._self.incarnation:
-                return False
-            return self._refute(dead.incarnation)
-        member = self._table.get(dead.node_id)
-        if member is None or dead.incarnation < member.incarnation:
-            return False
-        if member.state in (MemberState.DEAD, MemberState.LEFT):
-            return False
-        self._set_gone(member, MemberState.DEAD, dead.incarnation, now)
-        self._events.append(MemberDied(member.copy()))
-        self._news.queue_member(member.node_id, dead.wire())
-        return False
-
-    def _on_left(self, left: Left, now: float) -> bool:
-        if left.node_id == self._id:
-            if self._leaving or left.incarnation < self._self.incarnation:
-                return False
-            return self._refute(left.incarnation)
-        member = self._table.get(left.node_id)
-        if member is None or left.incarnation < member.incarnation:
-            return False
-        if member.state is MemberState.LEFT:
-            return False
-        self._set_gone(member, MemberState.LEFT, left.incarnation, now)
-        self._events.append(MemberLeft(member.copy()))
-        self._news.queue_member(member.node_id, left.wire())
         return False
 
     def _on_user(self, item: UserItem) -> None:
         event = self._news.receive_user(item)
         if event is not None:
-            self._events.append(event)
+            self._emit(event)
 
     def relay(self, event: UserBroadcast) -> None:
         """Spread a received broadcast further (the application found it was news). It replaces
@@ -535,19 +400,6 @@ class Membership:
         self._news.relay(event)
 
     # --- helpers -----------------------------------------------------------------------
-
-    def _set_gone(self, member: Member, state: MemberState, incarnation: int, now: float) -> None:
-        member.state = state
-        member.incarnation = incarnation
-        member.state_since = now
-        self._suspicions.pop(member.node_id, None)
-        self._next_reap_at = min(self._next_reap_at, now + self._config.dead_node_reclaim)
-
-    def _refute(self, accused: int) -> bool:
-        self._self.incarnation = max(self._self.incarnation, accused) + 1
-        self._prober.adjust_awareness(1)
-        self._news.queue_member(self._id, alive_of(self._self).wire())
-        return True
 
     def _check_meta(self, meta: dict[str, Any]) -> None:
         size = encoded_size(meta)
@@ -569,17 +421,4 @@ class Membership:
 
     def _suspect_unanswered(self, target: Member, now: float) -> None:
         """The prober got no ack from ``target`` within its interval: we accuse it."""
-        self._on_suspect(Suspect(target.node_id, target.incarnation, self._id), now)
-
-    def _reap(self, now: float) -> None:
-        reclaim = self._config.dead_node_reclaim
-        self._next_reap_at = math.inf
-        for member in list(self._others()):
-            if member.state in (MemberState.DEAD, MemberState.LEFT):
-                due = member.state_since + reclaim
-                if now >= due:
-                    del self._table[member.node_id]
-                    self._suspicions.pop(member.node_id, None)
-                    self._news.forget_member(member.node_id)
-                else:
-                    self._next_reap_at = min(self._next_reap_at, due)
+        self._rules.on_suspect(Suspect(target.node_id, target.incarnation, self._id), now)

@@ -23,6 +23,7 @@ PURE_PACKAGES = ("ledger", "scheduler")
 EDGES = {"ledger.store"}
 PURE_MODULES = (
     "gossip.membership",
+    "gossip.table",
     "gossip.members",
     "gossip.swim_wire",
     "gossip.probe",

@@ -46,7 +46,7 @@ from peerfarm.frames import parse_frames
 from peerfarm.gossip.config import GossipConfig
 from peerfarm.gossip.crypto import Keyring
 from peerfarm.gossip.membership import Membership
-from peerfarm.gossip.transport import (
+from peerfarm.gossip.envelope import (
     HEADER_LEN,
     FrameBuffer,
     Kind,

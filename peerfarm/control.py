@@ -72,6 +72,7 @@ class PeerView(TypedDict):
     tags: list[str]
     allow_command: bool
     rendering: list[RenderingItem]
+    devices: list[str]  # the Cycles devices it found (``CPU`` first); [] without Blender
 
 
 class JobView(TypedDict):
@@ -267,6 +268,7 @@ class SubmitRequest:
     fps: float | None = None
     retries: int = 3
     allow_scripts: bool = False  # let Python inside a .blend run (peers must allow it too)
+    require: tuple[str, ...] = ()  # tags a peer must have (``up --tags``) to take the job
 
 
 class SubmitBody(TypedDict, total=False):
@@ -288,6 +290,7 @@ class SubmitBody(TypedDict, total=False):
     retries: int
     allow_scripts: bool
     overwrite: bool
+    require: list[str]  # or "gpu,big": tags a peer needs (``submit --require``)
 
 
 class SubmitAnswer(TypedDict):

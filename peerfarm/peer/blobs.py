@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..errors import PeerfarmError, StoreError
-from ..files.names import safe_join, safe_name
+from ..files.names import safe_name
+from ..files.place import safe_join
 from ..files.transfer import fetch_blob
 from ..gossip.transport import Address, Stream
 from ..ledger.model import JobState, Status

@@ -27,7 +27,8 @@ import trio
 
 from .. import platform
 from ..errors import LedgerError, RemoteProtocolError, StoreError, TransportError
-from ..files.names import safe_join, safe_name
+from ..files.names import safe_name
+from ..files.place import safe_join
 from ..frames import format_frames
 from ..ledger import LostClaim, Output
 from ..ledger.model import FrameRecord, JobSpec

@@ -52,6 +52,13 @@ from peerfarm.plaintext import printable
 @click.option(
     "--overwrite", is_flag=True, help="Let deliveries replace files this job did not write."
 )
+@click.option(
+    "--tiles",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Split the one frame given into N tiles rendered by different peers (Blender).",
+)
 @click.option("--wait", is_flag=True, help="Show progress; exit 1 if any frame fails.")
 def submit(
     data_dir: Path | None,
@@ -69,6 +76,7 @@ def submit(
     fps: float | None,
     allow_scripts: bool,
     overwrite: bool,
+    tiles: int | None,
     wait: bool,
 ) -> int:
     """Submit SCENE for FRAMES (e.g. 1-240, 1,5,10-20x2); prints the job id."""
@@ -97,6 +105,8 @@ def submit(
         fields["fps"] = fps
     if overwrite:
         fields["overwrite"] = True
+    if tiles is not None:
+        fields["tiles"] = tiles
     with connect(data_dir) as client:
         result = client.submit(fields)
         if "warning" in result:

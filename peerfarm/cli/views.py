@@ -154,9 +154,12 @@ def jobs_table(jobs: Sequence[JobView]) -> Table:
         table.add_column(column)
     for job in jobs:
         done = job["frames_done"]
+        name = job["name"]
+        if "tiles" in job:
+            name += f" (frame {job.get('tile_frame')} in {job['tiles']} tiles)"
         table.add_row(
             plain(short_id(job["id"])),
-            plain(job["name"]),
+            plain(name),
             plain(job["state"]),
             ProgressBar(total=job["frames_total"] or 1, completed=done, width=24),
             f"{done}/{job['frames_total']}",
@@ -167,11 +170,13 @@ def jobs_table(jobs: Sequence[JobView]) -> Table:
     return table
 
 
-def frames_table(frames: Sequence[FrameView], limit: int = 60) -> Table:
-    """Frames of one job; when there are many, the ones not done come first."""
+def frames_table(frames: Sequence[FrameView], limit: int = 60, *, unit: str = "frame") -> Table:
+    """Frames of one job (``unit="tile"``: tiles of a split still); when there are many, the
+    ones not done come first."""
     shown = frames if len(frames) <= limit else [f for f in frames if f["state"] != "done"]
-    table = Table(title=f"Frames ({len(shown)} of {len(frames)} shown)", title_justify="left")
-    for column in ("frame", "state", "peer", "attempts", "seconds", "delivered", "error"):
+    title = f"{unit.capitalize()}s ({len(shown)} of {len(frames)} shown)"
+    table = Table(title=title, title_justify="left")
+    for column in (unit, "state", "peer", "attempts", "seconds", "delivered", "error"):
         table.add_column(column)
     for frame in shown[:limit]:
         seconds = frame["seconds"]
@@ -207,7 +212,8 @@ def status_view(status: StatusView) -> RenderableType:
     if (waits := waiting_text(status["jobs"], every_peer="frames" in status)) is not None:
         parts.append(waits)
     if "frames" in status:
-        parts.append(frames_table(status["frames"]))
+        tiled = len(status["jobs"]) == 1 and "tiles" in status["jobs"][0]
+        parts.append(frames_table(status["frames"], unit="tile" if tiled else "frame"))
     return Group(*parts)
 
 

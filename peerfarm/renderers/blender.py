@@ -562,7 +562,8 @@ def tile_expr(index: int, count: int) -> str:
     """Python run inside a Blender program that makes its scene render tile ``index``."""
     return (
         "import importlib.util, bpy\n"
-        f"spec = importlib.util.spec_from_file_location('peerfarm_worker', {str(WORKER_SCRIPT)!r})\n"
+        "spec = importlib.util.spec_from_file_location("
+        f"'peerfarm_worker', {str(WORKER_SCRIPT)!r})\n"
         "worker = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(worker)\n"
         f"worker.apply_tile(bpy.context.scene, {int(index)}, {int(count)})\n"

@@ -49,6 +49,8 @@ MAX_ARG_CHARS = 4096
 MAX_MAIN_CHARS = 1024
 #: Highest frame number the ledger accepts (``ledger.codec.MAX_FRAME``).
 MAX_FRAME = 10**9
+#: Most tiles a split still may have (``renderers.tiles.MAX_TILES``).
+MAX_TILES = 256
 
 #: Image formats Blender's ``-F`` writes as one file per frame.
 BLENDER_FORMATS = (
@@ -233,6 +235,9 @@ SCHEMAS: dict[str, dict[str, Option]] = {
         "format": Option(choice(BLENDER_FORMATS)),
         "threads": Option(_THREADS),
         "main": Option(_relative_path),
+        # Set by the submitting peer from --tiles: a split still (peerfarm.stills).
+        "tiles": Option(whole(2, MAX_TILES), user=False),
+        "tile_frame": Option(whole(0, MAX_FRAME), user=False),
         **_COMMON,
     },
     "command": {

@@ -103,7 +103,10 @@ def tile_name(index: int, suffix: str) -> str:
     return f"{TILE_PREFIX}{index:04d}{suffix}"
 
 
-def stitch_layout(sizes: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+Size = tuple[int, int]
+
+
+def stitch_layout(sizes: Sequence[Size]) -> tuple[Size, list[Size]]:
     """The full image's size and each tile's top-left offset, from the tiles' sizes in order.
 
     Refuses sizes that do not make one grid (a row of unequal heights, rows of unequal widths)."""

@@ -154,15 +154,13 @@ def jobs_table(jobs: Sequence[JobView]) -> Table:
         table.add_column(column)
     for job in jobs:
         done = job["frames_done"]
-        name = job["name"]
-        if "tiles" in job:
-            name += f" (frame {job.get('tile_frame')} in {job['tiles']} tiles)"
+        unit = " tiles" if "tiles" in job else ""  # a split still: its units are tiles
         table.add_row(
             plain(short_id(job["id"])),
-            plain(name),
+            plain(job["name"]),
             plain(job["state"]),
             ProgressBar(total=job["frames_total"] or 1, completed=done, width=24),
-            f"{done}/{job['frames_total']}",
+            f"{done}/{job['frames_total']}{unit}",
             str(job["frames_failed"]),
             str(job["frames_rendering"]),
             format_eta(job["eta_seconds"]),
@@ -170,11 +168,16 @@ def jobs_table(jobs: Sequence[JobView]) -> Table:
     return table
 
 
-def frames_table(frames: Sequence[FrameView], limit: int = 60, *, unit: str = "frame") -> Table:
-    """Frames of one job (``unit="tile"``: tiles of a split still); when there are many, the
-    ones not done come first."""
+def frames_table(
+    frames: Sequence[FrameView], limit: int = 60, *, still_frame: int | None = None
+) -> Table:
+    """Frames of one job, or the tiles of a split still of ``still_frame``; when there are
+    many, the ones not done come first."""
     shown = frames if len(frames) <= limit else [f for f in frames if f["state"] != "done"]
-    title = f"{unit.capitalize()}s ({len(shown)} of {len(frames)} shown)"
+    what, unit = (
+        ("Frames", "frame") if still_frame is None else (f"Tiles of frame {still_frame}", "tile")
+    )
+    title = f"{what} ({len(shown)} of {len(frames)} shown)"
     table = Table(title=title, title_justify="left")
     for column in (unit, "state", "peer", "attempts", "seconds", "delivered", "error"):
         table.add_column(column)
@@ -212,8 +215,9 @@ def status_view(status: StatusView) -> RenderableType:
     if (waits := waiting_text(status["jobs"], every_peer="frames" in status)) is not None:
         parts.append(waits)
     if "frames" in status:
-        tiled = len(status["jobs"]) == 1 and "tiles" in status["jobs"][0]
-        parts.append(frames_table(status["frames"], unit="tile" if tiled else "frame"))
+        jobs = status["jobs"]
+        still = jobs[0].get("tile_frame") if len(jobs) == 1 else None
+        parts.append(frames_table(status["frames"], still_frame=still))
     return Group(*parts)
 
 

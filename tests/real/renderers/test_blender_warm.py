@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,32 +22,10 @@ from PIL import Image, ImageChops, ImageStat
 from peerfarm.renderers.base import Progress, RenderFailed
 from peerfarm.renderers.blender import WORKER_SCRIPT, BlenderRenderer
 from peerfarm.renderers.tiles import stitch
+from tests.support.blends import make_cube_scene
 from tests.support.renderers import make_task, needs_blender_cli, pid_gone
 
 pytestmark = needs_blender_cli
-
-
-def make_scene(path: Path, *, samples: int = 2, size: tuple[int, int] = (64, 48)) -> Path:
-    """A Cycles cube moving over frames 1-10, saved by the Blender program on PATH."""
-    blender = shutil.which("blender")
-    assert blender is not None
-    script = (
-        "import bpy; s = bpy.context.scene; s.render.engine = 'CYCLES'; "
-        f"s.cycles.samples = {samples}; s.cycles.use_denoising = False; "
-        f"s.render.resolution_x = {size[0]}; s.render.resolution_y = {size[1]}; "
-        "s.render.resolution_percentage = 100; s.frame_start = 1; s.frame_end = 10; "
-        "cube = bpy.data.objects['Cube']; cube.location.x = 0; "
-        "cube.keyframe_insert('location', frame=1); cube.location.x = 2; "
-        "cube.keyframe_insert('location', frame=10); "
-        f"bpy.ops.wm.save_as_mainfile(filepath={str(path)!r})"
-    )
-    subprocess.run(
-        [blender, "-b", "--factory-startup", "--python-expr", script],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return path
 
 
 def _ignore(progress: Progress) -> None:
@@ -70,7 +47,7 @@ def _cmdline(pid: int) -> list[str]:
 
 
 async def test_the_program_worker_renders_frames_in_one_warm_process(tmp_path: Path) -> None:
-    scene = make_scene(tmp_path / "cube.blend")
+    scene = make_cube_scene(tmp_path / "cube.blend")
     renderer = BlenderRenderer(mode="cli")
     seen: list[Progress] = []
     try:
@@ -101,8 +78,8 @@ async def test_the_program_worker_renders_frames_in_one_warm_process(tmp_path: P
 
 
 async def test_a_killed_program_worker_is_restarted(tmp_path: Path) -> None:
-    scene = make_scene(tmp_path / "cube.blend")
-    slow = make_scene(tmp_path / "slow.blend", samples=100_000, size=(160, 120))
+    scene = make_cube_scene(tmp_path / "cube.blend")
+    slow = make_cube_scene(tmp_path / "slow.blend", samples=100_000, size=(160, 120))
     renderer = BlenderRenderer(mode="cli")
     try:
         with trio.fail_after(240):
@@ -144,8 +121,8 @@ async def test_a_killed_program_worker_is_restarted(tmp_path: Path) -> None:
 async def test_a_cancelled_render_kills_the_program_worker(tmp_path: Path) -> None:
     """What a lost claim does: the daemon cancels the render's scope; the worker's whole
     process group ends at once, and the next render starts a fresh worker."""
-    scene = make_scene(tmp_path / "cube.blend")
-    slow = make_scene(tmp_path / "slow.blend", samples=100_000, size=(160, 120))
+    scene = make_cube_scene(tmp_path / "cube.blend")
+    slow = make_cube_scene(tmp_path / "slow.blend", samples=100_000, size=(160, 120))
     renderer = BlenderRenderer(mode="cli")
     try:
         with trio.fail_after(240):
@@ -185,7 +162,7 @@ async def test_a_program_whose_worker_cannot_start_renders_a_process_per_frame(
         f'exec {real} "$@"\n'
     )
     wrapper.chmod(0o755)
-    scene = make_scene(tmp_path / "cube.blend")
+    scene = make_cube_scene(tmp_path / "cube.blend")
     monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
     renderer = BlenderRenderer(mode="cli", standard=False)  # the wrapper: first on PATH
     caplog.set_level(logging.WARNING, logger="peerfarm")
@@ -205,7 +182,7 @@ async def test_a_program_whose_worker_cannot_start_renders_a_process_per_frame(
 
 
 async def test_tiles_from_both_paths_stitch_into_the_frame(tmp_path: Path) -> None:
-    scene = make_scene(tmp_path / "still.blend", size=(67, 51))
+    scene = make_cube_scene(tmp_path / "still.blend", size=(67, 51))
     warm, cold = BlenderRenderer(mode="cli"), BlenderRenderer(mode="cli", warm=False)
     options = {"tiles": 4, "tile_frame": 7}
     try:

@@ -19,12 +19,19 @@ PATH itself (examples/blender/make_turntable.py run inside it), so that program 
   the machine's load drifts. The floor: no farm, no worker, one process.
 
 Target: the peer within 5% of ``plain_s``. Skipped when no ``blender`` is on PATH.
+
+Each figure has a ``*_cpu_s`` twin: the CPU seconds (user + system) of every process involved,
+the daemon and its worker included for the peer (read from /proc between the submit and the
+last frame). On a shared machine whose load drifts, CPU seconds compare the work each way does
+far better than wall time (``*_cpu_overhead``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -41,10 +48,28 @@ if __package__ in (None, ""):
 from bench import ROOT, START_TIMEOUT_S, BenchError
 from peerfarm.renderers.base import RenderTask
 from peerfarm.renderers.blender import PREPARE_EXPR, BlenderRenderer
-from peerfarm.testing.daemons import PEERFARM_WITHOUT_BPY, LocalFarm
+from peerfarm.testing.daemons import PEERFARM_WITHOUT_BPY, LocalFarm, descendants
 
 TARGET_OVERHEAD = 0.05
 MAKE_TURNTABLE = ROOT / "examples" / "blender" / "make_turntable.py"
+
+
+def children_cpu() -> float:
+    """CPU seconds of every finished, reaped descendant of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and every descendant, live or reaped by its parent (/proc)."""
+    total = 0.0
+    for each in [pid, *descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def make_scene(blender: str, folder: Path) -> Path:
@@ -59,23 +84,24 @@ def make_scene(blender: str, folder: Path) -> Path:
     return scene
 
 
-def plain_run(blender: str, scene: Path, frames: int) -> float:
-    """One ``blender -b -a`` of frames 1..frames, from process start to exit."""
+def plain_run(blender: str, scene: Path, frames: int) -> tuple[float, float]:
+    """One ``blender -b -a`` of frames 1..frames, from process start to exit: (wall, CPU)."""
     with tempfile.TemporaryDirectory(prefix="peerfarm-bench-program-") as tmp:
         argv = [
             blender, "-b", "--disable-autoexec", str(scene), "--python-expr", PREPARE_EXPR,
             "-o", f"{tmp}/frame_####", "-s", "1", "-e", str(frames), "-a",
         ]  # fmt: skip
-        started = time.monotonic()
+        started, cpu = time.monotonic(), children_cpu()
         done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-        took = time.monotonic() - started
+        took, cpu = time.monotonic() - started, children_cpu() - cpu
         if done.returncode != 0 or len(list(Path(tmp).glob("frame_*"))) != frames:
             raise BenchError(f"plain blender -a failed: {done.stderr[-600:]!r}")
-    return took
+    return took, cpu
 
 
-def renderer_run(scene: Path, frames: int, *, warm: bool) -> float:
-    """The renderer given frames 1..frames one at a time (as a slot gets them)."""
+def renderer_run(scene: Path, frames: int, *, warm: bool) -> tuple[float, float]:
+    """The renderer given frames 1..frames one at a time (as a slot gets them): (wall, CPU of
+    the Blender processes)."""
 
     async def main() -> float:
         renderer = BlenderRenderer(mode="cli", warm=warm)
@@ -98,18 +124,21 @@ def renderer_run(scene: Path, frames: int, *, warm: bool) -> float:
                 await renderer.aclose()
             return time.monotonic() - started
 
-    return trio.run(main)
+    cpu = children_cpu()
+    took = trio.run(main)
+    return took, children_cpu() - cpu
 
 
-def peer_run(scene: Path, frames: int) -> tuple[float, float]:
-    """(submit to every frame done, the submit call alone) on one daemon without bpy."""
+def peer_run(scene: Path, frames: int) -> tuple[float, float, float]:
+    """(submit to every frame done, the submit call alone, CPU of the daemon and its renders
+    after the submit) on one daemon without bpy."""
     with LocalFarm(preset="lan", ready_timeout=START_TIMEOUT_S) as farm:
         peer = farm.start("peer1", slots=1, launcher=PEERFARM_WITHOUT_BPY)
         started = time.monotonic()
         job = farm.submit(peer, scene, f"1-{frames}", renderer="blender", name="turntable")
-        submitted = time.monotonic()
-        done = farm.wait_job(peer, job, frames * 30 + 120, interval=0.02)
-        return done - started, submitted - started
+        submitted, cpu = time.monotonic(), tree_cpu(peer.pid)
+        done = farm.wait_job(peer, job, frames * 60 + 120, interval=0.05)
+        return done - started, submitted - started, tree_cpu(peer.pid) - cpu
 
 
 def run(frames: int = 24) -> dict[str, Any]:
@@ -121,12 +150,13 @@ def run(frames: int = 24) -> dict[str, Any]:
         version = subprocess.run(
             [blender, "-b", "--factory-startup", "--version"], capture_output=True, text=True
         ).stdout.split("\n")[0]
-        before = plain_run(blender, scene, frames)
-        peer, submit = peer_run(scene, frames)
-        warm = renderer_run(scene, frames, warm=True)
-        per_frame = renderer_run(scene, frames, warm=False)
-        after = plain_run(blender, scene, frames)
-    plain = (before + after) / 2
+        before, before_cpu = plain_run(blender, scene, frames)
+        peer, submit, peer_cpu = peer_run(scene, frames)
+        warm, warm_cpu = renderer_run(scene, frames, warm=True)
+        per_frame, per_frame_cpu = renderer_run(scene, frames, warm=False)
+        after, after_cpu = plain_run(blender, scene, frames)
+    plain, plain_cpu = (before + after) / 2, (before_cpu + after_cpu) / 2
+    load = os.getloadavg()[0]
     return {
         "frames": frames,
         "blender": version.strip(),
@@ -141,6 +171,15 @@ def run(frames: int = 24) -> dict[str, Any]:
         "warm_overhead": round(warm / plain - 1, 4),
         "per_frame_overhead": round(per_frame / plain - 1, 4),
         "target_overhead": TARGET_OVERHEAD,
+        "peer_cpu_s": round(peer_cpu, 3),
+        "warm_cpu_s": round(warm_cpu, 3),
+        "per_frame_cpu_s": round(per_frame_cpu, 3),
+        "plain_cpu_s": round(plain_cpu, 3),
+        "plain_runs_cpu_s": [round(before_cpu, 3), round(after_cpu, 3)],
+        "peer_cpu_overhead": round(peer_cpu / plain_cpu - 1, 4),
+        "warm_cpu_overhead": round(warm_cpu / plain_cpu - 1, 4),
+        "per_frame_cpu_overhead": round(per_frame_cpu / plain_cpu - 1, 4),
+        "load_average_at_end": round(load, 2),
     }
 
 

@@ -103,3 +103,27 @@ def test_retry_fetch_and_encode_say_what_happened() -> None:
     assert encode_text(encoded) == "/out/shot.mp4 (48 frames at 24 fps)"
     encoded["fps"] = 29.97
     assert encode_text(encoded) == "/out/shot.mp4 (48 frames at 29.97 fps)"
+
+
+def test_a_split_still_is_counted_in_tiles() -> None:
+    job = {**JOB, "tiles": 4, "tile_frame": 7, "frames_done": 3, "frames_pending": 1}
+    tile = {
+        "frame": 2,
+        "state": "done",
+        "peer": "b",
+        "attempts": 1,
+        "seconds": 0.4,
+        "delivered": True,
+        "outputs": [],
+        "error": None,
+        "failures": 0,
+    }
+    console = Console(width=200, record=True)
+    console.print(status_view({"peers": [], "jobs": [job], "frames": [tile]}))
+    text = console.export_text()
+    assert "3/4 tiles" in text and "Tiles of frame 7 (1 of 1 shown)" in text
+    assert "┃ tile" in text
+    console = Console(width=200, record=True)
+    console.print(status_view({"peers": [], "jobs": [JOB], "frames": [tile]}))
+    text = console.export_text()
+    assert "0/4 " in text and "tiles" not in text and "Frames (1 of 1 shown)" in text

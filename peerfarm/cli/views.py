@@ -18,6 +18,7 @@ from peerfarm.control import (
     ActionAnswer,
     EncodeAnswer,
     FetchAnswer,
+    FramePage,
     FrameView,
     JobView,
     LogsView,
@@ -26,6 +27,11 @@ from peerfarm.control import (
     StatusView,
 )
 from peerfarm.plaintext import printable
+
+#: Frames ``status JOB`` prints unless --frames, --state or --limit ask for others.
+SHOWN_FRAMES = 60
+#: The states of frames not done, the ones a big job's status lists first.
+NOT_DONE = ("pending", "rendering", "failed")
 
 _STATE_STYLE = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
 
@@ -169,19 +175,30 @@ def jobs_table(jobs: Sequence[JobView]) -> Table:
 
 
 def frames_table(
-    frames: Sequence[FrameView], limit: int = 60, *, still_frame: int | None = None
+    frames: Sequence[FrameView],
+    page: FramePage | None = None,
+    limit: int = SHOWN_FRAMES,
+    *,
+    still_frame: int | None = None,
 ) -> Table:
-    """Frames of one job, or the tiles of a split still of ``still_frame``; when there are
-    many, the ones not done come first."""
-    shown = frames if len(frames) <= limit else [f for f in frames if f["state"] != "done"]
-    what, unit = (
-        ("Frames", "frame") if still_frame is None else (f"Tiles of frame {still_frame}", "tile")
-    )
-    title = f"{what} ({len(shown)} of {len(frames)} shown)"
+    """Frames of one job: the page the daemon sent, titled with what it holds. Without a page
+    (a daemon older than paging sent every frame): when there are many, the ones not done.
+    A split still's (``still_frame``) are its tiles: "Tiles of frame 7"."""
+    if page is None:
+        many = len(frames) > limit
+        shown = [f for f in frames if not many or f["state"] != "done"]
+        title = f"Frames ({min(len(shown), limit)} of {len(frames)} shown)"
+        shown = shown[:limit]
+    else:
+        shown = list(frames)
+        title = f"{_page_label(page)} ({page['returned']:,} of {page['matched']:,} shown)"
+    unit = "frame"
+    if still_frame is not None:
+        unit, title = "tile", title.replace("Frames", f"Tiles of frame {still_frame}", 1)
     table = Table(title=title, title_justify="left")
     for column in (unit, "state", "peer", "attempts", "seconds", "delivered", "error"):
         table.add_column(column)
-    for frame in shown[:limit]:
+    for frame in shown:
         seconds = frame["seconds"]
         table.add_row(
             plain(frame["frame"]),
@@ -193,6 +210,34 @@ def frames_table(
             plain(frame["error"] or ""),
         )
     return table
+
+
+def _page_label(page: FramePage) -> str:
+    """``Frames``, ``Frames not done``, ``Frames failed in 1-100``..."""
+    states = tuple(page["states"])
+    label = "Frames"
+    if states == NOT_DONE:
+        label += " not done"
+    elif states:
+        label += " " + ", ".join(states)
+    if page["frames"] is not None:
+        label += f" in {page['frames']}"
+    return label
+
+
+def page_hint(job: JobView, page: FramePage) -> str | None:
+    """One line under a page of frames that leaves frames out: how to see the others."""
+    ref = short_id(job["id"])
+    if page["next"] is not None:
+        left = page["matched"] - page["returned"]
+        return (
+            f"{left:,} more from frame {page['next']}: `peerfarm status {ref} --frames "
+            f"{page['next']}-...` or --limit N; --state pending|rendering|done|failed picks by "
+            "state"
+        )
+    if tuple(page["states"]) == NOT_DONE and page["frames"] is None and page["matched"] == 0:
+        return f"every frame is done: list them with `peerfarm status {ref} --frames RANGE`"
+    return None
 
 
 def waiting_text(jobs: Sequence[JobView], *, every_peer: bool = False) -> Text | None:
@@ -215,9 +260,13 @@ def status_view(status: StatusView) -> RenderableType:
     if (waits := waiting_text(status["jobs"], every_peer="frames" in status)) is not None:
         parts.append(waits)
     if "frames" in status:
+        page = status.get("frames_page")
         jobs = status["jobs"]
         still = jobs[0].get("tile_frame") if len(jobs) == 1 else None
-        parts.append(frames_table(status["frames"], still_frame=still))
+        parts.append(frames_table(status["frames"], page, still_frame=still))
+        hint = page_hint(status["jobs"][0], page) if page and status["jobs"] else None
+        if hint is not None:
+            parts.append(Text(printable(hint), style="dim"))
     return Group(*parts)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from . import PROTOCOL_VERSION, __version__
+from . import PROTOCOL_VERSION, __version__, platform
 from .control import (
     RENDERERS,
     Action,
@@ -277,11 +277,14 @@ class Farm:
         if request.fps:
             options["fps"] = request.fps
         root = self.node.parts.shared_root
-        if root is not None and output.resolve().is_relative_to(root):
-            options["shared_output"] = output.resolve().relative_to(root).as_posix()
-        if root is not None and scene.resolve().is_relative_to(root):
+        if root is not None:  # paths as the disk spells them (case-insensitive disks)
+            output = platform.on_disk_case(output.resolve())
+            scene = platform.on_disk_case(scene.resolve())
+        if root is not None and output.is_relative_to(root):
+            options["shared_output"] = output.relative_to(root).as_posix()
+        if root is not None and scene.is_relative_to(root):
             # Shared storage: every peer reads the scene in place under its own --shared-root.
-            options["shared_scene"] = scene.resolve().relative_to(root).as_posix()
+            options["shared_scene"] = scene.relative_to(root).as_posix()
             return await self._submit_spec(
                 request,
                 name,
@@ -447,25 +450,10 @@ class Farm:
         if not frames:
             raise UsageError(f"job {spec.name} has no rendered frames to encode yet")
         rate = fps or float(spec.options.get("fps") or 24)
-        with tempfile.TemporaryDirectory(dir=self.node.data_dir) as tmp:
-            suffix = (
-                Path((spec.frames and self._first_output_name(job)) or "x.png").suffix or ".png"
-            )
-            links = []
-            for i, blob in enumerate(frames):
-                link = Path(tmp) / f"f{i:06d}{suffix}"
-                link.symlink_to(blob)
-                links.append(link)
-            out = out.expanduser().resolve()
-            out.parent.mkdir(parents=True, exist_ok=True)
-            await encode_video(links, out, rate)
+        out = out.expanduser().resolve()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        await encode_video(frames, out, rate)  # blobs as they are: ffmpeg reads their content
         return {"job": job, "video": str(out), "frames": len(frames), "fps": rate}
-
-    def _first_output_name(self, job: str) -> str:
-        for record in self.node.ledger.frame_records(job).values():
-            if record.outputs:
-                return record.outputs[0].name
-        return "x.png"
 
     async def _encode_finished(self) -> None:
         for job, (out, fps) in list(self._encodes.items()):

@@ -48,6 +48,7 @@ from typing import Any, ClassVar, Literal
 
 import trio
 
+from peerfarm import platform
 from peerfarm.renderers import groups, tiles
 from peerfarm.renderers.base import (
     LineReader,
@@ -157,10 +158,11 @@ class WarmWorker:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=child_env({"PYTHONUNBUFFERED": "1"}),
-                start_new_session=True,
+                **platform.tree_kwargs(),
             )
         except OSError as exc:
             raise WorkerDidNotStart(f"cannot start the Blender worker: {exc}") from exc
+        platform.track_tree(self.process.pid)
         groups.REGISTRY.started(self.process.pid)
         assert self.process.stdin and self.process.stdout and self.process.stderr
         self._stdin = self.process.stdin
@@ -189,6 +191,7 @@ class WarmWorker:
                     pass
         await kill_process_group(process)
         await close_pipes(process)
+        platform.release_tree(process.pid)
         groups.REGISTRY.ended(process.pid)
 
     async def ensure_scene(self, key: _SceneKey) -> None:

@@ -72,6 +72,7 @@ class PeerView(TypedDict):
     tags: list[str]
     allow_command: bool
     rendering: list[RenderingItem]
+    devices: list[str]  # the Cycles devices it found (``CPU`` first); [] without Blender
 
 
 class JobView(TypedDict):
@@ -271,6 +272,7 @@ class SubmitRequest:
     retries: int = 3
     allow_scripts: bool = False  # let Python inside a .blend run (peers must allow it too)
     tiles: int | None = None  # split the one frame into this many tiles (peerfarm.stills)
+    require: tuple[str, ...] = ()  # tags a peer must have (``up --tags``) to take the job
 
 
 class SubmitBody(TypedDict, total=False):
@@ -293,6 +295,7 @@ class SubmitBody(TypedDict, total=False):
     allow_scripts: bool
     overwrite: bool
     tiles: int
+    require: list[str]  # or "gpu,big": tags a peer needs (``submit --require``)
 
 
 class SubmitAnswer(TypedDict):

@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -49,6 +50,7 @@ from .peer import Node, NodeParts
 from .plaintext import PlainFormatter
 from .renderers import BlenderRenderer, available_renderers, groups
 from .renderers.base import Renderer
+from .renderers.devices import detect as cycles_devices
 
 log = logging.getLogger("peerfarm")
 
@@ -184,6 +186,11 @@ async def detect_renderers(
     return found, versions
 
 
+def requirement_meta(versions: dict[str, Any]) -> dict[str, Any]:
+    """With Blender, the Cycles devices found (``renderers.devices``), for job requirements."""
+    return {"devices": cycles_devices()} if "blender" in versions else {}
+
+
 def renderers_text(versions: dict[str, str | list[str]]) -> str:
     """``blender 3.4.1/5.0.1, povray 3.7.0.10`` for the start-up log line."""
     parts = []
@@ -229,6 +236,7 @@ async def serve(
             rng=random.Random(),
             incarnation=next_incarnation(data_dir),
             renderer_versions=versions,
+            extra_meta=requirement_meta(versions),
             shared_root=(
                 platform.on_disk_case(options.shared_root.resolve())
                 if options.shared_root

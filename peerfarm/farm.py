@@ -46,8 +46,11 @@ from .media import encode_video, make_thumbnail
 from .peer import Node
 from .peer.node import Operation
 from .renderers import renderer_for_scene
+from .renderers.blend_names import check_names
+from .renderers.options import requirements
 from .renderers.options import validate as validate_options
 from .renderers.scenes import inspect_blend, pack_blend
+from .scheduler.eligibility import unaware_peers
 from .status import (
     archived_view,
     busy_by_peer,
@@ -276,6 +279,8 @@ class Farm:
             options["allow_scripts"] = True
         if request.fps:
             options["fps"] = request.fps
+        if request.require:
+            options["require"] = requirements(list(request.require))
         root = self.node.parts.shared_root
         if root is not None:  # paths as the disk spells them (case-insensitive disks)
             output = platform.on_disk_case(output.resolve())
@@ -297,7 +302,7 @@ class Farm:
             )
         with tempfile.TemporaryDirectory(dir=self.node.data_dir) as tmp:
             main, assets, extra = await trio.to_thread.run_sync(
-                _prepare_scene, scene, renderer, Path(tmp)
+                _prepare_scene, scene, renderer, Path(tmp), options
             )
             options.update(extra)
             store = self.node.store
@@ -365,6 +370,13 @@ class Farm:
         if blocked is not None:
             answer["warning"] = f"{spec.name} waits: {blocked}"
             log.warning("job %s (%s) waits: %s", spec.name, spec.id[:8], blocked)
+        elif unaware := unaware_peers(spec, self.node.members()):
+            known = names_by_id(self.node.members())
+            names = sorted(known.get(node, node[:8]) for node in unaware)
+            answer["warning"] = (
+                f"{', '.join(names)} run an older peerfarm that ignores job requirements "
+                "and may render this job: upgrade them"
+            )
         return answer
 
     # ----------------------------------------------------------------------------------
@@ -476,7 +488,7 @@ def _labels(label: str, values: dict[str, float] | dict[str, int]) -> dict[str, 
 
 
 def _prepare_scene(
-    scene: Path, renderer: str, tmp: Path
+    scene: Path, renderer: str, tmp: Path, options: dict[str, Any] | None = None
 ) -> tuple[Path, list[tuple[str, Path]], dict[str, Any]]:
     """The scene file to store, its assets (relative name, path) and options it implies."""
     extra: dict[str, Any] = {}
@@ -490,6 +502,7 @@ def _prepare_scene(
     if renderer == "blender" and scene.suffix.lower() == ".blend":
         info = inspect_blend(scene)
         extra["blend_version"] = f"{info.version[0]}.{info.version[1]}"
+        check_names(scene, options or {})  # a camera or view layer the file lacks
         packed = pack_blend(scene, tmp / "packed")
         if packed.missing:
             raise UsageError(

@@ -74,6 +74,13 @@ DEFAULT_FRAMES_JSON = 1000
     metavar="N",
     help="Split the one frame given into N tiles rendered by different peers (Blender).",
 )
+@click.option(
+    "--require",
+    "require",
+    multiple=True,
+    metavar="TAG",
+    help="Render only on peers started with this tag (--tags); repeatable.",
+)
 @click.option("--wait", is_flag=True, help="Show progress; exit 1 if any frame fails.")
 def submit(
     data_dir: Path | None,
@@ -92,6 +99,7 @@ def submit(
     allow_scripts: bool,
     overwrite: bool,
     tiles: int | None,
+    require: tuple[str, ...],
     wait: bool,
 ) -> int:
     """Submit SCENE for FRAMES (e.g. 1-240, 1,5,10-20x2); prints the job id."""
@@ -122,6 +130,8 @@ def submit(
         fields["overwrite"] = True
     if tiles is not None:
         fields["tiles"] = tiles
+    if require:
+        fields["require"] = list(require)
     with connect(data_dir) as client:
         result = client.submit(fields)
         if "warning" in result:

@@ -50,6 +50,7 @@ import trio
 
 from peerfarm import platform
 from peerfarm.renderers import groups, tiles
+from peerfarm.renderers import options as job_options
 from peerfarm.renderers.base import (
     LineReader,
     LogTail,
@@ -67,6 +68,7 @@ from peerfarm.renderers.base import (
     resolve_scene,
     run_logged,
 )
+from peerfarm.renderers.blender_settings import SCRIPT_EXIT_CODE, failure_line, settings_script
 from peerfarm.renderers.installs import (
     Installation,
     advertised,
@@ -118,6 +120,7 @@ class _SceneKey:
     size: int
     mtime_ns: int
     allow_scripts: bool
+    settings: str = ""  # the job's settings script: another job's settings need a fresh load
 
 
 class WorkerDidNotStart(RenderFailed):
@@ -211,10 +214,12 @@ class WarmWorker:
         output: Path,
         on_line: Callable[[str], None],
         timeout: float,
+        script: str = "",
         **settings: Any,
     ) -> dict[str, Any]:
-        """Render ``frame`` to ``output`` (no extension); ``settings``: tile, format, threads."""
-        command = {"cmd": "render", "frame": frame, "output": str(output)}
+        """Render ``frame`` to ``output`` (no extension) with the job's settings ``script``;
+        ``settings``: more of the command (``tile``)."""
+        command = {"cmd": "render", "frame": frame, "output": str(output), "script": script}
         command.update({k: v for k, v in settings.items() if v is not None})
         return await self._exchange(command, on_line, timeout, {"done"})
 
@@ -378,7 +383,8 @@ class BlenderRenderer(Renderer):
         split = tiling(task)
         argv = [executable or self.executable or "blender", "-b"]
         argv.append("--enable-autoexec" if task.allow_scripts else "--disable-autoexec")
-        argv += [str(task.scene), "--python-expr", PREPARE_EXPR]
+        argv += [str(task.scene), "--python-exit-code", str(SCRIPT_EXIT_CODE)]
+        argv += ["--python-expr", PREPARE_EXPR + settings_script(task.options)]
         if split is not None:
             if start != end:
                 raise RenderFailed(f"one Blender process renders one tile, not {runs}")
@@ -436,7 +442,11 @@ class BlenderRenderer(Renderer):
         install = self.choose_for(task, scene)
         output_dir = task.output_dir.resolve()
         output_dir.mkdir(parents=True, exist_ok=True)
-        task = dataclasses.replace(task, scene=scene, output_dir=output_dir)
+        try:  # a job from the network: its options checked before any reaches Blender
+            options = job_options.read(self.name, task.options)
+        except job_options.OptionError as exc:
+            raise RenderFailed(f"bad job option: {exc}") from None
+        task = dataclasses.replace(task, scene=scene, output_dir=output_dir, options=options)
         async with self._lock:
             if install.kind == "bpy":
                 return await self._render_warm(task, install, on_progress)
@@ -491,7 +501,9 @@ class BlenderRenderer(Renderer):
             run = await run_logged(argv, cwd=task.scene.parent, env=child_env(), on_line=relay)
             tail = run.log_tail
             if run.returncode != 0:
-                raise RenderFailed(f"blender exited with status {run.returncode}", log_tail=tail)
+                reason = failure_line(tail) if run.returncode == SCRIPT_EXIT_CODE else None
+                reason = reason or f"blender exited with status {run.returncode}"
+                raise RenderFailed(reason, log_tail=tail)
             if split is not None:
                 outputs[start] = [_name_tile(task.output_dir, start, tail)]
         if split is None:
@@ -511,7 +523,10 @@ class BlenderRenderer(Renderer):
             self._worker = WarmWorker(argv)
         worker = self._worker
         stat = task.scene.stat()
-        key = _SceneKey(str(task.scene), stat.st_size, stat.st_mtime_ns, task.allow_scripts)
+        settings = settings_script(task.options)
+        key = _SceneKey(
+            str(task.scene), stat.st_size, stat.st_mtime_ns, task.allow_scripts, settings
+        )
         await worker.ensure_scene(key)
         split = tiling(task)
         outputs: dict[int, list[Path]] = {}
@@ -523,13 +538,7 @@ class BlenderRenderer(Renderer):
                 frame, tile = split[1], [unit, split[0]]
                 target = task.output_dir / tiles.tile_name(unit, "")
             answer = await worker.render(
-                frame,
-                target,
-                relay,
-                self.frame_timeout,
-                tile=tile,
-                format=task.options.get("format"),
-                threads=task.options.get("threads"),
+                frame, target, relay, self.frame_timeout, settings, tile=tile
             )
             files = [Path(f) for f in answer.get("files", [])]
             if not files:

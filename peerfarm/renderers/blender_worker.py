@@ -12,9 +12,10 @@ parent keeps as the log. Append-only protocol, version ``WORKER_PROTOCOL``:
 
     -> {"cmd": "load", "path": str, "allow_scripts": bool}
     <- {"event": "loaded", "path": str, "engine": str, "resolution": [x, y], ...}
-    -> {"cmd": "render", "frame": int, "output": str,      # output: path without extension
-        "tile": [index, count],                            # optional: a tile of a still
-        "format": str, "threads": int}                     # optional: the job's options
+    -> {"cmd": "render", "frame": int, "output": str, "script": str,
+        "tile": [index, count]}
+                         # output: path without extension; script: the job's settings (optional);
+                         # tile: optional, a tile of a split still
     <- {"event": "progress", "frame": int, "line": str}    # zero or more, from render_stats
     <- {"event": "done", "frame": int, "files": [str, ...], "seconds": float}
     -> {"cmd": "quit"}
@@ -152,8 +153,9 @@ class Worker:
             file_format=render.image_settings.file_format,
         )
 
-    def prepare(self, command: dict[str, Any]) -> None:
-        """The scene's own settings, then what this render changes (options, a tile)."""
+    def prepare(self) -> None:
+        """The scene's own settings back (a tile changed the border), and what every render
+        changes."""
         scene = self.bpy.context.scene
         render = scene.render
         own = self._own
@@ -171,24 +173,21 @@ class Worker:
             render.threads = own["threads"]
         if not self.oidn and hasattr(scene, "cycles"):
             scene.cycles.use_denoising = False
-        if command.get("format"):
-            render.image_settings.file_format = str(command["format"])
         if getattr(render, "is_movie_format", False):
             render.image_settings.file_format = "PNG"
-        threads = command.get("threads")
-        if threads:
-            render.threads_mode = "FIXED"
-            render.threads = int(threads)
         render.use_file_extension = True
-        tile = command.get("tile")
-        if tile:
-            apply_tile(scene, int(tile[0]), int(tile[1]))
 
     def render(self, command: dict[str, Any]) -> None:
         bpy = self.bpy
         scene = bpy.context.scene
         frame, output = int(command["frame"]), str(command["output"])
-        self.prepare(command)
+        script = str(command.get("script") or "")
+        self.prepare()
+        if script:  # the job's options (``blender_settings``): a failure answers with an error
+            exec(compile(script, "<peerfarm settings>", "exec"), {"__name__": "__peerfarm__"})
+        tile = command.get("tile")
+        if tile:  # after the settings: a resolution percentage changes the tile's pixels
+            apply_tile(scene, int(tile[0]), int(tile[1]))
         folder = Path(output).parent
         before = set(folder.iterdir()) if folder.is_dir() else set()
         started = time.monotonic()

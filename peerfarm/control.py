@@ -190,6 +190,10 @@ class SubmitRequest:
     fps: float | None = None
     retries: int = 3
     allow_scripts: bool = False  # let Python inside a .blend run (peers must allow it too)
+    after: str | None = None  # start when this job (id, prefix or name) is done
+    per_frame: bool = False  # with ``after``: frame N starts when frame N of it is done
+    notify: tuple[str, ...] = ()  # http(s) URLs and/or "desktop": told when the job ends
+    no_output: bool = False  # command jobs: a frame that writes no file is fine
 
 
 class SubmitBody(TypedDict, total=False):
@@ -211,6 +215,10 @@ class SubmitBody(TypedDict, total=False):
     retries: int
     allow_scripts: bool
     overwrite: bool
+    after: str
+    per_frame: bool
+    notify: list[str]
+    no_output: bool
 
 
 class SubmitAnswer(TypedDict):

@@ -81,6 +81,10 @@ class NodeOptions:
     shared_root: Path | None = None
     store_limit: int | None = None
     frame_timeout: float | None = None
+    #: Seconds without output or CPU time before a render counts as stuck (0: never).
+    stuck_after: float = 600.0
+    #: Seconds another peer waits for an absent submitter before it sends a notification.
+    notify_grace: float = 60.0
     #: Each ``--blender PATH``: Blender programs used beside the ones found on PATH, in the
     #: usual install locations and ``bpy``.
     blender: list[str] = field(default_factory=list)
@@ -229,6 +233,8 @@ async def serve(
             allow_scripts=options.allow_scripts,
             ledger_store=ledger_store,
             frame_timeout=options.frame_timeout,
+            stuck_after=options.stuck_after,
+            notify_grace=options.notify_grace,
             rng=random.Random(),
             incarnation=next_incarnation(data_dir),
             renderer_versions=versions,

@@ -41,9 +41,10 @@ from .ledger.model import JobState, SceneRef, Status
 from .media import encode_video, make_thumbnail
 from .peer import Node
 from .peer.node import Operation
-from .renderers import renderer_for_scene
+from .renderers import checks, renderer_for_scene
 from .renderers.options import validate as validate_options
 from .renderers.scenes import inspect_blend, pack_blend
+from .scheduler import dependencies, notices
 from .status import (
     archived_view,
     busy_by_peer,
@@ -236,6 +237,7 @@ class Farm:
         output = request.output or (cwd / "peerfarm-out" / folder_name(name))
         output = output if output.is_absolute() else cwd / output
         options = validate_options(renderer, request.options)
+        options.update(self._submit_extras(request, renderer))
         if request.allow_scripts:
             options["allow_scripts"] = True
         if request.fps:
@@ -276,6 +278,24 @@ class Farm:
         return await self._submit_spec(
             request, name, renderer, options, frames, output, scene_ref, asset_refs
         )
+
+    def _submit_extras(self, request: SubmitRequest, renderer: str) -> dict[str, Any]:
+        """Spec options from ``--after/--per-frame``, ``--notify`` and ``--no-output``."""
+        extra: dict[str, Any] = {}
+        if request.after:
+            parent = self.resolve_job(request.after)
+            extra.update(dependencies.dependency_options(parent, request.per_frame))
+        elif request.per_frame:
+            raise UsageError("--per-frame goes with --after JOB")
+        if request.notify:
+            extra[notices.NOTIFY] = notices.check_targets(request.notify)
+        if request.no_output:
+            if renderer != "command":
+                raise UsageError(
+                    "--no-output is for command jobs: an image renderer writes its frame"
+                )
+            extra[checks.NO_OUTPUT] = True
+        return extra
 
     async def _submit_spec(
         self,

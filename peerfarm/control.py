@@ -69,6 +69,14 @@ class PeerView(TypedDict):
     rendering: list[RenderingItem]
 
 
+class AfterView(TypedDict):
+    """The job another job starts after (``submit --after``)."""
+
+    id: str
+    name: str
+    per_frame: bool  # frame N waits for frame N only
+
+
 class JobView(TypedDict):
     id: str
     name: str
@@ -94,6 +102,7 @@ class JobView(TypedDict):
     waiting: dict[str, str]
     #: one line when no alive peer can ever take it as the farm stands, else None
     blocked: str | None
+    after: NotRequired[AfterView]  # submit --after: the job it waits for
 
 
 class ArchivedView(TypedDict):

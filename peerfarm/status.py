@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .control import (
+    AfterView,
     ArchivedView,
     AttemptView,
     FrameView,
@@ -25,7 +26,7 @@ from .gossip.membership import Member, MemberState
 from .ledger import Ledger
 from .ledger.hlc import to_seconds
 from .ledger.model import JobSpec, JobState, Status
-from .scheduler import eligibility
+from .scheduler import dependencies, eligibility
 
 PEER_STATES = {
     MemberState.ALIVE: "alive",
@@ -170,7 +171,10 @@ def job_view(
     blocked: str | None = None
     if members and state == JobState.ACTIVE.value and counts.pending:
         waiting, blocked = waiting_view(ledger, spec, members, busy or {})
-    return {
+    ready = dependencies.readiness(ledger, spec)
+    if ready.reason is not None and state == JobState.ACTIVE.value and counts.pending:
+        waiting = {dependencies.WAITING_KEY: ready.reason, **waiting}
+    view: JobView = {
         "id": spec.id,
         "name": spec.name,
         "state": state,
@@ -194,6 +198,20 @@ def job_view(
         "waiting": waiting,
         "blocked": blocked,
     }
+    after = after_view(ledger, spec)
+    if after is not None:
+        view["after"] = after
+    return view
+
+
+def after_view(ledger: Ledger, spec: JobSpec) -> AfterView | None:
+    """The job ``spec`` starts after ({id, name, per_frame}), or None."""
+    dep = dependencies.dependency_of(spec)
+    if dep is None:
+        return None
+    parent = ledger.job(dep.job)
+    name = parent.name if parent is not None else ledger.archived().get(dep.job, {}).get("name")
+    return {"id": dep.job, "name": str(name or dep.job[:8]), "per_frame": dep.per_frame}
 
 
 def frames_view(ledger: Ledger, spec: JobSpec, names: Mapping[str, str]) -> list[FrameView]:

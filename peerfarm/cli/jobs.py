@@ -33,6 +33,7 @@ from peerfarm.files.names import folder_name
 from peerfarm.follow import job_succeeded, wait_for_job
 from peerfarm.frames import parse_frames
 from peerfarm.plaintext import printable
+from peerfarm.scheduler import notices
 
 
 @cli.command()
@@ -52,6 +53,18 @@ from peerfarm.plaintext import printable
 @click.option(
     "--overwrite", is_flag=True, help="Let deliveries replace files this job did not write."
 )
+@click.option("--after", default=None, metavar="JOB", help="Start when JOB is done.")
+@click.option(
+    "--per-frame", is_flag=True, help="With --after: frame N starts when JOB's frame N is done."
+)
+@click.option(
+    "--notify",
+    "notify",
+    multiple=True,
+    metavar="URL|desktop",
+    help="When the job ends: POST its summary to URL, or show it on this desktop (repeatable).",
+)
+@click.option("--no-output", is_flag=True, help="Command jobs: a frame may write no file.")
 @click.option("--wait", is_flag=True, help="Show progress; exit 1 if any frame fails.")
 def submit(
     data_dir: Path | None,
@@ -69,6 +82,10 @@ def submit(
     fps: float | None,
     allow_scripts: bool,
     overwrite: bool,
+    after: str | None,
+    per_frame: bool,
+    notify: tuple[str, ...],
+    no_output: bool,
     wait: bool,
 ) -> int:
     """Submit SCENE for FRAMES (e.g. 1-240, 1,5,10-20x2); prints the job id."""
@@ -97,6 +114,15 @@ def submit(
         fields["fps"] = fps
     if overwrite:
         fields["overwrite"] = True
+    if per_frame and after is None:
+        raise click.UsageError("--per-frame goes with --after JOB")
+    if after is not None:
+        fields["after"] = after
+        fields["per_frame"] = per_frame
+    if notify:
+        fields["notify"] = list(notices.check_targets(notify))
+    if no_output:
+        fields["no_output"] = True
     with connect(data_dir) as client:
         result = client.submit(fields)
         if "warning" in result:

@@ -50,8 +50,8 @@ from ..scheduler import eligibility
 from ..scheduler.leases import LeaseTable
 from .blobs import Blobs
 from .delivery import Deliverer
-from .notify import Notifier
 from .gossip import GossipService
+from .notify import Notifier
 from .parts import IncompatiblePeer, NodeParts, NodeStats
 from .sync import SyncService
 from .worker import Worker

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -39,6 +41,14 @@ log = logging.getLogger("peerfarm")
 INTERVAL = 1.0
 HTTP_TIMEOUT = 10.0
 HTTP_TRIES = 3
+JOURNAL_FILE = "notified"  # data dir file: ids of the events this peer sent, one a line
+
+
+def read_journal(path: Path) -> set[str]:
+    try:
+        return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    except FileNotFoundError:
+        return set()
 
 
 class Notifier:
@@ -46,6 +56,11 @@ class Notifier:
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        # Events this peer sent, one id a line, appended and fsynced right after the send and
+        # before the ledger's "sent" mark: a restart between the two marks it sent instead of
+        # sending again.
+        self._journal_path = node.data_dir / JOURNAL_FILE
+        self._journal: set[str] = read_journal(self._journal_path)
         self._wake = trio.Event()
         self._seen: dict[tuple[str, int], float] = {}  # event -> when this peer first saw it
         self._sending: set[tuple[str, int]] = set()
@@ -56,6 +71,11 @@ class Notifier:
         self._wake.set()
 
     async def run(self) -> None:
+        node = self.node
+        if node.ledger.jobs():
+            # A restarted peer hears the farm's notice marks before it sends anything.
+            with trio.move_on_after(max(node.parts.settle, node.parts.notify_grace)):
+                await node.sync.synced.wait()
         async with trio.open_nursery() as nursery:
             while True:
                 await self.node.gate()
@@ -131,6 +151,9 @@ class Notifier:
                 ),
                 durable=True,
             )
+            if event.id in self._journal:  # sent before a restart: record it, do not resend
+                await self._mark(spec, event, notices.SENT)
+                return
             payload = self._payload(spec, event)
             sent = 0
             for target in notices.targets_of(spec):
@@ -139,20 +162,33 @@ class Notifier:
                 if await self._send_one(target, event, payload):
                     sent += 1
             phase = notices.SENT if sent else notices.FAILED
-            await node.write(
-                lambda ledger, wall: ledger.mark_notice(
-                    spec.id, event.number, event.state, phase, wall
-                ),
-                durable=True,
-            )
+            if sent:
+                self._remember(event.id)
+            await self._mark(spec, event, phase)
             self.sent += sent
-            log.info(
-                "notified the end of %s (%s): %s", node.job_label(spec.id), event.state, phase
-            )
+            log.info("notified the end of %s (%s): %s", node.job_label(spec.id), event.state, phase)
         except Exception as exc:  # a notification never stops the peer
             log.error("notification of %s failed: %s", node.job_label(spec.id), exc)
         finally:
             self._sending.discard(key)
+
+    async def _mark(self, spec: JobSpec, event: notices.JobEvent, phase: str) -> None:
+        await self.node.write(
+            lambda ledger, wall: ledger.mark_notice(
+                spec.id, event.number, event.state, phase, wall
+            ),
+            durable=True,
+        )
+
+    def _remember(self, event_id: str) -> None:
+        self._journal.add(event_id)
+        try:
+            with self._journal_path.open("a") as fh:
+                fh.write(event_id + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            log.error("cannot record a sent notification in %s: %s", self._journal_path, exc)
 
     def _payload(self, spec: JobSpec, event: notices.JobEvent) -> dict[str, Any]:
         node = self.node
@@ -220,9 +256,8 @@ def desktop_argv(title: str, text: str, platform: str = sys.platform) -> list[st
 def desktop_notify(payload: dict[str, Any]) -> None:
     state = str(payload.get("state", ""))
     title = f"peerfarm: {payload.get('name', 'job')} {state}"
-    text = (
-        f"{payload.get('frames_done', 0)} of {payload.get('frames_total', 0)} frames done"
-        + (f", {payload.get('frames_failed')} failed" if payload.get("frames_failed") else "")
+    text = f"{payload.get('frames_done', 0)} of {payload.get('frames_total', 0)} frames done" + (
+        f", {payload.get('frames_failed')} failed" if payload.get("frames_failed") else ""
     )
     argv = desktop_argv(title, text)
     if argv is None:

@@ -85,8 +85,8 @@ def parent_state(ledger: Ledger, job: str) -> tuple[str, str | None]:
         archived = ledger.archived().get(job)
         if archived is None:
             return "unknown", "not known on this peer yet"
-        state = str(archived.get("state", "unknown"))
-        return state, None if state == "done" else f"it ended {state}"
+        ended = str(archived.get("state", "unknown"))
+        return ended, None if ended == "done" else f"it ended {ended}"
     state = ledger.job_state(job)
     if state == JobState.DONE:
         return "done", None

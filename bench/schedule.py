@@ -64,14 +64,15 @@ def peerfarm_frames(farm: LocalFarm, body: str, frames: int, name: str) -> float
     script = farm.script(f"{name}.sh", body)
     origin = farm.daemons[0]
     started = time.monotonic()
-    job = farm.submit(origin, script, f"1-{frames}", name=name)
+    job = farm.submit(origin, script, f"1-{frames}", name=name, no_output=True)
     # poll every 50 ms: each status call costs the daemon CPU, and the machine has 2 cores
     done = farm.wait_job(origin, job, max(120.0, frames * 2.0), interval=0.05)
     return done - started
 
 
-def rq_both(worker_class: str, sleeper: Path, noop_script: Path, frames: int, noop: int,
-            workers: int) -> tuple[float, float]:
+def rq_both(
+    worker_class: str, sleeper: Path, noop_script: Path, frames: int, noop: int, workers: int
+) -> tuple[float, float]:
     """(seconds for ``frames`` x the sleeping script, for ``noop`` x the no-op script) on RQ:
     the very scripts peerfarm's command renderer ran, one RQ job per frame."""
     from bench.rq_engine import RQFarm
@@ -115,7 +116,9 @@ def run(
         # makespan
         ours = peerfarm_frames(farm, f"sleep {seconds}", frames, "makespan")
         makespan: dict[str, Any] = {
-            "frames": frames, "seconds_per_frame": seconds, "peers": peers,
+            "frames": frames,
+            "seconds_per_frame": seconds,
+            "peers": peers,
             "ideal_s": round(ideal, 3),
             "peerfarm_s": round(ours, 3),
             "peerfarm_efficiency": round(ideal / ours, 4),
@@ -125,7 +128,8 @@ def run(
         ceiling = spawn_ceiling(noop)
         ours_noop = peerfarm_frames(farm, NOOP_BODY, noop, "dispatch")
         dispatch: dict[str, Any] = {
-            "frames": noop, "peers": peers,
+            "frames": noop,
+            "peers": peers,
             "spawn_ceiling_fps": round(ceiling, 1),
             "peerfarm_fps": round(noop / ours_noop, 1),
             "peerfarm_of_ceiling": round(noop / ours_noop / ceiling, 3),

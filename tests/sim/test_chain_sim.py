@@ -13,6 +13,7 @@ import os
 import random
 from pathlib import Path
 
+import pytest
 import trio
 
 from peerfarm.farm import Farm
@@ -210,8 +211,8 @@ GRACE = 3.0
 SEEDS = int(os.environ.get("PEERFARM_NOTIFY_SEEDS", "8"))
 
 
-async def test_one_notification_per_event_across_crashes_and_splits(tmp_path: Path) -> None:
-    for seed in range(SEEDS):
-        root = tmp_path / str(seed)
-        root.mkdir()
-        await _notify_history(seed, root)
+@pytest.mark.parametrize("seed", range(SEEDS))
+async def test_one_notification_per_event_across_crashes_and_splits(
+    seed: int, tmp_path: Path
+) -> None:
+    await _notify_history(seed, tmp_path)

@@ -254,6 +254,21 @@ class FetchAnswer(TypedDict):
     files: int
 
 
+class CheckProblem(TypedDict):
+    frame: int
+    file: str  # the output's name in the job's output folder
+    problem: str  # "missing", "damaged (...)"
+
+
+class CheckAnswer(TypedDict):
+    """``check(job)``: delivered files that are missing or differ from the rendered frames."""
+
+    job: str
+    checked: int  # delivered frames looked at
+    problems: list[CheckProblem]
+    frames: str  # the frames with problems, compact ("3,7-9"): what ``retry --from-check`` takes
+
+
 class EncodeAnswer(TypedDict):
     job: str
     video: str  # the video's absolute path
@@ -321,6 +336,10 @@ class FarmControl(Protocol):
         ...
 
     async def encode(self, job: str, out: Path, fps: float | None = None) -> EncodeAnswer: ...
+
+    async def check(self, job: str) -> CheckAnswer:
+        """On the submitting peer: delivered files missing or damaged (see ``peer.verify``)."""
+        ...
 
     async def thumbnail(self, job: str, frame: int) -> bytes | None:
         """A small PNG of a done frame's first image output, or None."""

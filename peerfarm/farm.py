@@ -21,6 +21,7 @@ from .control import (
     RENDERERS,
     Action,
     ActionAnswer,
+    CheckAnswer,
     EncodeAnswer,
     FetchAnswer,
     LogsView,
@@ -33,14 +34,16 @@ from .control import (
 from .errors import LedgerError, PeerfarmError, StoreError, UsageError
 from .files.names import folder_name
 from .files.place import place_copy
-from .frames import parse_frames
+from .frames import format_frames, parse_frames
 from .gossip.membership import MemberState
 from .gossip.transport import versions_text
 from .ledger.keys import FrameChanged, classify
 from .ledger.model import JobState, SceneRef, Status
 from .media import encode_video, make_thumbnail
 from .peer import Node
+from .peer.delivery import DELIVERIES, read_names
 from .peer.node import Operation
+from .peer.verify import check_delivered
 from .renderers import checks, renderer_for_scene
 from .renderers.options import validate as validate_options
 from .renderers.scenes import inspect_blend, pack_blend
@@ -444,6 +447,36 @@ class Farm:
             out.parent.mkdir(parents=True, exist_ok=True)
             await encode_video(links, out, rate)
         return {"job": job, "video": str(out), "frames": len(frames), "fps": rate}
+
+    async def check(self, job: str) -> CheckAnswer:
+        job = self.resolve_job(job)
+        node = self.node
+        ledger = node.ledger
+        spec = ledger.job(job)
+        assert spec is not None
+        if not node.is_own_job(job):
+            raise UsageError(
+                f"{spec.name} was submitted on {spec.submitter_name}: its files are there, "
+                "run check on that peer"
+            )
+        records = {
+            frame: record
+            for frame, record in ledger.frame_records(job).items()
+            if record.status == Status.DONE and record.outputs and ledger.delivered(job, frame)
+        }
+        shared = node.blobs.shared_path(spec.options.get("shared_output"))
+        folder = shared if shared is not None else Path(spec.output)
+        ours = read_names(node.data_dir / DELIVERIES / job)
+        problems = await trio.to_thread.run_sync(check_delivered, records, folder, ours)
+        frames = sorted({p.frame for p in problems})
+        return {
+            "job": job,
+            "checked": len(records),
+            "problems": [
+                {"frame": p.frame, "file": p.file, "problem": p.problem} for p in problems
+            ],
+            "frames": format_frames(frames) if frames else "",
+        }
 
     def _first_output_name(self, job: str) -> str:
         for record in self.node.ledger.frame_records(job).values():

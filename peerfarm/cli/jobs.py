@@ -1,7 +1,7 @@
 """The verbs that talk to the local daemon about the farm and its jobs.
 
-``submit``, ``status``, ``peers``, ``cancel`` / ``pause`` / ``resume`` / ``retry``, ``logs``,
-``fetch`` and ``encode``: each parses its arguments, makes one or a few calls through
+``submit``, ``status``, ``peers``, ``cancel`` / ``pause`` / ``resume`` / ``retry``, ``check``,
+``logs``, ``fetch`` and ``encode``: each parses its arguments, makes one or a few calls through
 :class:`peerfarm.client.FarmClient` (the HTTP API the dashboard uses) and prints the typed answer,
 as JSON with ``--json``, else through :mod:`peerfarm.cli.views`.
 """
@@ -209,13 +209,55 @@ _action("resume", "Resume a paused JOB.")
 @common
 @click.argument("job")
 @click.argument("frames", required=False)
-def retry(data_dir: Path | None, as_json: bool, job: str, frames: str | None) -> None:
-    """Retry JOB's failed frames, or the FRAMES given."""
+@click.option(
+    "--from-check",
+    is_flag=True,
+    help="Retry the frames `peerfarm check JOB` finds missing or damaged (run it on the "
+    "submitting peer).",
+)
+def retry(
+    data_dir: Path | None, as_json: bool, job: str, frames: str | None, from_check: bool
+) -> None:
+    """Retry JOB's failed frames, or the FRAMES given (e.g. 3,7-9), or --from-check."""
+    if frames is not None and from_check:
+        raise click.UsageError("give FRAMES or --from-check, not both")
     if frames is not None:
         parse_frames(frames)
     with connect(data_dir) as client:
+        if from_check:
+            frames = client.check(job)["frames"]
+            if not frames:
+                if as_json:
+                    print_json({"job": job, "action": "retry", "changed": 0, "frames": 0})
+                else:
+                    click.echo(f"retry: {job}: check found nothing missing or damaged")
+                return
         result = client.act(job, "retry", frames)
     print_json(result) if as_json else click.echo(retry_text(job, result))
+
+
+@cli.command()
+@common
+@click.argument("job")
+def check(data_dir: Path | None, as_json: bool, job: str) -> int:
+    """List JOB's delivered files that are missing or damaged (on the submitting peer).
+
+    Exits 1 when it finds any; `peerfarm retry JOB --from-check` renders those frames again."""
+    with connect(data_dir) as client:
+        result = client.check(job)
+    if as_json:
+        print_json(result)
+    else:
+        for problem in result["problems"]:
+            click.echo(
+                f"frame {problem['frame']}: {printable(problem['file'])}: {problem['problem']}"
+            )
+        found = len({p["frame"] for p in result["problems"]})
+        click.echo(
+            f"check: {result['checked']} delivered frame(s) checked, "
+            + (f"{found} to retry: {result['frames']}" if found else "all intact")
+        )
+    return EXIT_FAILED if result["problems"] else EXIT_OK
 
 
 @cli.command()

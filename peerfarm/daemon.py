@@ -36,7 +36,7 @@ from . import PROTOCOL_VERSION, __version__
 from .api.access import Sessions
 from .api.app import create_app
 from .api.server import serve_http
-from .client import dashboard_url, write_control_file
+from .client import ENV_DATA_DIR, dashboard_url, write_control_file
 from .errors import PeerfarmError, UsageError
 from .farm import Farm
 from .files.store import ContentStore
@@ -344,6 +344,8 @@ async def _start_api(
 
 def run_daemon(options: NodeOptions) -> int:
     setup_logging(options.verbose)
+    # Renders inherit it: a command script's `peerfarm` verbs talk to this very peer.
+    os.environ[ENV_DATA_DIR] = str(options.data_dir)
     try:
         trio.run(serve, options)
     except PeerfarmError as exc:

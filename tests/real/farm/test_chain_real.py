@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +16,9 @@ from pathlib import Path
 import pytest
 
 from peerfarm.testing.daemons import LocalFarm, wait_until
+from tests.support import ROOT
+
+EXAMPLES = ROOT / "examples"
 
 WRITES = 'echo "$PEERFARM_FRAME" > "$PEERFARM_OUTPUT_DIR/frame_$PEERFARM_FRAME.txt"'
 
@@ -117,3 +124,39 @@ def test_a_job_after_another_starts_when_it_is_done(farm: LocalFarm, tmp_path: P
     farm.wait_job(a, child, 60)
     lines = log.read_text().split()
     assert lines.index("then") > max(i for i, w in enumerate(lines) if w == "first")
+
+
+@pytest.mark.skipif(
+    shutil.which("povray") is None or shutil.which("ffmpeg") is None, reason="needs povray, ffmpeg"
+)
+def test_the_readme_pipeline_renders_then_encodes(farm: LocalFarm, tmp_path: Path) -> None:
+    """README's chain: a POV-Ray job, then examples/pipeline/encode.sh after it."""
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    shim = shims / "peerfarm"  # `peerfarm` on PATH, as an installed one would be
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m peerfarm "$@"\n')
+    shim.chmod(0o755)
+    env = {"PATH": f"{shims}{os.pathsep}{os.environ.get('PATH', '')}"}
+    a = farm.start("a", allow_command=True, env=env)
+    farm.start("b", allow_command=True, env=env, join=a)
+    farm.wait_converged()
+    work = tmp_path / "work"
+    work.mkdir()
+    shot = a.cli_json(
+        "submit", str(EXAMPLES / "povray"), "1-6", "--name", "shot",
+        "--option", "width=64", "--option", "height=48", cwd=work,
+    )["job"]  # fmt: skip
+    video = a.cli_json(
+        "submit", str(EXAMPLES / "pipeline" / "encode.sh"), "1", "--after", "shot",
+        "--name", "shot-video", "--option", 'args=["shot"]', cwd=work,
+    )  # fmt: skip
+    farm.wait_job(a, video["job"], 120)
+    assert a.job(shot)["state"] == "done"
+    delivered = Path(video["output"]) / "frame_0001.mp4"
+    wait_until(delivered.is_file, 30, "the video delivered")
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-show_entries", "stream=nb_read_frames",
+         "-of", "csv=p=0", str(delivered)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert probe.stdout.strip() == "6"

@@ -19,13 +19,18 @@ The ledger's notice register ``(N, job, event)`` makes it once: a peer writes ``
 (saved to disk first) BEFORE it sends, and ``sent`` (or ``failed``) after; nobody sends for an
 event whose register says sent/failed, or claimed by a peer that is alive.
 
-What is guaranteed, precisely: every send is preceded by a durable claim, and each claim sends
-at most once. So a notification is sent twice only when (a) its sender crashed after its claim
-was saved and before it recorded the result (the next claim sends again: at-least-once wins
-over at-most-once there), or (b) the farm was split for longer than ``grace`` with the
-submitter on one side (each side's rule picks a sender). Each POST carries the event's id
-(``X-Peerfarm-Event`` and the ``event`` field) so a receiver can drop such a repeat. When no
-peer of the farm is up, nothing is sent until one is.
+What is guaranteed, precisely: every send is preceded by a durable claim; the sender journals
+the send on its own disk (fsync) before it records ``sent``, so a sender restarted after the
+send records it instead of sending again; and no peer sends for an event whose register says
+sent/failed, or claimed by a peer that is alive (or gone for less than ``grace``). Within one
+connected farm each event is therefore sent once, whatever peers crash and restart. A repeat
+remains possible in two cases only: (a) the sender crashed during the send itself, after its
+claim was saved and before its journal line (the next claim sends again: at-least-once wins
+over at-most-once there), and (b) the farm was split for longer than ``grace`` with the
+submitter on one side (each side's rule picks a sender: no serverless farm can tell a dead
+peer from an unreachable one). Each POST carries the event's id (``X-Peerfarm-Event`` and the
+``event`` field) so a receiver can drop such a repeat. When no peer of the farm is up, nothing
+is sent until one is.
 """
 
 from __future__ import annotations

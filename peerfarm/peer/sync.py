@@ -119,14 +119,17 @@ class SyncService:
         """Full anti-entropy with one peer: member tables and the ledger, both ways."""
         node = self.node
         timeout = node.config.stream_timeout
-        with trio.fail_after(timeout * 3):
-            stream = await node.transport.connect(address, timeout=timeout)
-            try:
-                session = SyncSession(node.ledger, node.membership, initiator=True)
-                await stream.send(session.opening())
-                await self._drive(session, stream)
-            finally:
-                await stream.aclose()
+        try:
+            with trio.fail_after(timeout * 3):
+                stream = await node.transport.connect(address, timeout=timeout)
+                try:
+                    session = SyncSession(node.ledger, node.membership, initiator=True)
+                    await stream.send(session.opening())
+                    await self._drive(session, stream)
+                finally:
+                    await stream.aclose()
+        except trio.TooSlowError:  # the peer's failure, not ours: never the daemon's end
+            raise TransportError(f"push-pull took over {timeout * 3:g} s") from None
 
     async def _drive(self, session: SyncSession, stream: Stream) -> None:
         """Feed a session until it is done: merge what it hands over, send what it says."""

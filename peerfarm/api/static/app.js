@@ -361,11 +361,16 @@
     row.dataset.state = job.state;
     row.dataset.done = job.frames_done;
     row.classList.toggle("selected", job.id === state.selected);
-    row.querySelector(".job-name").replaceChildren(
-      el("b", { text: job.name }),
-      el("span", { class: "sub", text: `${job.id.slice(0, 8)} · by ${job.submitted_by}` }),
-      job.after ? afterLink(job.after) : null,
-    );
+    // Rebuilt only when it changes: a link rebuilt under the pointer would lose its click.
+    const nameKey = JSON.stringify([job.name, job.id, job.submitted_by, job.after || null]);
+    if (row.dataset.nameKey !== nameKey) {
+      row.dataset.nameKey = nameKey;
+      row.querySelector(".job-name").replaceChildren(
+        el("b", { text: job.name }),
+        el("span", { class: "sub", text: `${job.id.slice(0, 8)} · by ${job.submitted_by}` }),
+        job.after ? afterLink(job.after) : null,
+      );
+    }
     const waits = waitingText(job);
     row.dataset.blocked = job.blocked ? "yes" : "no";
     const wait = row.querySelector(".job-wait");

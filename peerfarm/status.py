@@ -286,6 +286,9 @@ def logs_view(
     if members and pending and state in (JobState.ACTIVE, JobState.PAUSED):
         paused = state == JobState.PAUSED
         waiting, blocked = waiting_view(ledger, spec, members, busy or {}, paused=paused)
+        ready = dependencies.readiness(ledger, spec)
+        if ready.reason is not None and (ready.blocked or frame in ready.held):
+            waiting = {dependencies.WAITING_KEY: ready.reason, **waiting}
     return {
         "job": spec.id,
         "frame": frame,

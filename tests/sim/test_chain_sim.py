@@ -46,7 +46,10 @@ async def test_bake_render_encode_chain_runs_in_order(tmp_path: Path) -> None:
         assert spec is not None and dependencies.dependency_of(spec) == dependencies.Dependency(
             render, False
         )
-        view = Farm(peers[3].node).status("render")["jobs"][0]
+        farm.crash(peers[3].node_id)  # a peer dies mid-chain and comes back from its disk
+        await trio.sleep(1.0)
+        await farm.restart(peers[3].node_id)
+        view = Farm(farm.peers[peers[3].node_id].node).status("render")["jobs"][0]
         assert view["after"] == {"id": bake, "name": "bake", "per_frame": False}
         assert "after bake" in view["waiting"][dependencies.WAITING_KEY]
         await farm.wait_until(
@@ -99,6 +102,8 @@ async def test_failed_or_cancelled_parent_leaves_the_child_waiting(tmp_path: Pat
             assert ledger.job_state(doomed) == JobState.FAILED
             assert set(farm.frame_statuses(child, peer).values()) == {Status.PENDING}
             assert ledger.job_state(child) == JobState.ACTIVE
+        logs = Farm(peers[2].node).logs(child, 1)
+        assert "it failed" in logs["waiting"][dependencies.WAITING_KEY]
         views = {v["name"]: v for v in Farm(peers[2].node).status()["jobs"]}
         assert "bake" in views["render"]["waiting"][dependencies.WAITING_KEY]
         assert "it failed" in views["render"]["waiting"][dependencies.WAITING_KEY]

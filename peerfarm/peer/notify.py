@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import trio
 
+from ..errors import PeerfarmError
 from ..gossip.membership import MemberState
 from ..ledger.model import JobSpec
 from ..scheduler import notices
@@ -141,10 +142,34 @@ class Notifier:
         reg = None if event is None else self.node.ledger.notice(spec.id, event.number)
         return [] if reg is None else [reg.node]
 
+    async def _reachable(self, spec: JobSpec, event: notices.JobEvent) -> bool:
+        """Before sending in another peer's place (the submitter's, or a claimant's), ask that
+        peer directly, as a lease takeover does: a full sync with it. True when one answered:
+        then it is up (its marks are merged now) and this peer does not send this round."""
+        node = self.node
+        reg = node.ledger.notice(spec.id, event.number)
+        if reg is not None and reg.node == node.node_id:
+            return False  # our own claim (we restarted while sending): ours to finish
+        others = {spec.submitted_by} | ({reg.node} if reg is not None else set())
+        others.discard(node.node_id)
+        for peer in sorted(others):
+            address = node.address_of(peer)
+            if address is None:
+                continue
+            try:
+                await node.sync.push_pull(address)
+            except PeerfarmError:
+                continue
+            return True
+        return False
+
     async def _send(self, spec: JobSpec, event: notices.JobEvent) -> None:
         node = self.node
         key = (spec.id, event.number)
         try:
+            if await self._reachable(spec, event):
+                log.debug("%s: its sender is up, not notifying in its place", spec.id[:8])
+                return
             await node.write(
                 lambda ledger, wall: ledger.mark_notice(
                     spec.id, event.number, event.state, notices.CLAIMED, wall

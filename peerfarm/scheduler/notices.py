@@ -15,7 +15,9 @@ Who sends, with ``grace`` seconds:
    1/2's peer, and a peer that finds its own claim from an earlier life (it restarted while
    sending) sends again.
 
-The ledger's notice register ``(N, job, event)`` makes it once: a peer writes ``claimed``
+Before sending in another peer's place (rules 2 and 3), a peer syncs with that peer directly
+(as a lease takeover is confirmed with its owner): if it answers, it is up and this peer does
+not send. The ledger's notice register ``(N, job, event)`` makes it once: a peer writes ``claimed``
 (saved to disk first) BEFORE it sends, and ``sent`` (or ``failed``) after; nobody sends for an
 event whose register says sent/failed, or claimed by a peer that is alive.
 

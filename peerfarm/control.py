@@ -72,6 +72,7 @@ class PeerView(TypedDict):
     tags: list[str]
     allow_command: bool
     rendering: list[RenderingItem]
+    devices: list[str]  # the Cycles devices it found (``CPU`` first); [] without Blender
 
 
 class AfterView(TypedDict):
@@ -280,6 +281,7 @@ class SubmitRequest:
     per_frame: bool = False  # with ``after``: frame N starts when frame N of it is done
     notify: tuple[str, ...] = ()  # http(s) URLs and/or "desktop": told when the job ends
     no_output: bool = False  # command jobs: a frame that writes no file is fine
+    require: tuple[str, ...] = ()  # tags a peer must have (``up --tags``) to take the job
 
 
 class SubmitBody(TypedDict, total=False):
@@ -305,6 +307,7 @@ class SubmitBody(TypedDict, total=False):
     per_frame: bool
     notify: list[str]
     no_output: bool
+    require: list[str]  # or "gpu,big": tags a peer needs (``submit --require``)
 
 
 class SubmitAnswer(TypedDict):

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from peerfarm.control import SubmitBody, SubmitRequest
 from peerfarm.errors import UsageError
 from peerfarm.frames import parse_frames
+from peerfarm.renderers.options import requirements
 from peerfarm.scheduler import notices
 
 #: Largest JSON request body, in bytes.
@@ -144,6 +145,7 @@ def submit_request(fields: Mapping[str, Any], *, scene: Path | None = None) -> S
         per_frame=flag(fields, "per_frame"),
         notify=notify_targets(fields),
         no_output=flag(fields, "no_output"),
+        require=required_tags(fields),
     )
 
 
@@ -156,6 +158,18 @@ def notify_targets(fields: Mapping[str, Any]) -> tuple[str, ...]:
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
         raise UsageError("'notify' must be a list of URLs or \"desktop\"")
     return tuple(notices.check_targets(items))
+
+
+def required_tags(fields: Mapping[str, Any]) -> tuple[str, ...]:
+    """``require``: a list of tags, or tags separated by commas (a form's text field)."""
+    raw = fields.get("require")
+    if raw is None:
+        return ()
+    if isinstance(raw, list) and all(isinstance(tag, str) for tag in raw):
+        raw = ",".join(raw)
+    if not isinstance(raw, str):
+        raise UsageError("'require' must be a list of tags")
+    return tuple(requirements(raw))
 
 
 def checked_fps(fields: Mapping[str, Any]) -> float | None:
@@ -337,6 +351,9 @@ def _add_form_field(fields: dict[str, Any], options: dict[str, Any], name: str, 
             if not isinstance(parsed, dict):
                 raise UsageError("'options' must be a JSON object")
             fields["options"] = parsed
+    elif name == "require":  # repeated, or one field of tags separated by commas
+        if value.strip():
+            fields.setdefault("require", []).append(value)
     elif value != "":
         fields[name] = value
 

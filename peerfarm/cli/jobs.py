@@ -80,6 +80,13 @@ DEFAULT_FRAMES_JSON = 1000
     help="When the job ends: POST its summary to URL, or show it on this desktop (repeatable).",
 )
 @click.option("--no-output", is_flag=True, help="Command jobs: a frame may write no file.")
+@click.option(
+    "--require",
+    "require",
+    multiple=True,
+    metavar="TAG",
+    help="Render only on peers started with this tag (--tags); repeatable.",
+)
 @click.option("--wait", is_flag=True, help="Show progress; exit 1 if any frame fails.")
 def submit(
     data_dir: Path | None,
@@ -101,6 +108,7 @@ def submit(
     per_frame: bool,
     notify: tuple[str, ...],
     no_output: bool,
+    require: tuple[str, ...],
     wait: bool,
 ) -> int:
     """Submit SCENE for FRAMES (e.g. 1-240, 1,5,10-20x2); prints the job id."""
@@ -138,6 +146,8 @@ def submit(
         fields["notify"] = list(notices.check_targets(notify))
     if no_output:
         fields["no_output"] = True
+    if require:
+        fields["require"] = list(require)
     with connect(data_dir) as client:
         result = client.submit(fields)
         if "warning" in result:

@@ -146,6 +146,7 @@ def peer_details(peers: Sequence[PeerView]) -> RenderableType:
             ("slots", f"{peer['busy']} busy of {peer['slots']}"),
             ("rendering", format_rendering(peer["rendering"])),
             ("tags", ", ".join(peer["tags"]) or "-"),
+            ("devices", ", ".join(peer.get("devices", [])) or "-"),  # Cycles; older peers: none
         ]
         for label, value in rows:
             grid.add_row(label, plain(value))

@@ -25,12 +25,13 @@ URL = "http://127.0.0.1:9/hook"
 
 
 def _first_end(farm: SimFarm, job: str, frame: int | None = None) -> float:
-    ends = [
-        r.ended
-        for r in farm.log.completed(job)
-        if r.ended is not None and (frame is None or r.frame == frame)
-    ]
-    return min(ends) if frame is not None else max(ends)
+    """When ``frame`` was first completed; without a frame, when the job was done: the last
+    of its frames' first completions (a duplicate render ending later does not count)."""
+    firsts: dict[int, float] = {}
+    for r in farm.log.completed(job):
+        if r.ended is not None:
+            firsts[r.frame] = min(firsts.get(r.frame, r.ended), r.ended)
+    return firsts[frame] if frame is not None else max(firsts.values())
 
 
 async def test_bake_render_encode_chain_runs_in_order(tmp_path: Path) -> None:

@@ -119,14 +119,11 @@ class Deliverer:
                 continue
             records = node.ledger.frame_records(spec.id)
             frames = list(records) if full else sorted(dirty.get(spec.id, ()))
-            for frame in frames:
-                record = records.get(frame)
-                if (
-                    record is not None
-                    and record.status == Status.DONE
-                    and not node.ledger.delivered(spec.id, frame)
-                ):
-                    todo.append((spec, frame, record))
+            for frame in frames:  # a done record is built only when it is still undelivered
+                if node.ledger.frame_status(
+                    spec.id, frame
+                ) == Status.DONE and not node.ledger.delivered(spec.id, frame):
+                    todo.append((spec, frame, records[frame]))
         return todo
 
     async def deliver_once(self) -> None:

@@ -102,7 +102,7 @@ def dispatch_rate(farm: LocalFarm, frames: int, name: str, interval: float = 0.0
     script = farm.script("dispatch.sh", NOOP_BODY)
     origin = farm.daemons[0]
     started = time.monotonic()
-    job = farm.submit(origin, script, f"1-{frames}", name=name)
+    job = farm.submit(origin, script, f"1-{frames}", name=name, no_output=True)
     done = wait_until(lambda: time.monotonic() if summary_done(origin, job) else None,
                       max(120.0, frames * 0.05), f"{frames} no-op frames", interval=interval)
     return frames / (done - started)

@@ -34,6 +34,7 @@ from peerfarm import platform
 from peerfarm.control import (
     Action,
     ActionAnswer,
+    CheckAnswer,
     DashboardLink,
     EncodeAnswer,
     FetchAnswer,
@@ -342,6 +343,10 @@ class FarmClient:
         path = f"/api/jobs/{_q(job)}/fetch"
         answer = self.json("POST", path, json_body={"dest": str(dest)}, timeout=LONG_TIMEOUT_S)
         return cast(FetchAnswer, answer)
+
+    def check(self, job: str) -> CheckAnswer:
+        path = f"/api/jobs/{_q(job)}/check"
+        return cast(CheckAnswer, self.json("GET", path, timeout=LONG_TIMEOUT_S))
 
     def login_link(self) -> DashboardLink:
         """A one-time dashboard login link a browser on this machine can open."""

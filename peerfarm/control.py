@@ -75,6 +75,14 @@ class PeerView(TypedDict):
     devices: list[str]  # the Cycles devices it found (``CPU`` first); [] without Blender
 
 
+class AfterView(TypedDict):
+    """The job another job starts after (``submit --after``)."""
+
+    id: str
+    name: str
+    per_frame: bool  # frame N waits for frame N only
+
+
 class JobView(TypedDict):
     id: str
     name: str
@@ -103,6 +111,7 @@ class JobView(TypedDict):
     #: a split still: its frames are tiles 1..tiles of scene frame tile_frame
     tiles: NotRequired[int]
     tile_frame: NotRequired[int]
+    after: NotRequired[AfterView]  # submit --after: the job it waits for
 
 
 class ArchivedView(TypedDict):
@@ -272,6 +281,10 @@ class SubmitRequest:
     retries: int = 3
     allow_scripts: bool = False  # let Python inside a .blend run (peers must allow it too)
     tiles: int | None = None  # split the one frame into this many tiles (peerfarm.stills)
+    after: str | None = None  # start when this job (id, prefix or name) is done
+    per_frame: bool = False  # with ``after``: frame N starts when frame N of it is done
+    notify: tuple[str, ...] = ()  # http(s) URLs and/or "desktop": told when the job ends
+    no_output: bool = False  # command jobs: a frame that writes no file is fine
     require: tuple[str, ...] = ()  # tags a peer must have (``up --tags``) to take the job
 
 
@@ -295,6 +308,10 @@ class SubmitBody(TypedDict, total=False):
     allow_scripts: bool
     overwrite: bool
     tiles: int
+    after: str
+    per_frame: bool
+    notify: list[str]
+    no_output: bool
     require: list[str]  # or "gpu,big": tags a peer needs (``submit --require``)
 
 
@@ -320,6 +337,21 @@ class FetchAnswer(TypedDict):
     job: str
     dest: str  # the folder the files were copied into
     files: int
+
+
+class CheckProblem(TypedDict):
+    frame: int
+    file: str  # the output's name in the job's output folder
+    problem: str  # "missing", "damaged (...)"
+
+
+class CheckAnswer(TypedDict):
+    """``check(job)``: delivered files that are missing or differ from the rendered frames."""
+
+    job: str
+    checked: int  # delivered frames looked at
+    problems: list[CheckProblem]
+    frames: str  # the frames with problems, compact ("3,7-9"): what ``retry --from-check`` takes
 
 
 class EncodeAnswer(TypedDict):
@@ -397,6 +429,10 @@ class FarmControl(Protocol):
         ...
 
     async def encode(self, job: str, out: Path, fps: float | None = None) -> EncodeAnswer: ...
+
+    async def check(self, job: str) -> CheckAnswer:
+        """On the submitting peer: delivered files missing or damaged (see ``peer.verify``)."""
+        ...
 
     async def thumbnail(self, job: str, frame: int) -> bytes | None:
         """A small PNG of a done frame's first image output, or None."""

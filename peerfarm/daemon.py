@@ -35,7 +35,7 @@ from . import PROTOCOL_VERSION, __version__, platform
 from .api.access import Sessions
 from .api.app import create_app
 from .api.server import serve_http
-from .client import dashboard_url, write_control_file
+from .client import ENV_DATA_DIR, dashboard_url, write_control_file
 from .errors import PeerfarmError, UsageError
 from .farm import Farm
 from .files.store import ContentStore
@@ -82,6 +82,10 @@ class NodeOptions:
     shared_root: Path | None = None
     store_limit: int | None = None
     frame_timeout: float | None = None
+    #: Seconds without output or CPU time before a render counts as stuck (0: never).
+    stuck_after: float = 600.0
+    #: Seconds another peer waits for an absent submitter before it sends a notification.
+    notify_grace: float = 60.0
     #: Each ``--blender PATH``: Blender programs used beside the ones found on PATH, in the
     #: usual install locations and ``bpy``.
     blender: list[str] = field(default_factory=list)
@@ -233,6 +237,8 @@ async def serve(
             allow_scripts=options.allow_scripts,
             ledger_store=ledger_store,
             frame_timeout=options.frame_timeout,
+            stuck_after=options.stuck_after,
+            notify_grace=options.notify_grace,
             rng=random.Random(),
             incarnation=next_incarnation(data_dir),
             renderer_versions=versions,
@@ -347,6 +353,8 @@ async def _start_api(
 
 def run_daemon(options: NodeOptions) -> int:
     setup_logging(options.verbose)
+    # Renders inherit it: a command script's `peerfarm` verbs talk to this very peer.
+    os.environ[ENV_DATA_DIR] = str(options.data_dir)
     try:
         trio.run(serve, options)
     except PeerfarmError as exc:

@@ -21,6 +21,7 @@ from .control import (
     RENDERERS,
     Action,
     ActionAnswer,
+    CheckAnswer,
     EncodeAnswer,
     FetchAnswer,
     FrameQuery,
@@ -36,7 +37,7 @@ from .errors import LedgerError, PeerfarmError, StoreError, UsageError
 from .files.names import folder_name
 from .files.place import place_copy
 from .framepage import changed_states, page_view, select_frames, state_map
-from .frames import parse_frames
+from .frames import format_frames, parse_frames
 from .gossip.membership import MemberState
 from .gossip.transport import versions_text
 from .ledger.keys import FrameChanged, classify
@@ -44,12 +45,15 @@ from .ledger.model import JobState, SceneRef, Status
 from .ledger.replica import has_frame
 from .media import encode_video, make_thumbnail
 from .peer import Node
+from .peer.delivery import DELIVERIES, read_names
 from .peer.node import Operation
-from .renderers import renderer_for_scene
+from .peer.verify import check_delivered
+from .renderers import checks, renderer_for_scene
 from .renderers.blend_names import check_names
 from .renderers.options import requirements
 from .renderers.options import validate as validate_options
 from .renderers.scenes import inspect_blend, pack_blend
+from .scheduler import dependencies, notices
 from .scheduler.eligibility import unaware_peers
 from .status import (
     archived_view,
@@ -275,6 +279,7 @@ class Farm:
                 options=options,
                 encode=request.encode is not None,
             )
+        options.update(self._submit_extras(request, renderer))
         if request.allow_scripts:
             options["allow_scripts"] = True
         if request.fps:
@@ -320,6 +325,24 @@ class Farm:
         return await self._submit_spec(
             request, name, renderer, options, frames, output, scene_ref, asset_refs
         )
+
+    def _submit_extras(self, request: SubmitRequest, renderer: str) -> dict[str, Any]:
+        """Spec options from ``--after/--per-frame``, ``--notify`` and ``--no-output``."""
+        extra: dict[str, Any] = {}
+        if request.after:
+            parent = self.resolve_job(request.after)
+            extra.update(dependencies.dependency_options(parent, request.per_frame))
+        elif request.per_frame:
+            raise UsageError("--per-frame goes with --after JOB")
+        if request.notify:
+            extra[notices.NOTIFY] = notices.check_targets(request.notify)
+        if request.no_output:
+            if renderer != "command":
+                raise UsageError(
+                    "--no-output is for command jobs: an image renderer writes its frame"
+                )
+            extra[checks.NO_OUTPUT] = True
+        return extra
 
     async def _submit_spec(
         self,
@@ -466,6 +489,36 @@ class Farm:
         out.parent.mkdir(parents=True, exist_ok=True)
         await encode_video(frames, out, rate)  # blobs as they are: ffmpeg reads their content
         return {"job": job, "video": str(out), "frames": len(frames), "fps": rate}
+
+    async def check(self, job: str) -> CheckAnswer:
+        job = self.resolve_job(job)
+        node = self.node
+        ledger = node.ledger
+        spec = ledger.job(job)
+        assert spec is not None
+        if not node.is_own_job(job):
+            raise UsageError(
+                f"{spec.name} was submitted on {spec.submitter_name}: its files are there, "
+                "run check on that peer"
+            )
+        records = {
+            frame: record
+            for frame, record in ledger.frame_records(job).items()
+            if record.status == Status.DONE and record.outputs and ledger.delivered(job, frame)
+        }
+        shared = node.blobs.shared_path(spec.options.get("shared_output"))
+        folder = shared if shared is not None else Path(spec.output)
+        ours = read_names(node.data_dir / DELIVERIES / job)
+        problems = await trio.to_thread.run_sync(check_delivered, records, folder, ours)
+        frames = sorted({p.frame for p in problems})
+        return {
+            "job": job,
+            "checked": len(records),
+            "problems": [
+                {"frame": p.frame, "file": p.file, "problem": p.problem} for p in problems
+            ],
+            "frames": format_frames(frames) if frames else "",
+        }
 
     async def _encode_finished(self) -> None:
         for job, (out, fps) in list(self._encodes.items()):

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .control import (
+    AfterView,
     ArchivedView,
     AttemptView,
     FrameView,
@@ -25,7 +26,7 @@ from .gossip.membership import Member, MemberState
 from .ledger import Ledger
 from .ledger.hlc import to_seconds
 from .ledger.model import JobSpec, JobState, Status
-from .scheduler import eligibility
+from .scheduler import dependencies, eligibility
 from .stills import still_of
 
 PEER_STATES = {
@@ -180,6 +181,9 @@ def job_view(
     blocked: str | None = None
     if members and state == JobState.ACTIVE.value and counts.pending:
         waiting, blocked = waiting_view(ledger, spec, members, busy or {})
+    ready = dependencies.readiness(ledger, spec)
+    if ready.reason is not None and state == JobState.ACTIVE.value and counts.pending:
+        waiting = {dependencies.WAITING_KEY: ready.reason, **waiting}
     view: JobView = {
         "id": spec.id,
         "name": spec.name,
@@ -206,7 +210,20 @@ def job_view(
     }
     if (still := still_of(spec.options)) is not None:
         view["tiles"], view["tile_frame"] = still.count, still.frame
+    after = after_view(ledger, spec)
+    if after is not None:
+        view["after"] = after
     return view
+
+
+def after_view(ledger: Ledger, spec: JobSpec) -> AfterView | None:
+    """The job ``spec`` starts after ({id, name, per_frame}), or None."""
+    dep = dependencies.dependency_of(spec)
+    if dep is None:
+        return None
+    parent = ledger.job(dep.job)
+    name = parent.name if parent is not None else ledger.archived().get(dep.job, {}).get("name")
+    return {"id": dep.job, "name": str(name or dep.job[:8]), "per_frame": dep.per_frame}
 
 
 def frames_view(
@@ -287,6 +304,9 @@ def logs_view(
     if members and pending and state in (JobState.ACTIVE, JobState.PAUSED):
         paused = state == JobState.PAUSED
         waiting, blocked = waiting_view(ledger, spec, members, busy or {}, paused=paused)
+        ready = dependencies.readiness(ledger, spec)
+        if ready.reason is not None and (ready.blocked or frame in ready.held):
+            waiting = {dependencies.WAITING_KEY: ready.reason, **waiting}
     return {
         "job": spec.id,
         "frame": frame,

@@ -315,6 +315,9 @@ class _Api:
         except OSError as exc:
             raise UsageError(f"cannot write the frames into {dest}: {_os_reason(exc)}") from None
 
+    async def check(self, request: Request) -> Response:
+        return JSONResponse(await self.control.check(self.job(request)))
+
     async def encode(self, request: Request) -> Response:
         job = self.job(request)
         body = await read_json(request)
@@ -415,6 +418,7 @@ def create_app(
         Route("/api/jobs/{ref}/video", api.video),
         Route("/api/jobs/{ref}/fetch", api.fetch, methods=["POST"]),
         Route("/api/jobs/{ref}/encode", api.encode, methods=["POST"]),
+        Route("/api/jobs/{ref}/check", api.check, methods=["GET"]),
         Route("/api/jobs/{ref}/frame-states", api.frame_states),
         Route("/api/jobs/{ref}/frames/{n:int}/log", api.log),
         Route("/api/jobs/{ref}/frames/{n:int}/thumbnail", api.thumbnail),

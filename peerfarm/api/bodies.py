@@ -24,6 +24,7 @@ from peerfarm.control import SubmitBody, SubmitRequest
 from peerfarm.errors import UsageError
 from peerfarm.frames import parse_frames
 from peerfarm.renderers.options import requirements
+from peerfarm.scheduler import notices
 
 #: Largest JSON request body, in bytes.
 JSON_LIMIT = 1024 * 1024
@@ -141,8 +142,23 @@ def submit_request(fields: Mapping[str, Any], *, scene: Path | None = None) -> S
         retries=3 if retries is None else retries,
         allow_scripts=flag(fields, "allow_scripts"),
         tiles=number(fields, "tiles", int),
+        after=text_field(fields, "after") or None,
+        per_frame=flag(fields, "per_frame"),
+        notify=notify_targets(fields),
+        no_output=flag(fields, "no_output"),
         require=required_tags(fields),
     )
+
+
+def notify_targets(fields: Mapping[str, Any]) -> tuple[str, ...]:
+    """``notify``: a list of targets (or one, as text); each checked by the notices rule."""
+    value = fields.get("notify")
+    if value is None or value == "":
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise UsageError("'notify' must be a list of URLs or \"desktop\"")
+    return tuple(notices.check_targets(items))
 
 
 def required_tags(fields: Mapping[str, Any]) -> tuple[str, ...]:

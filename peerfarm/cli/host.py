@@ -48,6 +48,24 @@ PRESETS = ("lan", "wan", "fast")
 @click.option("--store-limit", default=None, metavar="SIZE", help="e.g. 20G")
 @click.option("--frame-timeout", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option(
+    "--stuck-after",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Stop and retry elsewhere a render with no output and no CPU time for this long "
+    "(0: never).",
+)
+@click.option(
+    "--notify-grace",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long another peer waits for an absent submitter before it sends a job's "
+    "--notify in its place.",
+)
+@click.option(
     "--blender",
     "blender",
     multiple=True,
@@ -76,6 +94,8 @@ def up(
     shared_root: Path | None,
     store_limit: str | None,
     frame_timeout: float | None,
+    stuck_after: float,
+    notify_grace: float,
     blender: tuple[str, ...],
     verbose: bool,
 ) -> int:
@@ -108,6 +128,8 @@ def up(
         shared_root=shared_root.absolute() if shared_root else None,
         store_limit=parse_size(store_limit) if store_limit else None,
         frame_timeout=frame_timeout,
+        stuck_after=stuck_after,
+        notify_grace=notify_grace,
         blender=list(blender),
         verbose=verbose,
     )

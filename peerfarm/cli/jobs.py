@@ -1,7 +1,7 @@
 """The verbs that talk to the local daemon about the farm and its jobs.
 
-``submit``, ``status``, ``peers``, ``cancel`` / ``pause`` / ``resume`` / ``retry``, ``logs``,
-``fetch`` and ``encode``: each parses its arguments, makes one or a few calls through
+``submit``, ``status``, ``peers``, ``cancel`` / ``pause`` / ``resume`` / ``retry``, ``check``,
+``logs``, ``fetch`` and ``encode``: each parses its arguments, makes one or a few calls through
 :class:`peerfarm.client.FarmClient` (the HTTP API the dashboard uses) and prints the typed answer,
 as JSON with ``--json``, else through :mod:`peerfarm.cli.views`.
 """
@@ -44,6 +44,7 @@ from peerfarm.files.names import folder_name
 from peerfarm.follow import job_succeeded, wait_for_job
 from peerfarm.frames import MAX_FRAMES, parse_frames
 from peerfarm.plaintext import printable
+from peerfarm.scheduler import notices
 
 #: What the daemon answers ``status JOB --json`` with when no --limit is given (its
 #: ``peerfarm.framepage.DEFAULT_LIMIT``, not imported: the CLI does not load the ledger).
@@ -67,6 +68,18 @@ DEFAULT_FRAMES_JSON = 1000
 @click.option(
     "--overwrite", is_flag=True, help="Let deliveries replace files this job did not write."
 )
+@click.option("--after", default=None, metavar="JOB", help="Start when JOB is done.")
+@click.option(
+    "--per-frame", is_flag=True, help="With --after: frame N starts when JOB's frame N is done."
+)
+@click.option(
+    "--notify",
+    "notify",
+    multiple=True,
+    metavar="URL|desktop",
+    help="When the job ends: POST its summary to URL, or show it on this desktop (repeatable).",
+)
+@click.option("--no-output", is_flag=True, help="Command jobs: a frame may write no file.")
 @click.option(
     "--tiles",
     type=int,
@@ -99,6 +112,10 @@ def submit(
     allow_scripts: bool,
     overwrite: bool,
     tiles: int | None,
+    after: str | None,
+    per_frame: bool,
+    notify: tuple[str, ...],
+    no_output: bool,
     require: tuple[str, ...],
     wait: bool,
 ) -> int:
@@ -130,6 +147,15 @@ def submit(
         fields["overwrite"] = True
     if tiles is not None:
         fields["tiles"] = tiles
+    if per_frame and after is None:
+        raise click.UsageError("--per-frame goes with --after JOB")
+    if after is not None:
+        fields["after"] = after
+        fields["per_frame"] = per_frame
+    if notify:
+        fields["notify"] = list(notices.check_targets(notify))
+    if no_output:
+        fields["no_output"] = True
     if require:
         fields["require"] = list(require)
     with connect(data_dir) as client:
@@ -257,13 +283,55 @@ _action("resume", "Resume a paused JOB.")
 @common
 @click.argument("job")
 @click.argument("frames", required=False)
-def retry(data_dir: Path | None, as_json: bool, job: str, frames: str | None) -> None:
-    """Retry JOB's failed frames, or the FRAMES given."""
+@click.option(
+    "--from-check",
+    is_flag=True,
+    help="Retry the frames `peerfarm check JOB` finds missing or damaged (run it on the "
+    "submitting peer).",
+)
+def retry(
+    data_dir: Path | None, as_json: bool, job: str, frames: str | None, from_check: bool
+) -> None:
+    """Retry JOB's failed frames, or the FRAMES given (e.g. 3,7-9), or --from-check."""
+    if frames is not None and from_check:
+        raise click.UsageError("give FRAMES or --from-check, not both")
     if frames is not None:
         parse_frames(frames)
     with connect(data_dir) as client:
+        if from_check:
+            frames = client.check(job)["frames"]
+            if not frames:
+                if as_json:
+                    print_json({"job": job, "action": "retry", "changed": 0, "frames": 0})
+                else:
+                    click.echo(f"retry: {job}: check found nothing missing or damaged")
+                return
         result = client.act(job, "retry", frames)
     print_json(result) if as_json else click.echo(retry_text(job, result))
+
+
+@cli.command()
+@common
+@click.argument("job")
+def check(data_dir: Path | None, as_json: bool, job: str) -> int:
+    """List JOB's delivered files that are missing or damaged (on the submitting peer).
+
+    Exits 1 when it finds any; `peerfarm retry JOB --from-check` renders those frames again."""
+    with connect(data_dir) as client:
+        result = client.check(job)
+    if as_json:
+        print_json(result)
+    else:
+        for problem in result["problems"]:
+            click.echo(
+                f"frame {problem['frame']}: {printable(problem['file'])}: {problem['problem']}"
+            )
+        found = len({p["frame"] for p in result["problems"]})
+        click.echo(
+            f"check: {result['checked']} delivered frame(s) checked, "
+            + (f"{found} to retry: {result['frames']}" if found else "all intact")
+        )
+    return EXIT_FAILED if result["problems"] else EXIT_OK
 
 
 @cli.command()

@@ -307,6 +307,15 @@ def _is_mark(value: Any) -> bool:
     )
 
 
+def _is_notice(value: Any) -> bool:
+    return (
+        type(value) is list
+        and len(value) == 2
+        and value[0] in ("done", "failed")
+        and value[1] in ("claimed", "sent", "failed")
+    )
+
+
 def decode_register(kind: Kind, x: Any) -> Register:
     value, stamp, node, rank = _list(x, "register", 4)
     value = _plain(value, "register value")
@@ -318,6 +327,8 @@ def decode_register(kind: Kind, x: Any) -> Register:
         raise DecodeError("paused/cancelled must be a boolean")
     if kind == Kind.DELIVERED and not _is_mark(value):
         raise DecodeError("a delivery mark holds [epoch, outputs fingerprint]")
+    if kind == Kind.NOTICE and not _is_notice(value):
+        raise DecodeError("a notice holds [job state, phase]")
     if kind in (Kind.BAN, Kind.HALTED) and value is not None and type(value) is not str:
         raise DecodeError("a ban or halt holds its reason (or nothing, when lifted)")
     return Register(
@@ -388,6 +399,8 @@ def decode_delta(x: Any) -> Delta:
             key = (Kind.BAN, job, _id(sub, "banned node"))
         elif kind == Kind.DELIVERED:
             key = (Kind.DELIVERED, job, _int(sub, "frame", 0, MAX_FRAME))
+        elif kind == Kind.NOTICE:
+            key = (Kind.NOTICE, job, _int(sub, "event", 0, MAX_VERSION))
         elif kind == Kind.HALTED:
             if sub is not None:
                 raise DecodeError("a halt entry has no sub-key")

@@ -17,6 +17,7 @@ B     (B, job, node)                          Register why ``node`` stopped taki
 D     (D, job, frame)                         Register what was delivered to the submitter
 X     (X, job)                                Register archived job summary (tombstone)
 H     (H, job)                                Register why the job was halted (failed) farm-wide
+N     (N, job, event)                         Register [state, phase] of a job-end notification
 ====  ======================================  ===========================================
 """
 
@@ -42,6 +43,7 @@ class Kind(enum.StrEnum):
     DELIVERED = "D"
     ARCHIVED = "X"
     HALTED = "H"
+    NOTICE = "N"
 
 
 #: Kinds whose value is a :class:`Register`.
@@ -54,11 +56,12 @@ REGISTER_KINDS = frozenset(
         Kind.DELIVERED,
         Kind.ARCHIVED,
         Kind.HALTED,
+        Kind.NOTICE,
     }
 )
 #: The order in which a job's non-frame entries are sent: the spec and tombstone first, so a
 #: receiver validates everything else against its job.
-SEND_ORDER = {kind: index for index, kind in enumerate("JXHPZCBDA")}
+SEND_ORDER = {kind: index for index, kind in enumerate("JXHPZCBDNA")}
 
 Key = tuple[Any, ...]
 Value = JobSpec | FrameRecord | Register | Attempt
@@ -139,6 +142,15 @@ class DeliveryMarked:
     delta: Delta
 
 
+@dataclass(frozen=True, slots=True)
+class NoticeMarked:
+    """A job-end notification was claimed or sent (``peerfarm.scheduler.notices``)."""
+
+    job: str
+    event: int
+    delta: Delta
+
+
 Change = (
     JobAdded
     | FrameChanged
@@ -148,6 +160,7 @@ Change = (
     | AttemptFailed
     | BanChanged
     | DeliveryMarked
+    | NoticeMarked
 )
 
 
@@ -170,6 +183,8 @@ def classify(delta: Delta) -> Change:
         return BanChanged(job, key[2], None if value.value is None else str(value.value), delta)
     if kind == Kind.DELIVERED:
         return DeliveryMarked(job, key[2], delta)
+    if kind == Kind.NOTICE:
+        return NoticeMarked(job, key[2], delta)
     if kind == Kind.HALTED:
         return JobHalted(job, None if value.value is None else str(value.value), delta)
     return JobControlChanged(job, Kind(kind), delta)

@@ -269,6 +269,19 @@ class Ledger(Replica):
             return []
         return [self._write(key, self._next_register(job, key, mark, wall_ms))]
 
+    def mark_notice(
+        self, job: str, event: int, state: str, phase: str, wall_ms: int
+    ) -> list[Delta]:
+        """Record a job-end notification's phase (``claimed`` before sending, then ``sent``
+        or ``failed``): the register ``peerfarm.scheduler.notices`` reads."""
+        key = (Kind.NOTICE, job, event)
+        self._require_job(job)
+        return [self._write(key, self._next_register(job, key, [state, phase], wall_ms))]
+
+    def notice(self, job: str, event: int) -> Register | None:
+        """The notice register of one job-end event, or None."""
+        return self._regs.get((Kind.NOTICE, job, event))
+
     def halt(self, job: str, reason: str, wall_ms: int) -> list[Delta]:
         """End an active job farm-wide (no peer can take it any more), with the reason."""
         return [self._register(Kind.HALTED, job, reason[: codec.MAX_ERROR], wall_ms)]

@@ -18,6 +18,8 @@ A     (A, job, frame, epoch, attempt, node)   :class:`Attempt` (a failed attempt
 B     (B, job, node)                          :class:`Register` why ``node`` stopped taking job
 D     (D, job, frame)                         :class:`Register` epoch delivered to the submitter
 X     (X, job)                                :class:`Register` archived job summary (tombstone)
+H     (H, job)                                :class:`Register` why the job was halted farm-wide
+N     (N, job, event)                         :class:`Register` [state, phase] of a job-end notice
 ====  ======================================  ===========================================
 
 Frame order (the greatest wins): ``(epoch, terminal rank, attempt, phase, earliest claim,

@@ -12,6 +12,7 @@ Everything else is a service with one job, each in its own module:
 ``peer.worker``           scheduling, rendering, lease renewal, failures
 ``peer.delivery``         outputs to the submitter's folder, archiving
 ``peer.blobs``            the content store: fetching, the disk budget
+``peer.notify``           job-end notifications (``submit --notify``)
 ========================  =========================================================
 
 The parts are injected, so the same node runs on real sockets (``peerfarm.daemon``) or on the
@@ -51,6 +52,7 @@ from ..scheduler.leases import LeaseTable
 from .blobs import Blobs
 from .delivery import Deliverer
 from .gossip import GossipService
+from .notify import Notifier
 from .parts import IncompatiblePeer, NodeParts, NodeStats
 from .sync import SyncService
 from .worker import Worker
@@ -107,6 +109,7 @@ class Node:
         self.sync = SyncService(self)
         self.worker = Worker(self)
         self.deliverer = Deliverer(self)
+        self.notifier = Notifier(self)
         now = trio.current_time()
         for spec in self.ledger.jobs():
             for frame, record in self.ledger.claimed_frames(spec.id):
@@ -175,6 +178,7 @@ class Node:
         self._changed = trio.Event()
         self.worker.wake()
         self.deliverer.wake()
+        self.notifier.wake()
 
     async def wait_for_change(self, since: int, timeout: float) -> int:
         if self.generation == since:
@@ -246,6 +250,7 @@ class Node:
                 nursery.start_soon(self.sync.reconnect_loop)
                 nursery.start_soon(self.worker.run)
                 nursery.start_soon(self.deliverer.run)
+                nursery.start_soon(self.notifier.run)
                 if seeds:
                     await self.join(seeds)
                 task_status.started()

@@ -52,6 +52,14 @@ class NodeParts:
     allow_scripts: bool = False
     ledger_store: LedgerStore | None = None
     frame_timeout: float | None = None
+    #: Seconds a render may go with no new output line and no CPU time before it is stopped
+    #: and its frames fail as "stuck" (``peerfarm.renderers.stuck``); None or 0: never.
+    stuck_after: float | None = None
+    #: Sends one job-end notification (``peerfarm.peer.notify``): (target, event id, summary).
+    #: None: the real sender (HTTP POST, desktop). Simulations record instead.
+    notify_sender: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None
+    #: Seconds another peer waits for an absent submitter before it sends a notification.
+    notify_grace: float = 60.0
     #: Failed attempts of one job on this peer after which it stops taking the job (counted
     #: from the replicated ledger, so a restart does not forget them).
     max_failures_per_job: int = 3

@@ -32,7 +32,9 @@ from ..files.place import safe_join
 from ..frames import format_frames
 from ..ledger import LostClaim, Output
 from ..ledger.model import FrameRecord, JobSpec
-from ..renderers.base import Progress, RenderFailed, RenderTask
+from ..renderers import stuck
+from ..renderers.base import Progress, RenderFailed, RenderResult, RenderTask
+from ..renderers.checks import Expected, check_files
 from .naming import output_names
 from .parts import Running
 
@@ -190,13 +192,20 @@ class Renderer:
             def on_progress(progress: Progress) -> None:
                 running.progress = progress
 
-            result = await renderer.render(task, on_progress=on_progress)
+            token = stuck.STUCK_AFTER.set(node.parts.stuck_after or 0.0)
+            try:
+                result = await renderer.render(task, on_progress=on_progress)
+            finally:
+                stuck.STUCK_AFTER.reset(token)
             # The renderer is done with the machine: start the next frame while this one's
             # outputs are stored and its completion is gossiped.
             free_slot()
             per_frame = result.seconds / max(1, len(running.frames))
+            bad = await self._check_outputs(spec, running, renderer.expected_output(task), result)
             completed = 0
             for frame in running.frames:
+                if frame in bad:
+                    continue
                 files = result.outputs.get(frame, [])
                 outputs = await self._store_outputs(spec, frame, files)
                 try:
@@ -218,6 +227,33 @@ class Renderer:
             )
         finally:
             self.discard(out_dir)
+
+    async def _check_outputs(
+        self, spec: JobSpec, running: Running, expected: Expected, result: RenderResult
+    ) -> set[int]:
+        """Fail the frames whose files are not what the renderer declared (a frame that exits
+        0 without its image, say); the others go on to be completed. Returns the failed."""
+        bad: dict[int, str] = {}
+        for frame in running.frames:
+            files = result.outputs.get(frame, [])
+            problem = await trio.to_thread.run_sync(check_files, expected, files)
+            if problem is not None:
+                bad[frame] = problem
+        failed = 0
+        for frame, problem in bad.items():
+            seconds = result.seconds / max(1, len(running.frames))
+            try:
+                await self._fail(
+                    spec.id, frame, running.claims[frame], problem, result.log_tail, seconds
+                )
+            except LedgerError:
+                continue
+            failed += 1
+            self.node.stats.frames_failed += 1
+            log.warning("%s frame %d failed: %s", self.node.job_label(spec.id), frame, problem)
+        if failed:
+            await self.node.worker.after_failure(spec.id, next(iter(bad.values())))
+        return set(bad)
 
     async def _complete(
         self, job: str, frame: int, claim: FrameRecord, outputs: list[Output], seconds: float

@@ -30,7 +30,7 @@ import trio
 from ..errors import LedgerError
 from ..frames import format_frames
 from ..ledger.model import FrameRecord, JobState, Status, same_claim
-from ..scheduler import bans
+from ..scheduler import bans, dependencies
 from ..scheduler.planner import Claim, Planner
 from .parts import Running
 from .render import Renderer
@@ -187,10 +187,15 @@ class Worker:
             return
         now = node.now()
         expired = node.leases.expired(now, gone=node.gone(), exclude=node.node_id)
-        capable = {}
-        for spec in node.ledger.jobs():
-            if node.ledger.job_state(spec.id) == JobState.ACTIVE:
-                capable[spec.id] = node.capable_peers(spec)
+        active = {
+            s.id: s for s in node.ledger.jobs() if node.ledger.job_state(s.id) == JobState.ACTIVE
+        }
+        held = dependencies.held_frames(node.ledger, active)
+        capable = {
+            job: node.capable_peers(spec)
+            for job, spec in active.items()
+            if job not in held or held[job] is not None
+        }
         members = node.membership.members()
         alive = [m.node_id for m in members if m.state.name == "ALIVE"]
         claimed = node.leases.claims_by_node()
@@ -207,6 +212,7 @@ class Worker:
             busy=list(self.running),
             alive=alive,
             saturated=saturated,
+            held={job: frames for job, frames in held.items() if frames is not None},
         )
         gone = set(node.gone())
         for claim in claims:

@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
+import psutil
 import trio
 
 from peerfarm import platform
 from peerfarm.errors import RendererError
-from peerfarm.renderers import groups
+from peerfarm.renderers import groups, stuck
+from peerfarm.renderers.checks import NOTHING, Expected
 
 #: Seconds between SIGTERM and SIGKILL when a renderer's process group is stopped.
 KILL_GRACE_S = 2.0
@@ -130,6 +132,11 @@ class Renderer(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - most renderers keep nothing warm
         """Stop anything kept running between renders."""
+
+    def expected_output(self, task: RenderTask) -> Expected:
+        """What each frame of ``task`` must produce to count as done (``renderers.checks``);
+        a frame that exits 0 without it fails. Default: nothing is required."""
+        return NOTHING
 
     @abc.abstractmethod
     def build_argv(self, task: RenderTask) -> list[str]:
@@ -295,18 +302,45 @@ async def run_logged(
     assert process.stdout is not None
     reader = LineReader(process.stdout)
 
+    lines = 0
+    after = stuck.STUCK_AFTER.get()
+    stuck_scope = trio.CancelScope()
+    found_stuck = False
+
     async def pump() -> None:
+        nonlocal lines
         while (line := await reader.next_line()) is not None:
+            lines += 1
             tail.add(line)
             if on_line is not None:
                 on_line(line)
 
+    async def watch(done: trio.CancelScope) -> None:
+        nonlocal found_stuck
+        with done:
+            state = stuck.Watch(after, trio.current_time())
+            while True:
+                await trio.sleep(stuck.sample_interval(after))
+                now = trio.current_time()
+                state = state.observe(now, lines, group_cpu_seconds(process.pid))
+                if state.stuck(now):
+                    found_stuck = True
+                    stuck_scope.cancel()
+                    return
+
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(pump)
-            await process.wait()
-            # A grandchild may still hold the pipe open: end the tree so the pump sees EOF.
-            platform.signal_tree(process.pid, kill=True)
+        with stuck_scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump)
+                watching = trio.CancelScope()
+                if after > 0:
+                    nursery.start_soon(watch, watching)
+                await process.wait()
+                watching.cancel()
+                # A grandchild may still hold the pipe open: end the tree so the pump sees EOF.
+                platform.signal_tree(process.pid, kill=True)
+        if found_stuck:
+            await kill_process_group(process)
     except BaseException:
         await kill_process_group(process)
         raise
@@ -314,8 +348,28 @@ async def run_logged(
         await close_pipes(process)
         platform.release_tree(process.pid)
         groups.REGISTRY.ended(process.pid)
+    if found_stuck:
+        raise RenderFailed(stuck.reason(after), log_tail=tail.text())
     assert process.returncode is not None
     return LoggedRun(process.returncode, tail.text(), time.monotonic() - started)
+
+
+def group_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and every process below it,
+    including children it has reaped; 0 when it is gone."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -69,6 +69,7 @@ from peerfarm.renderers.base import (
     run_logged,
 )
 from peerfarm.renderers.blender_settings import SCRIPT_EXIT_CODE, failure_line, settings_script
+from peerfarm.renderers.checks import Expected
 from peerfarm.renderers.installs import (
     Installation,
     advertised,
@@ -299,6 +300,10 @@ class WarmWorker:
         return answer
 
 
+#: Blender output formats whose files Pillow can read (the others are only checked to exist).
+PILLOW_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF", "TARGA", "TARGA_RAW", "WEBP"})
+
+
 class BlenderRenderer(Renderer):
     """Every Blender here, each through a warm worker (a program: a process per frame when
     its worker cannot start, or with ``warm=False``).
@@ -373,6 +378,12 @@ class BlenderRenderer(Renderer):
         return install
 
     # --- pure -----------------------------------------------------------------------------
+
+    def expected_output(self, task: RenderTask) -> Expected:
+        """A file per frame; a readable image when Pillow reads its format (the size is set
+        inside the .blend, so it is not checked)."""
+        fmt = str(task.options.get("format") or "PNG").upper()
+        return Expected(image=fmt in PILLOW_FORMATS)
 
     def build_argv(self, task: RenderTask, executable: str | None = None) -> list[str]:
         """CLI argv for ``task.frames`` (one contiguous run), ``task.scene`` the .blend."""

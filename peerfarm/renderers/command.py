@@ -43,6 +43,7 @@ from peerfarm.renderers.base import (
     frame_stem,
     run_logged,
 )
+from peerfarm.renderers.checks import NO_OUTPUT, NOTHING, Expected
 
 #: ``PROGRESS 0.5`` or ``PROGRESS 50%`` on a line of its own: a script's way to report progress.
 PROGRESS_RE = re.compile(r"^\s*PROGRESS\s+(?P<value>\d+(?:\.\d+)?)(?P<percent>%?)\s*$")
@@ -109,6 +110,10 @@ class CommandRenderer(Renderer):
 
     async def detect(self) -> RendererInfo | None:
         return RendererInfo(self.name, "1", {"mode": "script"})
+
+    def expected_output(self, task: RenderTask) -> Expected:
+        """At least one file per frame, unless the job was submitted with ``--no-output``."""
+        return NOTHING if task.options.get(NO_OUTPUT) else Expected(files=1)
 
     def build_argv(self, task: RenderTask) -> list[str]:
         try:

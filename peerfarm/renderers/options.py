@@ -256,6 +256,12 @@ _COMMON: dict[str, Option] = {
     "shared_scene": Option(_set_by_peerfarm, user=False),
     "shared_output": Option(_set_by_peerfarm, user=False),
     "blend_version": Option(_set_by_peerfarm, user=False),
+    # Set by the submitting peer from ``submit --after/--per-frame/--notify/--no-output``
+    # (peerfarm.scheduler.dependencies, peerfarm.scheduler.notices, peerfarm.renderers.checks).
+    "after": Option(_set_by_peerfarm, user=False),
+    "after_per_frame": Option(_set_by_peerfarm, user=False),
+    "notify": Option(_set_by_peerfarm, user=False),
+    "no_output": Option(_set_by_peerfarm, user=False),
     # ``submit --require TAG``: set from the submit's ``require`` field, not as an option.
     "require": Option(tag_list, user=False),
 }

@@ -47,6 +47,7 @@ from peerfarm.renderers.base import (
     resolve_scene,
     run_logged,
 )
+from peerfarm.renderers.checks import Expected
 
 VERSION_RE = re.compile(r"POV-Ray\s+(?:Version\s+)?(\d+\.\d+[\w.\-]*)", re.IGNORECASE)
 PIXELS_RE = re.compile(r"Rendered\s+(\d+)\s+of\s+(\d+)\s+pixels")
@@ -129,6 +130,16 @@ class PovrayRenderer(Renderer):
         if match is None:
             return None
         return RendererInfo(self.name, match.group(1), {"mode": "cli", "path": path})
+
+    def expected_output(self, task: RenderTask) -> Expected:
+        """An image of the job's width and height per frame."""
+        try:
+            options = task_options(task)
+        except RenderFailed:
+            return Expected(image=True)
+        width = int(options.get("width", DEFAULT_WIDTH))
+        height = int(options.get("height", DEFAULT_HEIGHT))
+        return Expected(image=True, width=width, height=height)
 
     def build_argv(self, task: RenderTask) -> list[str]:
         """argv for ``task.frames`` (contiguous), ``task.scene`` being the main .pov file."""

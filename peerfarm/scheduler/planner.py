@@ -16,7 +16,7 @@ period: after a network split each side first renders the chunks homed on its ow
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..frames import frame_position
@@ -236,6 +236,7 @@ class Planner:
         busy: Iterable[tuple[str, int]] = (),
         alive: Iterable[str] | None = None,
         saturated: Iterable[str] = (),
+        held: Mapping[str, Collection[int]] | None = None,
     ) -> list[Claim]:
         """Claims for up to ``free_slots`` slots.
 
@@ -245,6 +246,7 @@ class Planner:
         are frames this peer is rendering already. A thief never takes the next chunk of a home
         peer that is ``alive`` and not ``saturated`` (every slot busy): that peer is about to
         claim it, and taking it would only collide. A busy home's next chunk may be stolen.
+        ``held[job]`` are frames a dependency does not let start yet (``scheduler.dependencies``).
         """
         alive_set = set(alive) if alive is not None else None
         busy_homes = set(saturated)
@@ -265,6 +267,7 @@ class Planner:
             if self.node_id in ledger.banned(spec.id):
                 continue
             records = ledger.frame_records(spec.id)
+            held_here = held.get(spec.id, ()) if held else ()
             homes = self.homes(spec, peers) if self.prefer_home else None
             own: list[Claim] = []
             other: list[tuple[int, Claim]] = []
@@ -286,7 +289,7 @@ class Planner:
                 free = []
                 takeover = False
                 for frame in chunk:
-                    if (spec.id, frame) in taken:
+                    if (spec.id, frame) in taken or frame in held_here:
                         continue
                     record = records.get(frame)
                     if record is not None and record.status == Status.RETRYING:

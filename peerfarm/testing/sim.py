@@ -49,6 +49,7 @@ class SimFarm(FarmView):
         slots: int = 1,
         archive_after: float | None = None,
         invariants: str = "finished",
+        notify_grace: float = 5.0,
     ) -> None:
         self.root = root
         self.net = MemoryNetwork(seed)
@@ -71,6 +72,9 @@ class SimFarm(FarmView):
         self.paused: dict[str, trio.Event] = {}  # node id -> set when it resumes
         self.clock_skew: dict[str, int] = {}  # node id -> ms its wall clock is ahead
         self.submitters: dict[str, str] = {}  # job id -> node id of the peer it was submitted on
+        self.notify_grace = notify_grace
+        #: Every job-end notification a peer sent: (virtual time, node id, target, event id).
+        self.notifications: list[tuple[float, str, str, str]] = []
         self._nursery: trio.Nursery | None = None
         self._count = 0
 
@@ -158,11 +162,19 @@ class SimFarm(FarmView):
             incarnation=incarnation,
             archive_after=self.archive_after,
             gate=self._gate_of(node_id),
+            notify_sender=self._notify_sender(node_id),
+            notify_grace=self.notify_grace,
         )
         node = Node(parts)
         return SimPeer(
             node, address, trio.CancelScope(), data_dir, trio.Event(), name, renderer, slots
         )
+
+    def _notify_sender(self, node_id: str) -> Callable[[str, str, dict[str, Any]], Any]:
+        async def send(target: str, event: str, payload: dict[str, Any]) -> None:
+            self.notifications.append((trio.current_time(), node_id, target, event))
+
+        return send
 
     async def _launch(self, peer: SimPeer, seeds: list[tuple[str, int]]) -> None:
         assert self._nursery is not None
@@ -340,6 +352,9 @@ class SimFarm(FarmView):
         priority: int = 0,
         retries: int = 3,
         order: str | None = None,
+        after: str | None = None,
+        per_frame: bool = False,
+        notify: Sequence[str] = (),
     ) -> str:
         """Submit a command job from ``peer`` through the control facade; returns the job id."""
         from ..farm import Farm
@@ -358,6 +373,9 @@ class SimFarm(FarmView):
             retries=retries,
             cwd=self.root / "submit",
             options={"order": order} if order else {},
+            after=after,
+            per_frame=per_frame,
+            notify=tuple(notify),
         )
         result = await Farm(peer.node).submit(request)
         job = str(result["job"])

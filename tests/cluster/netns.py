@@ -48,7 +48,6 @@ COMMAND_TIMEOUT_S = 20.0
 T = TypeVar("T")
 
 
-
 @functools.cache
 def _libc() -> ctypes.CDLL:
     """The C library, loaded on first use: ``ctypes.CDLL(None)`` fails where there is no

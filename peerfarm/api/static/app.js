@@ -391,10 +391,16 @@
     row.dataset.state = job.state;
     row.dataset.done = job.frames_done;
     row.classList.toggle("selected", job.id === state.selected);
-    row.querySelector(".job-name").replaceChildren(
-      el("b", { text: job.name }),
-      el("span", { class: "sub", text: `${job.id.slice(0, 8)} · by ${job.submitted_by}` }),
-    );
+    // Rebuilt only when it changes: a link rebuilt under the pointer would lose its click.
+    const nameKey = JSON.stringify([job.name, job.id, job.submitted_by, job.after || null]);
+    if (row.dataset.nameKey !== nameKey) {
+      row.dataset.nameKey = nameKey;
+      row.querySelector(".job-name").replaceChildren(
+        el("b", { text: job.name }),
+        el("span", { class: "sub", text: `${job.id.slice(0, 8)} · by ${job.submitted_by}` }),
+        job.after ? afterLink(job.after) : null,
+      );
+    }
     const waits = waitingText(job);
     row.dataset.blocked = job.blocked ? "yes" : "no";
     const wait = row.querySelector(".job-wait");
@@ -419,6 +425,22 @@
     row.querySelector(".job-eta").textContent = eta(job);
     row.querySelector(".job-renderer").textContent = plain(job.renderer);
     row.querySelector(".actions").replaceChildren(...jobActions(job));
+  }
+
+  // "after bake" (submit --after): a link that selects the job this one waits for.
+  function afterLink(after) {
+    const link = el("a", {
+      class: "sub after",
+      href: `#job=${encodeURIComponent(after.id)}`,
+      title: after.per_frame ? "frame N starts when its frame N is done" : "starts when it is done",
+      text: `after ${after.name}${after.per_frame ? " (frame by frame)" : ""}`,
+      onclick: (event) => {
+        event.preventDefault();
+        selectJob(after.id, true);
+        scheduleRefresh(0);
+      },
+    });
+    return link;
   }
 
   // Why a job waits, in one line: the farm-wide reason when no peer can render it, else each

@@ -112,6 +112,9 @@ class JobView(TypedDict):
     tiles: NotRequired[int]
     tile_frame: NotRequired[int]
     after: NotRequired[AfterView]  # submit --after: the job it waits for
+    #: why the farm ended the job before every frame ended (no peer can render it); absent
+    #: for a job the farm did not end
+    ended: NotRequired[str]
 
 
 class ArchivedView(TypedDict):
@@ -215,6 +218,7 @@ class LogsView(TypedDict):
     progress: str | None  # the renderer's last progress line while it renders here
     waiting: dict[str, str]
     blocked: str | None
+    ended: NotRequired[str]  # why the farm ended the frame's job, as in JobView
 
 
 # --- requests and answers --------------------------------------------------------------------

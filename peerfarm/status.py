@@ -213,6 +213,8 @@ def job_view(
     after = after_view(ledger, spec)
     if after is not None:
         view["after"] = after
+    if (ended := ledger.halted(spec.id)) is not None:
+        view["ended"] = ended
     return view
 
 
@@ -307,7 +309,7 @@ def logs_view(
         ready = dependencies.readiness(ledger, spec)
         if ready.reason is not None and (ready.blocked or frame in ready.held):
             waiting = {dependencies.WAITING_KEY: ready.reason, **waiting}
-    return {
+    view: LogsView = {
         "job": spec.id,
         "frame": frame,
         "state": FRAME_STATES[record.status],
@@ -317,3 +319,6 @@ def logs_view(
         "waiting": waiting,
         "blocked": blocked,
     }
+    if (ended := ledger.halted(spec.id)) is not None:
+        view["ended"] = ended
+    return view

@@ -71,6 +71,8 @@ def waiting_lines(job: JobView | LogsView, *, every_peer: bool = False) -> list[
     lines = []
     blocked = job.get("blocked")
     waiting = job.get("waiting") or {}
+    if ended := job.get("ended"):
+        lines.append(f"ended: {ended}")
     if blocked:
         lines.append(f"waits: {blocked}")
     if waiting:

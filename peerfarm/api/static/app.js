@@ -404,9 +404,9 @@
     const waits = waitingText(job);
     row.dataset.blocked = job.blocked ? "yes" : "no";
     const wait = row.querySelector(".job-wait");
-    wait.textContent = waits ? plain(`waits: ${waits}`) : "";
+    wait.textContent = waits ? plain(job.ended ? waits : `waits: ${waits}`) : "";
     wait.title = plain(waits);
-    wait.classList.toggle("blocked", Boolean(job.blocked));
+    wait.classList.toggle("blocked", Boolean(job.blocked || job.ended));
     wait.classList.toggle("hidden", !waits);
     row.querySelector(".job-state").replaceChildren(
       el("span", { class: `chip ${job.state}`, text: job.state }));
@@ -446,6 +446,7 @@
   // Why a job waits, in one line: the farm-wide reason when no peer can render it, else each
   // peer's reason while nothing of the job renders (empty when it does not wait).
   function waitingText(job) {
+    if (job.ended) return `ended: ${job.ended}`;
     if (job.blocked) return job.blocked;
     const waiting = Object.entries(job.waiting || {});
     if (!waiting.length || job.frames_rendering) return "";
@@ -607,14 +608,15 @@
   function renderFrameWaiting(job, shown) {
     const box = $("fp-waiting");
     const waiting = Object.entries(job.waiting || {});
-    if (shown !== "pending" || (!job.blocked && !waiting.length)) {
+    if (shown !== "pending" || (!job.blocked && !job.ended && !waiting.length)) {
       box.classList.add("hidden");
       box.replaceChildren();
       return;
     }
     box.classList.remove("hidden");
     box.replaceChildren(
-      el("h4", { text: "Waiting" }),
+      el("h4", { text: job.ended ? "Ended" : "Waiting" }),
+      job.ended ? el("p", { class: "blocked", text: job.ended }) : null,
       job.blocked ? el("p", { class: "blocked", text: job.blocked }) : null,
       el("ul", {}, waiting.map(([peer, reason]) =>
         el("li", {}, el("b", { text: peer }), `: ${reason}`))),

@@ -134,8 +134,19 @@ def waiting_view(
     banned = ledger.banned(spec.id)
     labels = _labels(members)
     jobs_of = {node: [item["job"] for item in items] for node, items in busy.items()}
-    reasons = eligibility.waiting_reasons(spec, members, banned=banned, paused=paused, busy=jobs_of)
-    blocked = eligibility.no_peer_summary(spec, members, banned=banned, names=labels)
+    peak = ledger.peak_memory(spec.id)
+    reasons = eligibility.waiting_reasons(
+        spec,
+        members,
+        banned=banned,
+        paused=paused,
+        busy=jobs_of,
+        holds=ledger.host_holds(),
+        peak_memory=peak,
+    )
+    blocked = eligibility.no_peer_summary(
+        spec, members, banned=banned, names=labels, peak_memory=peak
+    )
     named = sorted((labels[node], reason) for node, reason in reasons.items())
     return dict(named), blocked
 

@@ -17,6 +17,7 @@ B     (B, job, node)                          Register why ``node`` stopped taki
 D     (D, job, frame)                         Register what was delivered to the submitter
 X     (X, job)                                Register archived job summary (tombstone)
 H     (H, job)                                Register why the job was halted (failed) farm-wide
+N     (N, node)                               Register a host hold / drain of ``node`` (or None)
 ====  ======================================  ===========================================
 """
 
@@ -42,6 +43,7 @@ class Kind(enum.StrEnum):
     DELIVERED = "D"
     ARCHIVED = "X"
     HALTED = "H"
+    HOST = "N"  # keyed by a node id, not a job: ``hold`` / ``drain`` of a host
 
 
 #: Kinds whose value is a :class:`Register`.
@@ -54,11 +56,12 @@ REGISTER_KINDS = frozenset(
         Kind.DELIVERED,
         Kind.ARCHIVED,
         Kind.HALTED,
+        Kind.HOST,
     }
 )
 #: The order in which a job's non-frame entries are sent: the spec and tombstone first, so a
 #: receiver validates everything else against its job.
-SEND_ORDER = {kind: index for index, kind in enumerate("JXHPZCBDA")}
+SEND_ORDER = {kind: index for index, kind in enumerate("JXHPZCBDAN")}
 
 Key = tuple[Any, ...]
 Value = JobSpec | FrameRecord | Register | Attempt
@@ -139,8 +142,18 @@ class DeliveryMarked:
     delta: Delta
 
 
+@dataclass(frozen=True, slots=True)
+class HostChanged:
+    """A host was held or drained (``hold`` is the register's value) or released (None)."""
+
+    node: str
+    hold: dict[str, Any] | None
+    delta: Delta
+
+
 Change = (
-    JobAdded
+    HostChanged
+    | JobAdded
     | FrameChanged
     | JobControlChanged
     | JobHalted
@@ -170,6 +183,8 @@ def classify(delta: Delta) -> Change:
         return BanChanged(job, key[2], None if value.value is None else str(value.value), delta)
     if kind == Kind.DELIVERED:
         return DeliveryMarked(job, key[2], delta)
+    if kind == Kind.HOST:
+        return HostChanged(job, value.value if isinstance(value.value, dict) else None, delta)
     if kind == Kind.HALTED:
         return JobHalted(job, None if value.value is None else str(value.value), delta)
     return JobControlChanged(job, Kind(kind), delta)

@@ -43,9 +43,17 @@ FRAME_STATES = {
 }
 
 
-def peer_view(member: Member, busy: Mapping[str, list[RenderingItem]]) -> PeerView:
+def peer_view(
+    member: Member,
+    busy: Mapping[str, list[RenderingItem]],
+    holds: Mapping[str, Mapping[str, Any]] | None = None,
+) -> PeerView:
     meta = member.meta
     rendering = busy.get(member.node_id, [])
+    hold = (holds or {}).get(member.node_id)
+    availability = eligibility.hold_reason(hold) or eligibility.away_reason(meta) or ""
+    if not availability and meta.get("problem"):
+        availability = str(meta["problem"])
     return {
         "id": member.node_id,
         "name": str(meta.get("name", member.node_id[:8])),
@@ -62,6 +70,7 @@ def peer_view(member: Member, busy: Mapping[str, list[RenderingItem]]) -> PeerVi
         "tags": list(meta.get("tags", [])),
         "allow_command": bool(meta.get("cmd", False)),
         "rendering": rendering,
+        "availability": availability,
     }
 
 
@@ -86,6 +95,7 @@ def incompatible_view(
         "tags": [],
         "allow_command": False,
         "rendering": [],
+        "availability": "",
     }
 
 
@@ -223,6 +233,7 @@ def frames_view(ledger: Ledger, spec: JobSpec, names: Mapping[str, str]) -> list
                     "peer": None,
                     "attempts": 0,
                     "seconds": None,
+                    "memory": None,
                     "delivered": False,
                     "outputs": [],
                     "error": None,
@@ -237,6 +248,7 @@ def frames_view(ledger: Ledger, spec: JobSpec, names: Mapping[str, str]) -> list
                 "peer": names.get(record.node, record.node[:8]) if record.node else None,
                 "attempts": record.attempt,
                 "seconds": record.seconds if record.status == Status.DONE else None,
+                "memory": record.memory or None,
                 "delivered": ledger.delivered(spec.id, frame),
                 "outputs": [
                     OutputView(name=o.name, sha256=o.digest.hex(), size=o.size)

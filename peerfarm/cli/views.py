@@ -19,6 +19,7 @@ from peerfarm.control import (
     EncodeAnswer,
     FetchAnswer,
     FrameView,
+    HostAnswer,
     JobView,
     LogsView,
     PeerView,
@@ -84,6 +85,17 @@ def action_text(job: str, answer: ActionAnswer) -> str:
     return f"{answer['action']}: {job} ({answer['state']})"
 
 
+def host_text(answer: HostAnswer) -> str:
+    """``hold: b (held by a)`` / ``release: b (takes work)``."""
+    return f"{answer['action']}: {answer['name']} ({answer['availability'] or 'takes work'})"
+
+
+def format_size(size: int | None) -> str:
+    if not size:
+        return "-"
+    return f"{size / 1024**2:.0f} MiB" if size < 1024**3 else f"{size / 1024**3:.1f} GiB"
+
+
 def fetch_text(answer: FetchAnswer) -> str:
     return f"{answer['files']} file(s) in {printable(answer['dest'])}"
 
@@ -110,10 +122,11 @@ def peers_table(peers: Sequence[PeerView]) -> Table:
     for column in ("name", "address", "state", "slots", "busy", "renderers", "rendering"):
         table.add_column(column)
     for peer in peers:
+        away = peer.get("availability")
         table.add_row(
             plain(peer["name"]),
             plain(peer["address"]),
-            state_cell(peer["state"]),
+            state_cell(peer["state"]) + (plain(f", {away}", "yellow") if away else Text("")),
             plain(peer["slots"]),
             plain(peer["busy"]),
             plain(format_renderers(peer["renderers"])),
@@ -138,6 +151,7 @@ def peer_details(peers: Sequence[PeerView]) -> RenderableType:
             ("peerfarm", peer["peerfarm"]),
             ("renderers", format_renderers(peer["renderers"]) or "-"),
             ("slots", f"{peer['busy']} busy of {peer['slots']}"),
+            ("takes work", peer.get("availability") or "yes"),
             ("rendering", format_rendering(peer["rendering"])),
             ("tags", ", ".join(peer["tags"]) or "-"),
         ]
@@ -171,7 +185,8 @@ def frames_table(frames: Sequence[FrameView], limit: int = 60) -> Table:
     """Frames of one job; when there are many, the ones not done come first."""
     shown = frames if len(frames) <= limit else [f for f in frames if f["state"] != "done"]
     table = Table(title=f"Frames ({len(shown)} of {len(frames)} shown)", title_justify="left")
-    for column in ("frame", "state", "peer", "attempts", "seconds", "delivered", "error"):
+    columns = ("frame", "state", "peer", "attempts", "seconds", "memory", "delivered", "error")
+    for column in columns:
         table.add_column(column)
     for frame in shown[:limit]:
         seconds = frame["seconds"]
@@ -181,6 +196,7 @@ def frames_table(frames: Sequence[FrameView], limit: int = 60) -> Table:
             plain(frame["peer"] or "-"),
             plain(frame["attempts"]),
             "-" if seconds is None else f"{seconds:.1f}",
+            format_size(frame.get("memory")),
             "yes" if frame["delivered"] else "no",
             plain(frame["error"] or ""),
         )

@@ -100,6 +100,8 @@ class SimFarm:
         self.paused: dict[str, trio.Event] = {}  # node id -> set when it resumes
         self.clock_skew: dict[str, int] = {}  # node id -> ms its wall clock is ahead
         self.submitters: dict[str, str] = {}  # job id -> node id of the peer it was submitted on
+        #: node id -> NodeParts fields set on that peer at every boot (schedule, idle source...)
+        self.extra_parts: dict[str, dict[str, Any]] = {}
         self._nursery: trio.Nursery | None = None
         self._count = 0
 
@@ -126,11 +128,15 @@ class SimFarm:
         node_id: str | None = None,
         renderer: bool = True,
         slots: int | None = None,
+        parts: dict[str, Any] | None = None,
     ) -> SimPeer:
+        """Add a peer; ``parts`` sets fields of its NodeParts (kept across restarts)."""
         assert self._nursery is not None, "use `async with farm.running()`"
         self._count += 1
         index = self._count
         node_id = node_id or f"{self.rng.getrandbits(64):016x}"
+        if parts:
+            self.extra_parts[node_id] = dict(parts)
         address = (f"10.0.{index // 250}.{index % 250 + 1}", 7946)
         name = name or f"peer{index}"
         data_dir = self.root / name
@@ -188,6 +194,8 @@ class SimFarm:
             archive_after=self.archive_after,
             gate=self._gate_of(node_id),
         )
+        for field_name, value in self.extra_parts.get(node_id, {}).items():
+            setattr(parts, field_name, value)
         node = Node(parts)
         return SimPeer(
             node, address, trio.CancelScope(), data_dir, trio.Event(), name, renderer, slots

@@ -7,8 +7,8 @@ test touches like a user pressing a key.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import trio

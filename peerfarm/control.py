@@ -72,7 +72,7 @@ class PeerView(TypedDict):
     rendering: list[RenderingItem]
     #: "" when the peer takes work; else why not: "held by ana", "drained by ana", "outside
     #: its schedule (Mon-Fri 19:00-08:00)", "its user is at the machine (...)", a problem
-    availability: NotRequired[str]
+    availability: str
 
 
 class JobView(TypedDict):
@@ -127,7 +127,7 @@ class FrameView(TypedDict):
     peer: str | None  # the name of the peer that holds (or held) it
     attempts: int
     seconds: float | None  # render seconds of a done frame
-    memory: NotRequired[int | None]  # peak resident bytes of a done frame's render (None: unknown)
+    memory: int | None  # peak resident bytes of a done frame's render (None: unknown)
     delivered: bool  # the submitter holds its outputs
     outputs: list[OutputView]
     error: str | None

@@ -38,11 +38,14 @@ class Citizen:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.source: IdleSource | None = node.parts.idle_source
+        #: Set once the schedule and the idle time were read (the worker claims after that).
+        self.ready = trio.Event()
 
     async def run(self) -> None:
         node = self.node
         parts = node.parts
         if parts.schedule is None and parts.when_idle is None:
+            self.ready.set()
             return
         if parts.when_idle is not None and self.source is None:
             self.source = await trio.to_thread.run_sync(detect_idle_source)
@@ -55,7 +58,11 @@ class Citizen:
                 log.info("--when-idle: the desktop's idle time comes from %s", self.source.name)
         while True:
             await node.gate()
-            await self.check()
+            try:
+                await self.check()
+            except Exception:  # an idle source's surprise must not stop the peer
+                log.exception("reading the schedule / idle time failed")
+            self.ready.set()
             await trio.sleep(POLL_INTERVAL)
 
     async def check(self) -> None:

@@ -141,6 +141,7 @@ class Worker:
             nursery.start_soon(self._rescan_loop)
             nursery.start_soon(self.renderer.trash_loop)
             await self.release_orphans()
+            await node.citizen.ready.wait()  # schedule and idle read once before any claim
             if node.parts.settle > 0 and node.ledger.jobs():
                 # Until the first full sync with a peer (or the settle time): a restarted peer
                 # must hear the farm's claims before it picks work from what it remembers.

@@ -94,6 +94,8 @@ def _parse_entry(entry: str, text: str) -> Window:
             if start == end:
                 raise UsageError(f"bad --schedule {text!r}: {token!r} is an empty window")
             timed = True
+        elif ":" in token:
+            raise UsageError(f"bad --schedule {text!r}: write a time window as HH:MM-HH:MM")
         elif timed:
             raise UsageError(f"bad --schedule {text!r}: days come before the time ({entry!r})")
         else:

@@ -1,0 +1,155 @@
+"""A scale series of real hosts in network namespaces (issue 19 item 6, issue 16's 32-host run).
+
+Opt-in (it starts up to 32 daemons):
+``PEERFARM_SCALE=8,16,32 ./dev test tests/cluster/test_scale.py``.
+For each size N, with mDNS alone (no ``--join``), the LAN preset and one slot per host:
+
+- ``startup_s``: spawning the N daemons until every host lists every other as alive;
+- ``listed_max_s``: ``submit`` returning until the last host lists the job;
+- ``submit_cli_s``: the ``peerfarm submit`` process, start to exit (Python start-up included);
+- ``efficiency``: a job of 4xN one-second frames, ideal 4 s / (``submit`` returning to every
+  frame done on the submitter);
+- ``finished_lag_s``: the submitter seeing the job finished until the last host does;
+- ``duplicates``: frames rendered to completion more than once (render log), asserted 0;
+- ``idle_cpu_pct`` / ``gossip_bps``: per daemon, mean over a quiet window after the job;
+- ``udp_drops``: the kernel's UDP receive errors summed over the namespaces.
+
+Figures are printed and collected in the "cluster figures" summary; only correctness is
+asserted (every frame done, no duplicate), never a time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster import netns
+from tests.cluster.conftest import ClusterFactory, report
+from tests.cluster.harness import FRAME_SCRIPT, Cluster, Host, duplicated_frames
+from tests.cluster.netns import ClusterError
+
+SIZES = [int(n) for n in os.environ.get("PEERFARM_SCALE", "").replace(" ", "").split(",") if n]
+QUIET_WINDOW_S = 10.0
+FRAMES_PER_HOST = 4
+
+pytestmark = [pytest.mark.slow, pytest.mark.mdns, pytest.mark.timeout(900)]
+
+
+def _sweep(c: Cluster, hosts: list[Host], ask: Any) -> list[Any]:
+    """``ask(host)`` on every host at once (each call enters its namespace on its own thread)."""
+    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+        return list(pool.map(ask, hosts))
+
+
+def _first_times(c: Cluster, hosts: list[Host], test: Any, timeout: float, what: str) -> float:
+    """Seconds until ``test(host)`` held on every host (each host's first success counts)."""
+    began = time.monotonic()
+    seen: dict[str, float] = {}
+
+    def ask(host: Host) -> None:
+        if host.name in seen:
+            return
+        try:
+            if test(host):
+                seen[host.name] = time.monotonic() - began
+        except ClusterError:
+            pass
+
+    while len(seen) < len(hosts):
+        if time.monotonic() - began > timeout:
+            missing = sorted({h.name for h in hosts} - set(seen))
+            raise AssertionError(f"timed out waiting for {what} on {missing}\n{c.diagnostics(8)}")
+        _sweep(c, hosts, ask)
+        time.sleep(0.05)
+    return max(seen.values())
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _gossip_bytes(c: Cluster, host: Host) -> float:
+    text = c.api_text(host, "/metrics")
+    return sum(
+        float(m.group(1))
+        for m in re.finditer(r"^peerfarm_gossip_bytes_total\{[^}]*\} (\S+)$", text, re.M)
+    )
+
+
+def _udp_errors(ns: str) -> int:
+    out = netns.run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"]).stdout
+    rows = [line.split() for line in out.splitlines() if line.startswith("Udp:")]
+    if len(rows) < 2:
+        return 0
+    values = dict(zip(rows[0][1:], rows[1][1:], strict=False))
+    return int(values.get("InErrors", 0)) + int(values.get("RcvbufErrors", 0))
+
+
+@pytest.mark.skipif(not SIZES, reason="opt-in: set PEERFARM_SCALE=8,16,32")
+@pytest.mark.parametrize("n", SIZES or [0])
+def test_scale_series(cluster: ClusterFactory, figures: dict[str, Any], n: int) -> None:
+    c = cluster(0, preset="lan", frame_seconds=1.0)
+    began = time.monotonic()
+    hosts = [c.add_host() for _ in range(n)]
+    for host in hosts:
+        c.wait_ready(host, timeout=120.0)
+    ids = {h.node_id for h in hosts}
+
+    def sees_all(host: Host) -> bool:
+        states = c.peer_states(host)
+        return all(states.get(i) == "alive" for i in ids - {host.node_id})
+
+    _first_times(c, hosts, sees_all, 180.0, "every host to see every other")
+    startup_s = time.monotonic() - began
+
+    submitter = hosts[0]
+    frames = FRAMES_PER_HOST * n
+    submitted = time.monotonic()
+    job = c.submit(submitter, FRAME_SCRIPT, f"1-{frames}", name="scale", renderer="command")
+    returned = time.monotonic()
+
+    def lists_job(host: Host) -> bool:
+        return any(j["id"] == job for j in c.status(host)["jobs"])
+
+    listed_s = _first_times(c, hosts, lists_job, 60.0, "every host to list the job")
+
+    def finished(host: Host) -> bool:
+        view = c.job_view(host, job)
+        return bool(view["frames_done"] == view["frames_total"])
+
+    c.wait_until(lambda: finished(submitter), 60.0 + frames, "every frame done", interval=0.05)
+    done = time.monotonic()
+    lag_s = _first_times(c, hosts, finished, 60.0, "every host to see the job finished")
+
+    # a quiet window after the job: CPU and gossip bytes per daemon
+    before_cpu = {h.name: _cpu_seconds(h.proc.pid) for h in hosts if h.proc is not None}
+    names = [h.name for h in hosts]
+    before_bytes = dict(zip(names, _sweep(c, hosts, lambda h: _gossip_bytes(c, h)), strict=True))
+    time.sleep(QUIET_WINDOW_S)
+    after_cpu = {h.name: _cpu_seconds(h.proc.pid) for h in hosts if h.proc is not None}
+    after_bytes = dict(zip(names, _sweep(c, hosts, lambda h: _gossip_bytes(c, h)), strict=True))
+    idle_cpu = sum(after_cpu[k] - before_cpu[k] for k in after_cpu) / len(after_cpu)
+    gossip = sum(after_bytes[k] - before_bytes[k] for k in after_bytes) / len(after_bytes)
+
+    duplicates = duplicated_frames(c.renders(), job)
+    report(
+        figures,
+        hosts=n,
+        startup_s=round(startup_s, 1),
+        submit_cli_s=round(returned - submitted, 2),
+        listed_max_s=round(listed_s, 2),
+        efficiency=round(FRAMES_PER_HOST * 1.0 / (done - returned), 2),
+        finished_lag_s=round(lag_s, 2),
+        duplicates=len(duplicates),
+        idle_cpu_pct=round(100 * idle_cpu / QUIET_WINDOW_S, 2),
+        gossip_bps=round(gossip / QUIET_WINDOW_S),
+        udp_drops=sum(_udp_errors(h.ns) for h in hosts),
+    )
+    assert duplicates == {}, f"frames rendered twice: {duplicates}"

@@ -12,6 +12,7 @@ Everything else is a service with one job, each in its own module:
 ``peer.worker``           scheduling, rendering, lease renewal, failures
 ``peer.delivery``         outputs to the submitter's folder, archiving
 ``peer.blobs``            the content store: fetching, the disk budget
+``peer.citizen``          schedule, desktop idle time, host holds and drains
 ========================  =========================================================
 
 The parts are injected, so the same node runs on real sockets (``peerfarm.daemon``) or on the

@@ -19,8 +19,8 @@ from peerfarm.peer.idle import DrivenIdle
 from peerfarm.scheduler.availability import Schedule
 from peerfarm.testing import SimFarm
 
-#: A Wednesday, one minute before the evening window of "Mon-Fri 19:00-08:00" opens.
-WEDNESDAY_EVENING = datetime(2026, 12, 2, 18, 59, 0)
+#: A Wednesday, 30 s before the evening window of "Mon-Fri 19:00-08:00" opens.
+WEDNESDAY_EVENING = datetime(2026, 12, 2, 18, 59, 30)
 
 
 def local_clock(base: datetime) -> Callable[[], datetime]:
@@ -31,7 +31,7 @@ def local_clock(base: datetime) -> Callable[[], datetime]:
 
 async def test_nothing_is_claimed_outside_the_schedule(tmp_path: Path) -> None:
     schedule = Schedule.parse("Mon-Fri 19:00-08:00, Sat-Sun")
-    opens = trio.current_time() + 60.0  # 19:00 local
+    opens = trio.current_time() + 30.0  # 19:00 local
     parts = {"schedule": schedule, "local_time": local_clock(WEDNESDAY_EVENING)}
     farm = SimFarm(tmp_path, renderer_seconds=0.5)
     with trio.fail_after(600):
@@ -58,7 +58,7 @@ async def test_a_returning_user_gets_the_machine_and_the_frame_moves_on(tmp_path
     farm = SimFarm(tmp_path, renderer_seconds=30.0)
     with trio.fail_after(600):
         async with farm.running():
-            desk = await farm.add_peer(name="desk", parts={"when_idle": 60.0, "idle_source": idle})
+            desk = await farm.add_peer(name="desk", parts={"when_idle": 20.0, "idle_source": idle})
             job = await farm.submit(desk, "1")
             await farm.wait_until(lambda: bool(farm.log.running()), timeout=10, what="render")
             assert farm.log.running()[0].node == desk.node_id
@@ -73,6 +73,7 @@ async def test_a_returning_user_gets_the_machine_and_the_frame_moves_on(tmp_path
 
             await farm.wait_until(moved, timeout=2.0, what="the frame rendered elsewhere")
             assert trio.current_time() - back <= 2.0
+            assert not desk.node.takes_work()
             stopped = [r for r in farm.log.of_job(job) if r.node == desk.node_id]
             assert stopped and stopped[0].ended is not None and not stopped[0].completed
             view = Farm(spare.node).status()
@@ -83,16 +84,16 @@ async def test_a_returning_user_gets_the_machine_and_the_frame_moves_on(tmp_path
             assert record.status == Status.DONE and record.node == spare.node_id
             assert farm.log.duplicates() == {}
             # The user leaves again: after the idle time the desk takes work again.
-            await trio.sleep(61)
+            await trio.sleep(21)
             assert desk.node.takes_work()
 
 
 async def test_hold_and_drain_from_another_peer_survive_a_restart(tmp_path: Path) -> None:
-    farm = SimFarm(tmp_path, renderer_seconds=20.0, slots=1)
+    farm = SimFarm(tmp_path, renderer_seconds=6.0, slots=1)
     with trio.fail_after(600):
         async with farm.running():
             a, b = await farm.start(2)
-            job = await farm.submit(a, "1-4")
+            job = await farm.submit(a, "1-12")
             await farm.wait_until(
                 lambda: {r.node for r in farm.log.running()} == {a.node_id, b.node_id},
                 timeout=10,
@@ -105,7 +106,7 @@ async def test_hold_and_drain_from_another_peer_survive_a_restart(tmp_path: Path
             await farm.wait_until(
                 lambda: b.node.ledger.host_hold(b.node_id) is not None, timeout=2, what="hold"
             )
-            await trio.sleep(25)
+            await trio.sleep(8)
             assert not [r for r in farm.log.started_after(held + 0.5) if r.node == b.node_id]
             view = Farm(a.node).status(job)["jobs"][0]
             assert view["waiting"].get(b.name) == f"held by {a.name}"

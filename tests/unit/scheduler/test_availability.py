@@ -167,3 +167,26 @@ def test_peak_memory_rides_the_done_record_and_old_records_still_decode() -> Non
     assert b.frame(spec.id, 1).memory == 123_456 and b.frame(spec.id, 2).memory == 0
     assert b.peak_memory(spec.id) == 123_456
     assert b.state_digest() == a.state_digest()
+
+
+def test_idle_sources_parse_what_the_platform_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    from peerfarm.peer import idle
+
+    answers = {
+        "xprintidle": "61500\n",
+        "ioreg": '  | |   "HIDIdleTime" = 2500000000\n',
+        "loginctl": "IdleHint=no\nIdleSinceHintMonotonic=0\n",
+    }
+    monkeypatch.setattr(idle, "_run", lambda argv: answers.get(argv[0]))
+    assert idle.XPrintIdle().idle_seconds() == 61.5
+    assert idle.MacIdle().idle_seconds() == 2.5
+    assert idle.LogindIdle("3").idle_seconds() == 0.0
+    monkeypatch.setattr(idle, "_run", lambda argv: None)
+    assert idle.XPrintIdle().idle_seconds() is None
+    assert idle.MacIdle().idle_seconds() is None
+    assert idle.LogindIdle("3").idle_seconds() is None
+    monkeypatch.setattr(idle.platform, "system", lambda: "Linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("XDG_SESSION_ID", raising=False)
+    assert isinstance(idle.detect_idle_source(), idle.UnknownIdle)  # nothing answers: idle
+    assert idle.UnknownIdle().idle_seconds() is None

@@ -37,6 +37,8 @@ from peerfarm.control import (
     DashboardLink,
     EncodeAnswer,
     FetchAnswer,
+    FrameQuery,
+    FrameStatesView,
     HostAction,
     HostAnswer,
     LoginLink,
@@ -314,9 +316,25 @@ class FarmClient:
 
     # --- the verbs: the daemon's answers, typed as peerfarm.control says they are ----------
 
-    def status(self, job: str | None = None) -> StatusView:
-        params = {"job": job} if job is not None else None
-        return cast(StatusView, self.json("GET", "/api/status", params=params))
+    def status(self, job: str | None = None, frames: FrameQuery | None = None) -> StatusView:
+        """The farm, or one job with the page of frames ``frames`` asks for (no ``limit``:
+        the daemon's default page)."""
+        params: dict[str, str] = {}
+        if job is not None:
+            params["job"] = job
+        if frames is not None:
+            if frames.frames is not None:
+                params["frames"] = frames.frames
+            if frames.states:
+                params["state"] = ",".join(frames.states)
+            if frames.limit is not None:
+                params["limit"] = str(frames.limit)
+        return cast(StatusView, self.json("GET", "/api/status", params=params or None))
+
+    def frame_states(self, job: str, since: int | None = None) -> FrameStatesView:
+        params = {"since": str(since)} if since is not None else None
+        answer = self.json("GET", f"/api/jobs/{_q(job)}/frame-states", params=params)
+        return cast(FrameStatesView, answer)
 
     def peers(self) -> PeersView:
         return cast(PeersView, self.json("GET", "/api/peers"))

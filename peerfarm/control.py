@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
+from .errors import UsageError
+from .frames import MAX_FRAMES, parse_frames
+
 #: Every renderer a job may name (the plugins live in :mod:`peerfarm.renderers`).
 RENDERERS = ("blender", "povray", "command")
 
@@ -29,6 +32,8 @@ ACTIONS: tuple[Action, ...] = ("cancel", "pause", "resume", "retry")
 #: What may be done to a host from any peer (``peerfarm hold / release / drain HOST``).
 HostAction = Literal["hold", "release", "drain"]
 HOST_ACTIONS: tuple[HostAction, ...] = ("hold", "release", "drain")
+#: A frame's states as status shows them (a query may name any of them).
+FRAME_STATES = ("pending", "rendering", "done", "failed")
 
 # --- status ----------------------------------------------------------------------------------
 
@@ -134,14 +139,43 @@ class FrameView(TypedDict):
     failures: int  # failed attempts so far, every epoch
 
 
+class FramePage(TypedDict):
+    """Which of the job's frames ``StatusView["frames"]`` holds (``status JOB`` only)."""
+
+    frames: str | None  # the range asked for (None: every frame)
+    states: list[str]  # the states asked for ([]: any)
+    limit: int | None  # the cap on ``returned`` (None: none)
+    matched: int  # frames of the whole job that match the range and states
+    returned: int  # frames in this answer
+    next: int | None  # the first matching frame left out (None: nothing left out)
+
+
 class StatusView(TypedDict):
-    """``status()``; ``status(job)`` has only that job in ``jobs`` and adds ``frames``."""
+    """``status()``; ``status(job)`` has only that job in ``jobs`` and adds ``frames`` (the
+    page of frames asked for, in rendering order) and ``frames_page`` (what the page holds).
+    The job's counts in ``jobs`` are always the whole job's."""
 
     node: NodeInfo
     peers: list[PeerView]
     jobs: list[JobView]
     archived: list[ArchivedView]
     frames: NotRequired[list[FrameView]]
+    frames_page: NotRequired[FramePage]
+
+
+class FrameStatesView(TypedDict):
+    """``frame_states(job, since)``: every frame's state, compact, for the dashboard's frame
+    map; with ``since`` (a ``seq`` of an earlier answer), only the frames changed since then
+    when this peer still knows them (``positions`` is there), else every frame."""
+
+    job: str
+    runs: list[list[int]]  # the job's frames as [first, last, step] runs, in rendering order
+    count: int  # frames in the job
+    seq: int  # this peer's count of frame changes: ask again with since=seq
+    #: one character per frame in rendering order: p pending, r rendering, d done, f failed;
+    #: with ``positions``, one character per position listed there
+    states: str
+    positions: NotRequired[list[int]]  # the positions (in rendering order) that changed
 
 
 class PeersView(TypedDict):
@@ -178,6 +212,49 @@ class LogsView(TypedDict):
 
 
 # --- requests and answers --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FrameQuery:
+    """Which of a job's frames ``status(job)`` lists (checked by ``peerfarm.framepage``).
+
+    Empty ``states``: any state; ``limit`` None: no cap. ``GET /api/status?job=`` takes them
+    as ``frames``, ``state`` (comma-separated) and ``limit``."""
+
+    frames: str | None = None  # a frame range as submit takes it, e.g. "1-10,20"
+    states: tuple[str, ...] = ()  # pending | rendering | done | failed
+    limit: int | None = None
+
+    @property
+    def filtered(self) -> bool:
+        return self.frames is not None or bool(self.states)
+
+
+#: A job's summary without its frames (``status(job, SUMMARY_ONLY)``): quick at any size.
+SUMMARY_ONLY = FrameQuery(limit=0)
+
+
+def frame_query(
+    frames: str | None = None, state: str | None = None, limit: int | None = None
+) -> FrameQuery:
+    """A checked :class:`FrameQuery` from text (CLI options, URL parameters): ``state`` is one
+    state or several comma-separated; ``UsageError`` (one line) when anything is bad."""
+    if frames is not None:
+        parse_frames(frames)  # raises FrameRangeError (a UsageError) quoting the bad part
+    states: tuple[str, ...] = ()
+    if state is not None:
+        names = [part.strip().lower() for part in state.split(",") if part.strip()]
+        if not names or any(name not in FRAME_STATES for name in names):
+            raise UsageError(
+                f"bad frame state {state[:40]!r}: choose from {', '.join(FRAME_STATES)} "
+                "(several: comma-separated)"
+            )
+        states = tuple(s for s in FRAME_STATES if s in names)
+        if len(states) == len(FRAME_STATES):
+            states = ()  # every state: no filter
+    if limit is not None and not 0 <= limit <= MAX_FRAMES:
+        raise UsageError(f"bad frame limit {limit}: from 0 to {MAX_FRAMES:,}")
+    return FrameQuery(frames=frames, states=states, limit=limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +375,15 @@ MetricsView = dict[str, Any]
 class FarmControl(Protocol):
     """What a daemon offers its interfaces. Errors a user can fix raise ``UsageError``."""
 
-    def status(self, job: str | None = None) -> StatusView: ...
+    def status(self, job: str | None = None, frames: FrameQuery | None = None) -> StatusView:
+        """The farm; with ``job``, that job and the page of its frames ``frames`` asks for
+        (None: every frame)."""
+        ...
+
+    def frame_states(self, job: str, since: int | None = None) -> FrameStatesView:
+        """Every frame's state of ``job`` as one character per frame (the frame map), or with
+        ``since`` only those changed after that ``seq`` when this peer can tell."""
+        ...
 
     def peers(self) -> PeersView: ...
 

@@ -23,6 +23,8 @@ from .control import (
     ActionAnswer,
     EncodeAnswer,
     FetchAnswer,
+    FrameQuery,
+    FrameStatesView,
     HostAction,
     HostAnswer,
     LogsView,
@@ -35,11 +37,13 @@ from .control import (
 from .errors import LedgerError, PeerfarmError, StoreError, UsageError
 from .files.names import folder_name
 from .files.place import place_copy
+from .framepage import changed_states, page_view, select_frames, state_map
 from .frames import parse_frames
 from .gossip.membership import Member, MemberState
 from .gossip.transport import versions_text
 from .ledger.keys import FrameChanged, classify
 from .ledger.model import JobState, SceneRef, Status
+from .ledger.replica import has_frame
 from .media import encode_video, make_thumbnail
 from .peer import Node
 from .peer.node import Operation
@@ -84,7 +88,7 @@ class Farm:
     # ----------------------------------------------------------------------------------
     # views
 
-    def status(self, job: str | None = None) -> StatusView:
+    def status(self, job: str | None = None, frames: FrameQuery | None = None) -> StatusView:
         node = self.node
         ledger = node.ledger
         members = node.members()
@@ -97,7 +101,8 @@ class Farm:
         slots = sum(p["slots"] for p in peers if p["state"] == "alive")
         specs = ledger.jobs()
         if job is not None:
-            specs = [s for s in specs if s.id == self.resolve_job(job)]
+            job = self.resolve_job(job)
+            specs = [s for s in specs if s.id == job]
         jobs = [job_view(ledger, s, peer_slots=slots, members=members, busy=busy) for s in specs]
         out: StatusView = {
             "node": {
@@ -116,8 +121,30 @@ class Farm:
             ],
         }
         if job is not None and specs:
-            out["frames"] = frames_view(ledger, specs[0], names_by_id(members))
+            query = frames or FrameQuery()
+            page = select_frames(ledger, specs[0], query)
+            out["frames"] = frames_view(ledger, specs[0], names_by_id(members), page.frames)
+            out["frames_page"] = page_view(query, page)
         return out
+
+    def frame_states(self, job: str, since: int | None = None) -> FrameStatesView:
+        spec = self.node.ledger.job(self.resolve_job(job))
+        if spec is None:  # archived meanwhile
+            raise UsageError(f"job {job} has no frame records any more (archived)")
+        journal = self.node.frame_journal
+        view: FrameStatesView = {
+            "job": spec.id,
+            "runs": [list(run) for run in spec.runs],
+            "count": spec.frame_count,
+            "seq": journal.seq,
+            "states": "",
+        }
+        changed = None if since is None else journal.since(since, spec.id)
+        if changed is None:
+            view["states"] = state_map(self.node.ledger, spec)
+        else:
+            view["positions"], view["states"] = changed_states(self.node.ledger, spec, changed)
+        return view
 
     def peers(self) -> PeersView:
         busy = busy_by_peer(self.node.ledger)
@@ -138,7 +165,7 @@ class Farm:
         job = self.resolve_job(job)
         spec = self.node.ledger.job(job)
         assert spec is not None
-        if frame not in spec.frames:
+        if not has_frame(spec, frame):  # O(runs): a big job's frames are not scanned
             raise UsageError(f"frame {frame} is not part of job {spec.name}")
         ledger, members = self.node.ledger, self.node.members()
         names, progress = names_by_id(members), self.node.progress_of(job, frame)

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from peerfarm.client import FarmClient
-from peerfarm.control import JobView
+from peerfarm.control import SUMMARY_ONLY, JobView
 from peerfarm.plaintext import printable
 
 #: Seconds between polls of ``submit --wait`` and ``status --watch``.
@@ -67,7 +67,7 @@ def wait_for_job(
         said = ""
         blocked_since: float | None = None
         while True:
-            job = client.status(job_id)["jobs"][0]
+            job = client.status(job_id, SUMMARY_ONLY)["jobs"][0]
             bar.update(
                 task,
                 description=printable(job["name"]),

@@ -8,7 +8,7 @@ the scheduler itself follows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .control import (
@@ -217,13 +217,19 @@ def job_view(
     }
 
 
-def frames_view(ledger: Ledger, spec: JobSpec, names: Mapping[str, str]) -> list[FrameView]:
+def frames_view(
+    ledger: Ledger,
+    spec: JobSpec,
+    names: Mapping[str, str],
+    frames: Iterable[int] | None = None,
+) -> list[FrameView]:
+    """The job's ``frames`` (default: all, in rendering order; see ``peerfarm.framepage``)."""
     out: list[FrameView] = []
     records = ledger.frame_records(spec.id)
     failures: dict[int, int] = {}
     for key, _attempt in ledger.attempts_of_job(spec.id):
         failures[key[2]] = failures.get(key[2], 0) + 1
-    for frame in spec.frames:
+    for frame in spec.frames if frames is None else frames:
         record = records.get(frame)
         if record is None:
             out.append(

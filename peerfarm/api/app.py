@@ -60,16 +60,21 @@ from peerfarm.control import (
     ACTIONS,
     HOST_ACTIONS,
     FarmControl,
+    FrameQuery,
     LoginAnswer,
     LoginLink,
     SessionView,
     StatusView,
+    frame_query,
 )
 from peerfarm.errors import ControlError, PeerfarmError, UsageError
-from peerfarm.frames import parse_frames
+from peerfarm.framepage import DEFAULT_LIMIT
+from peerfarm.frames import MAX_FRAMES, parse_frames
 
 log = logging.getLogger(__name__)
 
+#: The frames an archive or a video is made of: every done one, however many.
+DONE_FRAMES = FrameQuery(states=("done",))
 #: Where the dashboard's static files live (another module fills it; optional).
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -216,14 +221,26 @@ class _Api:
         return JSONResponse(link, status_code=201)
 
     async def status(self, request: Request) -> Response:
-        ref = request.query_params.get("job")
+        params = request.query_params
+        ref = params.get("job")
         if ref is None:
+            if any(key in params for key in ("frames", "state", "limit")):
+                raise UsageError("'frames', 'state' and 'limit' need a 'job'")
             return JSONResponse(self.control.status())
+        limit = number(params, "limit", int, (0, MAX_FRAMES))
+        query = frame_query(
+            params.get("frames"), params.get("state"), DEFAULT_LIMIT if limit is None else limit
+        )
         try:
             job = self.control.resolve_job(ref)
         except UsageError as exc:
             raise UnknownJob(str(exc)) from None
-        return JSONResponse(self.control.status(job))
+        return JSONResponse(self.control.status(job, query))
+
+    async def frame_states(self, request: Request) -> Response:
+        """Every frame's state in one string (the dashboard's frame map)."""
+        since = number(request.query_params, "since", int, (0, 2**63 - 1))
+        return JSONResponse(self.control.frame_states(self.job(request), since))
 
     async def peers(self, request: Request) -> Response:
         return JSONResponse(self.control.peers())
@@ -289,7 +306,7 @@ class _Api:
 
     async def archive(self, request: Request) -> Response:
         job = self.job(request)
-        status = self.control.status(job)
+        status = self.control.status(job, DONE_FRAMES)
         outputs = list(done_outputs(status))
         if not outputs:
             raise UsageError("this job has no finished frames yet")
@@ -325,7 +342,7 @@ class _Api:
 
     async def video(self, request: Request) -> Response:
         job = self.job(request)
-        status = self.control.status(job)
+        status = self.control.status(job, DONE_FRAMES)
         done = sum(1 for _ in done_outputs(status))
         if done == 0:
             raise UsageError("this job has no finished frames yet")
@@ -411,6 +428,7 @@ def create_app(
         Route("/api/jobs/{ref}/video", api.video),
         Route("/api/jobs/{ref}/fetch", api.fetch, methods=["POST"]),
         Route("/api/jobs/{ref}/encode", api.encode, methods=["POST"]),
+        Route("/api/jobs/{ref}/frame-states", api.frame_states),
         Route("/api/jobs/{ref}/frames/{n:int}/log", api.log),
         Route("/api/jobs/{ref}/frames/{n:int}/thumbnail", api.thumbnail),
         Route("/api/jobs/{ref}/frames/{n:int}/output", api.output),

@@ -18,6 +18,8 @@ from rich.live import Live
 from peerfarm.cli.app import EXIT_FAILED, EXIT_OK, cli, common, connect, console, print_json
 from peerfarm.cli.parsing import check_renderer, check_scene, parse_options
 from peerfarm.cli.views import (
+    NOT_DONE,
+    SHOWN_FRAMES,
     action_text,
     encode_text,
     fetch_text,
@@ -28,11 +30,24 @@ from peerfarm.cli.views import (
     status_view,
 )
 from peerfarm.client import FarmClient
-from peerfarm.control import RENDERERS, Action, SubmitBody
+from peerfarm.control import (
+    RENDERERS,
+    SUMMARY_ONLY,
+    Action,
+    FrameQuery,
+    StatusView,
+    SubmitBody,
+    frame_query,
+)
+from peerfarm.errors import UsageError
 from peerfarm.files.names import folder_name
 from peerfarm.follow import job_succeeded, wait_for_job
-from peerfarm.frames import parse_frames
+from peerfarm.frames import MAX_FRAMES, parse_frames
 from peerfarm.plaintext import printable
+
+#: What the daemon answers ``status JOB --json`` with when no --limit is given (its
+#: ``peerfarm.framepage.DEFAULT_LIMIT``, not imported: the CLI does not load the ledger).
+DEFAULT_FRAMES_JSON = 1000
 
 
 @cli.command()
@@ -117,22 +132,61 @@ def submit(
 @common
 @click.argument("job", required=False)
 @click.option("--watch", is_flag=True, help="Refresh live until Ctrl-C.")
-def status(data_dir: Path | None, as_json: bool, job: str | None, watch: bool) -> int:
-    """The farm's peers and jobs, or one JOB (id, unique prefix, or name) with its frames."""
+@click.option(
+    "--frames", "frame_range", default=None, metavar="RANGE",
+    help="With JOB: only these frames (as submit takes them: 1-10,20).",
+)  # fmt: skip
+@click.option(
+    "--state", default=None, metavar="pending|rendering|done|failed",
+    help="With JOB: only frames in this state (several: comma-separated).",
+)  # fmt: skip
+@click.option(
+    "--limit", type=click.IntRange(0, MAX_FRAMES), default=None,
+    help=f"With JOB: at most N frames (--json default: {DEFAULT_FRAMES_JSON}).",
+)  # fmt: skip
+def status(
+    data_dir: Path | None,
+    as_json: bool,
+    job: str | None,
+    watch: bool,
+    frame_range: str | None,
+    state: str | None,
+    limit: int | None,
+) -> int:
+    """The farm's peers and jobs, or one JOB (id, unique prefix, or name) with its frames.
+
+    A job of many frames lists the ones not done first; --frames and --state pick others."""
+    query = None
+    if frame_range is not None or state is not None or limit is not None:
+        if job is None:
+            raise UsageError("--frames, --state and --limit need a JOB")
+        query = frame_query(frame_range, state, limit)
     with connect(data_dir) as client:
         if watch and not as_json:
-            return watch_status(client, job)
-        data = client.status(job)
+            return watch_status(client, job, query)
         if as_json:
-            print_json(data)
+            print_json(client.status(job, query))
         else:
-            console().print(status_view(data))
+            console().print(status_view(status_for_people(client, job, query)))
     return EXIT_OK
+
+
+def status_for_people(client: FarmClient, job: str | None, query: FrameQuery | None) -> StatusView:
+    """What ``status`` prints: a job's frames as asked, else every frame of a small job, else
+    the first frames not done (a page of ``SHOWN_FRAMES``; a big job is never fetched whole)."""
+    if job is None or query is not None:
+        return client.status(job, query)
+    data = client.status(job, FrameQuery(limit=SHOWN_FRAMES))
+    page = data.get("frames_page")
+    if page is None or page["next"] is None:
+        return data  # every frame (or a daemon that sends them all: the table picks)
+    return client.status(job, FrameQuery(states=NOT_DONE, limit=SHOWN_FRAMES))
 
 
 def watch_status(
     client: FarmClient,
     job: str | None,
+    query: FrameQuery | None = None,
     *,
     interval: float = 1.0,
     rounds: int | None = None,
@@ -143,7 +197,7 @@ def watch_status(
     try:
         with Live(console=out or console(), auto_refresh=False) as live:
             while rounds is None or count < rounds:
-                live.update(status_view(client.status(job)), refresh=True)
+                live.update(status_view(status_for_people(client, job, query)), refresh=True)
                 count += 1
                 if rounds is None or count < rounds:
                     time.sleep(interval)
@@ -219,7 +273,7 @@ def fetch(data_dir: Path | None, as_json: bool, job: str, dest: Path | None) -> 
     """Copy JOB's finished frames into DEST (default ./peerfarm-out/<name>)."""
     with connect(data_dir) as client:
         if dest is None:  # a job's name is anyone's text: one plain folder name made of it
-            name = client.status(job)["jobs"][0]["name"]
+            name = client.status(job, SUMMARY_ONLY)["jobs"][0]["name"]
             dest = Path("peerfarm-out") / folder_name(name)
         result = client.fetch(job, dest.expanduser().absolute())
     print_json(result) if as_json else click.echo(fetch_text(result))

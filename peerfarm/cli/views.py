@@ -18,6 +18,7 @@ from peerfarm.control import (
     ActionAnswer,
     EncodeAnswer,
     FetchAnswer,
+    FramePage,
     FrameView,
     HostAnswer,
     JobView,
@@ -27,6 +28,11 @@ from peerfarm.control import (
     StatusView,
 )
 from peerfarm.plaintext import printable
+
+#: Frames ``status JOB`` prints unless --frames, --state or --limit ask for others.
+SHOWN_FRAMES = 60
+#: The states of frames not done, the ones a big job's status lists first.
+NOT_DONE = ("pending", "rendering", "failed")
 
 _STATE_STYLE = {"alive": "green", "suspect": "yellow", "dead": "red", "left": "dim"}
 
@@ -181,14 +187,24 @@ def jobs_table(jobs: Sequence[JobView]) -> Table:
     return table
 
 
-def frames_table(frames: Sequence[FrameView], limit: int = 60) -> Table:
-    """Frames of one job; when there are many, the ones not done come first."""
-    shown = frames if len(frames) <= limit else [f for f in frames if f["state"] != "done"]
-    table = Table(title=f"Frames ({len(shown)} of {len(frames)} shown)", title_justify="left")
+def frames_table(
+    frames: Sequence[FrameView], page: FramePage | None = None, limit: int = SHOWN_FRAMES
+) -> Table:
+    """Frames of one job: the page the daemon sent, titled with what it holds. Without a page
+    (a daemon older than paging sent every frame): when there are many, the ones not done."""
+    if page is None:
+        many = len(frames) > limit
+        shown = [f for f in frames if not many or f["state"] != "done"]
+        title = f"Frames ({min(len(shown), limit)} of {len(frames)} shown)"
+        shown = shown[:limit]
+    else:
+        shown = list(frames)
+        title = f"{_page_label(page)} ({page['returned']:,} of {page['matched']:,} shown)"
+    table = Table(title=title, title_justify="left")
     columns = ("frame", "state", "peer", "attempts", "seconds", "memory", "delivered", "error")
     for column in columns:
         table.add_column(column)
-    for frame in shown[:limit]:
+    for frame in shown:
         seconds = frame["seconds"]
         table.add_row(
             plain(frame["frame"]),
@@ -201,6 +217,34 @@ def frames_table(frames: Sequence[FrameView], limit: int = 60) -> Table:
             plain(frame["error"] or ""),
         )
     return table
+
+
+def _page_label(page: FramePage) -> str:
+    """``Frames``, ``Frames not done``, ``Frames failed in 1-100``..."""
+    states = tuple(page["states"])
+    label = "Frames"
+    if states == NOT_DONE:
+        label += " not done"
+    elif states:
+        label += " " + ", ".join(states)
+    if page["frames"] is not None:
+        label += f" in {page['frames']}"
+    return label
+
+
+def page_hint(job: JobView, page: FramePage) -> str | None:
+    """One line under a page of frames that leaves frames out: how to see the others."""
+    ref = short_id(job["id"])
+    if page["next"] is not None:
+        left = page["matched"] - page["returned"]
+        return (
+            f"{left:,} more from frame {page['next']}: `peerfarm status {ref} --frames "
+            f"{page['next']}-...` or --limit N; --state pending|rendering|done|failed picks by "
+            "state"
+        )
+    if tuple(page["states"]) == NOT_DONE and page["frames"] is None and page["matched"] == 0:
+        return f"every frame is done: list them with `peerfarm status {ref} --frames RANGE`"
+    return None
 
 
 def waiting_text(jobs: Sequence[JobView], *, every_peer: bool = False) -> Text | None:
@@ -223,7 +267,11 @@ def status_view(status: StatusView) -> RenderableType:
     if (waits := waiting_text(status["jobs"], every_peer="frames" in status)) is not None:
         parts.append(waits)
     if "frames" in status:
-        parts.append(frames_table(status["frames"]))
+        page = status.get("frames_page")
+        parts.append(frames_table(status["frames"], page))
+        hint = page_hint(status["jobs"][0], page) if page and status["jobs"] else None
+        if hint is not None:
+            parts.append(Text(printable(hint), style="dim"))
     return Group(*parts)
 
 

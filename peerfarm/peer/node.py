@@ -32,6 +32,7 @@ import trio
 
 from .. import __version__
 from ..errors import UsageError
+from ..framepage import FrameJournal
 from ..gossip.membership import Member, Membership, MemberState
 from ..gossip.transport import SPOKEN_VERSION, Address
 from ..ledger import Ledger
@@ -81,6 +82,8 @@ class Node:
         self.stats = NodeStats()
         self.leases = LeaseTable(parts.config.lease_timeout)
         self.generation = 0
+        #: Every frame change seen here, numbered (the dashboard's map asks what changed since).
+        self.frame_journal = FrameJournal()
         self.stopping = False
         self.killed = False  # simulations: a kill -9 saves nothing on the way out
         #: Local reasons this peer takes no work, by source ("disk", "ledger"...).
@@ -233,6 +236,7 @@ class Node:
         now = self.now()
         for change in changes:
             if isinstance(change, FrameChanged):
+                self.frame_journal.note(change.job, change.frame)
                 self.leases.observe(change.job, change.frame, change.record, now)
                 if change.record.status == Status.DONE:
                     self.deliverer.frame_done(change.job, change.frame)

@@ -40,7 +40,7 @@ import httpx
 
 import peerfarm
 from peerfarm.client import CONTROL_FILE, FarmClient, read_control_file
-from peerfarm.control import JobView, PeerView, StatusView, SubmitBody
+from peerfarm.control import SUMMARY_ONLY, FrameQuery, JobView, PeerView, StatusView, SubmitBody
 from peerfarm.errors import PeerfarmError
 from peerfarm.gossip.crypto import load_or_create_key_file
 
@@ -218,14 +218,16 @@ class Daemon:
             self._client = FarmClient.connect(self.data_dir)
         return self._client
 
-    def status(self, job: str | None = None) -> StatusView:
-        return self.client().status(job)
+    def status(self, job: str | None = None, frames: FrameQuery | None = None) -> StatusView:
+        """As ``peerfarm status [JOB] --json`` (a job's frames: the daemon's default page, or
+        the page ``frames`` asks for)."""
+        return self.client().status(job, frames)
 
     def peers(self) -> list[PeerView]:
         return self.client().peers()["peers"]
 
     def job(self, job: str) -> JobView:
-        return self.status(job)["jobs"][0]
+        return self.status(job, SUMMARY_ONLY)["jobs"][0]
 
     def alive_names(self) -> set[str]:
         """The names of the peers this daemon sees alive (itself included)."""

@@ -71,6 +71,18 @@ def wait_done_above(page: Any, job: str, count: int, timeout_ms: int = 40_000) -
     )
 
 
+def click_frame(page: Any, frame: int) -> None:
+    """Click a frame's cell on the frame map, as a user does (scrolled into view first)."""
+    point = page.evaluate("(f) => window.peerfarm.map.cellCenter(f)", frame)
+    assert point is not None, f"frame {frame} is not on the map"
+    page.mouse.click(point["x"], point["y"])
+
+
+def map_count(page: Any, state: str) -> int:
+    """How many cells of the frame map show ``state`` (or every cell: ``count``)."""
+    return int(page.get_attribute("#frames", f"data-{state}") or "0")
+
+
 def open_dashboard(page: Any, peer: Daemon, fragment: str = "") -> None:
     page.goto(f"{peer.url}/{fragment}")
     page.wait_for_selector("#live[data-state=live]")
@@ -117,19 +129,19 @@ def test_cli_job_appears_and_advances_live_on_another_peer(
     page.wait_for_selector(f'#detail[data-job="{job}"]')
 
     wait_done_above(page, job, first)  # the count advances live...
-    page.wait_for_function(  # ...to the end, and the frame grid follows
+    page.wait_for_function(  # ...to the end, and the frame map follows
         """([sel]) => { const r = document.querySelector(sel);
              return r && r.dataset.state === 'done' && r.dataset.done === '20'
-               && document.querySelectorAll('#frames .frame.done').length === 20; }""",
+               && document.querySelector('#frames').dataset.done === '20'; }""",
         arg=[row_selector(job)],
         timeout=40_000,
     )
     assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
     assert page.evaluate("window.peerfarm.events") > 0, "no server-sent event arrived"
     assert row.locator(".job-eta").inner_text() == "done"
-    assert page.locator("#frames .frame").count() == 20
+    assert map_count(page, "count") == 20
 
-    page.locator('#frames .frame[data-frame="7"]').click()
+    click_frame(page, 7)
     page.wait_for_function(
         """() => { const i = document.querySelector('#fp-thumb img');
                    return i !== null && i.complete && i.naturalWidth === 16; }"""
@@ -189,7 +201,7 @@ def test_cancel_clicked_on_the_page_stops_the_job_on_every_peer(
 
     page.wait_for_selector(f'{row_selector(job)}[data-state="cancelled"]')
     assert row.locator('button[data-action="cancel"]').is_disabled()
-    assert page.locator("#frames .frame.rendering").count() == 0
+    page.wait_for_function("document.querySelector('#frames').dataset.rendering === '0'")
     assert "long_sim" not in page.locator("#peers tbody").inner_text()  # no peer renders it
     assert page.evaluate("window.__sameDocument") is True
 
@@ -233,7 +245,7 @@ def test_scene_uploaded_through_the_page_renders_to_completion(
 
     # A screenshot while it renders: a few frames done, the panel open on one of them.
     wait_done_above(page, job, total // 3)
-    page.locator("#frames .frame.done").last.click()
+    click_frame(page, page.evaluate("window.peerfarm.map.framesIn('done').pop()"))
     page.wait_for_function(
         """() => { const i = document.querySelector('#fp-thumb img');
                    return i !== null && i.complete && i.naturalWidth > 0; }"""
@@ -254,7 +266,7 @@ def test_scene_uploaded_through_the_page_renders_to_completion(
         arg=[row_selector(job), total],
         timeout=90_000,
     )
-    assert page.locator("#frames .frame.done").count() == total
+    page.wait_for_function(f"document.querySelector('#frames').dataset.done === '{total}'")
     status = atlas.status(job)
     assert all(f["state"] == "done" for f in status["frames"])
     assert page.locator(f'{row_selector(job)} a[data-link="archive"]').count() == 1
@@ -279,7 +291,8 @@ def test_a_job_no_peer_can_render_says_why_on_its_row_and_in_the_frame_panel(
         assert text.startswith("waits: no peer can render it: ")
         assert "older than the file (9.0)" in text or "no blender" in text
         page.wait_for_selector(f'#detail[data-job="{job}"]:not(.hidden)')
-        page.locator('#frames .frame[data-frame="2"]').click()
+        page.wait_for_selector("#frames[data-paints]")
+        click_frame(page, 2)
         panel = page.locator("#fp-waiting:not(.hidden)")
         panel.wait_for(timeout=10_000)
         assert "no peer can render it" in panel.locator(".blocked").inner_text()

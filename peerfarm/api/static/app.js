@@ -1,8 +1,11 @@
 // peerfarm dashboard: one page over the control API (peerfarm/api/app.py).
 //
-// Owns what the browser shows and sends. Rules: every view is drawn from GET /api/status (and
-// GET /api/status?job=ID for the selected job); server-sent events from /api/events only say
-// "something changed", so each one schedules a debounced refetch, never a reload. Every action
+// Owns what the browser shows and sends. Rules: every view is drawn from GET /api/status, and
+// for the selected job its summary (GET /api/status?job=ID&limit=0), its frame map from the
+// compact GET /api/jobs/ID/frame-states (drawn by framemap.js) and the picked frame alone
+// (?job=ID&frames=N): never one JSON object per frame of a big job. Server-sent events from
+// /api/events only say "something changed", so each one schedules a debounced refetch, never a
+// reload, and the map repaints only the frames whose state changed. Every action
 // is a POST carrying `X-Peerfarm: 1` and this browser's action key (`X-Peerfarm-Key`, kept in
 // this origin's localStorage: cookies are shared by every port of a host, storage is not); a 401
 // opens the login box and the action is retried after a login. A one-time link (`/?login=CODE`,
@@ -20,14 +23,16 @@
 
   const state = {
     status: null, // the last GET /api/status
-    job: null, // the last GET /api/status?job=<selected>
+    job: null, // the last GET /api/status?job=<selected>&limit=0 (its summary)
+    states: null, // the last GET /api/jobs/<selected>/frame-states
     selected: null, // selected job id
     frame: null, // selected frame number
+    frameView: null, // the selected frame, as GET /api/status?job=<selected>&frames=<frame>
     frameKey: null, // what the frame panel last showed (to refetch its log only on change)
     autoSelect: true, // select the newest active job until the user picks one
   };
   // Exposed for tests and for poking around in the console.
-  window.peerfarm = { state, refreshes: 0, events: 0 };
+  window.peerfarm = { state, refreshes: 0, events: 0, map: null };
 
   const $ = (id) => document.getElementById(id);
 
@@ -176,11 +181,34 @@
       state.status = result.data;
       chooseJob();
       if (state.selected !== null) {
-        const detail = await api(`/api/status?job=${encodeURIComponent(state.selected)}`);
-        state.job = detail.ok ? detail.data : null;
+        const job = encodeURIComponent(state.selected);
+        const frame = state.frame;
+        // The map asks only for what changed since its last answer (a whole map otherwise).
+        const held = state.states && state.states.job === state.selected ? state.states : null;
+        const since = held ? `?since=${held.seq}` : "";
+        const [detail, states, picked] = await Promise.all([
+          api(`/api/status?job=${job}&limit=0`),
+          api(`/api/jobs/${job}/frame-states${since}`),
+          frame === null ? null : api(`/api/status?job=${job}&frames=${frame}&limit=1`),
+        ]);
+        let changes = states.ok ? states.data : null;
+        const summary = detail.ok && detail.data.jobs && detail.data.jobs[0];
+        const stopped = Boolean(summary) && summary.state === "cancelled";
+        if (changes && changes.positions && !frameMap().accepts(state.selected, stopped)) {
+          const whole = await api(`/api/jobs/${job}/frame-states`); // e.g. just cancelled
+          changes = whole.ok ? whole.data : null;
+        }
+        state.job = detail.ok && changes ? detail.data : null;
+        state.states = changes;
+        window.peerfarm.statesBytes = (window.peerfarm.statesBytes || 0)
+          + (changes ? changes.states.length : 0);
+        if (picked && frame === state.frame) {
+          state.frameView = picked.ok ? (picked.data.frames || [])[0] || null : null;
+        }
         if (detail.status === 404) selectJob(null);
       } else {
         state.job = null;
+        state.states = null;
       }
       render();
       window.peerfarm.refreshes += 1;
@@ -212,8 +240,10 @@
     if (state.selected !== id) {
       state.selected = id;
       state.frame = null;
+      state.frameView = null;
       state.frameKey = null;
       state.job = null;
+      state.states = null;
     }
     history.replaceState(null, "", id ? `#job=${encodeURIComponent(id)}` : location.pathname);
   }
@@ -519,27 +549,42 @@
       `${duration(job.seconds_rendered)} rendered`,
       `output ${job.output}`,
     ].filter(Boolean).join(" · "));
-    const frames = state.job.frames || [];
-    syncChildren($("frames"), frames, (f) => f.frame,
-      (frame) => el("button", {
-        type: "button",
-        onclick: () => {
-          state.frame = frame.frame;
-          state.frameKey = null;
-          renderDetail();
-        },
-        text: frame.frame,
-      }),
-      (button, frame) => {
-        const shown = frameState(job, frame);
-        button.className = `frame ${shown}`;
-        button.classList.toggle("selected", frame.frame === state.frame);
-        button.dataset.frame = frame.frame;
-        button.dataset.state = shown;
-        const where = frame.peer ? ` on ${frame.peer}` : "";
-        button.title = plain(`frame ${frame.frame}: ${shown}${where}`);
-      });
-    renderFramePanel(job, frames.find((f) => f.frame === state.frame) || null);
+    const map = frameMap();
+    map.update(job.id, state.states, job.state === "cancelled");
+    map.select(state.frame);
+    renderFramePanel(job, state.frame === null ? null : state.frameView);
+  }
+
+  function frameMap() {
+    if (window.peerfarm.map === null) {
+      window.peerfarm.map = new window.PeerfarmFrameMap($("frames"), pickFrame, frameLine);
+    }
+    return window.peerfarm.map;
+  }
+
+  /** A line about a hovered frame: its peer, attempts and render time (or error). */
+  async function frameLine(frame) {
+    if (state.selected === null) return "";
+    const job = encodeURIComponent(state.selected);
+    const result = await api(`/api/status?job=${job}&frames=${frame}&limit=1`);
+    const view = result.ok && (result.data.frames || [])[0];
+    if (!view) return "";
+    const parts = [];
+    if (view.peer) parts.push(plain(view.peer));
+    if (view.attempts) parts.push(`attempt ${view.attempts}`);
+    if (view.seconds !== null) parts.push(`${view.seconds.toFixed(2)} s`);
+    if (view.error) parts.push(plain(view.error).slice(0, 80));
+    return parts.join(" · ");
+  }
+
+  /** Open a frame's details: its view comes with the next refresh, at once. */
+  function pickFrame(frame) {
+    if (state.frame === frame) return;
+    state.frame = frame;
+    state.frameView = null;
+    state.frameKey = null;
+    $("frame-panel").dataset.frame = frame;
+    scheduleRefresh(0);
   }
 
   function renderFramePanel(job, frame) {
@@ -792,6 +837,7 @@
     redeemLink();
     $("fp-close").addEventListener("click", () => {
       state.frame = null;
+      state.frameView = null;
       state.frameKey = null;
       renderDetail();
     });

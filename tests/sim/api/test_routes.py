@@ -17,6 +17,8 @@ from peerfarm.control import (
     ActionAnswer,
     EncodeAnswer,
     FetchAnswer,
+    FramePage,
+    FrameStatesView,
     FrameView,
     JobView,
     LogsView,
@@ -210,6 +212,66 @@ async def test_frame_log_thumbnail_and_output(make_client: ClientFactory, peer: 
             assert output.status_code == 200 and output.content.startswith(b"\x89PNG")
             not_int = await client.get(f"/api/jobs/{job}/frames/x/log")
             assert not_int.status_code == 404
+
+
+async def test_status_pages_frames_and_the_frame_map_is_one_string(
+    make_client: ClientFactory, peer: Peer, scene: Path
+) -> None:
+    peer.failing.update({3, 15})
+    with trio.fail_after(600):
+        async with make_client() as client:
+            big = await submit(client, scene, "1-2500")  # no peer renders it: all pending
+            default = (await client.get("/api/status", params={"job": big})).json()
+            assert [f["frame"] for f in default["frames"]] == list(range(1, 1001))
+            assert set(default["frames_page"]) == keys(FramePage)
+            assert default["frames_page"]["next"] == 1001
+            assert default["jobs"][0]["frames_total"] == 2500  # the counts stay whole
+            summary = (await client.get("/api/status", params={"job": big, "limit": "0"})).json()
+            assert summary["frames"] == [] and summary["frames_page"]["matched"] == 2500
+
+            job = await submit(client, peer.script(), "1-20", retries=0)
+            params = {"job": job}
+            await peer.settle(job)
+            failed = (await client.get("/api/status", params={**params, "state": "failed"})).json()
+            assert [(f["frame"], f["state"]) for f in failed["frames"]] == [
+                (3, "failed"),
+                (15, "failed"),
+            ]
+            assert failed["frames_page"]["matched"] == 2 and failed["frames_page"]["next"] is None
+            assert failed["jobs"][0]["frames_done"] == 18
+            some = (await client.get("/api/status", params={**params, "frames": "1-10"})).json()
+            assert [f["frame"] for f in some["frames"]] == list(range(1, 11))
+            assert [f["state"] for f in some["frames"]].count("failed") == 1
+            states = (await client.get(f"/api/jobs/{job[:8]}/frame-states")).json()
+            assert set(states) == keys(FrameStatesView)
+            assert states["runs"] == [[1, 20, 1]] and states["count"] == 20
+            assert states["states"] == "".join("f" if f in (3, 15) else "d" for f in range(1, 21))
+            for bad, message in [
+                ({**params, "state": "broken"}, "bad frame state"),
+                ({**params, "frames": "9-1"}, "comes before"),
+                ({**params, "limit": "-3"}, "'limit' must be from 0"),
+                ({"state": "failed"}, "need a 'job'"),
+            ]:
+                response = await client.get("/api/status", params=bad)
+                assert response.status_code == 400 and message in response.json()["error"]
+            missing = await client.get("/api/jobs/nope/frame-states")
+            assert missing.status_code == 404
+
+            # since=seq: only the frames changed after that answer, by position.
+            later = await submit(client, peer.script("later"), "1-6", retries=0)
+            first = (await client.get(f"/api/jobs/{later}/frame-states")).json()
+            assert "positions" not in first and len(first["states"]) == 6
+            await peer.settle(later)
+            since = {"since": str(first["seq"])}
+            delta = (await client.get(f"/api/jobs/{later}/frame-states", params=since)).json()
+            assert delta["seq"] > first["seq"]
+            assert delta["positions"] == [0, 1, 2, 3, 4, 5] and delta["states"] == "ddfddd"
+            quiet = {"since": str(delta["seq"])}
+            none = (await client.get(f"/api/jobs/{later}/frame-states", params=quiet)).json()
+            assert (none["positions"], none["states"]) == ([], "")
+            ahead = {"since": str(delta["seq"] + 5)}  # not a seq this peer gave: the whole map
+            whole = (await client.get(f"/api/jobs/{later}/frame-states", params=ahead)).json()
+            assert "positions" not in whole and whole["states"] == "ddfddd"
 
 
 async def test_archive_streams_a_zip_of_done_frames(

@@ -30,7 +30,7 @@ async def test_farm_unreachable_is_exit_3(farm: CliFarm, monkeypatch: pytest.Mon
 async def test_unexpected_errors_are_one_line_with_a_hint(
     farm: CliFarm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def explode(self: FarmClient, job: str | None = None) -> dict[str, object]:
+    def explode(self: FarmClient, job: str | None = None, frames: object = None) -> object:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(FarmClient, "status", explode)

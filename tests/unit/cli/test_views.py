@@ -103,3 +103,69 @@ def test_retry_fetch_and_encode_say_what_happened() -> None:
     assert encode_text(encoded) == "/out/shot.mp4 (48 frames at 24 fps)"
     encoded["fps"] = 29.97
     assert encode_text(encoded) == "/out/shot.mp4 (48 frames at 29.97 fps)"
+
+
+def _frame(n: int, state: str) -> dict[str, Any]:
+    return {
+        "frame": n,
+        "state": state,
+        "peer": None,
+        "attempts": 0,
+        "seconds": None,
+        "delivered": False,
+        "outputs": [],
+        "error": None,
+        "failures": 0,
+    }
+
+
+def _printed(status: dict[str, Any]) -> str:
+    console = Console(width=200, record=True)
+    console.print(status_view(status))  # type: ignore[arg-type]
+    return console.export_text()
+
+
+def test_a_big_jobs_status_lists_a_page_and_says_how_to_see_the_rest() -> None:
+    job = {**JOB, "frames_total": 100_000, "frames_done": 40_000, "frames_pending": 60_000}
+    page = {
+        "frames": None,
+        "states": ["pending", "rendering", "failed"],
+        "limit": 60,
+        "matched": 60_000,
+        "returned": 60,
+        "next": 40_061,
+    }
+    frames = [_frame(n, "pending") for n in range(40_001, 40_061)]
+    text = _printed(
+        {"peers": [], "jobs": [job], "archived": [], "frames": frames, "frames_page": page}
+    )
+    assert "Frames not done (60 of 60,000 shown)" in text
+    assert "59,940 more from frame 40061: `peerfarm status 0123456789 --frames 40061-...`" in text
+    assert text.count("pending") >= 60
+    every_done = {**page, "matched": 0, "returned": 0, "next": None}
+    text = _printed(
+        {"peers": [], "jobs": [job], "archived": [], "frames": [], "frames_page": every_done}
+    )
+    assert "every frame is done: list them with `peerfarm status 0123456789 --frames" in text
+
+
+def test_a_page_asked_for_is_shown_whole_with_what_was_asked_in_its_title() -> None:
+    page = {
+        "frames": "1-100",
+        "states": ["failed"],
+        "limit": None,
+        "matched": 2,
+        "returned": 2,
+        "next": None,
+    }
+    frames = [_frame(7, "failed"), _frame(90, "failed")]
+    text = _printed(
+        {"peers": [], "jobs": [JOB], "archived": [], "frames": frames, "frames_page": page}
+    )
+    assert "Frames failed in 1-100 (2 of 2 shown)" in text and "more from" not in text
+
+
+def test_a_daemon_without_pages_still_gets_the_frames_not_done_first() -> None:
+    frames = [_frame(n, "done" if n % 2 else "pending") for n in range(1, 101)]
+    text = _printed({"peers": [], "jobs": [JOB], "archived": [], "frames": frames})
+    assert "Frames (50 of 100 shown)" in text

@@ -16,7 +16,6 @@ This module owns the data dir's small files and the HTTP client of the control A
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -31,6 +30,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import platformdirs
 
+from peerfarm import platform
 from peerfarm.control import (
     Action,
     ActionAnswer,
@@ -106,26 +106,15 @@ def write_control_file(
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(info, f)
             f.write("\n")
-        os.replace(tmp, path)
+        platform.replace(tmp, path)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        platform.remove(tmp)
     return path
 
 
 def pid_alive(pid: int) -> bool:
     """Whether a process with ``pid`` exists (one of another user counts as alive)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
+    return platform.pid_alive(pid)
 
 
 def no_daemon(data_dir: Path, why: str = "") -> ControlError:

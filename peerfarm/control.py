@@ -75,6 +75,7 @@ class PeerView(TypedDict):
     tags: list[str]
     allow_command: bool
     rendering: list[RenderingItem]
+    devices: list[str]  # the Cycles devices it found (``CPU`` first); [] without Blender
     #: "" when the peer takes work; else why not: "held by ana", "drained by ana", "outside
     #: its schedule (Mon-Fri 19:00-08:00)", "its user is at the machine (...)", a problem
     availability: str
@@ -274,6 +275,7 @@ class SubmitRequest:
     fps: float | None = None
     retries: int = 3
     allow_scripts: bool = False  # let Python inside a .blend run (peers must allow it too)
+    require: tuple[str, ...] = ()  # tags a peer must have (``up --tags``) to take the job
 
 
 class SubmitBody(TypedDict, total=False):
@@ -295,6 +297,7 @@ class SubmitBody(TypedDict, total=False):
     retries: int
     allow_scripts: bool
     overwrite: bool
+    require: list[str]  # or "gpu,big": tags a peer needs (``submit --require``)
 
 
 class SubmitAnswer(TypedDict):

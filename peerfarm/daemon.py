@@ -23,16 +23,15 @@ import logging
 import os
 import random
 import secrets
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import ifaddr
 import trio
 
-from . import PROTOCOL_VERSION, __version__
+from . import PROTOCOL_VERSION, __version__, platform
 from .api.access import Sessions
 from .api.app import create_app
 from .api.server import serve_http
@@ -40,6 +39,7 @@ from .client import dashboard_url, write_control_file
 from .errors import PeerfarmError, UsageError
 from .farm import Farm
 from .files.store import ContentStore
+from .gossip import adapters
 from .gossip.config import GossipConfig
 from .gossip.crypto import Keyring, decode_key, load_key_file, load_or_create_key_file
 from .gossip.discovery import Discovery, DiscoveryUnavailable, PeerFound
@@ -51,6 +51,7 @@ from .peer.idle import has_desktop_session
 from .plaintext import PlainFormatter
 from .renderers import BlenderRenderer, available_renderers, groups
 from .renderers.base import Renderer
+from .renderers.devices import detect as cycles_devices
 from .scheduler.availability import Schedule
 
 log = logging.getLogger("peerfarm")
@@ -152,10 +153,8 @@ def advertise_host(options: NodeOptions) -> str:
     for interface in options.interfaces:
         if interface not in ("0.0.0.0", ""):
             return interface
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
-                return ip.ip
+    for address in adapters.outward(adapters.host_addresses()):  # virtual adapters last
+        return address.address
     return "127.0.0.1"
 
 
@@ -196,6 +195,11 @@ async def detect_renderers(
     return found, versions
 
 
+def requirement_meta(versions: dict[str, Any]) -> dict[str, Any]:
+    """With Blender, the Cycles devices found (``renderers.devices``), for job requirements."""
+    return {"devices": cycles_devices()} if "blender" in versions else {}
+
+
 def renderers_text(versions: dict[str, str | list[str]]) -> str:
     """``blender 3.4.1/5.0.1, povray 3.7.0.10`` for the start-up log line."""
     parts = []
@@ -210,12 +214,12 @@ async def serve(
 ) -> None:
     data_dir = options.data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o700)
+    platform.make_private(data_dir)
     options.data_dir = data_dir
     keyring = load_keyring(options)
     config = config_for(options.preset)
     node_id = node_id_for(data_dir)
-    name = options.name or os.uname().nodename
+    name = options.name or platform.host_name()
     ledger_store = LedgerStore(data_dir / "ledger.db")
     ledger = ledger_store.load(node_id)
     store = ContentStore(data_dir / "store", limit_bytes=options.store_limit)
@@ -241,7 +245,12 @@ async def serve(
             rng=random.Random(),
             incarnation=next_incarnation(data_dir),
             renderer_versions=versions,
-            shared_root=options.shared_root.resolve() if options.shared_root else None,
+            extra_meta=requirement_meta(versions),
+            shared_root=(
+                platform.on_disk_case(options.shared_root.resolve())
+                if options.shared_root
+                else None
+            ),
             settle=STARTUP_SETTLE,
             schedule=options.schedule,
             when_idle=options.when_idle,
@@ -271,16 +280,16 @@ async def serve(
                     nursery.start_soon(_discovery, node, keyring.farm_id, options)
                 await _start_api(nursery, farm, keyring, options)
                 task_status.started(node)
-                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                with trio.open_signal_receiver(*platform.graceful_signals()) as signals:
                     async for signum in signals:
-                        log.info("leaving the farm (%s)", signal.Signals(signum).name)
+                        log.info("leaving the farm (%s)", platform.signal_name(signum))
                         break
                 with trio.move_on_after(5) as scope:
                     scope.shield = True
                     await node.leave()
                 nursery.cancel_scope.cancel()
         finally:
-            (data_dir / "control.json").unlink(missing_ok=True)
+            platform.remove(data_dir / "control.json")
             for renderer in renderers.values():
                 with trio.move_on_after(3) as scope:
                     scope.shield = True

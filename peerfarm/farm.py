@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from . import PROTOCOL_VERSION, __version__
+from . import PROTOCOL_VERSION, __version__, platform
 from .control import (
     RENDERERS,
     Action,
@@ -48,9 +48,11 @@ from .media import encode_video, make_thumbnail
 from .peer import Node
 from .peer.node import Operation
 from .renderers import renderer_for_scene
+from .renderers.blend_names import check_names
+from .renderers.options import requirements
 from .renderers.options import validate as validate_options
 from .renderers.scenes import inspect_blend, pack_blend
-from .scheduler.eligibility import hold_reason
+from .scheduler.eligibility import hold_reason, unaware_peers
 from .status import (
     archived_view,
     busy_by_peer,
@@ -275,12 +277,17 @@ class Farm:
             options["allow_scripts"] = True
         if request.fps:
             options["fps"] = request.fps
+        if request.require:
+            options["require"] = requirements(list(request.require))
         root = self.node.parts.shared_root
-        if root is not None and output.resolve().is_relative_to(root):
-            options["shared_output"] = output.resolve().relative_to(root).as_posix()
-        if root is not None and scene.resolve().is_relative_to(root):
+        if root is not None:  # paths as the disk spells them (case-insensitive disks)
+            output = platform.on_disk_case(output.resolve())
+            scene = platform.on_disk_case(scene.resolve())
+        if root is not None and output.is_relative_to(root):
+            options["shared_output"] = output.relative_to(root).as_posix()
+        if root is not None and scene.is_relative_to(root):
             # Shared storage: every peer reads the scene in place under its own --shared-root.
-            options["shared_scene"] = scene.resolve().relative_to(root).as_posix()
+            options["shared_scene"] = scene.relative_to(root).as_posix()
             return await self._submit_spec(
                 request,
                 name,
@@ -293,7 +300,7 @@ class Farm:
             )
         with tempfile.TemporaryDirectory(dir=self.node.data_dir) as tmp:
             main, assets, extra = await trio.to_thread.run_sync(
-                _prepare_scene, scene, renderer, Path(tmp)
+                _prepare_scene, scene, renderer, Path(tmp), options
             )
             options.update(extra)
             store = self.node.store
@@ -361,6 +368,13 @@ class Farm:
         if blocked is not None:
             answer["warning"] = f"{spec.name} waits: {blocked}"
             log.warning("job %s (%s) waits: %s", spec.name, spec.id[:8], blocked)
+        elif unaware := unaware_peers(spec, self.node.members()):
+            known = names_by_id(self.node.members())
+            names = sorted(known.get(node, node[:8]) for node in unaware)
+            answer["warning"] = (
+                f"{', '.join(names)} run an older peerfarm that ignores job requirements "
+                "and may render this job: upgrade them"
+            )
         return answer
 
     # ----------------------------------------------------------------------------------
@@ -491,25 +505,10 @@ class Farm:
         if not frames:
             raise UsageError(f"job {spec.name} has no rendered frames to encode yet")
         rate = fps or float(spec.options.get("fps") or 24)
-        with tempfile.TemporaryDirectory(dir=self.node.data_dir) as tmp:
-            suffix = (
-                Path((spec.frames and self._first_output_name(job)) or "x.png").suffix or ".png"
-            )
-            links = []
-            for i, blob in enumerate(frames):
-                link = Path(tmp) / f"f{i:06d}{suffix}"
-                link.symlink_to(blob)
-                links.append(link)
-            out = out.expanduser().resolve()
-            out.parent.mkdir(parents=True, exist_ok=True)
-            await encode_video(links, out, rate)
+        out = out.expanduser().resolve()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        await encode_video(frames, out, rate)  # blobs as they are: ffmpeg reads their content
         return {"job": job, "video": str(out), "frames": len(frames), "fps": rate}
-
-    def _first_output_name(self, job: str) -> str:
-        for record in self.node.ledger.frame_records(job).values():
-            if record.outputs:
-                return record.outputs[0].name
-        return "x.png"
 
     async def _encode_finished(self) -> None:
         for job, (out, fps) in list(self._encodes.items()):
@@ -532,7 +531,7 @@ def _labels(label: str, values: dict[str, float] | dict[str, int]) -> dict[str, 
 
 
 def _prepare_scene(
-    scene: Path, renderer: str, tmp: Path
+    scene: Path, renderer: str, tmp: Path, options: dict[str, Any] | None = None
 ) -> tuple[Path, list[tuple[str, Path]], dict[str, Any]]:
     """The scene file to store, its assets (relative name, path) and options it implies."""
     extra: dict[str, Any] = {}
@@ -546,6 +545,7 @@ def _prepare_scene(
     if renderer == "blender" and scene.suffix.lower() == ".blend":
         info = inspect_blend(scene)
         extra["blend_version"] = f"{info.version[0]}.{info.version[1]}"
+        check_names(scene, options or {})  # a camera or view layer the file lacks
         packed = pack_blend(scene, tmp / "packed")
         if packed.missing:
             raise UsageError(

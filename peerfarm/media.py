@@ -5,8 +5,10 @@ sizes, ffmpeg (libx264, yuv420p, even dimensions) for a preview video. Decoding 
 image's size is read from its header first, JPEGs are decoded straight at a reduced scale
 (``draft``), and an image that would still need more than ``MAX_DECODE_PIXELS`` decoded pixels
 gets no thumbnail (``ImageTooLarge``) instead of the daemon's memory. Frames may have gaps or
-odd names, so they are fed to ffmpeg as numbered symlinks in a temporary folder. ffmpeg runs
-through ``run_logged``, so a cancelled encode leaves no process behind.
+odd names (or none: blobs of the content store), so they are fed to ffmpeg as a concat list
+(``ffconcat``: one quoted absolute path and a duration per frame) in a temporary folder, never
+as symlinks, which Windows allows only in Developer Mode. ffmpeg runs through
+``run_logged``, so a cancelled encode leaves no process behind.
 """
 
 from __future__ import annotations
@@ -107,8 +109,21 @@ def make_thumbnail(
     return out
 
 
-def ffmpeg_argv(pattern: str, out: Path, fps: float, ffmpeg: str = "ffmpeg") -> list[str]:
-    """ffmpeg's command line for numbered frames ``pattern`` -> H.264 ``out`` (pure)."""
+def concat_list(frames: list[Path], fps: float) -> str:
+    """ffmpeg's concat list of ``frames``, each shown for 1/``fps`` s (pure).
+
+    Paths are absolute with forward slashes (ffmpeg reads them so on Windows too) inside
+    single quotes, a quote in a name written as ``'\\''``."""
+    lines = ["ffconcat version 1.0"]
+    for frame in frames:
+        text = frame.as_posix().replace("'", "'\\''")
+        lines += [f"file '{text}'", f"duration {1 / fps:.9f}"]
+    return "\n".join(lines) + "\n"
+
+
+def ffmpeg_argv(concat: Path, out: Path, fps: float, ffmpeg: str = "ffmpeg") -> list[str]:
+    """ffmpeg's command line for the frames of the concat list ``concat`` -> H.264 ``out``
+    at ``fps`` frames per second (pure)."""
     return [
         ffmpeg,
         "-nostdin",
@@ -116,10 +131,14 @@ def ffmpeg_argv(pattern: str, out: Path, fps: float, ffmpeg: str = "ffmpeg") -> 
         "-loglevel",
         "error",
         "-y",
-        "-framerate",
-        f"{fps:g}",
+        "-f",
+        "concat",
+        "-safe",
+        "0",
         "-i",
-        pattern,
+        str(concat),
+        "-r",
+        f"{fps:g}",
         "-vf",
         "scale=trunc(iw/2)*2:trunc(ih/2)*2",
         "-c:v",
@@ -139,14 +158,14 @@ async def encode_video(frames: list[Path], out: Path, fps: float) -> Path:
         raise UsageError("no frames to encode")
     if fps <= 0:
         raise UsageError(f"frames per second must be positive, not {fps}")
-    suffix = frames[0].suffix.lower() or ".png"
     out.parent.mkdir(parents=True, exist_ok=True)
+    for frame in frames:
+        if not frame.is_file():
+            raise UsageError(f"frame file not found: {frame}")
     with tempfile.TemporaryDirectory(prefix="peerfarm-video-") as tmp:
-        for index, frame in enumerate(frames):
-            if not frame.is_file():
-                raise UsageError(f"frame file not found: {frame}")
-            (Path(tmp) / f"{index:06d}{suffix}").symlink_to(frame.resolve())
-        argv = ffmpeg_argv(str(Path(tmp) / f"%06d{suffix}"), out, fps, ffmpeg)
+        listing = Path(tmp) / "frames.ffconcat"
+        listing.write_text(concat_list([f.resolve() for f in frames], fps), encoding="utf-8")
+        argv = ffmpeg_argv(listing, out, fps, ffmpeg)
         try:
             run = await run_logged(argv)
         except RenderFailed as exc:

@@ -70,8 +70,16 @@ def peer_view(
         "tags": list(meta.get("tags", [])),
         "allow_command": bool(meta.get("cmd", False)),
         "rendering": rendering,
+        "devices": _strings(meta.get("devices")),
         "availability": availability,
     }
+
+
+def _strings(value: object) -> list[str]:
+    """A short list of strings from gossiped metadata; anything else is []."""
+    if not isinstance(value, list):
+        return []
+    return [item[:32] for item in value if isinstance(item, str)][:8]
 
 
 def incompatible_view(
@@ -95,6 +103,7 @@ def incompatible_view(
         "tags": [],
         "allow_command": False,
         "rendering": [],
+        "devices": [],
         "availability": "",
     }
 

@@ -12,7 +12,9 @@ cluster    tests/cluster    real daemons in network namespaces (root); also ``re
 web        tests/web        the dashboard in headless Chromium; also ``real``
 =========  ===============  ==========================================================
 
-``pytest -m "not real"`` runs unit and sim only. Every test file lives in one of these
+``pytest -m "not real"`` runs unit and sim only. ``pytest --simulate-windows tests/unit tests/sim``
+runs them under a simulated Windows (``tests/support/windows.py``); tests marked ``posix_only``
+are skipped there. Every test file lives in one of these
 directories (collection stops with a clear error otherwise); each layer's fixtures are in its
 own conftest.
 """
@@ -42,6 +44,28 @@ LAYERS = {
     "cluster": ("cluster", "real"),
     "web": ("web", "real"),
 }
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--simulate-windows",
+        action="store_true",
+        help="run unit and sim tests under a simulated Windows (tests/support/windows.py)",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _simulated_windows(request: pytest.FixtureRequest) -> None:
+    """With ``--simulate-windows``: every unit and sim test runs under the simulated Windows."""
+    if not request.config.getoption("--simulate-windows"):
+        return
+    if request.node.get_closest_marker("posix_only") is not None:
+        pytest.skip("needs a POSIX-only call itself (--simulate-windows)")
+    if request.node.get_closest_marker("real") is not None:
+        pytest.skip("real processes and renderers are not simulated (--simulate-windows)")
+    from tests.support.windows import simulate_windows
+
+    simulate_windows(request.getfixturevalue("monkeypatch"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from peerfarm.control import SubmitBody, SubmitRequest
 from peerfarm.errors import UsageError
 from peerfarm.frames import parse_frames
+from peerfarm.renderers.options import requirements
 
 #: Largest JSON request body, in bytes.
 JSON_LIMIT = 1024 * 1024
@@ -139,7 +140,20 @@ def submit_request(fields: Mapping[str, Any], *, scene: Path | None = None) -> S
         fps=fps,
         retries=3 if retries is None else retries,
         allow_scripts=flag(fields, "allow_scripts"),
+        require=required_tags(fields),
     )
+
+
+def required_tags(fields: Mapping[str, Any]) -> tuple[str, ...]:
+    """``require``: a list of tags, or tags separated by commas (a form's text field)."""
+    raw = fields.get("require")
+    if raw is None:
+        return ()
+    if isinstance(raw, list) and all(isinstance(tag, str) for tag in raw):
+        raw = ",".join(raw)
+    if not isinstance(raw, str):
+        raise UsageError("'require' must be a list of tags")
+    return tuple(requirements(raw))
 
 
 def checked_fps(fields: Mapping[str, Any]) -> float | None:
@@ -321,6 +335,9 @@ def _add_form_field(fields: dict[str, Any], options: dict[str, Any], name: str, 
             if not isinstance(parsed, dict):
                 raise UsageError("'options' must be a JSON object")
             fields["options"] = parsed
+    elif name == "require":  # repeated, or one field of tags separated by commas
+        if value.strip():
+            fields.setdefault("require", []).append(value)
     elif value != "":
         fields[name] = value
 

@@ -1,8 +1,10 @@
-"""The verbs about this host: ``up`` (run its peer), ``key``, ``dashboard`` and ``demo``.
+"""The verbs about this host: ``up`` (run its peer), ``key``, ``dashboard``, ``addon`` and
+``demo``.
 
 ``up`` turns its flags into :class:`peerfarm.daemon.NodeOptions` and runs the daemon in this
 process; ``key`` prints the farm key; ``dashboard`` asks the local daemon for a one-time login
-link; ``demo`` runs :mod:`peerfarm.demo`.
+link; ``addon`` writes the Blender add-on's zip (:mod:`peerfarm.addon`); ``demo`` runs
+:mod:`peerfarm.demo`.
 """
 
 from __future__ import annotations
@@ -152,6 +154,28 @@ def up(
         verbose=verbose,
     )
     return daemon.run_daemon(options)
+
+
+@cli.command()
+@common
+@click.argument("path", type=click.Path(path_type=Path), default=Path("."))
+def addon(data_dir: Path | None, as_json: bool, path: Path) -> None:
+    """Write the Blender add-on zip at PATH (a folder: peerfarm_blender.zip in it)."""
+    from peerfarm.addon import write_zip
+
+    try:
+        written = write_zip(path.expanduser().absolute())
+    except OSError as exc:
+        raise UsageError(f"cannot write the add-on to {path}: {exc.strerror or exc}") from None
+    if as_json:
+        print_json({"zip": str(written)})
+    else:
+        click.echo(str(written))
+        click.echo(
+            "Install it in Blender: Edit > Preferences > Get Extensions > Install from Disk "
+            "(4.2+), or Add-ons > Install (older); the panel is in Output properties.",
+            err=True,
+        )
 
 
 @cli.command()

@@ -67,6 +67,13 @@ DEFAULT_FRAMES_JSON = 1000
 @click.option(
     "--overwrite", is_flag=True, help="Let deliveries replace files this job did not write."
 )
+@click.option(
+    "--require",
+    "require",
+    multiple=True,
+    metavar="TAG",
+    help="Render only on peers started with this tag (--tags); repeatable.",
+)
 @click.option("--wait", is_flag=True, help="Show progress; exit 1 if any frame fails.")
 def submit(
     data_dir: Path | None,
@@ -84,6 +91,7 @@ def submit(
     fps: float | None,
     allow_scripts: bool,
     overwrite: bool,
+    require: tuple[str, ...],
     wait: bool,
 ) -> int:
     """Submit SCENE for FRAMES (e.g. 1-240, 1,5,10-20x2); prints the job id."""
@@ -112,6 +120,8 @@ def submit(
         fields["fps"] = fps
     if overwrite:
         fields["overwrite"] = True
+    if require:
+        fields["require"] = list(require)
     with connect(data_dir) as client:
         result = client.submit(fields)
         if "warning" in result:

@@ -160,6 +160,7 @@ def peer_details(peers: Sequence[PeerView]) -> RenderableType:
             ("takes work", peer.get("availability") or "yes"),
             ("rendering", format_rendering(peer["rendering"])),
             ("tags", ", ".join(peer["tags"]) or "-"),
+            ("devices", ", ".join(peer.get("devices", [])) or "-"),  # Cycles; older peers: none
         ]
         for label, value in rows:
             grid.add_row(label, plain(value))

@@ -9,12 +9,12 @@ refused, never written through, so nothing outside the folder is touched.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
 from pathlib import Path
 
+from peerfarm import platform
 from peerfarm.files.names import safe_name
 
 __all__ = ["place_copy"]
@@ -37,9 +37,8 @@ def place_copy(source: Path, folder: Path, name: str) -> Path:
     try:
         with os.fdopen(fd, "wb") as out, source.open("rb") as src:
             shutil.copyfileobj(src, out, _COPY_BUFFER)
-        os.replace(tmp, target)
+        platform.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        platform.remove(tmp)
         raise
     return target

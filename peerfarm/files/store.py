@@ -8,7 +8,10 @@ two-level fan-out, so no folder grows huge). Rules this module enforces:
 - A blob appears atomically and only once its hash is verified: bytes are written to a temp file
   in ``root/tmp`` while being hashed, then renamed into place. A failed write (ENOSPC or any
   ``OSError``) or a hash mismatch removes the temp file; no partial blob is ever visible.
-- Blobs are read-only once stored (mode 0o444); writing the same content twice is harmless.
+- Blobs are read-only once stored (mode 0o444; the read-only attribute on Windows, which
+  ``platform.remove`` clears to evict one); writing the same content twice is harmless. Every
+  rename and delete goes through ``peerfarm.platform``, which closes first and retries while
+  another process (a scanner, the indexer) holds the file on Windows.
 - Least-recently-used order is the file's mtime, set on every access through ``path()``; no
   sidecar metadata. ``limit_bytes`` is enforced by ``evict()``, which the caller runs before a
   large write because only the caller knows which blobs a live job still needs (``pinned``).
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from peerfarm import platform
 from peerfarm.errors import HashMismatch, StoreError
 
 __all__ = [
@@ -108,8 +112,7 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
 
 
 def _remove_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    platform.remove(path)
 
 
 class BlobWriter:
@@ -186,11 +189,11 @@ class BlobWriter:
         final = self._store._blob_path(self.digest)
         try:
             os.fsync(self._fd)
-            os.fchmod(self._fd, BLOB_MODE)
+            platform.set_mode(self.temp_path, BLOB_MODE, self._fd)
             os.close(self._fd)
             self._done = True
             final.parent.mkdir(exist_ok=True)
-            os.replace(self.temp_path, final)
+            platform.replace(self.temp_path, final)
             self._store._touch(final)
         except OSError as exc:
             self.abort()
@@ -266,11 +269,11 @@ class ContentStore:
         try:
             if final.exists():
                 self._touch(final)
-                path.unlink(missing_ok=True)
+                platform.remove(path)
                 return digest
-            os.chmod(path, BLOB_MODE)
+            platform.set_mode(path, BLOB_MODE)
             final.parent.mkdir(exist_ok=True)
-            os.replace(path, final)
+            platform.replace(path, final)
         except OSError as exc:
             if exc.errno == errno.EXDEV:
                 return self.put_file(path)
@@ -302,15 +305,18 @@ class ContentStore:
                     self._touch(final)
                     return digest
                 os.fsync(fd)
-                os.fchmod(fd, BLOB_MODE)
+                platform.set_mode(temp, BLOB_MODE, fd)
                 final.parent.mkdir(exist_ok=True)
-                os.replace(temp, final)
+                os.close(fd)  # Windows cannot rename a file that is still open
+                fd = -1
+                platform.replace(temp, final)
                 self._touch(final)
                 return digest
             except OSError as exc:
                 raise StoreError(f"cannot store {source} in {self.root}: {exc}") from exc
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
             _remove_quietly(temp)
 
     def open_writer(self, digest: str, size: int) -> BlobWriter:
@@ -435,4 +441,4 @@ class ContentStore:
             for entry in entries:
                 with contextlib.suppress(OSError):
                     if entry.stat().st_mtime < older_than:
-                        os.unlink(entry.path)
+                        platform.remove(entry.path)

@@ -27,6 +27,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from peerfarm import platform
 from peerfarm.errors import AuthenticationError, UsageError
 
 KEY_LEN = 32
@@ -107,8 +108,7 @@ def _create_key_file(path: Path, key: bytes) -> None:
             with contextlib.suppress(FileExistsError):  # somebody else won the race: use theirs
                 os.link(tmp, path)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            platform.remove(tmp)
     except OSError as exc:
         raise UsageError(f"cannot create farm key file {path}: {exc.strerror}") from None
 

@@ -41,6 +41,7 @@ from zeroconf import (
 )
 
 from peerfarm.errors import DecodeError, PeerfarmError, UsageError
+from peerfarm.gossip import adapters
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +346,8 @@ def _interface_networks(interfaces: Sequence[str] | None) -> tuple[list[Network]
     """(networks we sit on, addresses to announce) from the host's adapters, via ifaddr.
 
     With explicit interfaces we announce exactly those; otherwise every IPv4 address except
-    loopback (loopback only when it is all there is), like zeroconf's all-interfaces default.
+    loopback (loopback only when it is all there is), like zeroconf's all-interfaces default,
+    and except those of virtual adapters (``adapters.is_virtual``) unless they are all there is.
     """
     networks: list[Network] = []
     found: list[str] = []
@@ -368,7 +370,8 @@ def _interface_networks(interfaces: Sequence[str] | None) -> tuple[list[Network]
             if not any(ipaddress.ip_address(text) in net for net in networks):
                 networks.append(ipaddress.ip_network(text))
         return networks, list(interfaces)
-    outward = [a for a in found if not ipaddress.ip_address(a).is_loopback]
+    reachable = {a.address for a in adapters.outward(adapters.host_addresses())}
+    outward = [a for a in found if a in reachable]
     return networks, outward or found
 
 

@@ -6,6 +6,10 @@ transaction, so a process killed mid-write loses at most that flush and never co
 The peer saves its own writes before they leave it (``peerfarm.peer.gossip``), so a restarted
 peer's version is exactly what it saved: no write of its that any other peer holds is missing
 here, and no version it reuses was ever seen elsewhere.
+
+Those rules need WAL. SQLite answers ``PRAGMA journal_mode=WAL`` with the mode it really uses,
+and keeps the old one where WAL cannot work (a network share, a file system without shared
+memory): the answer is checked and such a data dir refused with a clear ``LedgerError``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,15 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 
 
+def wal_refused(path: Path, mode: object) -> str:
+    """The one line for a data dir where SQLite cannot keep a write-ahead log (pure)."""
+    return (
+        f"the ledger database {path} cannot use SQLite's write-ahead log (journal mode "
+        f"{mode!r}): its folder is probably on a network share or a file system without shared "
+        "memory; put the data dir (--data-dir) on a local disk"
+    )
+
+
 class LedgerStore:
     """Persists one :class:`Ledger`; not thread-safe (use it from one thread or task)."""
 
@@ -34,7 +47,10 @@ class LedgerStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                self._db.close()
+                raise LedgerError(wal_refused(path, mode[0] if mode else None))
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:

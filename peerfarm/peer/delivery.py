@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .. import platform
 from ..errors import LedgerError, PeerfarmError, StoreError
 from ..files.names import safe_name
 from ..gossip.membership import MemberState
@@ -257,7 +258,7 @@ class Deliverer:
             written.parent.mkdir(exist_ok=True)
             with written.open("a") as fh:
                 fh.write(target.name + "\n")
-            tmp.replace(target)
+            platform.replace(tmp, target)
 
 
 def read_names(path: Path) -> set[str]:

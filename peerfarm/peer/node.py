@@ -135,6 +135,7 @@ class Node:
             "os": f"{platform.system()} {platform.release()}"[:64],
             "py": platform.python_version(),
             "pf": __version__,
+            "req": 1,  # obeys job requirements (scheduler.eligibility rule 5)
         }
         if self.parts.tags:
             meta["tags"] = list(self.parts.tags)[:8]

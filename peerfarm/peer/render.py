@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .. import platform
 from ..errors import LedgerError, RemoteProtocolError, StoreError, TransportError
 from ..files.names import safe_join, safe_name
 from ..frames import format_frames
@@ -350,9 +351,9 @@ def remove_all(paths: list[Path]) -> None:
     """Remove folders (with what they hold) and files; what is gone already is fine."""
     for path in paths:
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
+            platform.remove_tree(path)
         else:
-            path.unlink(missing_ok=True)
+            platform.remove(path)
 
 
 def copy_atomic(source: Path, target: Path) -> None:
@@ -361,9 +362,9 @@ def copy_atomic(source: Path, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
     try:
         shutil.copyfile(source, tmp)
-        tmp.replace(target)
+        platform.replace(tmp, target)
     finally:
-        tmp.unlink(missing_ok=True)
+        platform.remove(tmp)
 
 
 def link_or_copy(blob: Path, target: Path) -> None:
@@ -377,9 +378,9 @@ def link_or_copy(blob: Path, target: Path) -> None:
         copy_atomic(blob, target)
         return
     try:
-        tmp.replace(target)
+        platform.replace(tmp, target)
     finally:
-        tmp.unlink(missing_ok=True)
+        platform.remove(tmp)
 
 
 def asset_path(job_dir: Path, relative: str) -> Path:

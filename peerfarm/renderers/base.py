@@ -3,9 +3,10 @@
 This module owns: the value objects a renderer takes and returns (``RenderTask``, ``Progress``,
 ``RenderResult``, ``RendererInfo``), the abstract ``Renderer``, the output naming rule
 (``frame_0001.png``), contiguous frame chunks, safe archive unpacking, and ``run_logged`` — the
-one place a renderer process is started. Its rule: a renderer runs in its own process group, and
-when the caller is cancelled (job cancelled, lease lost, shutdown) or the process ends, the whole
-group is killed (SIGTERM, then SIGKILL after ``KILL_GRACE_S``), so no renderer leaves orphans.
+one place a renderer process is started. Its rule: a renderer runs in a process tree of its own
+(a process group on POSIX, a job object on Windows: ``peerfarm.platform``), and when the caller
+is cancelled (job cancelled, lease lost, shutdown) or the process ends, the whole tree is ended
+(asked to leave, then killed after ``KILL_GRACE_S``), so no renderer leaves orphans.
 
 It also applies the peer's resource caps to every process it starts, whatever the plugin: the
 caller sets :data:`LIMITS` (a :class:`RenderLimits`) for the render, and ``run_logged`` lowers
@@ -23,8 +24,6 @@ import contextlib
 import contextvars
 import os
 import re
-import shutil
-import signal
 import subprocess
 import tarfile
 import tempfile
@@ -38,6 +37,7 @@ from typing import Any, ClassVar
 import psutil
 import trio
 
+from peerfarm import platform
 from peerfarm.errors import RendererError
 from peerfarm.renderers import groups
 
@@ -292,53 +292,22 @@ class LineReader:
         return self._ready.popleft()
 
 
-def _signal_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` to a process group; False when the group no longer exists."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover - a recycled id owned by someone else
-        return False
-    return True
-
-
-def _group_has_live_members(pgid: int) -> bool:
-    """Whether any process of group ``pgid`` still runs (zombies waiting for a reaper do not).
-
-    Reads /proc on Linux; elsewhere any member, zombie or not, counts.
-    """
-    proc = Path("/proc")
-    if not (proc / "self" / "stat").exists():
-        return _signal_group(pgid, 0)
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"{entry.path}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
-
-
 async def kill_process_group(process: trio.Process, grace: float = KILL_GRACE_S) -> None:
-    """Stop ``process`` and everything in its group: SIGTERM, then SIGKILL after ``grace``.
+    """Stop ``process`` and everything in its tree: asked to leave (SIGTERM, CTRL_BREAK on
+    Windows), then killed after ``grace``; see ``peerfarm.platform``.
 
-    Runs shielded so a cancelled caller still waits for the kill; the group id equals the
-    leader's pid because every renderer is started with ``start_new_session=True``.
+    Runs shielded so a cancelled caller still waits for the kill; every renderer is started
+    with ``platform.tree_kwargs()`` and ``platform.track_tree``.
     """
-    pgid = process.pid
+    pid = process.pid
     with trio.CancelScope(shield=True):
-        if _signal_group(pgid, signal.SIGTERM):
+        if platform.signal_tree(pid, kill=False):
             with trio.move_on_after(grace):
                 await process.wait()
-                # The leader is gone; give the rest of the group the remaining grace.
-                while _group_has_live_members(pgid):
+                # The leader is gone; give the rest of the tree the remaining grace.
+                while platform.tree_alive(pid):
                     await trio.sleep(0.02)
-        _signal_group(pgid, signal.SIGKILL)
+        platform.signal_tree(pid, kill=True)
         await process.wait()
 
 
@@ -386,11 +355,12 @@ async def run_logged(
             stderr=subprocess.STDOUT,
             cwd=cwd,
             env=limited_env(env, limits),
-            start_new_session=True,
+            **platform.tree_kwargs(),
             **extra,
         )
     except OSError as exc:
         raise RenderFailed(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
+    platform.track_tree(process.pid)
     if limits is not None and limits.nice and os.name != "posix":  # pragma: no cover - Windows
         with contextlib.suppress(psutil.Error, AttributeError):
             psutil.Process(process.pid).nice(getattr(psutil, "BELOW_NORMAL_PRIORITY_CLASS", 10))
@@ -415,7 +385,7 @@ async def run_logged(
                 limits.peak_memory = max(limits.peak_memory, used)
                 if limits.max_memory and used > limits.max_memory:
                     over.append(used)
-                    _signal_group(process.pid, signal.SIGKILL)
+                    platform.signal_tree(process.pid, kill=True)
                     return
                 await trio.sleep(MEMORY_SAMPLE_S)
 
@@ -426,13 +396,14 @@ async def run_logged(
                 nursery.start_soon(sample_memory, limits)
             await process.wait()
             sampler.cancel()
-            # A grandchild may still hold the pipe open: end the group so the pump sees EOF.
-            _signal_group(process.pid, signal.SIGKILL)
+            # A grandchild may still hold the pipe open: end the tree so the pump sees EOF.
+            platform.signal_tree(process.pid, kill=True)
     except BaseException:
         await kill_process_group(process)
         raise
     finally:
         await close_pipes(process)
+        platform.release_tree(process.pid)
         groups.REGISTRY.ended(process.pid)
     assert process.returncode is not None
     if over and limits is not None:
@@ -530,10 +501,13 @@ def unpack_archive_once(
                 _unpack_tar(archive, staging, max_bytes)
         except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as exc:
             raise RenderFailed(f"cannot unpack {archive.name}: {exc}") from exc
-        with contextlib.suppress(OSError):  # another slot won the race: use its copy
-            staging.rename(target)
+        try:
+            platform.rename(staging, target)
+        except OSError as exc:
+            if not target.is_dir():  # else another slot won the race: use its copy
+                raise RenderFailed(f"cannot unpack {archive.name}: {exc}") from exc
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        platform.remove_tree(staging)
     return target
 
 

@@ -38,7 +38,9 @@ from typing import Any, ClassVar, Literal
 
 import trio
 
+from peerfarm import platform
 from peerfarm.renderers import groups
+from peerfarm.renderers import options as job_options
 from peerfarm.renderers.base import (
     LineReader,
     LogTail,
@@ -56,6 +58,7 @@ from peerfarm.renderers.base import (
     resolve_scene,
     run_logged,
 )
+from peerfarm.renderers.blender_settings import SCRIPT_EXIT_CODE, failure_line, settings_script
 from peerfarm.renderers.installs import (
     Installation,
     advertised,
@@ -101,6 +104,7 @@ class _SceneKey:
     size: int
     mtime_ns: int
     allow_scripts: bool
+    settings: str = ""  # the job's settings script: another job's settings need a fresh load
 
 
 class WarmWorker:
@@ -130,10 +134,11 @@ class WarmWorker:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=child_env({"PYTHONUNBUFFERED": "1"}),
-                start_new_session=True,
+                **platform.tree_kwargs(),
             )
         except OSError as exc:
             raise RenderFailed(f"cannot start the Blender worker: {exc}") from exc
+        platform.track_tree(self.process.pid)
         groups.REGISTRY.started(self.process.pid)
         assert self.process.stdin and self.process.stdout and self.process.stderr
         self._stdin = self.process.stdin
@@ -158,6 +163,7 @@ class WarmWorker:
                     pass
         await kill_process_group(process)
         await close_pipes(process)
+        platform.release_tree(process.pid)
         groups.REGISTRY.ended(process.pid)
 
     async def ensure_scene(self, key: _SceneKey) -> None:
@@ -172,9 +178,14 @@ class WarmWorker:
         self.scene = key
 
     async def render(
-        self, frame: int, output: Path, on_line: Callable[[str], None], timeout: float
+        self,
+        frame: int,
+        output: Path,
+        on_line: Callable[[str], None],
+        timeout: float,
+        script: str = "",
     ) -> dict[str, Any]:
-        command = {"cmd": "render", "frame": frame, "output": str(output)}
+        command = {"cmd": "render", "frame": frame, "output": str(output), "script": script}
         return await self._exchange(command, on_line, timeout, {"done"})
 
     async def _exchange(
@@ -332,7 +343,8 @@ class BlenderRenderer(Renderer):
         start, end = runs[0]
         argv = [executable or self.executable or "blender", "-b"]
         argv.append("--enable-autoexec" if task.allow_scripts else "--disable-autoexec")
-        argv += [str(task.scene), "--python-expr", PREPARE_EXPR]
+        argv += [str(task.scene), "--python-exit-code", str(SCRIPT_EXIT_CODE)]
+        argv += ["--python-expr", PREPARE_EXPR + settings_script(task.options)]
         argv += ["-o", f"{task.output_dir}/frame_####"]
         if fmt := task.options.get("format"):
             argv += ["-F", str(fmt)]
@@ -382,7 +394,11 @@ class BlenderRenderer(Renderer):
         install = self.choose_for(task, scene)
         output_dir = task.output_dir.resolve()
         output_dir.mkdir(parents=True, exist_ok=True)
-        task = dataclasses.replace(task, scene=scene, output_dir=output_dir)
+        try:  # a job from the network: its options checked before any reaches Blender
+            options = job_options.read(self.name, task.options)
+        except job_options.OptionError as exc:
+            raise RenderFailed(f"bad job option: {exc}") from None
+        task = dataclasses.replace(task, scene=scene, output_dir=output_dir, options=options)
         async with self._lock:
             if install.kind == "cli":
                 return await self._render_cli(task, install.path, on_progress)
@@ -415,7 +431,9 @@ class BlenderRenderer(Renderer):
             run = await run_logged(argv, cwd=task.scene.parent, env=child_env(), on_line=relay)
             tail = run.log_tail
             if run.returncode != 0:
-                raise RenderFailed(f"blender exited with status {run.returncode}", log_tail=tail)
+                reason = failure_line(tail) if run.returncode == SCRIPT_EXIT_CODE else None
+                reason = reason or f"blender exited with status {run.returncode}"
+                raise RenderFailed(reason, log_tail=tail)
         outputs = _collect_outputs(task.output_dir, task.frames, tail)
         return RenderResult(outputs, time.monotonic() - started, tail)
 
@@ -429,13 +447,16 @@ class BlenderRenderer(Renderer):
             self._worker = WarmWorker(python)
         worker = self._worker
         stat = task.scene.stat()
-        key = _SceneKey(str(task.scene), stat.st_size, stat.st_mtime_ns, task.allow_scripts)
+        settings = settings_script(task.options)
+        key = _SceneKey(
+            str(task.scene), stat.st_size, stat.st_mtime_ns, task.allow_scripts, settings
+        )
         await worker.ensure_scene(key)
         outputs: dict[int, list[Path]] = {}
         for frame in task.frames:
             relay = self._progress_relay(on_progress, [frame])
             target = task.output_dir / frame_stem(frame)
-            answer = await worker.render(frame, target, relay, self.frame_timeout)
+            answer = await worker.render(frame, target, relay, self.frame_timeout, settings)
             files = [Path(f) for f in answer.get("files", [])]
             if not files:
                 raise RenderFailed(

@@ -8,7 +8,8 @@ log. Append-only protocol, version ``WORKER_PROTOCOL``:
 
     -> {"cmd": "load", "path": str, "allow_scripts": bool}
     <- {"event": "loaded", "path": str, "engine": str, "resolution": [x, y], ...}
-    -> {"cmd": "render", "frame": int, "output": str}      # output: path without extension
+    -> {"cmd": "render", "frame": int, "output": str, "script": str}
+                         # output: path without extension; script: the job's settings (optional)
     <- {"event": "progress", "frame": int, "line": str}    # zero or more, from render_stats
     <- {"event": "done", "frame": int, "files": [str, ...], "seconds": float}
     -> {"cmd": "quit"}
@@ -107,10 +108,12 @@ class Worker:
             render.image_settings.file_format = "PNG"
         render.use_file_extension = True
 
-    def render(self, frame: int, output: str) -> None:
+    def render(self, frame: int, output: str, script: str = "") -> None:
         bpy = self.bpy
         scene = bpy.context.scene
         self.prepare()
+        if script:  # the job's options (``blender_settings``): a failure answers with an error
+            exec(compile(script, "<peerfarm settings>", "exec"), {"__name__": "__peerfarm__"})
         folder = Path(output).parent
         before = set(folder.iterdir()) if folder.is_dir() else set()
         started = time.monotonic()
@@ -132,7 +135,9 @@ class Worker:
         if kind == "load":
             self.load(str(command["path"]), bool(command.get("allow_scripts", False)))
         elif kind == "render":
-            self.render(int(command["frame"]), str(command["output"]))
+            self.render(
+                int(command["frame"]), str(command["output"]), str(command.get("script") or "")
+            )
         else:
             self.send(event="error", message=f"unknown command {kind!r}")
         return True

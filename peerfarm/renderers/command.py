@@ -6,8 +6,16 @@ This module owns the contract with such a script. SCENE is run once per frame wi
 in that folder is an output of the frame, under the name the script gave it.
 ``options["args"]`` (a list of strings, checked by ``peerfarm.renderers.options``) is appended to
 the command line. Running a script is running arbitrary code, so a task must have
-``allow_scripts``. A script without its executable bit (files fetched from
-the content store lose it) is run through its ``#!`` line, or ``/bin/sh`` when it has none.
+``allow_scripts``.
+
+How a script runs (``interpreter_argv``, pure): on POSIX a script with its executable bit runs
+itself. Otherwise (files fetched from the content store lose the bit; Windows has none) its
+suffix names the interpreter: ``.py`` the peer's own Python; ``.sh`` its ``#!`` line, else
+``sh`` (Git for Windows, MSYS2 and Cygwin put one on PATH); ``.bat``/``.cmd`` ``cmd.exe /d
+/c`` (Windows only); ``.ps1`` PowerShell (``powershell`` on Windows, ``pwsh`` elsewhere)
+without profile or execution policy. Any other script runs through its ``#!`` line (on
+Windows the interpreter's name is looked up on PATH), else ``sh``. A script whose interpreter
+this peer lacks fails its frame saying which one.
 """
 
 from __future__ import annotations
@@ -15,11 +23,14 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
+import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import ClassVar
 
+from peerfarm import platform
 from peerfarm.renderers import options as job_options
 from peerfarm.renderers.base import (
     Progress,
@@ -37,13 +48,58 @@ from peerfarm.renderers.base import (
 PROGRESS_RE = re.compile(r"^\s*PROGRESS\s+(?P<value>\d+(?:\.\d+)?)(?P<percent>%?)\s*$")
 
 
-def interpreter_argv(first_line: bytes, script: Path) -> list[str]:
-    """How to run a non-executable ``script`` whose first line is ``first_line`` (pure)."""
-    if first_line.startswith(b"#!"):
-        words = shlex.split(first_line[2:].decode("utf-8", "replace"))
-        if words:
-            return [*words, str(script)]
-    return ["/bin/sh", str(script)]
+def _found(name: str, which: Callable[[str], str | None]) -> str:
+    path = which(name)
+    if path is None:
+        raise RenderFailed(f"this peer has no {name} to run the script with")
+    return path
+
+
+def interpreter_argv(
+    first_line: bytes,
+    script: Path,
+    *,
+    windows: bool = False,
+    python: str = sys.executable,
+    which: Callable[[str], str | None] = shutil.which,
+) -> list[str]:
+    """How to run ``script`` (not runnable by itself) whose first line is ``first_line``, on
+    Windows or POSIX; ``which`` finds a program on PATH (pure but for ``which``)."""
+    suffix = script.suffix.lower()
+    if suffix == ".py":
+        return [python, str(script)]
+    if suffix == ".sh":
+        shebang = _shebang(first_line, windows, which)
+        return [*(shebang or [_found("sh", which)]), str(script)]
+    if suffix in (".bat", ".cmd"):
+        if not windows:
+            raise RenderFailed(f"a {suffix} script needs a Windows peer")
+        return [_found("cmd.exe", which), "/d", "/c", str(script)]
+    if suffix == ".ps1":
+        shell = _found("powershell" if windows else "pwsh", which)
+        return [shell, "-NoProfile", "-ExecutionPolicy", "Bypass", "-File", str(script)]
+    shebang = _shebang(first_line, windows, which)
+    if shebang is None and windows and first_line.startswith(b"#!"):
+        raise RenderFailed(f"this peer has no {first_line[2:].decode(errors='replace')!r}")
+    return [*(shebang or [_found("sh", which) if windows else "/bin/sh"]), str(script)]
+
+
+def _shebang(
+    first_line: bytes, windows: bool, which: Callable[[str], str | None]
+) -> list[str] | None:
+    """The interpreter a ``#!`` line names; on Windows its program name looked up on PATH
+    (None there when PATH has no such program)."""
+    if not first_line.startswith(b"#!"):
+        return None
+    words = shlex.split(first_line[2:].decode("utf-8", "replace"))
+    if not words or not windows:
+        return words or None
+    program = PurePath(words[0].replace("\\", "/")).name
+    if program == "env" and len(words) > 1:
+        words = words[1:]
+        program = words[0]
+    found = which(program)
+    return [found, *words[1:]] if found else None
 
 
 class CommandRenderer(Renderer):
@@ -74,11 +130,12 @@ class CommandRenderer(Renderer):
         script = task.scene
         if not script.is_file():
             raise RenderFailed(f"script not found: {script}")
-        if os.access(script, os.X_OK):
+        windows = sys.platform == "win32" or platform.WINDOWS
+        if not windows and os.access(script, os.X_OK):
             return [str(script.resolve()), *argv[1:]]
         with script.open("rb") as f:
             first_line = f.readline(4096).rstrip(b"\r\n")
-        return interpreter_argv(first_line, script.resolve()) + argv[1:]
+        return interpreter_argv(first_line, script.resolve(), windows=windows) + argv[1:]
 
     async def render(
         self, task: RenderTask, *, on_progress: Callable[[Progress], None]

@@ -9,20 +9,21 @@ ends every group of the file still open whose leader runs with the same start ti
 pid is another program: left alone). Appending a line costs microseconds, so a frame of a
 no-op job pays nearly nothing for it; the file is rewritten small now and then.
 
-A known limit: a renderer child that calls ``setsid`` itself leaves the group and is not found.
+A known limit: a renderer child that calls ``setsid`` itself leaves the group and is not found
+(on Windows the job object of a killed daemon is gone: its renderers' descendants are found
+through psutil while their leader runs).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import signal
 import threading
 from pathlib import Path
 
 import psutil
+
+from peerfarm import platform
 
 log = logging.getLogger("peerfarm")
 
@@ -73,7 +74,7 @@ class ProcessGroups:
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             tmp.write_text(text)
-            tmp.replace(self.path)
+            platform.replace(tmp, self.path)
             self._lines = len(self._live)
         except OSError as exc:
             log.debug("cannot record renderer processes in %s: %s", self.path, exc)
@@ -120,15 +121,9 @@ def kill_group_if_same(pid: int, created: float) -> bool:
         leader = psutil.Process(pid)
         if abs(leader.create_time() - created) > 0.01:
             return False
-        members = [leader, *leader.children(recursive=True)]
     except psutil.Error:
         return False
-    if hasattr(os, "killpg"):
-        with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGKILL)
-    for process in members:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
+    platform.kill_tree_of(leader)
     return True
 
 

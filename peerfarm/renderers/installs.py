@@ -106,7 +106,8 @@ def candidate_patterns(system: str, env: Mapping[str, str], home: str) -> list[s
     posix = PurePosixPath
     user = posix(home)
     if system == "Darwin":
-        bundles = [posix("/Applications"), user / "Applications"]
+        steam = user / "Library" / "Application Support" / "Steam" / "steamapps" / "common"
+        bundles = [posix("/Applications"), user / "Applications", steam / "Blender"]
         return _unique(
             str(folder / "Blender*.app" / "Contents" / "MacOS" / name)
             for folder in bundles

@@ -10,14 +10,19 @@ ignored (a newer peer may know more) and the ones peerfarm sets itself are check
 
 Every renderer takes ``fps`` (the video's frame rate), ``order`` (ordered, first-last or spread:
 the order the farm starts frames in), ``overwrite`` and ``allow_scripts`` (flags the submit sets
-from ``--overwrite`` / ``--allow-scripts``). Then:
+from ``--overwrite`` / ``--allow-scripts``) and ``require`` (the tags a peer must have been
+started with: ``submit --require``, a sorted list set from the submit's own field). Then:
 
 =========  =====================================================================================
 povray     ``width``, ``height`` (pixels, 1-16384), ``antialias`` (threshold 0-3; 0 or false turns
            it off, true is 0.3), ``threads`` (0-1024, 0: POV-Ray decides), ``main`` (the main
            file inside a folder or archive scene)
 blender    ``format`` (an image format Blender writes: PNG, OPEN_EXR, ...), ``threads``
-           (0-1024, 0: all cores), ``main``
+           (0-1024, 0: all cores), ``main``, ``device`` (CPU, GPU = any GPU backend, or one
+           backend: OPTIX, CUDA, HIP, METAL, ONEAPI), ``samples`` (1-1,000,000), ``percentage``
+           (the resolution percentage, 1-1000), ``camera`` and ``view_layer`` (names in the
+           file); they are applied by a generated script (``blender_settings``), never by
+           editing the file
 command    ``args`` (a list of at most 256 strings added to the script's command line)
 =========  =====================================================================================
 """
@@ -34,7 +39,7 @@ from typing import Any
 
 from peerfarm.errors import UsageError
 
-__all__ = ["SCHEMAS", "OptionError", "accepted", "read", "validate"]
+__all__ = ["SCHEMAS", "OptionError", "accepted", "read", "requirements", "validate"]
 
 #: Largest image side in pixels (16K): a bigger frame costs every peer gigabytes of memory.
 MAX_SIDE = 16384
@@ -49,6 +54,17 @@ MAX_ARG_CHARS = 4096
 MAX_MAIN_CHARS = 1024
 #: Highest frame number the ledger accepts (``ledger.codec.MAX_FRAME``).
 MAX_FRAME = 10**9
+
+#: Cycles device choices: CPU, any GPU backend, or one backend (Cycles' own names).
+GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "METAL", "ONEAPI")
+BLENDER_DEVICES = ("CPU", "GPU", *GPU_BACKENDS)
+#: Limits of ``submit --require``: tags per job and characters per tag.
+MAX_REQUIRE = 8
+MAX_TAG_CHARS = 64
+#: Longest name of a Blender data-block (camera, view layer): Blender's own limit is 63 bytes.
+MAX_BLENDER_NAME = 63
+MAX_SAMPLES = 1_000_000
+MAX_PERCENTAGE = 1000
 
 #: Image formats Blender's ``-F`` writes as one file per frame.
 BLENDER_FORMATS = (
@@ -198,6 +214,30 @@ def _args(value: Any) -> list[str]:
     return list(value)
 
 
+def tag_list(value: Any) -> list[str]:
+    """Tags a job requires: a list (or comma-separated text) of short printable names; sorted,
+    duplicates merged."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(t, str) for t in items):
+        raise _Bad(f"expected a list of tags, got {_shown(value)}")
+    tags = sorted({t.strip() for t in items if t.strip()})
+    if len(tags) > MAX_REQUIRE:
+        raise _Bad(f"at most {MAX_REQUIRE} tags, got {len(tags)}")
+    for tag in tags:
+        if len(tag) > MAX_TAG_CHARS or not tag.isprintable() or "," in tag:
+            raise _Bad(f"a tag is a short printable name without commas, got {_shown(tag)}")
+    return tags
+
+
+def blender_name(value: Any) -> str:
+    """The name of something inside a .blend (a camera, a view layer): 1-63 bytes of text."""
+    if not isinstance(value, str) or not value.strip():
+        raise _Bad(f"expected a name in the scene, got {_shown(value)}")
+    if len(value.encode()) > MAX_BLENDER_NAME or not value.isprintable():
+        raise _Bad(f"a Blender name has at most {MAX_BLENDER_NAME} printable bytes")
+    return value
+
+
 def _set_by_peerfarm(value: Any) -> Any:
     return value
 
@@ -214,6 +254,8 @@ _COMMON: dict[str, Option] = {
     "shared_scene": Option(_set_by_peerfarm, user=False),
     "shared_output": Option(_set_by_peerfarm, user=False),
     "blend_version": Option(_set_by_peerfarm, user=False),
+    # ``submit --require TAG``: set from the submit's ``require`` field, not as an option.
+    "require": Option(tag_list, user=False),
 }
 
 #: Every renderer's options by name.
@@ -233,6 +275,11 @@ SCHEMAS: dict[str, dict[str, Option]] = {
         "format": Option(choice(BLENDER_FORMATS)),
         "threads": Option(_THREADS),
         "main": Option(_relative_path),
+        "device": Option(choice(BLENDER_DEVICES)),
+        "samples": Option(whole(1, MAX_SAMPLES)),
+        "percentage": Option(whole(1, MAX_PERCENTAGE)),
+        "camera": Option(blender_name),
+        "view_layer": Option(blender_name),
         **_COMMON,
     },
     "command": {
@@ -278,6 +325,14 @@ def _check(renderer: str, options: Mapping[str, Any], *, strict: bool) -> dict[s
         except _Bad as exc:
             raise OptionError(f"option {key}: {exc}") from None
     return result
+
+
+def requirements(tags: Any) -> list[str]:
+    """``submit --require`` tags, checked (``OptionError`` naming ``require``) and sorted."""
+    try:
+        return tag_list(tags)
+    except _Bad as exc:
+        raise OptionError(f"require: {exc}") from None
 
 
 def validate(renderer: str, options: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The POV-Ray renderer: ``povray`` from PATH, one process per contiguous run of frames.
+"""The POV-Ray renderer: POV-Ray's console program, one process per contiguous run of frames.
 
 This module owns POV-Ray's command line and its output. Options (checked by
 ``peerfarm.renderers.options``; a bad one fails the frame with a clear ``RenderFailed``):
@@ -9,18 +9,30 @@ the task's last frame) give ``+KFI<first> +KFF<last> +KI0 +KF1``, so ``clock`` r
 the whole job whichever peer renders which frame. A scene is a .pov file, a folder, or a
 .zip/.tar.gz archive unpacked once per job into ``work_dir``. POV-Ray runs in the main file's
 folder (its I/O restrictions allow reads there), its image is renamed to ``frame_0001.png``.
+
+Paths go to POV-Ray inside double quotes (``+O"/Users/me/Library/Application Support/..."``):
+POV-Ray reads its command line as INI text, where a space ends an unquoted value. A path that
+holds a double quote itself cannot be written there and fails the frame with a clear reason.
+The program is ``povray`` on PATH (Linux, macOS with Homebrew or MacPorts, Windows builds
+that have a console program); on Windows without one, POV-Ray for Windows' ``pvengine64.exe``
+from its standard folder, run with ``/EXIT /RENDER`` (it shows a window and prints nothing to
+follow, so progress is not reported; only its output files count).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
+import os
 import re
 import shutil
+import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from pathlib import Path, PureWindowsPath
 from typing import Any, ClassVar
 
+from peerfarm import platform
 from peerfarm.renderers import options as job_options
 from peerfarm.renderers.base import (
     Progress,
@@ -65,6 +77,26 @@ def clock_range(task: RenderTask) -> tuple[int, int]:
     return first, max(last, max(task.frames))
 
 
+def quoted(flag: str, path: Path | str) -> str:
+    """``+O"path"``: a path as one POV-Ray option value, spaces included (pure)."""
+    text = str(path)
+    if '"' in text:
+        raise RenderFailed(f"POV-Ray cannot take a path with a double quote in it: {text}")
+    return f'{flag}"{text}"'
+
+
+def windows_programs(env: Mapping[str, str]) -> list[tuple[str, tuple[str, ...]]]:
+    """POV-Ray for Windows' GUI programs in their standard folders, newest version first, with
+    the flags that make them render and exit (pure but for the glob)."""
+    roots = [env.get("ProgramFiles") or r"C:\Program Files", env.get("ProgramFiles(x86)") or ""]
+    found: list[tuple[str, tuple[str, ...]]] = []
+    for root in filter(None, roots):
+        for name in ("pvengine64.exe", "pvengine.exe"):
+            pattern = str(PureWindowsPath(root) / "POV-Ray" / "v3.*" / "bin" / name)
+            found += [(path, ("/EXIT", "/RENDER")) for path in sorted(glob.glob(pattern))[::-1]]
+    return found
+
+
 def frame_index(line: str) -> int | None:
     """k from ``Rendering frame k of n`` (1-based, within this process's run)."""
     match = FRAME_OF_RE.search(line)
@@ -76,11 +108,17 @@ class PovrayRenderer(Renderer):
 
     name: ClassVar[str] = "povray"
 
-    def __init__(self, executable: str = "povray") -> None:
+    def __init__(self, executable: str = "povray", prefix: tuple[str, ...] = ()) -> None:
         self.executable = executable
+        self.prefix = prefix  # flags a program needs before the options (pvengine: /EXIT)
 
     async def detect(self) -> RendererInfo | None:
         path = shutil.which(self.executable)
+        if path is None and (sys.platform == "win32" or platform.WINDOWS):
+            for program, prefix in windows_programs(os.environ):
+                self.executable, self.prefix = program, prefix
+                version = Path(program).parent.parent.name.lstrip("v")
+                return RendererInfo(self.name, version, {"mode": "gui", "path": program})
         if path is None:
             return None
         try:
@@ -105,14 +143,15 @@ class PovrayRenderer(Renderer):
         antialias = float(options.get("antialias", DEFAULT_ANTIALIAS))
         argv = [
             self.executable,
-            f"+I{task.scene.name}",
-            f"+O{task.output_dir}/frame_",
+            *self.prefix,
+            quoted("+I", task.scene.name),
+            quoted("+O", task.output_dir / "frame_"),
             f"+W{width}",
             f"+H{height}",
             f"+A{antialias:g}" if antialias > 0 else "-A",
             "+FN",
             "-D",
-            f"+L{task.scene.parent}",
+            quoted("+L", task.scene.parent),
             f"+KFI{first}",
             f"+KFF{last}",
             "+KI0",
@@ -187,7 +226,7 @@ class PovrayRenderer(Renderer):
                 raise RenderFailed(f"povray wrote no image for frame {frame}", log_tail=tail)
             target = output_dir / f"{frame_stem(frame)}.png"
             if source != target:
-                source.rename(target)
+                platform.replace(source, target)
             outputs[frame] = [target]
         return outputs
 

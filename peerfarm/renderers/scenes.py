@@ -121,7 +121,10 @@ def pack_blend(path: Path, out_dir: Path, *, project: Path | None = None) -> Pac
         raise UsageError(f"{blend} is not inside the project folder {root}")
     out_dir.mkdir(parents=True, exist_ok=True)
     with pack.Packer(blend, root, str(out_dir.resolve())) as packer:
-        packer.strategise()
+        try:
+            packer.strategise()
+        except Exception as exc:  # blender-asset-tracer's many errors on a damaged file
+            raise UsageError(f"cannot read {blend.name}: {type(exc).__name__}: {exc}") from None
         missing = sorted(str(p) for p in packer.missing_files)
         packer.execute()
         main = Path(packer.output_path)

@@ -16,9 +16,13 @@ Rules, in the order a reason is given:
    installation, ascending); the peer can render the job when ANY of them is at least the
    version that saved the file (``blend_version``, "5.0"). A version that does not parse counts
    as able, so a peer is never refused for a string this rule cannot read.
-5. A peer that failed the job too often has banned itself from it (a ledger register).
-
-6. A peer started with ``--max-memory`` refuses a job whose frames peaked above it on some
+5. The job's requirements: every tag of ``submit --require`` among the peer's ``--tags``, and
+   for a Blender job with a ``device`` option other than CPU, that device among the Cycles
+   devices the peer advertises (``GPU``: any of them). Requirements travel in the job's
+   options (``require``), which peers older than this rule decode but do not obey: see
+   ``requirement_reason``.
+6. A peer that failed the job too often has banned itself from it (a ledger register).
+7. A peer started with ``--max-memory`` refuses a job whose frames peaked above it on some
    peer (``maxmem`` in its metadata against the job's recorded peak; rule in
    :mod:`peerfarm.scheduler.availability`).
 
@@ -79,6 +83,61 @@ def version_reason(spec: JobSpec, advertised: object) -> str | None:
     return f"blender {', '.join(versions)} {verb} older than the file ({need})"
 
 
+def _text_list(value: object) -> list[str] | None:
+    """A list of strings from gossiped data, or None when it is something else."""
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return [str(v) for v in value]
+    return None
+
+
+def requirement_reason(spec: JobSpec, meta: Mapping[str, Any]) -> str | None:
+    """Why a peer does not meet ``spec``'s requirements (rule 5), or ``None``.
+
+    Tags come from ``--tags``; Cycles devices from the peer's ``devices`` metadata (CPU is
+    always there, so ``device=CPU`` asks nothing). Requirements this rule cannot read (a
+    hostile or much newer peer's shape) are not met: a job is never sent where it may not run.
+
+    Old peers: the ``require`` and ``device`` options ride in the job's options map, which
+    every peer decodes (a new field in the spec would make older peers refuse the whole delta
+    batch and stop converging). A peer older than this rule ignores both and may take the job;
+    ``submit`` warns about such peers (``unaware_peers``) and the README says to upgrade them.
+    """
+    required = spec.options.get("require")
+    if required is not None:
+        tags = _text_list(required)
+        if tags is None:
+            return "cannot read the job's requirements"
+        have = _text_list(meta.get("tags")) or []
+        missing = [tag for tag in tags if tag not in have]
+        if missing:
+            return f"not tagged {', '.join(missing)}"
+    device = spec.options.get("device") if spec.renderer == "blender" else None
+    if device is None or device == "CPU":
+        return None
+    devices = _text_list(meta.get("devices")) or []
+    gpus = [d for d in devices if d != "CPU"]
+    if (device == "GPU" and gpus) or device in gpus:
+        return None
+    have_text = ", ".join(gpus) if gpus else "CPU only"
+    return f"no {device} device ({have_text})"
+
+
+def unaware_peers(spec: JobSpec, members: Iterable[Member]) -> list[str]:
+    """Alive peers that do not know rule 5 and do not meet the job's requirements: they may
+    take it anyway (node ids). Peers that know it advertise ``req`` in their metadata."""
+    if "require" not in spec.options and spec.options.get("device") in (None, "CPU"):
+        return []
+    out = []
+    for member in members:
+        if member.state != MemberState.ALIVE or member.meta.get("req"):
+            continue
+        if member.meta.get("slots") == 0:
+            continue
+        if requirement_reason(spec, member.meta) is not None:
+            out.append(member.node_id)
+    return out
+
+
 def ban_reason(text: str) -> str:
     """A ledger ban ("failed 3 times on b: <error>") as a reason: "banned after 3 failures: ..."."""
     match = _BAN_RE.match(text)
@@ -93,7 +152,7 @@ def _one_line(text: str) -> str:
 
 
 def renderer_reason(spec: JobSpec, meta: Mapping[str, Any]) -> str | None:
-    """Why a peer with this metadata can never render ``spec`` (rules 1-4), or ``None``."""
+    """Why a peer with this metadata can never render ``spec`` (rules 1-5), or ``None``."""
     if meta.get("slots") == 0:
         return "slots 0 (submit-only peer)"
     if "shared_scene" in spec.options and not meta.get("shared"):
@@ -103,13 +162,13 @@ def renderer_reason(spec: JobSpec, meta: Mapping[str, Any]) -> str | None:
     renderers = meta.get("renderers", {})
     if not isinstance(renderers, Mapping) or spec.renderer not in renderers:
         return f"no {spec.renderer}"
-    return version_reason(spec, renderers.get(spec.renderer))
+    return version_reason(spec, renderers.get(spec.renderer)) or requirement_reason(spec, meta)
 
 
 def lasting_reason(
     spec: JobSpec, meta: Mapping[str, Any], ban: str | None = None, peak_memory: int = 0
 ) -> str | None:
-    """Rules 1-6: why a peer does not take ``spec`` until the farm changes, or ``None``."""
+    """Rules 1-7: why a peer does not take ``spec`` until the farm changes, or ``None``."""
     reason = renderer_reason(spec, meta)
     if reason is None and ban is not None:
         reason = ban_reason(ban)
@@ -190,7 +249,7 @@ def capable_peers(
 
     Excludes LEFT peers, peers DEAD for more than ``home_grace`` seconds (a brief flap keeps
     its homes), peers ``banned`` from the job, this peer (``self_id``) while it is
-    ``stopping``, and every peer with a lasting reason (rules 1-4, 6). Peers with a problem,
+    ``stopping``, and every peer with a lasting reason (rules 1-5, 7). Peers with a problem,
     held (``holds``: node id -> hold register value) or away are left out too unless
     ``troubled`` (they take no work now). Busy or suspect peers stay: homes are about who can
     render, not who is free right now.

@@ -7,14 +7,17 @@ stopping them. Rules:
   ephemeral port, the dashboard (``web=True``) on a free port. mDNS runs only with ``mdns=True``
   and then only on 127.0.0.1 (``--interface 127.0.0.1``); otherwise ``--no-mdns``.
 - A :class:`LocalFarm` owns a root folder: one key file (mode 0600), one data dir and one log per
-  daemon. Daemons run with this interpreter, the farm's own environment (no inherited
-  ``PEERFARM_*``), in its data dir, and each in its own session, so its process group can be
-  killed whole.
+  daemon. A data dir is ``ROOT/peer NAME``: a space in every daemon's paths, as in macOS's
+  default data dir (``~/Library/Application Support``), so every real test renders through
+  one. Daemons run with this interpreter, the farm's own environment (no inherited
+  ``PEERFARM_*``), in its data dir, and each in a process tree of its own, which can be killed
+  whole.
 - Ready means: ``control.json`` names this very process and the control API answers ``status``.
-- Stopping is SIGTERM (a graceful leave), then SIGKILL of the process group after
-  ``STOP_TIMEOUT_S``; :meth:`Daemon.kill` (kill -9) also takes renders that run in groups of
-  their own. Every open farm is in a registry: :func:`stop_all` (run at exit, and by the test
-  suites after every test) stops whatever a failing test or an interrupted run left behind.
+- Stopping is SIGTERM (a graceful leave; CTRL_BREAK on Windows), then the process tree is
+  killed after ``STOP_TIMEOUT_S`` (``peerfarm.platform``); :meth:`Daemon.kill` (kill -9) also
+  takes renders that run in trees of their own. Every open farm is in a registry:
+  :func:`stop_all` (run at exit, and by the test suites after every test) stops whatever a
+  failing test or an interrupted run left behind.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import functools
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -37,8 +39,10 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import httpx
+import psutil
 
 import peerfarm
+from peerfarm import platform
 from peerfarm.client import CONTROL_FILE, FarmClient, read_control_file
 from peerfarm.control import SUMMARY_ONLY, FrameQuery, JobView, PeerView, StatusView, SubmitBody
 from peerfarm.errors import PeerfarmError
@@ -157,23 +161,11 @@ def up_argv(
 
 
 def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (Linux /proc), children first."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(entry.name))
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+    """Every live descendant of ``pid`` (through psutil, on every OS), children first."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 # --- one daemon ------------------------------------------------------------------------------
@@ -273,33 +265,31 @@ class Daemon:
             self.process.send_signal(sig)  # a no-op once it has been reaped
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
-        """SIGTERM (a graceful leave); SIGKILL of its process group if it has not exited after
-        ``timeout`` seconds. Returns its exit status."""
-        self.signal(signal.SIGTERM)
+        """Ask it to leave (SIGTERM; CTRL_BREAK on Windows); kill its process tree if it has
+        not exited after ``timeout`` seconds. Returns its exit status."""
+        self.signal(platform.stop_signal())
         return self.reap(timeout)
 
     def kill(self) -> int:
-        """kill -9 of the daemon, its process group and every descendant (renders run in
-        process groups of their own). Returns its exit status."""
+        """kill -9 of the daemon, its process tree and every descendant (renders run in
+        process trees of their own). Returns its exit status."""
         children = descendants(self.pid) if self.alive() else []
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+        platform.signal_tree(self.pid, kill=True)
         for pid in children:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
         return self.reap(5.0)
 
     def reap(self, timeout: float) -> int:
-        """Wait for it to exit, SIGKILL its process group after ``timeout`` seconds; then its
-        group is killed anyway (what it started there) and its client closed."""
+        """Wait for it to exit, kill its process tree after ``timeout`` seconds; then its
+        tree is killed anyway (what it started there) and its client closed."""
         try:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
+            platform.signal_tree(self.pid, kill=True)
             code = self.process.wait(5.0)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)  # whatever it started in its own group
+        platform.signal_tree(self.pid, kill=True)  # whatever it started in its own group
+        platform.release_tree(self.pid)
         self.close_client()
         return code
 
@@ -375,9 +365,9 @@ class LocalFarm:
         """Start one daemon (``extra``: more ``up`` flags); with ``wait``, until it is ready.
 
         ``data_dir`` may be an earlier daemon's, to restart it from its own files."""
-        data_dir = data_dir or self.root / name
+        data_dir = data_dir or self.root / f"peer {name}"
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (data_dir / CONTROL_FILE).unlink(missing_ok=True)  # a dead daemon's must not count
+        platform.remove(data_dir / CONTROL_FILE)  # a dead daemon's must not count
         port = free_port()
         web_port = free_port() if web else None
         argv = up_argv(
@@ -394,8 +384,9 @@ class LocalFarm:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                **platform.tree_kwargs(),
             )
+        platform.track_tree(process.pid)
         daemon = Daemon(name, data_dir, process, log_path, port, web_port)
         self.daemons.append(daemon)
         if wait:
@@ -474,7 +465,7 @@ class LocalFarm:
     def close(self) -> None:
         """Stop every daemon: SIGTERM to all at once, then each is reaped (see ``stop``)."""
         for daemon in self.daemons:
-            daemon.signal(signal.SIGTERM)  # once: a second SIGTERM would cut its leave short
+            daemon.signal(platform.stop_signal())  # once: a second would cut its leave short
         for daemon in self.daemons:
             daemon.reap(STOP_TIMEOUT_S)
         with contextlib.suppress(ValueError):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import re
 import shutil
@@ -46,7 +47,13 @@ COMMAND_TIMEOUT_S = 20.0
 
 T = TypeVar("T")
 
-_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library, loaded on first use: ``ctypes.CDLL(None)`` fails where there is no
+    process-wide C library (Windows), and importing this module must not."""
+    return ctypes.CDLL(None, use_errno=True)
 
 
 class ClusterError(PeerfarmError):
@@ -262,7 +269,7 @@ def sweep(alive: Callable[[int], bool] = pid_alive) -> list[str]:
 
 def die_with_parent() -> None:
     """In a child before exec: SIGKILL it when this (pytest) process goes away."""
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,7 +284,7 @@ def call_in_netns(ns: str, fn: Callable[[], T], *, timeout: float = 30.0) -> T:
     def target() -> None:
         try:
             with open(NETNS_DIR / ns, "rb") as handle:
-                if _libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+                if _libc().setns(handle.fileno(), CLONE_NEWNET) != 0:
                     err = ctypes.get_errno()
                     raise ClusterError(f"setns({ns}) failed: {os.strerror(err)}")
             box["value"] = fn()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from peerfarm.testing import daemons
 from peerfarm.testing.daemons import LocalFarm, descendants, free_port
+from tests.support.renderers import pid_running
 
 
 def test_free_port_is_free_for_tcp_and_udp() -> None:
@@ -49,8 +50,4 @@ def test_stop_all_closes_what_a_test_left_open(tmp_path: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
+    return pid_running(pid)

@@ -692,7 +692,7 @@
     form.append("scene", file, file.name);
     form.append("frames", $("up-frames").value.trim());
     const optional = { renderer: "up-renderer", chunk: "up-chunk", priority: "up-priority",
-      name: "up-name" };
+      name: "up-name", require: "up-require" };
     for (const [field, id] of Object.entries(optional)) {
       const value = $(id).value.trim();
       if (value !== "") form.append(field, value);

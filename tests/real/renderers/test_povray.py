@@ -48,6 +48,21 @@ async def test_renders_a_folder_scene_with_its_include(tmp_path: Path) -> None:
 
 
 @needs_povray
+async def test_renders_where_every_path_has_spaces(tmp_path: Path) -> None:
+    """macOS's default data dir is ``~/Library/Application Support/peerfarm``."""
+    support = tmp_path / "Library" / "Application Support" / "peerfarm"
+    scene = support / "my scene"
+    shutil.copytree(EXAMPLES / "povray", scene)
+    (scene / "spin.pov").rename(scene / "the spin.pov")
+    options = {"width": 80, "height": 60, "frames_total": 12}
+    task = make_task(support / "work dir", scene, (4, 5), options=options)
+    with trio.fail_after(30):
+        result = await PovrayRenderer().render(task, on_progress=lambda p: None)
+    _check_frames(result.outputs, [4, 5])
+    assert " " in str(result.outputs[4][0].parent)
+
+
+@needs_povray
 async def test_renders_a_zip_scene_with_gaps_between_frames(tmp_path: Path) -> None:
     archive = tmp_path / "spin.zip"
     with zipfile.ZipFile(archive, "w") as zf:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from peerfarm.testing.daemons import LocalFarm, wait_until
+from tests.support.renderers import pid_running
 
 SPAWNER = """#!/bin/sh
 sleep 1000 &
@@ -23,11 +24,7 @@ sleep 1000
 
 def running(pid: int) -> bool:
     """True while ``pid`` is a live process (a zombie waiting for its reaper is not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    return pid_running(pid)
 
 
 def _spawner(tmp_path: Path) -> tuple[Path, Path]:

@@ -99,12 +99,13 @@ async def test_submit_sends_a_validated_request(
                 retries=1,
                 fps=12,
                 encode=str(tmp_path / "o.mp4"),
+                require=["gpu", "linux", "gpu"],
             )
     ledger = peer.node.node.ledger
     spec = ledger.job(job)
     assert spec is not None and spec.renderer == "command"
     assert (spec.frames, spec.chunk, ledger.priority(job), spec.retries) == ((1, 4, 7, 10), 2, 5, 1)
-    assert spec.options == {"args": ["-q"], "fps": 12.0}
+    assert spec.options == {"args": ["-q"], "fps": 12.0, "require": ["gpu", "linux"]}
     assert spec.output == str(tmp_path / "peerfarm-out" / "spin")
 
 
@@ -120,6 +121,13 @@ async def test_submit_sends_a_validated_request(
         ({"scene": "SCENE", "frames": "1", "renderer": "maya"}, 400, "unknown renderer"),
         ({"scene": "SCENE", "frames": "1", "options": {"width": "x"}}, 400, "option width"),
         ({"scene": "/no/such/scene.pov", "frames": "1"}, 400, "scene not found"),
+        ({"scene": "SCENE", "frames": "1", "require": 5}, 400, "'require' must be a list"),
+        (
+            {"scene": "SCENE", "frames": "1", "require": [f"t{n}" for n in range(9)]},
+            400,
+            "require: at most 8",
+        ),
+        ({"scene": "SCENE", "frames": "1", "options": {"require": ["a"]}}, 400, "set by peerfarm"),
     ],
 )
 async def test_submit_mistakes_are_400_with_a_message(
@@ -417,3 +425,21 @@ async def test_index_placeholder_and_static_dashboard(
                 assert expected in (await c.get("/")).text
                 js = await c.get("/static/app.js")
                 assert js.status_code == (200 if static_dir else 404)
+
+
+async def test_a_job_with_requirements_waits_for_a_tagged_peer(
+    make_client: ClientFactory, peer: Peer, tmp_path: Path
+) -> None:
+    """This peer has no tags: the job waits, says why, and the answer warns."""
+    with trio.fail_after(10):
+        async with make_client() as client:
+            response = await client.post(
+                "/api/jobs",
+                json={"scene": str(peer.script()), "frames": "1-2", "require": "gpu"},
+            )
+            assert response.status_code == 201, response.text
+            answer = response.json()
+            assert answer["capable_peers"] == 0
+            assert answer["warning"].endswith("waits: no peer can render it: peer1: not tagged gpu")
+            view = (await client.get("/api/status", params={"job": answer["job"]})).json()
+    assert view["jobs"][0]["waiting"] == {"peer1": "not tagged gpu"}

@@ -42,6 +42,24 @@ async def test_upload_saves_the_scene_and_submits(
     assert peer.node.node.store.path(spec.scene.digest.hex()).read_bytes() == SCENE_BYTES
 
 
+async def test_an_upload_carries_the_tags_the_job_requires(
+    make_client: ClientFactory, peer: Peer
+) -> None:
+    """The dashboard's form sends ``require`` as one text field, tags separated by commas."""
+    sessions = Sessions()
+    with trio.fail_after(10):
+        async with make_client(bearer=None, sessions=sessions) as browser:
+            response = await browser.post(
+                "/api/upload",
+                headers=await log_in(browser, sessions),
+                files={"scene": ("spin.pov", SCENE_BYTES, "application/octet-stream")},
+                data={"frames": "1-2", "require": "gpu, big"},
+            )
+    assert response.status_code == 201, response.text
+    spec = peer.node.node.ledger.job(response.json()["job"])
+    assert spec is not None and spec.options["require"] == ["big", "gpu"]
+
+
 async def test_upload_mistakes_leave_nothing_behind(
     make_client: ClientFactory, tmp_path: Path
 ) -> None:

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import math
 import random
-import resource
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,6 +18,11 @@ from typing import Any, cast
 
 import msgpack
 import pytest
+
+try:
+    import resource
+except ImportError:  # Windows: no getrusage; the memory test is skipped there
+    resource = None  # type: ignore[assignment]
 import trio
 
 from peerfarm.errors import PeerfarmError, RemoteProtocolError, StoreError, TransportError
@@ -435,6 +439,7 @@ def _store_repeated(store: ContentStore, block: bytes, count: int) -> str:
     return digest
 
 
+@pytest.mark.skipif(resource is None, reason="needs resource.getrusage (POSIX)")
 async def test_200_mb_blob_with_bounded_memory(
     server_store: ContentStore, client_store: ContentStore
 ) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
+import ifaddr
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from peerfarm.errors import RemoteProtocolError, UsageError
+from peerfarm.gossip import adapters
 from peerfarm.gossip.discovery import (
     NAME_MAX_BYTES,
     SERVICE_TYPE,
@@ -262,3 +264,24 @@ def test_bad_arguments_are_usage_errors(kwargs: dict[str, object]) -> None:
     }
     with pytest.raises(UsageError):
         Discovery(**args)  # type: ignore[arg-type]
+
+
+def test_virtual_adapters_are_not_announced_unless_they_are_all_there_is() -> None:
+    def adapter(name: str, ip: str, nice: str | None = None) -> ifaddr.Adapter:
+        return ifaddr.Adapter(name, nice or name, [ifaddr.IP(ip, 24, name)])
+
+    host = [
+        adapter("lo", "127.0.0.1"),
+        adapter("docker0", "172.17.0.1"),
+        adapter("bridge100", "192.168.64.1"),
+        adapter("{6A1F-GUID}", "172.29.0.1", "vEthernet (WSL)"),
+        adapter("VirtualBox Host-Only Network", "192.168.56.1"),
+        adapter("veth12ab", "10.200.0.1"),
+        adapter("en0", "192.168.1.20"),
+    ]
+    addresses = adapters.host_addresses(host)
+    assert [a.address for a in adapters.outward(addresses)] == ["192.168.1.20"]
+    only_virtual = adapters.host_addresses(host[:3])
+    assert [a.address for a in adapters.outward(only_virtual)] == ["172.17.0.1", "192.168.64.1"]
+    assert not adapters.is_virtual("en0", "Ethernet") and adapters.is_virtual("x", "vEthernet (x)")
+    assert not adapters.is_virtual("br0") and not adapters.is_virtual("bridge0")  # real LANs

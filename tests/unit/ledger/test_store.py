@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from peerfarm.errors import LedgerError
+from peerfarm.ledger import store as store_module
 from peerfarm.ledger.store import LedgerStore
 from tests.support.ledger import NODES, make_job, output
 
@@ -85,3 +90,18 @@ def test_corrupt_rows_are_skipped_not_fatal(tmp_path: Path) -> None:
     b = store.load(NODES[0])
     assert store.skipped == 1
     assert len(b.jobs()) == 1
+
+
+def test_a_data_dir_where_wal_cannot_work_is_refused_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite keeps its old journal where WAL cannot work (a network share): here the
+    dot-file VFS, which has no shared memory, answers ``delete`` as such a share does."""
+    real_connect = sqlite3.connect
+
+    def connect(path: str, **kwargs: Any) -> sqlite3.Connection:
+        return real_connect(f"file:{path}?vfs=unix-dotfile", uri=True, **kwargs)
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", connect)
+    with pytest.raises(LedgerError, match=r"write-ahead log.*'delete'.*local disk"):
+        LedgerStore(tmp_path / "ledger.db")

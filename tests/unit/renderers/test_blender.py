@@ -8,6 +8,7 @@ import pytest
 
 from peerfarm.renderers.base import Progress, RenderFailed
 from peerfarm.renderers.blender import PREPARE_EXPR, BlenderRenderer
+from peerfarm.renderers.blender_settings import settings_script
 from peerfarm.renderers.installs import Installation
 from peerfarm.renderers.scenes import inspect_blend
 from tests.support.blends import future_copy
@@ -22,7 +23,10 @@ def test_cli_argv_puts_options_before_the_frames(tmp_path: Path) -> None:
     task = make_task(tmp_path, Path("/s/shot.blend"), (5,), options={"threads": 2})
     argv = renderer.build_argv(task)
     assert argv[:4] == ["/opt/blender/blender", "-b", "--disable-autoexec", "/s/shot.blend"]
-    assert argv[argv.index("--python-expr") + 1] == PREPARE_EXPR
+    # The job's options run as a generated script after the preparation (blender_settings).
+    expr = argv[argv.index("--python-expr") + 1]
+    assert expr == PREPARE_EXPR + settings_script({"threads": 2})
+    assert argv.index("--python-exit-code") < argv.index("--python-expr")
     assert argv[argv.index("-o") + 1] == f"{tmp_path / 'out'}/frame_####"
     assert argv[-2:] == ["-f", "5"]
     assert argv.index("-t") < argv.index("-f") and argv.index("-o") < argv.index("-f")

@@ -28,6 +28,8 @@ def test_macos_looks_in_application_bundles() -> None:
     patterns = installs.candidate_patterns("Darwin", {}, "/Users/ann")
     assert "/Applications/Blender*.app/Contents/MacOS/Blender" in patterns
     assert "/Users/ann/Applications/Blender*.app/Contents/MacOS/Blender" in patterns
+    steam = "/Users/ann/Library/Application Support/Steam/steamapps/common/Blender"
+    assert f"{steam}/Blender*.app/Contents/MacOS/Blender" in patterns
 
 
 def test_windows_looks_under_program_files() -> None:

@@ -10,6 +10,7 @@ from PIL import Image
 from peerfarm.media import (
     FfmpegMissing,
     NotAnImage,
+    concat_list,
     encode_video,
     ffmpeg_argv,
     image_size,
@@ -42,11 +43,25 @@ def test_non_images_give_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_ffmpeg_argv_makes_even_yuv420p_h264(tmp_path: Path) -> None:
-    argv = ffmpeg_argv("in/%06d.png", tmp_path / "o.mp4", 24)
+    argv = ffmpeg_argv(tmp_path / "list", tmp_path / "o.mp4", 24)
     assert argv[argv.index("-c:v") + 1] == "libx264"
     assert argv[argv.index("-pix_fmt") + 1] == "yuv420p"
     assert "trunc(iw/2)*2" in argv[argv.index("-vf") + 1]
-    assert argv[argv.index("-framerate") + 1] == "24"
+    assert argv[argv.index("-r") + 1] == "24"
+    assert argv[argv.index("-f") + 1 : argv.index("-i") + 2] == [
+        "concat", "-safe", "0", "-i", str(tmp_path / "list"),
+    ]  # fmt: skip
+
+
+def test_concat_list_quotes_every_path_and_gives_each_frame_its_time() -> None:
+    text = concat_list([Path("/a b/frame 1.png"), Path("/it's/0f3a")], 4)
+    assert text.splitlines() == [
+        "ffconcat version 1.0",
+        "file '/a b/frame 1.png'",
+        "duration 0.250000000",
+        "file '/it'\\''s/0f3a'",
+        "duration 0.250000000",
+    ]
 
 
 async def test_missing_ffmpeg_says_how_to_install_it(

@@ -10,7 +10,7 @@ import pytest
 from peerfarm.errors import UsageError
 from peerfarm.renderers.base import RenderFailed
 from peerfarm.renderers.command import CommandRenderer
-from peerfarm.renderers.options import OptionError, accepted, read, validate
+from peerfarm.renderers.options import OptionError, accepted, read, requirements, validate
 from peerfarm.renderers.povray import PovrayRenderer, clock_range
 from tests.support.renderers import make_task
 
@@ -84,7 +84,8 @@ def test_every_renderer_lists_what_it_takes() -> None:
         "width",
     ]  # fmt: skip
     assert accepted("blender") == [
-        "allow_scripts", "format", "fps", "main", "order", "overwrite", "threads"
+        "allow_scripts", "camera", "device", "format", "fps", "main", "order", "overwrite",
+        "percentage", "samples", "threads", "view_layer",
     ]  # fmt: skip
     assert accepted("command") == ["allow_scripts", "args", "fps", "order", "overwrite"]
 
@@ -114,3 +115,55 @@ def test_command_turns_bad_args_from_the_network_into_render_failed(tmp_path: Pa
     task = make_task(tmp_path, Path("s.sh"), (1,), options={"args": ["ok", "nul\x00"]})
     with pytest.raises(RenderFailed, match="NUL byte"):
         CommandRenderer().build_argv(task)
+
+
+@pytest.mark.parametrize(
+    ("options", "normalised"),
+    [
+        ({"device": "cuda"}, {"device": "CUDA"}),
+        ({"device": "gpu"}, {"device": "GPU"}),
+        ({"samples": "64", "percentage": 50.0}, {"samples": 64, "percentage": 50}),
+        ({"camera": "Cam.002", "view_layer": "Fore ground"}, None),
+        ({"threads": 0, "format": "open_exr"}, {"threads": 0, "format": "OPEN_EXR"}),
+    ],
+)
+def test_blender_options_are_checked_and_normalised(
+    options: dict[str, Any], normalised: dict[str, Any] | None
+) -> None:
+    assert validate("blender", options) == (normalised or options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"device": "TPU"}, "option device: expected one of CPU, GPU, OPTIX, CUDA, HIP, METAL"),
+        ({"samples": 0}, "option samples: must be from 1 to 1000000, got 0"),
+        ({"samples": "lots"}, "option samples: expected a whole number, got 'lots'"),
+        ({"percentage": 2000}, "option percentage: must be from 1 to 1000, got 2000"),
+        ({"camera": ""}, "option camera: expected a name in the scene, got ''"),
+        ({"camera": "x" * 64}, "option camera: a Blender name has at most 63 printable bytes"),
+        ({"view_layer": 3}, "option view_layer: expected a name in the scene, got 3"),
+        ({"require": ["gpu"]}, "option require: set by peerfarm itself, not an option to give"),
+        ({"devices": "CPU"}, "option devices: blender has no such option (did you mean device?"),
+    ],
+)  # fmt: skip
+def test_a_bad_blender_option_is_one_line_that_names_it(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(OptionError) as error:
+        validate("blender", options)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_requirements_are_tags_sorted_without_duplicates() -> None:
+    assert requirements(["gpu", "big", "gpu"]) == ["big", "gpu"]
+    assert requirements("gpu, big") == ["big", "gpu"]
+    assert requirements([]) == []
+    for bad, why in [
+        (["a,b"], "without commas"),
+        (["x" * 65], "without commas"),
+        ([str(n) for n in range(9)], "at most 8 tags"),
+        ([1], "expected a list of tags"),
+    ]:
+        with pytest.raises(OptionError, match=f"^require: .*{why}"):
+            requirements(bad)

@@ -20,9 +20,9 @@ def test_argv_sets_the_clock_over_the_whole_job(tmp_path: Path) -> None:
     )
     argv = PovrayRenderer().build_argv(task)
     assert argv[0] == "povray"
-    assert "+Ispin.pov" in argv
-    assert f"+O{tmp_path / 'out'}/frame_" in argv
-    for flag in ("+W64", "+H48", "+A0.2", "+FN", "-D", "+L/scenes/spin"):
+    assert '+I"spin.pov"' in argv
+    assert f'+O"{tmp_path / "out" / "frame_"}"' in argv
+    for flag in ("+W64", "+H48", "+A0.2", "+FN", "-D", '+L"/scenes/spin"'):
         assert flag in argv
     assert argv[-6:] == ["+KFI1", "+KFF24", "+KI0", "+KF1", "+SF6", "+EF7"]
 
@@ -34,6 +34,15 @@ def test_argv_defaults_and_antialias_off(tmp_path: Path) -> None:
     assert clock_range(make_task(tmp_path, Path("s.pov"), (5, 9))) == (1, 9)
     options = {"frame_first": 10, "frames_total": 5}
     assert clock_range(make_task(tmp_path, Path("s.pov"), (11,), options=options)) == (10, 14)
+
+
+def test_paths_with_spaces_are_one_quoted_value_and_a_quote_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "Application Support" / "my scene"
+    argv = PovrayRenderer().build_argv(make_task(folder, folder / "a b.pov", (1,)))
+    assert '+I"a b.pov"' in argv and f'+L"{folder}"' in argv
+    assert f'+O"{folder / "out" / "frame_"}"' in argv
+    with pytest.raises(RenderFailed, match="double quote"):
+        PovrayRenderer().build_argv(make_task(tmp_path, tmp_path / 'say "hi".pov', (1,)))
 
 
 def test_argv_refuses_frames_that_are_not_contiguous(tmp_path: Path) -> None:

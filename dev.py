@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""peerfarm's entry point on any OS (Linux, macOS, Windows): the verbs of ``./dev``.
+
+    python dev.py demo    make the virtual environment, then run a 3-peer farm on loopback
+    python dev.py test    make it, then lint (ruff), types (mypy for Linux, Windows and macOS),
+                          the simulated-Windows layer (Linux only) and the test suite
+    python dev.py bench   make it, then run every benchmark (bench/run.py)
+
+``./dev`` stays the Linux entry point: it also installs the Debian packages (POV-Ray, ffmpeg,
+Chromium, Blender, the FAT tools). Here renderers are the user's to install (Homebrew on macOS:
+``brew install povray ffmpeg``; on Windows POV-Ray for Windows, ffmpeg and Blender from their
+sites); tests that need a missing one are skipped and say so. The virtual environment is
+``.venv`` (``.venv\\Scripts`` on Windows), refreshed when pyproject.toml changes. Extra
+arguments go to pytest (test) or to the program (demo, bench).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+EXTRAS = "test,blender"
+#: The same list as SIMULATED_WINDOWS_TESTS in ./dev (tests/unit/test_dev.py checks they agree).
+SIMULATED_WINDOWS_TESTS = [
+    "tests/unit/test_platform.py", "tests/unit/files", "tests/unit/renderers", "tests/unit/cli",
+    "tests/sim/test_peer_files_sim.py", "tests/sim/security", "tests/sim/api", "tests/sim/cli",
+]  # fmt: skip
+
+
+def say(text: str) -> None:
+    print(f"[dev] {text}", file=sys.stderr, flush=True)
+
+
+def run(*argv: str | Path) -> None:
+    """Run a step; stop with its status when it fails."""
+    done = subprocess.run([str(a) for a in argv], cwd=ROOT, check=False)
+    if done.returncode != 0:
+        sys.exit(done.returncode)
+
+
+def ensure_venv() -> None:
+    if not PYTHON.exists():
+        say(f"creating {VENV}")
+        venv.create(VENV, with_pip=True)
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    stamp = f"{digest}-{EXTRAS}"
+    stamp_file = VENV / ".peerfarm-stamp"
+    if not stamp_file.exists() or stamp_file.read_text().strip() != stamp:
+        say(f"installing peerfarm[{EXTRAS}] into {VENV}")
+        subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=False)
+        run(PYTHON, "-m", "pip", "install", "-q", "-e", f".[{EXTRAS}]")
+        stamp_file.write_text(stamp + "\n")
+
+
+def missing_programs() -> None:
+    absent = [name for name in ("povray", "ffmpeg", "blender") if shutil.which(name) is None]
+    if absent:
+        say(f"not on PATH: {', '.join(absent)} (the tests that need them are skipped)")
+
+
+def test(args: list[str]) -> None:
+    ensure_venv()
+    missing_programs()
+    say("ruff")
+    run(PYTHON, "-m", "ruff", "check", "peerfarm", "tests", "bench", "examples", "dev.py")
+    say("mypy (this platform, then as on Windows and macOS)")
+    run(PYTHON, "-m", "mypy")
+    run(PYTHON, "-m", "mypy", "--platform", "win32")
+    run(PYTHON, "-m", "mypy", "--platform", "darwin")
+    if sys.platform.startswith("linux"):  # the simulation reads /proc/self/fd
+        say("pytest: the Windows-sensitive unit and sim tests under a simulated Windows")
+        run(PYTHON, "-m", "pytest", "-q", "--simulate-windows", *SIMULATED_WINDOWS_TESTS)
+    say("pytest")
+    run(PYTHON, "-m", "pytest", *args)
+
+
+def main(argv: list[str]) -> int:
+    verb, args = (argv[0], argv[1:]) if argv else ("help", [])
+    if verb == "test":
+        test(args)
+    elif verb == "demo":
+        ensure_venv()
+        missing_programs()
+        run(PYTHON, "-m", "peerfarm", "demo", *args)
+    elif verb == "bench":
+        ensure_venv()
+        run(PYTHON, "bench/run.py", *args)
+    else:
+        print(__doc__.split("\n\n")[1])
+        return 0 if verb in ("help", "-h", "--help") else 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

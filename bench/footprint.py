@@ -28,6 +28,7 @@ from peerfarm.testing.daemons import LocalFarm
 
 TARGET_CPU_PERCENT = 1.0
 TARGET_RSS_MB = 80.0
+TARGET_BYTES_PER_FRAME = 300  # a done frame's record in a replica (issue 19)
 LEDGER_JOBS = 100
 
 

@@ -121,7 +121,7 @@ class GossipSim:
             # The benchmark's starting point is a settled farm: forget the join news. No public
             # API drops queued membership news, so reach into the queue here (bench only).
             for node_id in ids:
-                node._members_q.invalidate(("m", node_id))
+                node._news.forget_member(node_id)
 
     def _push(self, at: float, kind: str, addr: Address, data: Any = None) -> None:
         heapq.heappush(self.heap, (at, next(self.counter), kind, addr, data))

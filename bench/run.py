@@ -9,8 +9,12 @@ comparison is measured side by side in this one run. Benchmarks, in order:
   gossip      simulator, N = 10, 100, 1000: one update to 99% / 100% of peers, bytes/peer/s;
               and 4 real daemons: submit on one -> job listed by status on all four
   footprint   idle CPU and RSS per daemon; ledger bytes per frame record at 1,000,000 frames
-  schedule    240 x sleep 0.25 on 4 peers x 1 slot vs ideal 15 s vs RQ (fork / SimpleWorker)
-  dispatch    1000 no-op frames/s vs both RQ workers vs the process-spawn ceiling
+  schedule    240 x sleep 0.25 on 4 peers x 1 slot, as the user waits for it (`peerfarm submit
+              --wait`, CLI included) vs ideal 15 s vs RQ (fork / SimpleWorker) on the same
+              script, taking turns, median of 3; and 1000 no-op frames/s vs both RQ workers
+              vs the process-spawn ceiling, median of 3
+  series      no-op frames/s of one job of 2,000 / 20,000 / 100,000 frames (flat in job size?)
+  joiner      a new peer joins a peer holding a 100,000-frame ledger: seconds until it holds it
   failover    SIGKILL a rendering peer -> its frame claimed again, vs the lease timeout
   duplicates  8 simulated peers: duplicated frame-seconds with / without the home preference
   blender     24 frames of the turntable: warm bpy peer vs one bpy process vs one per frame
@@ -33,17 +37,27 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import ROOT, blender, duplicates, failover, footprint, gossip, local_farm, schedule
+from bench import (
+    ROOT,
+    blender,
+    duplicates,
+    failover,
+    footprint,
+    gossip,
+    joiner,
+    local_farm,
+    schedule,
+)
 from bench.install import ensure_matplotlib, ensure_rq, have_module, say
 
-ALL = ("gossip", "footprint", "schedule", "failover", "duplicates", "blender")
+ALL = ("gossip", "footprint", "schedule", "series", "failover", "duplicates", "joiner", "blender")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +76,17 @@ class Sizes:
     dup_frames: int = 400
     blender_frames: int = 24
     visible_repeats: int = 5
+    repeats: int = 3
+    series: tuple[int, ...] = (2_000, 20_000, 100_000)
+    joiner_frames: int = 100_000
+    rq_classes: tuple[str, ...] = ("simple", "fork")
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
             gossip_sizes=(10,), peers=3, preset="fast", frames=8, seconds=0.05, noop=20,
             idle_window=1.0, ledger_frames=2_000, dup_peers=3, dup_frames=12, blender_frames=1,
-            visible_repeats=1,
+            visible_repeats=1, repeats=1, series=(20, 60), joiner_frames=300,
         )
 
 
@@ -121,7 +139,7 @@ def run_all(sizes: Sizes, only: tuple[str, ...], rq: bool) -> dict[str, Any]:
             "simulated": [asdict(gossip.simulate(n)) for n in sizes.gossip_sizes],
             "target_full_s": gossip.TARGET_FULL_S,
         })
-    needs_farm = {"gossip", "footprint", "schedule", "failover"} & set(only)
+    needs_farm = {"gossip", "footprint", "schedule", "series", "failover"} & set(only)
     if needs_farm:
         with local_farm(sizes.peers, preset=sizes.preset) as farm:
             if "footprint" in only:
@@ -132,7 +150,10 @@ def run_all(sizes: Sizes, only: tuple[str, ...], rq: bool) -> dict[str, Any]:
                     repeats=sizes.visible_repeats, farm=farm)
             if "schedule" in only:
                 _guard("schedule", results, lambda: schedule.run(
-                    sizes.frames, sizes.seconds, sizes.noop, rq=rq, farm=farm))
+                    sizes.frames, sizes.seconds, sizes.noop, rq=rq, farm=farm,
+                    repeats=sizes.repeats, rq_classes=sizes.rq_classes))
+            if "series" in only:
+                _guard("series", results, lambda: schedule.series(sizes.series, farm))
             if "failover" in only:
                 _guard("failover", results, lambda: failover.run(farm=farm))
     if "footprint" in only and "error" not in results.get("footprint", {}):
@@ -141,6 +162,8 @@ def run_all(sizes: Sizes, only: tuple[str, ...], rq: bool) -> dict[str, Any]:
     if "duplicates" in only:
         _guard("duplicates", results, lambda: duplicates.run(
             sizes.dup_peers, sizes.dup_frames, sizes.seconds))
+    if "joiner" in only:
+        _guard("joiner", results, lambda: joiner.run(sizes.joiner_frames, sizes.preset))
     if "blender" in only:
         _guard("blender", results, lambda: blender.run(sizes.blender_frames))
     return results
@@ -186,9 +209,10 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     m = sched.get("makespan")
     if m:
         rq_s = [m.get("rq_fork_s"), m.get("rq_simple_s")]
-        faster = all(x is not None and m["peerfarm_s"] < x for x in rq_s)
+        measured = [x for x in rq_s if x is not None]
+        faster = bool(measured) and all(m["peerfarm_s"] < x for x in measured)
         rows.append((
-            f"makespan {m['frames']}x{m['seconds_per_frame']} s",
+            f"makespan {m['frames']}x{m['seconds_per_frame']} s (submit --wait)",
             f"{_fmt(m['peerfarm_s'], ' s')} ({m['peerfarm_efficiency']:.1%} of ideal)",
             f"ideal {m['ideal_s']} s; RQ fork {_fmt(m.get('rq_fork_s'), ' s')}, "
             f"simple {_fmt(m.get('rq_simple_s'), ' s')}",
@@ -207,6 +231,23 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             _verdict(d["peerfarm_fps"] >= schedule.TARGET_RATE
                      and (vs is None or vs >= schedule.TARGET_VS_SIMPLE)),
         ))
+    ser = results.get("series", {})
+    if ser.get("sizes"):
+        steps = ser["sizes"]
+        flat = all(r["of_smallest"] >= ser["target_of_smallest"] for r in steps)
+        rows.append((
+            "dispatch series " + "/".join(f"{r['frames']:,}" for r in steps),
+            " / ".join(_fmt(r["fps"], " f/s") for r in steps),
+            "of smallest: " + " / ".join(f"{r['of_smallest']:.0%}" for r in steps),
+            f">= {ser['target_of_smallest']:.0%} of smallest",
+            _verdict(flat),
+        ))
+    j = results.get("joiner", {})
+    if "converged_s" in j:
+        rows.append((f"late joiner, {j['frames']:,} frames", _fmt(j["converged_s"], " s"),
+                     f"ready {_fmt(j['joiner_ready_s'], ' s')}, then "
+                     f"{_fmt(j['converged_after_ready_s'], ' s')}", f"<= {j['target_s']:g} s",
+                     _verdict(j["converged_s"] <= j["target_s"])))
     f = results.get("failover", {})
     if "reclaim_s" in f:
         rows.append(("failover (SIGKILL)", _fmt(f["reclaim_s"], " s"),
@@ -240,7 +281,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     led = fp.get("ledger")
     if led:
         rows.append((f"ledger {led['frames']:,} frames", f"{led['bytes_per_frame']} B/frame",
-                     "resident memory growth", "", "-"))
+                     "resident memory growth", f"<= {footprint.TARGET_BYTES_PER_FRAME} B",
+                     _verdict(led["bytes_per_frame"] <= footprint.TARGET_BYTES_PER_FRAME)))
     return rows
 
 
@@ -343,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--rq", default=None,
+                        help="RQ worker classes to compare with (default simple,fork)")
+    parser.add_argument("--series", default=None,
+                        help="job sizes of the dispatch series (default 2000,20000,100000)")
     parser.add_argument("--only", default=",".join(ALL), help="comma-separated subset")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     parser.add_argument("--no-install", action="store_true",
@@ -353,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     sizes = Sizes.quick() if args.quick else Sizes()
+    if args.rq:
+        sizes = replace(sizes, rq_classes=tuple(x for x in args.rq.split(",") if x))
+    if args.series:
+        sizes = replace(sizes, series=tuple(int(x) for x in args.series.split(",") if x.strip()))
     if args.no_install:
         rq = schedule.rq_ready()
     else:

@@ -45,8 +45,7 @@ from peerfarm.files.transfer import parse_get
 from peerfarm.frames import parse_frames
 from peerfarm.gossip.config import GossipConfig
 from peerfarm.gossip.crypto import Keyring
-from peerfarm.gossip.membership import Membership
-from peerfarm.gossip.transport import (
+from peerfarm.gossip.envelope import (
     HEADER_LEN,
     FrameBuffer,
     Kind,
@@ -55,6 +54,7 @@ from peerfarm.gossip.transport import (
     _header,
     decode_datagram,
 )
+from peerfarm.gossip.membership import Membership
 from peerfarm.ledger import Ledger, codec
 from peerfarm.ledger.model import FrameRecord, Output, Register, SceneRef, Status
 from peerfarm.renderers import options as job_options

@@ -106,6 +106,9 @@ class JobView(TypedDict):
     waiting: dict[str, str]
     #: one line when no alive peer can ever take it as the farm stands, else None
     blocked: str | None
+    #: a split still: its frames are tiles 1..tiles of scene frame tile_frame
+    tiles: NotRequired[int]
+    tile_frame: NotRequired[int]
 
 
 class ArchivedView(TypedDict):
@@ -275,6 +278,7 @@ class SubmitRequest:
     fps: float | None = None
     retries: int = 3
     allow_scripts: bool = False  # let Python inside a .blend run (peers must allow it too)
+    tiles: int | None = None  # split the one frame into this many tiles (peerfarm.stills)
     require: tuple[str, ...] = ()  # tags a peer must have (``up --tags``) to take the job
 
 
@@ -297,6 +301,7 @@ class SubmitBody(TypedDict, total=False):
     retries: int
     allow_scripts: bool
     overwrite: bool
+    tiles: int
     require: list[str]  # or "gpu,big": tags a peer needs (``submit --require``)
 
 

@@ -64,6 +64,7 @@ from .status import (
     peer_view,
     waiting_view,
 )
+from .stills import plan_still
 
 log = logging.getLogger("peerfarm")
 
@@ -273,6 +274,14 @@ class Farm:
         output = request.output or (cwd / "peerfarm-out" / folder_name(name))
         output = output if output.is_absolute() else cwd / output
         options = validate_options(renderer, request.options)
+        if request.tiles is not None:
+            frames, options = plan_still(
+                request.tiles,
+                renderer=renderer,
+                frames=frames,
+                options=options,
+                encode=request.encode is not None,
+            )
         if request.allow_scripts:
             options["allow_scripts"] = True
         if request.fps:

@@ -19,6 +19,17 @@ from peerfarm.plaintext import printable
 
 #: Seconds between polls of ``submit --wait`` and ``status --watch``.
 POLL_INTERVAL_S = 0.5
+#: The shortest wait between polls of ``submit --wait`` as the job's end nears.
+MIN_POLL_INTERVAL_S = 0.02
+
+
+def poll_interval(remaining: int, rate: float | None) -> float:
+    """Seconds until ``submit --wait`` asks again: :data:`POLL_INTERVAL_S`, shortened as the
+    job's end nears (a tenth of the time ``remaining`` frames take at ``rate`` frames per
+    second), so the user does not wait up to half a second more than the job did."""
+    if rate is None or rate <= 0:
+        return POLL_INTERVAL_S
+    return min(POLL_INTERVAL_S, max(MIN_POLL_INTERVAL_S, remaining / rate / 10))
 
 _ENDED = ("done", "failed", "cancelled")
 
@@ -66,8 +77,13 @@ def wait_for_job(
         task = bar.add_task("waiting", total=None, failed=0)
         said = ""
         blocked_since: float | None = None
+        first: tuple[float, int] | None = None  # when frames were first seen ending, how many
         while True:
             job = client.status(job_id, SUMMARY_ONLY)["jobs"][0]
+            ended = job["frames_done"] + job["frames_failed"]
+            now = monotonic()
+            first = first or ((now, ended) if ended else None)
+            rate = (ended - first[1]) / (now - first[0]) if first and now > first[0] else None
             bar.update(
                 task,
                 description=printable(job["name"]),
@@ -87,4 +103,4 @@ def wait_for_job(
                     return job
             else:
                 blocked_since = None
-            sleep(POLL_INTERVAL_S)
+            sleep(poll_interval(job["frames_total"] - ended, rate))

@@ -129,11 +129,8 @@ def select_frames(ledger: Ledger, spec: JobSpec, query: FrameQuery) -> Selection
     candidates: Iterator[int] = iter(_candidates(spec, query.frames))
     if query.states:
         wanted = set(query.states)
-        records = ledger.frame_records(spec.id)
         candidates = (
-            f
-            for f in candidates
-            if ("pending" if (r := records.get(f)) is None else STATE_OF[r.status]) in wanted
+            f for f in candidates if STATE_OF[ledger.frame_status(spec.id, f)] in wanted
         )
     return _page(candidates, limit, known)
 
@@ -174,20 +171,18 @@ def state_map(ledger: Ledger, spec: JobSpec) -> str:
     Work is in proportion to the frames that have a record (frames never touched are pending),
     with no object made per frame."""
     out = bytearray(b"p") * spec.frame_count
-    records = ledger.frame_records(spec.id)
-    if not records:
-        return out.decode("ascii")
+    statuses = ledger.frame_statuses(spec.id)  # done records stay packed (ledger.compact)
     runs = spec.runs
     if len(runs) == 1:  # the usual job: no call per frame
         first, _last, step = runs[0]
-        for frame, record in records.items():
-            out[(frame - first) // step] = _CODE_BYTE[record.status]
+        for frame, status in statuses:
+            out[(frame - first) // step] = _CODE_BYTE[status]
     else:
         index = {frame: i for i, frame in enumerate(spec.frames)}.get
-        for frame, record in records.items():
+        for frame, status in statuses:
             at = index(frame)
             if at is not None:
-                out[at] = _CODE_BYTE[record.status]
+                out[at] = _CODE_BYTE[status]
     return out.decode("ascii")
 
 
@@ -217,13 +212,11 @@ class FrameJournal:
 
 def changed_states(ledger: Ledger, spec: JobSpec, frames: Iterable[int]) -> tuple[list[int], str]:
     """(positions, one state character per position) of ``frames`` of the job, by position."""
-    records = ledger.frame_records(spec.id)
     position = position_of(spec)
     found = []
     for frame in frames:
         at = position(frame)
         if at is not None:
-            record = records.get(frame)
-            found.append((at, "p" if record is None else chr(_CODE_BYTE[record.status])))
+            found.append((at, chr(_CODE_BYTE[ledger.frame_status(spec.id, frame)])))
     found.sort()
     return [at for at, _code in found], "".join(code for _at, code in found)

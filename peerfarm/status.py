@@ -26,6 +26,7 @@ from .ledger import Ledger
 from .ledger.hlc import to_seconds
 from .ledger.model import JobSpec, JobState, Status
 from .scheduler import eligibility
+from .stills import still_of
 
 PEER_STATES = {
     MemberState.ALIVE: "alive",
@@ -200,7 +201,7 @@ def job_view(
     blocked: str | None = None
     if members and state == JobState.ACTIVE.value and counts.pending:
         waiting, blocked = waiting_view(ledger, spec, members, busy or {})
-    return {
+    view: JobView = {
         "id": spec.id,
         "name": spec.name,
         "state": state,
@@ -224,6 +225,9 @@ def job_view(
         "waiting": waiting,
         "blocked": blocked,
     }
+    if (still := still_of(spec.options)) is not None:
+        view["tiles"], view["tile_frame"] = still.count, still.frame
+    return view
 
 
 def frames_view(

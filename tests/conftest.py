@@ -12,9 +12,10 @@ cluster    tests/cluster    real daemons in network namespaces (root); also ``re
 web        tests/web        the dashboard in headless Chromium; also ``real``
 =========  ===============  ==========================================================
 
-``pytest -m "not real"`` runs unit and sim only. ``pytest --simulate-windows tests/unit tests/sim``
-runs them under a simulated Windows (``tests/support/windows.py``); tests marked ``posix_only``
-are skipped there. Every test file lives in one of these
+``pytest -m "not real"`` runs unit and sim only; ``--hypothesis-profile=long`` deepens both
+(more examples, seeds and histories: tests/support/depth.py). ``pytest --simulate-windows
+tests/unit tests/sim`` runs them under a simulated Windows (``tests/support/windows.py``);
+tests marked ``posix_only`` are skipped there. Every test file lives in one of these
 directories (collection stops with a clear error otherwise); each layer's fixtures are in its
 own conftest.
 """
@@ -27,13 +28,29 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.support import depth
+
+# The default (CI) profile: seeded, Hypothesis's 100 examples unless a test asks for more (see
+# tests/support/depth.py); "long" draws fresh random examples, ten times as many for the tests
+# that set their own count, and deepens the simulations: ``pytest --hypothesis-profile=long``.
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
 settings.register_profile(
-    "long", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=5000
+    "long",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    max_examples=5000,
+    derandomize=False,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tell the tests how deep this run goes, before any test module is imported."""
+    profile = config.getoption("hypothesis_profile", None) or os.environ.get("HYPOTHESIS_PROFILE")
+    depth.LONG = profile == "long"
+
 
 TESTS = Path(__file__).resolve().parent
 #: Directory -> the markers its tests get.

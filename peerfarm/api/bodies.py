@@ -140,6 +140,7 @@ def submit_request(fields: Mapping[str, Any], *, scene: Path | None = None) -> S
         fps=fps,
         retries=3 if retries is None else retries,
         allow_scripts=flag(fields, "allow_scripts"),
+        tiles=number(fields, "tiles", int),
         require=required_tags(fields),
     )
 

@@ -68,6 +68,13 @@ DEFAULT_FRAMES_JSON = 1000
     "--overwrite", is_flag=True, help="Let deliveries replace files this job did not write."
 )
 @click.option(
+    "--tiles",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Split the one frame given into N tiles rendered by different peers (Blender).",
+)
+@click.option(
     "--require",
     "require",
     multiple=True,
@@ -91,6 +98,7 @@ def submit(
     fps: float | None,
     allow_scripts: bool,
     overwrite: bool,
+    tiles: int | None,
     require: tuple[str, ...],
     wait: bool,
 ) -> int:
@@ -120,6 +128,8 @@ def submit(
         fields["fps"] = fps
     if overwrite:
         fields["overwrite"] = True
+    if tiles is not None:
+        fields["tiles"] = tiles
     if require:
         fields["require"] = list(require)
     with connect(data_dir) as client:

@@ -175,12 +175,13 @@ def jobs_table(jobs: Sequence[JobView]) -> Table:
         table.add_column(column)
     for job in jobs:
         done = job["frames_done"]
+        unit = " tiles" if "tiles" in job else ""  # a split still: its units are tiles
         table.add_row(
             plain(short_id(job["id"])),
             plain(job["name"]),
             plain(job["state"]),
             ProgressBar(total=job["frames_total"] or 1, completed=done, width=24),
-            f"{done}/{job['frames_total']}",
+            f"{done}/{job['frames_total']}{unit}",
             str(job["frames_failed"]),
             str(job["frames_rendering"]),
             format_eta(job["eta_seconds"]),
@@ -189,10 +190,15 @@ def jobs_table(jobs: Sequence[JobView]) -> Table:
 
 
 def frames_table(
-    frames: Sequence[FrameView], page: FramePage | None = None, limit: int = SHOWN_FRAMES
+    frames: Sequence[FrameView],
+    page: FramePage | None = None,
+    limit: int = SHOWN_FRAMES,
+    *,
+    still_frame: int | None = None,
 ) -> Table:
     """Frames of one job: the page the daemon sent, titled with what it holds. Without a page
-    (a daemon older than paging sent every frame): when there are many, the ones not done."""
+    (a daemon older than paging sent every frame): when there are many, the ones not done.
+    A split still's (``still_frame``) are its tiles: "Tiles of frame 7"."""
     if page is None:
         many = len(frames) > limit
         shown = [f for f in frames if not many or f["state"] != "done"]
@@ -201,8 +207,11 @@ def frames_table(
     else:
         shown = list(frames)
         title = f"{_page_label(page)} ({page['returned']:,} of {page['matched']:,} shown)"
+    unit = "frame"
+    if still_frame is not None:
+        unit, title = "tile", title.replace("Frames", f"Tiles of frame {still_frame}", 1)
     table = Table(title=title, title_justify="left")
-    columns = ("frame", "state", "peer", "attempts", "seconds", "memory", "delivered", "error")
+    columns = (unit, "state", "peer", "attempts", "seconds", "memory", "delivered", "error")
     for column in columns:
         table.add_column(column)
     for frame in shown:
@@ -269,7 +278,9 @@ def status_view(status: StatusView) -> RenderableType:
         parts.append(waits)
     if "frames" in status:
         page = status.get("frames_page")
-        parts.append(frames_table(status["frames"], page))
+        jobs = status["jobs"]
+        still = jobs[0].get("tile_frame") if len(jobs) == 1 else None
+        parts.append(frames_table(status["frames"], page, still_frame=still))
         hint = page_hint(status["jobs"][0], page) if page and status["jobs"] else None
         if hint is not None:
             parts.append(Text(printable(hint), style="dim"))

@@ -1,21 +1,21 @@
 """File names that come from the network: checked before they ever become paths.
 
 Every name a peer sends (an output file name, an asset in a packed scene) passes through
-``safe_name`` before it is joined to a folder, and ``safe_join`` is the only way to make that join.
+``safe_name`` before it is joined to a folder, and ``peerfarm.files.place.safe_join`` is the only
+way to make that join.
 The rule is a whitelist of shape rather than a blacklist of attacks: a safe name is one plain
 path component that every supported OS (Linux, macOS, Windows) stores as the same single file
-inside the folder. Pure: ``safe_name`` never touches the filesystem; ``safe_join`` only resolves.
+inside the folder. Pure: nothing here touches the filesystem (the ledger's codec imports it).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from pathlib import Path
 
 from peerfarm.errors import RemoteProtocolError
 
-__all__ = ["MAX_NAME_BYTES", "UnsafeName", "folder_name", "safe_join", "safe_name"]
+__all__ = ["MAX_NAME_BYTES", "UnsafeName", "folder_name", "safe_name"]
 
 #: Longest accepted name in UTF-8 bytes. Most filesystems allow 255; the margin leaves room for
 #: the suffixes we add (".part", a counter) without crossing the limit.
@@ -85,18 +85,3 @@ def folder_name(name: str) -> str:
     cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
     cut = cleaned.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore").rstrip(".")
     return cut or "job"
-
-
-def safe_join(folder: Path, name: str) -> Path:
-    """Return ``folder / name`` after checking ``name``; the result is a direct child of folder.
-
-    Besides ``safe_name``, the joined path is resolved (following an existing symlink of that
-    name) and must land directly inside the resolved folder, so a planted symlink cannot
-    redirect a write elsewhere.
-    """
-    checked = safe_name(name)
-    joined = folder / checked
-    base = folder.resolve()
-    if joined.resolve().parent != base:
-        raise UnsafeName(name, f"resolves outside {folder}")
-    return joined

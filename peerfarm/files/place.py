@@ -4,7 +4,8 @@
 file name (``names.safe_name``); the bytes go to a fresh temporary file created with
 ``O_EXCL | O_NOFOLLOW`` in that folder, which then replaces the directory entry ``name``
 (``os.replace``). A symlink planted at ``name``, or at any temporary name, is replaced or
-refused, never written through, so nothing outside the folder is touched.
+refused, never written through, so nothing outside the folder is touched. ``safe_join(folder,
+name)`` is the only way a name from the network is joined to a folder.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import shutil
 from pathlib import Path
 
 from peerfarm import platform
-from peerfarm.files.names import safe_name
+from peerfarm.files.names import UnsafeName, safe_name
 
-__all__ = ["place_copy"]
+__all__ = ["place_copy", "safe_join"]
 
 _COPY_BUFFER = 1024 * 1024
 
@@ -42,3 +43,18 @@ def place_copy(source: Path, folder: Path, name: str) -> Path:
         platform.remove(tmp)
         raise
     return target
+
+
+def safe_join(folder: Path, name: str) -> Path:
+    """Return ``folder / name`` after checking ``name``; the result is a direct child of folder.
+
+    Besides ``safe_name``, the joined path is resolved (following an existing symlink of that
+    name) and must land directly inside the resolved folder, so a planted symlink cannot
+    redirect a write elsewhere.
+    """
+    checked = safe_name(name)
+    joined = folder / checked
+    base = folder.resolve()
+    if joined.resolve().parent != base:
+        raise UnsafeName(name, f"resolves outside {folder}")
+    return joined

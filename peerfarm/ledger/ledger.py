@@ -234,7 +234,7 @@ class Ledger(Replica):
         spec = self._require_job(job)
         stamp = self.clock.now(wall_ms)
         chosen = (
-            [f for f in spec.frames if self.frame(job, f).status == Status.FAILED]
+            [f for f in spec.frames if self.frame_status(job, f) == Status.FAILED]
             if frames is None
             else list(frames)
         )
@@ -382,8 +382,6 @@ class Ledger(Replica):
     def open_frames(self, job: str) -> Iterator[int]:
         """Frames that may be claimed now, in rendering order."""
         spec = self._require_job(job)
-        frames = self._frames.get(job, {})
         for frame in spec.frames:
-            record = frames.get(frame)
-            if record is None or record.status in OPEN:
+            if self.frame_status(job, frame) in OPEN:
                 yield frame

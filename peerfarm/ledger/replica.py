@@ -24,12 +24,13 @@ Replication rules:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import LedgerError
 from . import codec
+from .compact import FrameTable, NodeTable
 from .hlc import HybridClock
 from .keys import SEND_ORDER, Change, Delta, Key, Kind, Value, classify
 from .model import (
@@ -76,7 +77,8 @@ class Replica:
         self.clock = HybridClock(clock_last)
         self._version = version
         self._specs: dict[str, JobSpec] = {}
-        self._frames: dict[str, dict[int, FrameRecord]] = {}
+        self._nodes = NodeTable()  # node ids of packed done records
+        self._frames: dict[str, FrameTable] = {}  # done records packed (see compact)
         self._regs: dict[Key, Register] = {}
         self._attempts: dict[str, dict[Key, Attempt]] = {}
         self._meta: dict[Key, tuple[str, int]] = {}  # origin/version of every non-frame entry
@@ -168,7 +170,9 @@ class Replica:
             if spec is not None and not has_frame(spec, frame):
                 return False
             if frames is None:
-                frames = self._frames[job] = {}
+                frames = self._frames[job] = FrameTable(self._nodes)
+                if spec is not None:
+                    frames.bind(spec)
             old = frames.get(frame)
             if old is not None and not frame_gt(value, old):
                 return False
@@ -176,7 +180,7 @@ class Replica:
                 return False
             if value.origin != origin or value.version != version:
                 value = replace(value, origin=origin, version=version)
-            frames[frame] = value
+            frames.put(frame, value)
             self._index_claim(job, frame, value)
             counts = self._counts.setdefault(job, [0] * len(Status))
             if old is not None:
@@ -192,7 +196,7 @@ class Replica:
                 if value.memory > self._peak_memory.get(job, 0):
                     self._peak_memory[job] = value.memory
             self._fp ^= _fp(codec.state_bytes(key, value))
-            self._refresh_delivered(job, frame)
+            self._refresh_delivered(job, frame, value)
         elif kind == Kind.JOB:
             assert isinstance(value, JobSpec)
             if job in self._specs:
@@ -201,8 +205,11 @@ class Replica:
             self._fp ^= _fp(codec.state_bytes(key, value))
             self._meta[key] = (origin, version)
             self._job_keys.setdefault(job, set()).add(key)
-            for frame in [f for f in self._frames.get(job, {}) if not has_frame(value, f)]:
-                self._drop_frame(job, frame)
+            table = self._frames.get(job)
+            if table is not None:
+                for frame in [f for f in table if not has_frame(value, f)]:
+                    self._drop_frame(job, frame)
+                table.bind(value)
         elif kind == Kind.ATTEMPT:
             assert isinstance(value, Attempt)
             attempts = self._attempts.setdefault(job, {})
@@ -241,9 +248,14 @@ class Replica:
         done[0] += sign
         done[1] += sign * record.seconds
 
-    def _refresh_delivered(self, job: str, frame: int) -> None:
-        """Keep the set of delivered frames right after a frame or its mark changed."""
-        record = self._frames.get(job, {}).get(frame)
+    def _refresh_delivered(
+        self, job: str, frame: int, record: FrameRecord | None = None
+    ) -> None:
+        """Keep the set of delivered frames right after a frame (now ``record``, if given)
+        or its mark changed."""
+        if record is None:
+            table = self._frames.get(job)
+            record = table.get(frame) if table is not None else None
         delivered = self._delivered.setdefault(job, set())
         if record is not None and record.status == Status.DONE:
             reg = self._regs.get((Kind.DELIVERED, job, frame))
@@ -339,14 +351,8 @@ class Replica:
                 if not newer(bm):
                     continue
                 lo, hi = bucket * BUCKET, (bucket + 1) * BUCKET
-                if len(frames) <= BUCKET:
-                    candidates: Iterable[int] = [f for f in frames if lo <= f < hi]
-                else:
-                    candidates = (f for f in range(lo, hi) if f in frames)
-                for frame in candidates:
-                    record = frames[frame]
-                    if record.version > marks.get(record.origin, 0):
-                        yield ((Kind.FRAME, job, frame), record, record.origin, record.version)
+                for frame, record in frames.newer(lo, hi, marks):
+                    yield ((Kind.FRAME, job, frame), record, record.origin, record.version)
 
     def all_deltas(self) -> list[Delta]:
         return self.deltas_since({})
@@ -387,7 +393,8 @@ class Replica:
         upserts: list[Delta] = []
         for key in self._dirty:
             if key[0] == Kind.FRAME:
-                record = self._frames.get(key[1], {}).get(key[2])
+                table = self._frames.get(key[1])
+                record = table.get(key[2]) if table is not None else None
                 if record is not None:
                     upserts.append((key, record, record.origin, record.version))
             elif key in self._meta:
@@ -444,9 +451,22 @@ class Replica:
         record = frames.get(frame) if frames else None
         return PENDING0 if record is None else record
 
-    def frame_records(self, job: str) -> dict[int, FrameRecord]:
-        """Explicit records only (frames never touched are pending)."""
-        return self._frames.get(job, {})
+    def frame_records(self, job: str) -> Mapping[int, FrameRecord]:
+        """Explicit records only (frames never touched are pending), in frame order once the
+        job's spec is known. A done record is built on each read: prefer :meth:`frame_status`
+        where the status is enough."""
+        return self._frames.get(job) or FrameTable(self._nodes)
+
+    def frame_statuses(self, job: str) -> Iterator[tuple[int, Status]]:
+        """(frame, status) of every frame with a record, without building done records."""
+        table = self._frames.get(job)
+        return table.statuses() if table is not None else iter(())
+
+    def frame_status(self, job: str, frame: int) -> Status:
+        """A frame's status, without building its record."""
+        table = self._frames.get(job)
+        status = table.status(frame) if table is not None else None
+        return Status.PENDING if status is None else status
 
     def counts(self, job: str) -> JobCounts:
         spec = self._require_job(job)

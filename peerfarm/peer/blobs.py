@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..errors import PeerfarmError, StoreError
-from ..files.names import safe_join, safe_name
+from ..files.names import safe_name
+from ..files.place import safe_join
 from ..files.transfer import fetch_blob
 from ..gossip.transport import Address, Stream
 from ..ledger.model import JobState, Status
@@ -74,9 +75,12 @@ class Blobs:
             if state in (JobState.ACTIVE, JobState.PAUSED):
                 needed.add(spec.scene.digest.hex())
                 needed.update(a.digest.hex() for a in spec.assets)
-            for frame, record in ledger.frame_records(spec.id).items():
-                if record.status == Status.DONE and not ledger.delivered(spec.id, frame):
-                    needed.update(o.digest.hex() for o in record.outputs)
+            records = ledger.frame_records(spec.id)
+            for frame in records:  # done records are built only when still undelivered
+                if ledger.frame_status(spec.id, frame) == Status.DONE and not ledger.delivered(
+                    spec.id, frame
+                ):
+                    needed.update(o.digest.hex() for o in records[frame].outputs)
         return needed
 
     async def make_room(self, needed: int) -> None:

@@ -6,6 +6,8 @@ holds it and written into the job's output folder under the naming rule of
 :mod:`peerfarm.peer.naming`, then marked delivered in the ledger; a frame whose only copy died
 with its renderer is opened again; a finished, fully delivered job is archived to a tombstone
 once it is old enough. Writes into the folder go through a hidden partial file and a rename.
+The tiles of a split still are fetched into the store only, and stitched into the folder once
+all are delivered (:mod:`peerfarm.stills`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from ..gossip.membership import MemberState
 from ..ledger import Output
 from ..ledger.codec import Delta
 from ..ledger.model import FrameRecord, JobSpec, JobState, Status
+from ..renderers.tiles import TileError
+from ..stills import Still, still_of, stitch_to, stitched_name
 from .naming import Slot, delivery_name
 
 if TYPE_CHECKING:
@@ -48,6 +52,7 @@ class Deliverer:
         self._full_at = 0.0  # next full scan (retries failed deliveries)
         self._finished_at: dict[str, float] = {}
         self._refused: set[str] = set()
+        self._stitched: dict[str, tuple[bytes, ...]] = {}  # job -> the tiles it was made of
 
     def wake(self) -> None:
         self._wake.set()
@@ -61,6 +66,7 @@ class Deliverer:
             await self.node.gate()
             try:
                 await self.deliver_once()
+                await self.stitch_stills()
                 await self.archive_finished()
             except PeerfarmError as exc:
                 log.debug("delivery round failed: %s", exc)
@@ -119,14 +125,11 @@ class Deliverer:
                 continue
             records = node.ledger.frame_records(spec.id)
             frames = list(records) if full else sorted(dirty.get(spec.id, ()))
-            for frame in frames:
-                record = records.get(frame)
-                if (
-                    record is not None
-                    and record.status == Status.DONE
-                    and not node.ledger.delivered(spec.id, frame)
-                ):
-                    todo.append((spec, frame, record))
+            for frame in frames:  # a done record is built only when it is still undelivered
+                if node.ledger.frame_status(
+                    spec.id, frame
+                ) == Status.DONE and not node.ledger.delivered(spec.id, frame):
+                    todo.append((spec, frame, records[frame]))
         return todo
 
     async def deliver_once(self) -> None:
@@ -220,6 +223,10 @@ class Deliverer:
         node = self.node
         if not record.outputs:
             return
+        if still_of(spec.options) is not None:
+            for output in record.outputs:  # a tile: into the store, stitched when all are here
+                await node.blobs.ensure(output.digest.hex(), prefer=record.node, size=output.size)
+            return
         shared = node.blobs.shared_path(spec.options.get("shared_output"))
         if shared is not None and all(
             (shared / o.name).is_file() and (shared / o.name).stat().st_size == o.size
@@ -259,6 +266,73 @@ class Deliverer:
             with written.open("a") as fh:
                 fh.write(target.name + "\n")
             platform.replace(tmp, target)
+
+    # ----------------------------------------------------------------------------------
+    # split stills
+
+    async def stitch_stills(self) -> None:
+        """Stitch every split still submitted here whose tiles are all delivered (once per set
+        of tiles in this life; a failure is logged and waits for different tiles)."""
+        node = self.node
+        for spec in node.ledger.jobs():
+            still = still_of(spec.options)
+            if still is None or spec.submitted_by != node.node_id:
+                continue
+            counts = node.ledger.counts(spec.id)
+            if not counts.done == counts.total == node.ledger.delivered_count(spec.id):
+                continue
+            if not node.is_own_job(spec.id):
+                continue
+            records = node.ledger.frame_records(spec.id)
+            made_of = tuple(o.digest for t in spec.frames for o in records[t].outputs)
+            if self._stitched.get(spec.id) == made_of:
+                continue
+            self._stitched[spec.id] = made_of
+            try:
+                name = await self.stitch(spec, still, [records[t] for t in spec.frames])
+            except (PeerfarmError, TileError, OSError) as exc:
+                log.warning("cannot stitch the tiles of %s: %s", node.job_label(spec.id), exc)
+                continue
+            if name is not None:
+                log.info(
+                    "stitched %d tiles of %s into %s",
+                    still.count,
+                    node.job_label(spec.id),
+                    Path(spec.output) / name,
+                )
+
+    async def stitch(self, spec: JobSpec, still: Still, records: list[FrameRecord]) -> str | None:
+        """Stitch the tiles into the job's folder; the name written (None: it was there)."""
+        node = self.node
+        if any(len(r.outputs) != 1 for r in records):
+            raise TileError("every tile must be one image")
+        paths = []
+        for record in records:
+            tile = record.outputs[0]
+            path = await node.blobs.ensure(tile.digest.hex(), prefer=record.node, size=tile.size)
+            paths.append(path)
+        folder = Path(spec.output)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = stitched_name(still, records[0].outputs[0].name)
+        partial = in_folder(folder, f".{name}.stitch")
+        try:
+            digest = await trio.to_thread.run_sync(stitch_to, paths, partial)
+            size = partial.stat().st_size
+            image = Output(name, bytes.fromhex(digest), size)
+            written = node.data_dir / DELIVERIES / spec.id
+            overwrite = spec.options.get("overwrite") is True
+            target = await trio.to_thread.run_sync(
+                delivery_target, folder, image, overwrite, read_names(written)
+            )
+            if target is None:
+                return None  # the same image is there already
+            written.parent.mkdir(exist_ok=True)
+            with written.open("a") as fh:
+                fh.write(target.name + "\n")
+            partial.replace(target)
+            return target.name
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 def read_names(path: Path) -> set[str]:

@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..errors import DecodeError, LedgerError, MessageTooLarge, PeerfarmError, RemoteProtocolError
-from ..gossip.membership import T_GOSSIP as T_MEMBER_GOSSIP
-from ..gossip.membership import Alive as AliveItem
 from ..gossip.membership import (
     Member,
     MemberAlive,
@@ -33,6 +31,8 @@ from ..gossip.membership import (
     MemberUpdated,
     UserBroadcast,
 )
+from ..gossip.swim_wire import T_GOSSIP as T_MEMBER_GOSSIP
+from ..gossip.swim_wire import Alive as AliveItem
 from ..gossip.transport import SPOKEN_VERSION, Address, ForeignPeer, versions_text
 from ..ledger import codec
 from ..ledger.codec import Delta

@@ -13,6 +13,7 @@ bug — is that frame's failure with its message, never the daemon's death.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import math
 import os
@@ -26,7 +27,8 @@ import trio
 
 from .. import platform
 from ..errors import LedgerError, RemoteProtocolError, StoreError, TransportError
-from ..files.names import safe_join, safe_name
+from ..files.names import safe_name
+from ..files.place import safe_join
 from ..frames import format_frames
 from ..ledger import LostClaim, Output
 from ..ledger.model import FrameRecord, JobSpec
@@ -63,6 +65,8 @@ class Renderer:
         work = node.work_dir
         self._leftovers = [p for p in work.glob("*/slot*-*") if p.is_dir()] + [work / "trash"]
         self._scene_locks: dict[str, trio.Lock] = {}
+        self._spare: dict[tuple[str, int], Path] = {}  # (job, slot) -> its next scratch folder
+        self._forgotten: dict[str, int] = {}  # job -> times its work folder was discarded
 
     # ----------------------------------------------------------------------------------
     # one claim, start to end
@@ -174,8 +178,7 @@ class Renderer:
             raise RenderFailed(f"renderer {spec.renderer!r} is not available on {node.name}")
         scene = await self._materialize_scene(spec)
         job_dir = node.work_dir / spec.id
-        out_dir = job_dir / f"slot{running.slot}-{node.parts.rng.getrandbits(32):08x}"
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = await self._scratch(spec.id, running.slot)
         try:
             task = RenderTask(
                 job_id=spec.id,
@@ -304,6 +307,36 @@ class Renderer:
 
     def forget_job(self, job: str) -> None:
         self._scene_locks.pop(job, None)
+        self._forgotten[job] = self._forgotten.get(job, 0) + 1
+        for key in [k for k in self._spare if k[0] == job]:
+            del self._spare[key]  # inside the job's folder, which goes with it
+
+    async def _scratch(self, job: str, slot: int) -> Path:
+        """An empty scratch folder for one render of ``job`` in ``slot``, made ahead of time
+        while the slot's previous render ran: making a folder is a disk metadata operation that
+        can stall for milliseconds on a busy disk, and it must not sit between a free slot and
+        the next frame, nor block the event loop."""
+        folder = self._spare.pop((job, slot), None)
+        if folder is None:
+            folder = await self._make_scratch(job, slot)
+        self.node.worker.spawn(functools.partial(self._make_spare, job, slot))
+        return folder
+
+    async def _make_scratch(self, job: str, slot: int) -> Path:
+        name = f"slot{slot}-{self.node.parts.rng.getrandbits(32):08x}"
+        folder = self.node.work_dir / job / name
+        await trio.to_thread.run_sync(functools.partial(folder.mkdir, parents=True, exist_ok=True))
+        return folder
+
+    async def _make_spare(self, job: str, slot: int) -> None:
+        if (job, slot) in self._spare:
+            return
+        generation = self._forgotten.get(job, 0)
+        folder = await self._make_scratch(job, slot)
+        if (job, slot) in self._spare or self._forgotten.get(job, 0) != generation:
+            self.discard(folder)
+        else:
+            self._spare[(job, slot)] = folder
 
     # ----------------------------------------------------------------------------------
     # scratch folders

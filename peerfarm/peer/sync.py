@@ -111,28 +111,37 @@ class SyncService:
                 address = peers[0].address
             try:
                 await self.push_pull(address)
-            except PeerfarmError as exc:
+            except (PeerfarmError, trio.TooSlowError) as exc:
                 node.stats.sync_failures += 1
                 log.debug("push-pull with %s:%s failed: %s", *address, exc)
 
     async def push_pull(self, address: Address) -> None:
-        """Full anti-entropy with one peer: member tables and the ledger, both ways."""
+        """Full anti-entropy with one peer: member tables and the ledger, both ways.
+
+        TooSlowError when the exchange stalls: every message must come within
+        ``3 * stream_timeout`` of the previous one (a big ledger takes many messages, so the
+        exchange as a whole may take longer)."""
         node = self.node
         timeout = node.config.stream_timeout
-        with trio.fail_after(timeout * 3):
+        with trio.fail_after(timeout * 3) as progress:
             stream = await node.transport.connect(address, timeout=timeout)
             try:
                 session = SyncSession(node.ledger, node.membership, initiator=True)
                 await stream.send(session.opening())
-                await self._drive(session, stream)
+                await self._drive(session, stream, progress)
             finally:
                 await stream.aclose()
 
-    async def _drive(self, session: SyncSession, stream: Stream) -> None:
-        """Feed a session until it is done: merge what it hands over, send what it says."""
+    async def _drive(
+        self, session: SyncSession, stream: Stream, progress: trio.CancelScope | None = None
+    ) -> None:
+        """Feed a session until it is done: merge what it hands over, send what it says; each
+        message received moves the ``progress`` deadline on."""
         node = self.node
         while not session.done:
             message = await stream.receive(timeout=node.config.stream_timeout)
+            if progress is not None:
+                progress.deadline = trio.current_time() + node.config.stream_timeout * 3
             step = session.receive(message)
             if step.members is not None:
                 node.membership.merge_push_pull(step.members, node.now())

@@ -7,6 +7,16 @@ of Blender's progress output. ``peerfarm.renderers.installs`` finds the installa
   from the job's ``blend_version`` option, else the .blend header); a file newer than every
   installation fails the task with that reason (the scheduler does not claim such jobs: the
   peer advertises every version it has).
+* Warm workers: one long-lived ``blender_worker`` process per renderer instance (one instance per
+  render slot), so the scene stays loaded between frames: ``python -m
+  peerfarm.renderers.blender_worker`` for ``bpy``, ``blender -b --disable-autoexec --python
+  blender_worker.py`` for a program. Reloaded when the scene (path, size, mtime or script
+  permission) changes; restarted when it dies. A cancelled render (a lost claim, a pause, a
+  cancel) kills the worker's process group; the next render starts a fresh one. One render at a
+  time per instance.
+* A program whose warm worker cannot start (an old or odd build) renders a process per frame
+  instead, with the reason logged; the warm worker is tried again after ``WARM_RETRY_S``.
+  ``warm=False`` always renders a process per frame (the bench compares the two).
 * CLI: ``blender -b (--disable-autoexec | --enable-autoexec) SCENE --python-expr PREPARE -o
   OUT/frame_#### [-F FMT] [-t N] (-f N | -s A -e B -a)``. Options come before ``-f``/``-a``
   (Blender runs its arguments in order); the autoexec switch comes before the file: scripts and
@@ -14,19 +24,19 @@ of Blender's progress output. ``peerfarm.renderers.installs`` finds the installa
   off, so allowing them needs ``--enable-autoexec``). PREPARE turns Cycles denoising off when
   the build has no OpenImageDenoise (Debian's) and a movie output format into PNG. Contiguous
   frames render in one process.
-* bpy: one long-lived ``python -m peerfarm.renderers.blender_worker`` per renderer instance, so
-  the scene stays loaded between frames; reloaded when the scene (path, size, mtime or script
-  permission) changes; restarted when it dies. A cancelled render kills the worker's process
-  group; the next render starts a fresh one. One render at a time per instance: make one
-  renderer per render slot.
+* Split stills (the job's ``tiles`` and ``tile_frame`` options, ``peerfarm.renderers.tiles``):
+  the task's "frames" are tile numbers; each renders frame ``tile_frame`` as a border render
+  cropped to its tile, into ``tile_0001.<ext>``.
 
-Outputs are ``frame_0001.<ext>`` in the task's output folder, in the scene's own format.
+Outputs are ``frame_0001.<ext>`` (``tile_0001.<ext>``) in the task's output folder, in the
+scene's own format.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -39,7 +49,7 @@ from typing import Any, ClassVar, Literal
 import trio
 
 from peerfarm import platform
-from peerfarm.renderers import groups
+from peerfarm.renderers import groups, tiles
 from peerfarm.renderers import options as job_options
 from peerfarm.renderers.base import (
     LineReader,
@@ -68,6 +78,8 @@ from peerfarm.renderers.installs import (
 )
 from peerfarm.renderers.scenes import NotABlendFile, inspect_blend, parse_version
 
+log = logging.getLogger("peerfarm")
+
 FRAME_RE = re.compile(r"\bFra:\s*(\d+)")
 SAMPLE_RE = re.compile(r"\bSample\s+(\d+)\s*/\s*(\d+)")
 MEMORY_RE = re.compile(r"\bMem:\s*([\d.]+\s*[KMGT]?)")
@@ -76,6 +88,8 @@ SAVED_RE = re.compile(r"\bSaved:\s*'([^']+)'")
 FINISHED_RE = re.compile(r"\|\s*Finished\s*$")
 STATS_FIELD_RE = re.compile(r"^(Fra|Mem|Time|Remaining|Peak)\b:?", re.IGNORECASE)
 OUTPUT_NAME_RE = re.compile(r"^frame_(-?\d+)\.\w+$")
+#: The worker script a Blender program runs (``--python``): standard library and bpy only.
+WORKER_SCRIPT = Path(__file__).with_name("blender_worker.py")
 
 #: Runs inside Blender before rendering (CLI backend); the worker does the same in ``prepare``.
 PREPARE_EXPR = (
@@ -94,6 +108,8 @@ PREPARE_EXPR = (
 #: Seconds allowed for the worker to import bpy, and to load a scene.
 WORKER_START_TIMEOUT_S = 120.0
 SCENE_LOAD_TIMEOUT_S = 600.0
+#: Seconds before a program whose warm worker could not start is tried warm again.
+WARM_RETRY_S = 600.0
 
 Mode = Literal["auto", "cli", "bpy"]
 
@@ -107,11 +123,22 @@ class _SceneKey:
     settings: str = ""  # the job's settings script: another job's settings need a fresh load
 
 
-class WarmWorker:
-    """One ``blender_worker`` subprocess and the scene it has loaded."""
+class WorkerDidNotStart(RenderFailed):
+    """The warm worker ended or failed before it said it was ready."""
 
-    def __init__(self, python: str) -> None:
-        self.python = python
+
+def worker_argv(install: Installation) -> list[str]:
+    """The command that starts a warm worker in ``install``."""
+    if install.kind == "bpy":
+        return [install.path, "-m", "peerfarm.renderers.blender_worker"]
+    return [install.path, "-b", "--disable-autoexec", "--python", str(WORKER_SCRIPT)]
+
+
+class WarmWorker:
+    """One ``blender_worker`` subprocess (started by ``argv``) and the scene it has loaded."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
         self.process: trio.Process | None = None
         self.scene: _SceneKey | None = None
         self.version = ""
@@ -129,7 +156,7 @@ class WarmWorker:
         self.tail = LogTail()
         try:
             self.process = await trio.lowlevel.open_process(
-                [self.python, "-m", "peerfarm.renderers.blender_worker"],
+                self.argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -137,14 +164,18 @@ class WarmWorker:
                 **platform.tree_kwargs(),
             )
         except OSError as exc:
-            raise RenderFailed(f"cannot start the Blender worker: {exc}") from exc
+            raise WorkerDidNotStart(f"cannot start the Blender worker: {exc}") from exc
         platform.track_tree(self.process.pid)
         groups.REGISTRY.started(self.process.pid)
         assert self.process.stdin and self.process.stdout and self.process.stderr
         self._stdin = self.process.stdin
         self._proto = LineReader(self.process.stdout)
         self._log = LineReader(self.process.stderr)
-        ready = await self._exchange(None, None, WORKER_START_TIMEOUT_S, {"ready"})
+        try:
+            ready = await self._exchange(None, None, WORKER_START_TIMEOUT_S, {"ready"})
+        except RenderFailed as exc:
+            await self.stop()
+            raise WorkerDidNotStart(exc.reason, log_tail=exc.log_tail) from exc
         self.version = str(ready.get("version", ""))
         self.oidn = bool(ready.get("oidn", False))
 
@@ -184,8 +215,12 @@ class WarmWorker:
         on_line: Callable[[str], None],
         timeout: float,
         script: str = "",
+        **settings: Any,
     ) -> dict[str, Any]:
+        """Render ``frame`` to ``output`` (no extension) with the job's settings ``script``;
+        ``settings``: more of the command (``tile``)."""
         command = {"cmd": "render", "frame": frame, "output": str(output), "script": script}
+        command.update({k: v for k, v in settings.items() if v is not None})
         return await self._exchange(command, on_line, timeout, {"done"})
 
     async def _exchange(
@@ -265,7 +300,8 @@ class WarmWorker:
 
 
 class BlenderRenderer(Renderer):
-    """Every Blender here: programs through their CLI, ``bpy`` through a warm worker.
+    """Every Blender here, each through a warm worker (a program: a process per frame when
+    its worker cannot start, or with ``warm=False``).
 
     ``mode`` limits the backends: ``"cli"`` programs only, ``"bpy"`` the module only,
     ``"auto"`` both. ``executables`` are the ``--blender PATH`` given (``executable``: one of
@@ -284,6 +320,7 @@ class BlenderRenderer(Renderer):
         python: str | None = None,
         frame_timeout: float = 24 * 3600.0,
         standard: bool = True,
+        warm: bool = True,
     ) -> None:
         self.requested_mode: Mode = mode
         given = [executable] if executable else []
@@ -293,7 +330,9 @@ class BlenderRenderer(Renderer):
         self.frame_timeout = frame_timeout
         self.standard = standard
         self.installs: list[Installation] | None = None  # ascending; None until detected
+        self.warm = warm
         self._worker: WarmWorker | None = None
+        self._cold: dict[str, float] = {}  # program -> when its warm worker failed to start
         self._lock = trio.Lock()
 
     # --- detection --------------------------------------------------------------------------
@@ -341,15 +380,24 @@ class BlenderRenderer(Renderer):
         if len(runs) != 1:
             raise RenderFailed(f"one Blender process renders one run of frames, not {runs}")
         start, end = runs[0]
+        split = tiling(task)
         argv = [executable or self.executable or "blender", "-b"]
         argv.append("--enable-autoexec" if task.allow_scripts else "--disable-autoexec")
         argv += [str(task.scene), "--python-exit-code", str(SCRIPT_EXIT_CODE)]
         argv += ["--python-expr", PREPARE_EXPR + settings_script(task.options)]
-        argv += ["-o", f"{task.output_dir}/frame_####"]
+        if split is not None:
+            if start != end:
+                raise RenderFailed(f"one Blender process renders one tile, not {runs}")
+            argv += ["-o", f"{task.output_dir}/{tiles.tile_name(start, '')}_####"]
+        else:
+            argv += ["-o", f"{task.output_dir}/frame_####"]
         if fmt := task.options.get("format"):
             argv += ["-F", str(fmt)]
         if threads := task.options.get("threads"):
             argv += ["-t", str(int(threads))]
+        if split is not None:
+            argv += ["--python-expr", tile_expr(start, split[0])]
+            start = end = split[1]
         if start == end:
             argv += ["-f", str(start)]
         else:
@@ -400,18 +448,37 @@ class BlenderRenderer(Renderer):
             raise RenderFailed(f"bad job option: {exc}") from None
         task = dataclasses.replace(task, scene=scene, output_dir=output_dir, options=options)
         async with self._lock:
-            if install.kind == "cli":
-                return await self._render_cli(task, install.path, on_progress)
-            return await self._render_bpy(task, install.path, on_progress)
+            if install.kind == "bpy":
+                return await self._render_warm(task, install, on_progress)
+            if self.warm and self._may_try_warm(install.path):
+                try:
+                    return await self._render_warm(task, install, on_progress)
+                except WorkerDidNotStart as exc:
+                    self._cold[install.path] = time.monotonic()
+                    log.warning(
+                        "the warm Blender worker of %s did not start (%s): rendering a process "
+                        "per frame for %g s",
+                        install.path,
+                        exc.reason,
+                        WARM_RETRY_S,
+                    )
+            return await self._render_cli(task, install.path, on_progress)
+
+    def _may_try_warm(self, program: str) -> bool:
+        failed = self._cold.get(program)
+        return failed is None or time.monotonic() - failed >= WARM_RETRY_S
 
     def _progress_relay(
-        self, on_progress: Callable[[Progress], None], default_frame: list[int]
+        self, on_progress: Callable[[Progress], None], default_frame: list[int], *, fixed: bool
     ) -> Callable[[str], None]:
+        """Lines to ``on_progress``; ``fixed``: every report is about ``default_frame`` (a tile
+        is one unit whatever frame Blender names)."""
+
         def on_line(line: str) -> None:
             progress = self.parse_line(line)
             if progress is None:
                 return
-            if progress.frame is None:
+            if progress.frame is None or fixed:
                 progress = dataclasses.replace(progress, frame=default_frame[0])
             else:
                 default_frame[0] = progress.frame
@@ -424,27 +491,36 @@ class BlenderRenderer(Renderer):
     ) -> RenderResult:
         started = time.monotonic()
         tail = ""
-        for start, end in contiguous_runs(task.frames):
+        split = tiling(task)
+        runs = [(t, t) for t in task.frames] if split else contiguous_runs(task.frames)
+        outputs: dict[int, list[Path]] = {}
+        for start, end in runs:
             frames = tuple(range(start, end + 1))
             argv = self.build_argv(dataclasses.replace(task, frames=frames), executable)
-            relay = self._progress_relay(on_progress, [start])
+            relay = self._progress_relay(on_progress, [start], fixed=split is not None)
             run = await run_logged(argv, cwd=task.scene.parent, env=child_env(), on_line=relay)
             tail = run.log_tail
             if run.returncode != 0:
                 reason = failure_line(tail) if run.returncode == SCRIPT_EXIT_CODE else None
                 reason = reason or f"blender exited with status {run.returncode}"
                 raise RenderFailed(reason, log_tail=tail)
-        outputs = _collect_outputs(task.output_dir, task.frames, tail)
+            if split is not None:
+                outputs[start] = [_name_tile(task.output_dir, start, tail)]
+        if split is None:
+            outputs = _collect_outputs(task.output_dir, task.frames, tail)
         return RenderResult(outputs, time.monotonic() - started, tail)
 
-    async def _render_bpy(
-        self, task: RenderTask, python: str, on_progress: Callable[[Progress], None]
+    async def _render_warm(
+        self, task: RenderTask, install: Installation, on_progress: Callable[[Progress], None]
     ) -> RenderResult:
+        """Render with this instance's warm worker in ``install`` (started or restarted as
+        needed). A cancellation kills the worker (``WarmWorker._exchange``)."""
         started = time.monotonic()
-        if self._worker is not None and self._worker.python != python:
+        argv = worker_argv(install)
+        if self._worker is not None and self._worker.argv != argv:
             await self.aclose()
         if self._worker is None:
-            self._worker = WarmWorker(python)
+            self._worker = WarmWorker(argv)
         worker = self._worker
         stat = task.scene.stat()
         settings = settings_script(task.options)
@@ -452,17 +528,23 @@ class BlenderRenderer(Renderer):
             str(task.scene), stat.st_size, stat.st_mtime_ns, task.allow_scripts, settings
         )
         await worker.ensure_scene(key)
+        split = tiling(task)
         outputs: dict[int, list[Path]] = {}
-        for frame in task.frames:
-            relay = self._progress_relay(on_progress, [frame])
-            target = task.output_dir / frame_stem(frame)
-            answer = await worker.render(frame, target, relay, self.frame_timeout, settings)
+        for unit in task.frames:
+            relay = self._progress_relay(on_progress, [unit], fixed=split is not None)
+            if split is None:
+                frame, tile, target = unit, None, task.output_dir / frame_stem(unit)
+            else:
+                frame, tile = split[1], [unit, split[0]]
+                target = task.output_dir / tiles.tile_name(unit, "")
+            answer = await worker.render(
+                frame, target, relay, self.frame_timeout, settings, tile=tile
+            )
             files = [Path(f) for f in answer.get("files", [])]
             if not files:
-                raise RenderFailed(
-                    f"Blender wrote no file for frame {frame}", log_tail=worker.tail.text()
-                )
-            outputs[frame] = sorted(files)
+                what = f"tile {unit}" if split else f"frame {frame}"
+                raise RenderFailed(f"Blender wrote no file for {what}", log_tail=worker.tail.text())
+            outputs[unit] = sorted(files)
         return RenderResult(outputs, time.monotonic() - started, worker.tail.text())
 
     async def aclose(self) -> None:
@@ -475,6 +557,40 @@ class BlenderRenderer(Renderer):
         """The warm worker's pid (tests and diagnostics)."""
         worker = self._worker
         return worker.process.pid if worker and worker.process else None
+
+
+def tiling(task: RenderTask) -> tuple[int, int] | None:
+    """(tile count, the still's frame) of a split still's task; None for a task of frames."""
+    count, frame = task.options.get("tiles"), task.options.get("tile_frame")
+    if count is None and frame is None:
+        return None
+    try:
+        return tiles.check_count(int(count)), int(frame)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise RenderFailed(f"bad tile options (tiles={count!r}, tile_frame={frame!r})") from exc
+
+
+def tile_expr(index: int, count: int) -> str:
+    """Python run inside a Blender program that makes its scene render tile ``index``."""
+    return (
+        "import importlib.util, bpy\n"
+        "spec = importlib.util.spec_from_file_location("
+        f"'peerfarm_worker', {str(WORKER_SCRIPT)!r})\n"
+        "worker = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(worker)\n"
+        f"worker.apply_tile(bpy.context.scene, {int(index)}, {int(count)})\n"
+    )
+
+
+def _name_tile(output_dir: Path, index: int, tail: str) -> Path:
+    """The one file a tile's process wrote (``tile_0001_0007.png``), renamed ``tile_0001.png``."""
+    prefix = tiles.tile_name(index, "_")
+    found = [p for p in output_dir.iterdir() if p.name.startswith(prefix) and p.is_file()]
+    if len(found) != 1:
+        raise RenderFailed(f"blender wrote {len(found)} images for tile {index}", log_tail=tail)
+    target = output_dir / tiles.tile_name(index, found[0].suffix)
+    found[0].replace(target)
+    return target
 
 
 def _file_version(task: RenderTask, scene: Path) -> tuple[int, int] | None:

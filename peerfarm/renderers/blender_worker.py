@@ -1,15 +1,21 @@
-"""The warm Blender worker: a long-lived ``bpy`` process that keeps a scene loaded.
+"""The warm Blender worker: a long-lived Blender process that keeps a scene loaded.
 
-Run as ``python -m peerfarm.renderers.blender_worker`` by ``blender.py`` with the same
-interpreter (so ``bpy`` comes from the same environment). This module owns the worker's side of
-the protocol: one JSON object per line on stdin, one JSON object per line back on the protocol
-stream (the original stdout). Blender's own prints go to stderr, which the parent keeps as the
-log. Append-only protocol, version ``WORKER_PROTOCOL``:
+Two ways to run it, both started by ``blender.py``: ``python -m peerfarm.renderers.blender_worker``
+with the interpreter that has ``bpy``, and ``blender -b --python blender_worker.py`` inside an
+installed Blender program. So this file uses the standard library and ``bpy`` only, and runs on
+the Python of any Blender from 3.x (3.10+); it loads ``tiles.py`` beside it by path.
+
+This module owns the worker's side of the protocol: one JSON object per line on stdin, one JSON
+object per line back on the protocol stream (the original stdout; lines there that are not JSON,
+such as a Blender program's banner, are log). Blender's own prints go to stderr, which the
+parent keeps as the log. Append-only protocol, version ``WORKER_PROTOCOL``:
 
     -> {"cmd": "load", "path": str, "allow_scripts": bool}
     <- {"event": "loaded", "path": str, "engine": str, "resolution": [x, y], ...}
-    -> {"cmd": "render", "frame": int, "output": str, "script": str}
-                         # output: path without extension; script: the job's settings (optional)
+    -> {"cmd": "render", "frame": int, "output": str, "script": str,
+        "tile": [index, count]}
+                         # output: path without extension; script: the job's settings (optional);
+                         # tile: optional, a tile of a split still
     <- {"event": "progress", "frame": int, "line": str}    # zero or more, from render_stats
     <- {"event": "done", "frame": int, "files": [str, ...], "seconds": float}
     -> {"cmd": "quit"}
@@ -18,20 +24,26 @@ log. Append-only protocol, version ``WORKER_PROTOCOL``:
 
 The scene renders with its own settings; only the output path changes, Cycles denoising is
 turned off when this build lacks OpenImageDenoise, and a movie output format becomes PNG (a farm
-renders frames, the video is made afterwards).
+renders frames, the video is made afterwards). A tile is a border render cropped to the border
+(``tiles.tile_rect``), in a format the submitter can stitch; the scene's own border comes back
+for the next whole frame.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TextIO
 
-WORKER_PROTOCOL = 1
+WORKER_PROTOCOL = 2
+#: Formats the submitter's Pillow reads and writes: a tile in any other becomes PNG.
+STITCHABLE_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "TARGA", "TARGA_RAW", "WEBP")
 
 
 PROGRESS_INTERVAL = 0.25  # seconds between progress events of one render
@@ -43,6 +55,34 @@ def _open_protocol_stream() -> TextIO:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return os.fdopen(protocol_fd, "w", buffering=1, encoding="utf-8")
+
+
+def load_tiles() -> ModuleType:
+    """``tiles.py`` beside this file, loaded by path (Blender's Python has no peerfarm)."""
+    name = "peerfarm_blender_tiles"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("tiles.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def apply_tile(scene: Any, index: int, count: int) -> None:
+    """Make ``scene`` render tile ``index`` of ``count``: a border render, cropped."""
+    tiles = load_tiles()
+    render = scene.render
+    width = render.resolution_x * render.resolution_percentage // 100
+    height = render.resolution_y * render.resolution_percentage // 100
+    rect = tiles.tile_rect(width, height, index, count)
+    border = tiles.blender_border(width, height, rect)
+    render.use_border = True
+    render.use_crop_to_border = True
+    render.border_min_x, render.border_max_x, render.border_min_y, render.border_max_y = border
+    if render.image_settings.file_format not in STITCHABLE_FORMATS:
+        render.image_settings.file_format = "PNG"
 
 
 def _has_oidn() -> bool:
@@ -64,6 +104,7 @@ class Worker:
         self.oidn = _has_oidn()
         self.current_frame: int | None = None
         self._last_progress = 0.0
+        self._own: dict[str, Any] = {}  # the loaded scene's own settings a render may change
 
         def on_stats(stats: str, *_: Any) -> None:
             self._on_stats(stats)
@@ -89,6 +130,19 @@ class Worker:
         bpy.ops.wm.open_mainfile(filepath=path, load_ui=False, use_scripts=allow_scripts)
         scene = bpy.context.scene
         render = scene.render
+        self._own = {
+            "use_border": render.use_border,
+            "use_crop_to_border": render.use_crop_to_border,
+            "border": (
+                render.border_min_x,
+                render.border_max_x,
+                render.border_min_y,
+                render.border_max_y,
+            ),
+            "file_format": render.image_settings.file_format,
+            "threads_mode": render.threads_mode,
+            "threads": render.threads,
+        }
         self.send(
             event="loaded",
             path=path,
@@ -100,20 +154,40 @@ class Worker:
         )
 
     def prepare(self) -> None:
+        """The scene's own settings back (a tile changed the border), and what every render
+        changes."""
         scene = self.bpy.context.scene
+        render = scene.render
+        own = self._own
+        if own:
+            render.use_border = own["use_border"]
+            render.use_crop_to_border = own["use_crop_to_border"]
+            (
+                render.border_min_x,
+                render.border_max_x,
+                render.border_min_y,
+                render.border_max_y,
+            ) = own["border"]
+            render.image_settings.file_format = own["file_format"]
+            render.threads_mode = own["threads_mode"]
+            render.threads = own["threads"]
         if not self.oidn and hasattr(scene, "cycles"):
             scene.cycles.use_denoising = False
-        render = scene.render
         if getattr(render, "is_movie_format", False):
             render.image_settings.file_format = "PNG"
         render.use_file_extension = True
 
-    def render(self, frame: int, output: str, script: str = "") -> None:
+    def render(self, command: dict[str, Any]) -> None:
         bpy = self.bpy
         scene = bpy.context.scene
+        frame, output = int(command["frame"]), str(command["output"])
+        script = str(command.get("script") or "")
         self.prepare()
         if script:  # the job's options (``blender_settings``): a failure answers with an error
             exec(compile(script, "<peerfarm settings>", "exec"), {"__name__": "__peerfarm__"})
+        tile = command.get("tile")
+        if tile:  # after the settings: a resolution percentage changes the tile's pixels
+            apply_tile(scene, int(tile[0]), int(tile[1]))
         folder = Path(output).parent
         before = set(folder.iterdir()) if folder.is_dir() else set()
         started = time.monotonic()
@@ -135,9 +209,7 @@ class Worker:
         if kind == "load":
             self.load(str(command["path"]), bool(command.get("allow_scripts", False)))
         elif kind == "render":
-            self.render(
-                int(command["frame"]), str(command["output"]), str(command.get("script") or "")
-            )
+            self.render(command)
         else:
             self.send(event="error", message=f"unknown command {kind!r}")
         return True

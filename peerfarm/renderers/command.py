@@ -148,11 +148,12 @@ class CommandRenderer(Renderer):
         outputs: dict[int, list[Path]] = {}
         tail = ""
         for frame in task.frames:
-            frame_dir = task.output_dir / frame_stem(frame)
-            frame_dir.mkdir(parents=True, exist_ok=False)
-            env = child_env(
-                {"PEERFARM_FRAME": str(frame), "PEERFARM_OUTPUT_DIR": str(frame_dir.resolve())}
-            )
+            # One frame: the task's own (fresh, empty) output folder; a chunk: one folder each.
+            frame_dir = task.output_dir.absolute()
+            if len(task.frames) > 1:
+                frame_dir = frame_dir / frame_stem(frame)
+            frame_dir.mkdir(parents=True, exist_ok=len(task.frames) == 1)
+            env = child_env({"PEERFARM_FRAME": str(frame), "PEERFARM_OUTPUT_DIR": str(frame_dir)})
 
             def on_line(line: str, frame: int = frame) -> None:
                 progress = self.parse_line(line)

@@ -54,6 +54,8 @@ MAX_ARG_CHARS = 4096
 MAX_MAIN_CHARS = 1024
 #: Highest frame number the ledger accepts (``ledger.codec.MAX_FRAME``).
 MAX_FRAME = 10**9
+#: Most tiles a split still may have (``renderers.tiles.MAX_TILES``).
+MAX_TILES = 256
 
 #: Cycles device choices: CPU, any GPU backend, or one backend (Cycles' own names).
 GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "METAL", "ONEAPI")
@@ -275,6 +277,9 @@ SCHEMAS: dict[str, dict[str, Option]] = {
         "format": Option(choice(BLENDER_FORMATS)),
         "threads": Option(_THREADS),
         "main": Option(_relative_path),
+        # Set by the submitting peer from --tiles: a split still (peerfarm.stills).
+        "tiles": Option(whole(2, MAX_TILES), user=False),
+        "tile_frame": Option(whole(0, MAX_FRAME), user=False),
         "device": Option(choice(BLENDER_DEVICES)),
         "samples": Option(whole(1, MAX_SAMPLES)),
         "percentage": Option(whole(1, MAX_PERCENTAGE)),

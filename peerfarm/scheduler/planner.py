@@ -278,7 +278,7 @@ class Planner:
                 chunk = all_chunks[index]
                 if advancing:
                     if all(
-                        (r := records.get(f)) is not None and r.status in FINISHED for f in chunk
+                        ledger.frame_status(spec.id, f) in FINISHED for f in chunk
                     ):
                         self._cursor[spec.id] = index + 1
                         continue
@@ -327,8 +327,7 @@ class Planner:
                 # reserving it for that peer would leave it to nobody. A frame handed back (a
                 # graceful stop) goes to whoever is idle too, not to its busy home.
                 retry = any(
-                    (r := records.get(f)) is not None
-                    and r.status in (Status.RETRYING, Status.RELEASED)
+                    ledger.frame_status(spec.id, f) in (Status.RETRYING, Status.RELEASED)
                     for f in free
                 )
                 if (

@@ -17,7 +17,7 @@ from bench.install import have_module
 from peerfarm.testing.daemons import descendants
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(240)
 def test_every_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     status = run.main(["--quick", "--no-install", "--out", str(tmp_path)])
     report = json.loads((tmp_path / "results.json").read_text())
@@ -33,8 +33,16 @@ def test_every_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
 
     makespan = results["schedule"]["makespan"]
     assert makespan["peerfarm_s"] >= makespan["ideal_s"]  # nothing beats the ideal
+    assert "submit --wait" in makespan["measured"] and len(makespan["peerfarm_runs_s"]) == 1
     dispatch = results["schedule"]["dispatch"]
     assert dispatch["peerfarm_fps"] > 0 and dispatch["spawn_ceiling_fps"] > 0
+    steps = results["series"]["sizes"]
+    assert [s["frames"] for s in steps] == [20, 60] and all(s["fps"] > 0 for s in steps)
+    assert steps[0]["of_smallest"] == 1.0
+
+    joined = results["joiner"]
+    assert joined["frames"] == 300
+    assert 0 < joined["joiner_ready_s"] <= joined["converged_s"] < 60
 
     fail = results["failover"]
     assert fail["new_peer"] not in (None, fail["killed_peer"])

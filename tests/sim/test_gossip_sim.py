@@ -20,6 +20,7 @@ import trio.testing
 from peerfarm.gossip.config import GossipConfig, suspicion_bounds
 from peerfarm.gossip.membership import MemberState
 from peerfarm.testing import SimFarm
+from tests.support.depth import depth
 
 N = 50
 
@@ -226,12 +227,12 @@ async def test_crashed_peer_is_declared_dead_everywhere_within_the_suspicion_tim
 async def test_long_loss_free_run_never_declares_a_live_peer_dead(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, membership_log: _Counter
 ) -> None:
-    # 30 virtual seconds of the fast preset are 300 probe rounds per peer (15,000 probes in
-    # all): five minutes of LAN probing (its probe interval is ten times longer). Push-pull
-    # every 3 s keeps nearer LAN's ratio of push-pulls to gossip rounds and the run affordable
-    # in real time (~15 s on 2 busy cores).
+    # 15 virtual seconds of the fast preset are 150 probe rounds per peer (7,500 probes in
+    # all): two and a half minutes of LAN probing (its probe interval is ten times longer); the
+    # long profile runs 60 s. Push-pull every 3 s keeps nearer LAN's ratio of push-pulls to
+    # gossip rounds. The pure machine runs ten minutes at 50 peers in test_membership_sim.
     config = GossipConfig.fast().replace(push_pull_interval=3.0, lease_timeout=9.0)
-    minutes = 0.5
+    minutes = depth(15, long=60) / 60
     with trio.fail_after(120):
         farm = SimFarm(tmp_path, seed=15, config=config, invariants="converged")
         async with farm.running():

@@ -5,9 +5,10 @@ restarts, freezes longer than a lease, splits and heals, drops datagrams on, ske
 to a day, and plays a user who retries, pauses, resumes and cancels; renderers fail some frames.
 After the faults stop and gossip quiesces, every frame of every job not cancelled is done or
 failed, every replica's digest is equal and every delivered file holds the bytes the ledger
-names (``peerfarm.testing.nemesis``). CI runs 200 histories on both cores; the long mode runs
-thousands: ``python -m peerfarm.testing.nemesis --histories 5000``; a failure prints its seed,
-replayed with ``--seed N``.
+names (``peerfarm.testing.nemesis``). The default run checks 40 histories on both cores (the
+other sim tests cover each fault on its own), ``--hypothesis-profile=long`` 200, and the long
+mode thousands: ``python -m peerfarm.testing.nemesis --histories 5000``; a failure prints its
+seed, replayed with ``--seed N``. ``PEERFARM_NEMESIS_HISTORIES`` overrides the count.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from peerfarm.testing.nemesis import run_seed
+from tests.support.depth import depth
 
-HISTORIES = int(os.environ.get("PEERFARM_NEMESIS_HISTORIES", "200"))
+HISTORIES = int(os.environ.get("PEERFARM_NEMESIS_HISTORIES", str(depth(40, long=200))))
 FIRST_SEED = int(os.environ.get("PEERFARM_NEMESIS_FIRST", "0"))
 
 

@@ -2,14 +2,16 @@
 
 ``make_probe_scene`` saves tests/support/probe_scene.py's scene with a Blender program or
 with bpy; ``make_turntable`` the example turntable (examples/blender/make_turntable.py) the
-same way; ``future_copy`` patches a copy's header so it claims a Blender that does not exist
-yet (no Blender here can open it), instead of shipping big files.
+same way; ``make_cube_scene`` a tiny moving cube for the Blender program; ``future_copy``
+patches a copy's header so it claims a Blender that does not exist yet (no Blender here can
+open it), instead of shipping big files.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +51,30 @@ def make_turntable(folder: Path, blender: str | None = None, *, compress: bool =
     return folder / "turntable.blend"
 
 
+def make_cube_scene(path: Path, *, samples: int = 2, size: tuple[int, int] = (64, 48)) -> Path:
+    """A Cycles cube moving over frames 1-10 (fixed seed, no denoising), saved by the Blender
+    program on PATH."""
+    blender = shutil.which("blender")
+    assert blender is not None
+    script = (
+        "import bpy; s = bpy.context.scene; s.render.engine = 'CYCLES'; "
+        f"s.cycles.samples = {samples}; s.cycles.use_denoising = False; "
+        f"s.render.resolution_x = {size[0]}; s.render.resolution_y = {size[1]}; "
+        "s.render.resolution_percentage = 100; s.frame_start = 1; s.frame_end = 10; "
+        "cube = bpy.data.objects['Cube']; cube.location.x = 0; "
+        "cube.keyframe_insert('location', frame=1); cube.location.x = 2; "
+        "cube.keyframe_insert('location', frame=10); "
+        f"bpy.ops.wm.save_as_mainfile(filepath={str(path)!r})"
+    )
+    subprocess.run(
+        [blender, "-b", "--factory-startup", "--python-expr", script],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return path
+
+
 def future_copy(source: Path, target: Path, major: int = 9, minor: int = 0) -> Path:
     """A copy of an uncompressed .blend whose header says Blender ``major.minor`` saved it."""
     data = bytearray(source.read_bytes())
@@ -73,8 +99,6 @@ def brightness(path: Path) -> float:
 def future_example(folder: Path, major: int = 9, minor: int = 0) -> Path:
     """The shipped example turntable, uncompressed, claiming Blender ``major.minor`` saved it,
     with its texture beside it: a scene no Blender here can open, made without any Blender."""
-    import shutil
-
     import zstandard
 
     example = ROOT / "examples" / "blender"

@@ -20,8 +20,8 @@ from tests.support.renderers import EXAMPLES, make_task, pid_gone
 
 SPAWNER = """#!/bin/sh
 sleep 1000 &
-echo $! > "$PEERFARM_OUTPUT_DIR/../grandchild.pid"
-echo $$ > "$PEERFARM_OUTPUT_DIR/../child.pid"
+echo $! > "$PEERFARM_OUTPUT_DIR/grandchild.pid"
+echo $$ > "$PEERFARM_OUTPUT_DIR/child.pid"
 wait
 """
 

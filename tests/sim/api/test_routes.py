@@ -109,6 +109,21 @@ async def test_submit_sends_a_validated_request(
     assert spec.output == str(tmp_path / "peerfarm-out" / "spin")
 
 
+async def test_a_tiled_submit_is_a_job_of_tiles(make_client: ClientFactory) -> None:
+    scene = Path(__file__).resolve().parents[3] / "examples" / "blender" / "turntable.blend"
+    with trio.fail_after(30):
+        async with make_client() as client:
+            refused = await client.post(
+                "/api/jobs", json={"scene": str(scene), "frames": "1-2", "tiles": 4}
+            )
+            assert refused.status_code == 400
+            assert "give one frame number, not 2" in refused.json()["error"]
+            job = await submit(client, scene, "7", tiles=4)
+            view = (await client.get("/api/status", params={"job": job})).json()
+    assert view["jobs"][0]["tiles"] == 4 and view["jobs"][0]["tile_frame"] == 7
+    assert [f["frame"] for f in view["frames"]] == [1, 2, 3, 4]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "needle"),
     [
@@ -121,6 +136,9 @@ async def test_submit_sends_a_validated_request(
         ({"scene": "SCENE", "frames": "1", "renderer": "maya"}, 400, "unknown renderer"),
         ({"scene": "SCENE", "frames": "1", "options": {"width": "x"}}, 400, "option width"),
         ({"scene": "/no/such/scene.pov", "frames": "1"}, 400, "scene not found"),
+        ({"scene": "SCENE", "frames": "1", "tiles": "x"}, 400, "'tiles' must be a number"),
+        ({"scene": "SCENE", "frames": "1", "tiles": 1}, 400, "tiles must be a whole number from 2"),
+        ({"scene": "SCENE", "frames": "1", "tiles": 4}, 400, "a povray job cannot be split"),
         ({"scene": "SCENE", "frames": "1", "require": 5}, 400, "'require' must be a list"),
         (
             {"scene": "SCENE", "frames": "1", "require": [f"t{n}" for n in range(9)]},

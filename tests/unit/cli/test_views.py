@@ -169,3 +169,27 @@ def test_a_daemon_without_pages_still_gets_the_frames_not_done_first() -> None:
     frames = [_frame(n, "done" if n % 2 else "pending") for n in range(1, 101)]
     text = _printed({"peers": [], "jobs": [JOB], "archived": [], "frames": frames})
     assert "Frames (50 of 100 shown)" in text
+
+
+def test_a_split_still_is_counted_in_tiles() -> None:
+    job = {**JOB, "tiles": 4, "tile_frame": 7, "frames_done": 3, "frames_pending": 1}
+    tile = {
+        "frame": 2,
+        "state": "done",
+        "peer": "b",
+        "attempts": 1,
+        "seconds": 0.4,
+        "delivered": True,
+        "outputs": [],
+        "error": None,
+        "failures": 0,
+    }
+    console = Console(width=200, record=True)
+    console.print(status_view({"peers": [], "jobs": [job], "frames": [tile]}))
+    text = console.export_text()
+    assert "3/4 tiles" in text and "Tiles of frame 7 (1 of 1 shown)" in text
+    assert "┃ tile" in text
+    console = Console(width=200, record=True)
+    console.print(status_view({"peers": [], "jobs": [JOB], "frames": [tile]}))
+    text = console.export_text()
+    assert "0/4 " in text and "tiles" not in text and "Frames (1 of 1 shown)" in text

@@ -9,7 +9,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from peerfarm.errors import RemoteProtocolError
-from peerfarm.files.names import MAX_NAME_BYTES, UnsafeName, safe_join, safe_name
+from peerfarm.files.names import MAX_NAME_BYTES, UnsafeName, safe_name
+from peerfarm.files.place import safe_join
 
 UNSAFE = [
     "",

@@ -14,8 +14,6 @@ from hypothesis import strategies as st
 from peerfarm.errors import DecodeError, MessageTooLarge
 from peerfarm.gossip.config import GossipConfig, suspicion_bounds
 from peerfarm.gossip.membership import (
-    MAX_HOST_BYTES,
-    MAX_NODE_ID_BYTES,
     Address,
     MemberAlive,
     MemberDied,
@@ -28,8 +26,9 @@ from peerfarm.gossip.membership import (
     Message,
     Outgoing,
     UserBroadcast,
-    max_item_size,
 )
+from peerfarm.gossip.swim_wire import MAX_HOST_BYTES, MAX_NODE_ID_BYTES, max_item_size
+from tests.support.depth import examples
 
 CFG = GossipConfig.fast()
 
@@ -570,7 +569,7 @@ def near_valid() -> st.SearchStrategy[Any]:
     )
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.one_of(values, near_valid(), st.dictionaries(st.sampled_from(fields), values)))
 def test_receive_raises_only_decode_error(message: Any) -> None:
     m = with_members(make(0), [1, 2])
@@ -584,7 +583,7 @@ def test_receive_raises_only_decode_error(message: Any) -> None:
         wire(out)
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(
     st.one_of(
         values,

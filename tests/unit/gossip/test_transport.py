@@ -19,7 +19,7 @@ from peerfarm.errors import (
     RemoteProtocolError,
     VersionMismatchError,
 )
-from peerfarm.gossip import transport as tp
+from peerfarm.gossip import envelope as tp
 from peerfarm.gossip.crypto import Keyring
 from peerfarm.gossip.transport import (
     ENVELOPE_OVERHEAD,

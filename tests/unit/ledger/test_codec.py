@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from peerfarm.errors import DecodeError
 from peerfarm.ledger import Ledger, codec
+from tests.support.depth import examples
 from tests.support.ledger import NODES, make_job, output
 
 
@@ -61,7 +62,7 @@ def test_a_spec_whose_hash_does_not_match_is_refused() -> None:
         raise AssertionError("a tampered spec decoded")
 
 
-@settings(max_examples=1000)
+@settings(max_examples=examples(1000))
 @given(st.binary(max_size=300))
 def test_fuzzed_bytes_only_raise_decode_error(data: bytes) -> None:
     with contextlib.suppress(DecodeError):
@@ -81,7 +82,7 @@ def _mutations() -> st.SearchStrategy[object]:
     )
 
 
-@settings(max_examples=2000)
+@settings(max_examples=examples(2000))
 @given(st.data())
 def test_mutated_valid_deltas_only_raise_decode_error(data: st.DataObject) -> None:
     deltas = codec.encode_deltas(_LEDGER.all_deltas())

@@ -13,6 +13,7 @@ from peerfarm.errors import LedgerError
 from peerfarm.ledger import Ledger, Status
 from peerfarm.ledger.codec import Delta
 from peerfarm.ledger.model import FrameRecord, frame_gt, merge_frames
+from tests.support.depth import examples
 from tests.support.ledger import NODES, make_job, output
 
 FRAMES = 6
@@ -80,7 +81,7 @@ def exchange(a: Ledger, b: Ledger, wall: int) -> None:
     b.absorb_watermarks(a_marks)
 
 
-@settings(max_examples=2000)
+@settings(max_examples=examples(300))
 @given(st.data())
 def test_replicas_converge_under_any_delivery(data: st.DataObject) -> None:
     n = data.draw(st.integers(2, 4), label="replicas")

@@ -40,6 +40,8 @@ from peerfarm.control import (
     FetchAnswer,
     FrameQuery,
     FrameStatesView,
+    HostAction,
+    HostAnswer,
     LoginLink,
     LogsView,
     PeersView,
@@ -335,6 +337,11 @@ class FarmClient:
         body = {"frames": frames} if frames is not None else {}
         answer = self.json("POST", f"/api/jobs/{_q(job)}/{action}", json_body=body)
         return cast(ActionAnswer, answer)
+
+    def host(self, host: str, action: HostAction, *, now: bool = False) -> HostAnswer:
+        body = {"now": now} if now else {}
+        answer = self.json("POST", f"/api/peers/{_q(host)}/{action}", json_body=body)
+        return cast(HostAnswer, answer)
 
     def logs(self, job: str, frame: int) -> LogsView:
         return cast(LogsView, self.json("GET", f"/api/jobs/{_q(job)}/frames/{frame}/log"))

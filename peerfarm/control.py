@@ -29,6 +29,9 @@ RENDERERS = ("blender", "povray", "command")
 
 Action = Literal["cancel", "pause", "resume", "retry"]
 ACTIONS: tuple[Action, ...] = ("cancel", "pause", "resume", "retry")
+#: What may be done to a host from any peer (``peerfarm hold / release / drain HOST``).
+HostAction = Literal["hold", "release", "drain"]
+HOST_ACTIONS: tuple[HostAction, ...] = ("hold", "release", "drain")
 #: A frame's states as status shows them (a query may name any of them).
 FRAME_STATES = ("pending", "rendering", "done", "failed")
 
@@ -73,6 +76,9 @@ class PeerView(TypedDict):
     allow_command: bool
     rendering: list[RenderingItem]
     devices: list[str]  # the Cycles devices it found (``CPU`` first); [] without Blender
+    #: "" when the peer takes work; else why not: "held by ana", "drained by ana", "outside
+    #: its schedule (Mon-Fri 19:00-08:00)", "its user is at the machine (...)", a problem
+    availability: str
 
 
 class AfterView(TypedDict):
@@ -142,6 +148,7 @@ class FrameView(TypedDict):
     peer: str | None  # the name of the peer that holds (or held) it
     attempts: int
     seconds: float | None  # render seconds of a done frame
+    memory: int | None  # peak resident bytes of a done frame's render (None: unknown)
     delivered: bool  # the submitter holds its outputs
     outputs: list[OutputView]
     error: str | None
@@ -337,6 +344,14 @@ class ActionAnswer(TypedDict):
     frames: NotRequired[int]  # retry only: how many frames were queued again
 
 
+class HostAnswer(TypedDict):
+    id: str  # the host's node id
+    name: str
+    action: str  # hold | release | drain
+    availability: str  # what every peer will show for it ("" once released)
+    changed: int  # ledger entries written (0: it was so already)
+
+
 class FetchAnswer(TypedDict):
     job: str
     dest: str  # the folder the files were copied into
@@ -424,6 +439,11 @@ class FarmControl(Protocol):
 
     async def act(self, job: str, action: Action, frames: str | None = None) -> ActionAnswer:
         """cancel | pause | resume | retry (frames: failed ones by default, or the given range)."""
+        ...
+
+    async def host(self, host: str, action: HostAction, *, now: bool = False) -> HostAnswer:
+        """Hold (finish current frames, take no more), release, or drain a peer (``now``: hand
+        its frames back at once; else like hold). ``host``: name, host name or id prefix."""
         ...
 
     def logs(self, job: str, frame: int) -> LogsView: ...

@@ -47,10 +47,12 @@ from .gossip.membership import MemberState
 from .gossip.net import open_transport
 from .ledger.store import LedgerStore
 from .peer import Node, NodeParts
+from .peer.idle import has_desktop_session
 from .plaintext import PlainFormatter
 from .renderers import BlenderRenderer, available_renderers, groups
 from .renderers.base import Renderer
 from .renderers.devices import detect as cycles_devices
+from .scheduler.availability import Schedule
 
 log = logging.getLogger("peerfarm")
 
@@ -89,6 +91,13 @@ class NodeOptions:
     #: Each ``--blender PATH``: Blender programs used beside the ones found on PATH, in the
     #: usual install locations and ``bpy``.
     blender: list[str] = field(default_factory=list)
+    #: ``--schedule`` (None: always take work) and ``--when-idle`` (seconds; None: off).
+    schedule: Schedule | None = None
+    when_idle: float | None = None
+    #: ``--threads``, ``--nice`` (None: on when a desktop session is found), ``--max-memory``.
+    threads: int | None = None
+    nice: bool | None = None
+    max_memory: int | None = None
     verbose: bool = False
 
 
@@ -249,6 +258,11 @@ async def serve(
                 else None
             ),
             settle=STARTUP_SETTLE,
+            schedule=options.schedule,
+            when_idle=options.when_idle,
+            threads=options.threads,
+            nice=has_desktop_session() if options.nice is None else options.nice,
+            max_memory=options.max_memory,
         )
         node = Node(parts)
         farm = Farm(node, farm_id=keyring.farm_id)

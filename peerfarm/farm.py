@@ -26,6 +26,8 @@ from .control import (
     FetchAnswer,
     FrameQuery,
     FrameStatesView,
+    HostAction,
+    HostAnswer,
     LogsView,
     MetricsView,
     PeersView,
@@ -38,7 +40,7 @@ from .files.names import folder_name
 from .files.place import place_copy
 from .framepage import changed_states, page_view, select_frames, state_map
 from .frames import format_frames, parse_frames
-from .gossip.membership import MemberState
+from .gossip.membership import Member, MemberState
 from .gossip.transport import versions_text
 from .ledger.keys import FrameChanged, classify
 from .ledger.model import JobState, SceneRef, Status
@@ -54,7 +56,7 @@ from .renderers.options import requirements
 from .renderers.options import validate as validate_options
 from .renderers.scenes import inspect_blend, pack_blend
 from .scheduler import dependencies, notices
-from .scheduler.eligibility import unaware_peers
+from .scheduler.eligibility import hold_reason, unaware_peers
 from .status import (
     archived_view,
     busy_by_peer,
@@ -98,7 +100,11 @@ class Farm:
         ledger = node.ledger
         members = node.members()
         busy = busy_by_peer(ledger)
-        peers = [peer_view(m, busy) for m in sorted(members, key=lambda m: str(m.meta.get("name")))]
+        holds = ledger.host_holds()
+        peers = [
+            peer_view(m, busy, holds)
+            for m in sorted(members, key=lambda m: str(m.meta.get("name")))
+        ]
         slots = sum(p["slots"] for p in peers if p["state"] == "alive")
         specs = ledger.jobs()
         if job is not None:
@@ -150,7 +156,8 @@ class Farm:
     def peers(self) -> PeersView:
         busy = busy_by_peer(self.node.ledger)
         refused = self.node.incompatible
-        views = [peer_view(m, busy) for m in self.node.members() if m.node_id not in refused]
+        holds = self.node.ledger.host_holds()
+        views = [peer_view(m, busy, holds) for m in self.node.members() if m.node_id not in refused]
         for node_id, peer in refused.items():
             theirs = peer.peer.protocol if peer.peer.protocol is not None else peer.peer.version
             views.append(
@@ -432,6 +439,51 @@ class Farm:
         if action == "retry":  # the frames queued again (a retry also lifts bans)
             answer["frames"] = sum(isinstance(classify(d), FrameChanged) for d in deltas)
         return answer
+
+    async def host(self, host: str, action: HostAction, *, now: bool = False) -> HostAnswer:
+        node = self.node
+        target = self.resolve_host(host)
+        name = str(target.meta.get("name", target.node_id[:8]))
+        operation: Operation
+        if action == "release":
+            operation = lambda ledger, wall: ledger.release_host(target.node_id, wall)  # noqa: E731
+        elif action in ("hold", "drain"):
+            mode = "drain" if action == "drain" and now else "hold"
+            operation = lambda ledger, wall: ledger.hold_host(  # noqa: E731
+                target.node_id, mode, node.name, wall
+            )
+        else:
+            raise UsageError(f"unknown host action {action!r}: hold, release or drain")
+        deltas = await node.write(operation, durable=True)
+        availability = hold_reason(node.ledger.host_hold(target.node_id)) or ""
+        log.info("%s %s%s", action, name, " --now" if now and action == "drain" else "")
+        return {
+            "id": target.node_id,
+            "name": name,
+            "action": action,
+            "availability": availability,
+            "changed": len(deltas),
+        }
+
+    def resolve_host(self, ref: str) -> Member:
+        """A peer by name, host name, node id or unique id prefix (UsageError if none/several)."""
+        ref = ref.strip()
+        members = [m for m in self.node.members() if m.state != MemberState.LEFT]
+        for match in (
+            lambda m: m.node_id == ref,
+            lambda m: str(m.meta.get("name", "")) == ref,
+            lambda m: str(m.meta.get("host", "")) == ref,
+            lambda m: bool(ref) and m.node_id.startswith(ref),
+        ):
+            found = [m for m in members if match(m)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise UsageError(
+                    f"{ref!r} matches {len(found)} peers "
+                    f"({', '.join(m.node_id[:8] for m in found)}): use its id"
+                )
+        raise UsageError(f"no peer {ref!r}: see `peerfarm peers` for this farm's peers")
 
     async def fetch(self, job: str, dest: Path) -> FetchAnswer:
         job = self.resolve_job(job)

@@ -45,9 +45,17 @@ FRAME_STATES = {
 }
 
 
-def peer_view(member: Member, busy: Mapping[str, list[RenderingItem]]) -> PeerView:
+def peer_view(
+    member: Member,
+    busy: Mapping[str, list[RenderingItem]],
+    holds: Mapping[str, Mapping[str, Any]] | None = None,
+) -> PeerView:
     meta = member.meta
     rendering = busy.get(member.node_id, [])
+    hold = (holds or {}).get(member.node_id)
+    availability = eligibility.hold_reason(hold) or eligibility.away_reason(meta) or ""
+    if not availability and meta.get("problem"):
+        availability = str(meta["problem"])
     return {
         "id": member.node_id,
         "name": str(meta.get("name", member.node_id[:8])),
@@ -65,6 +73,7 @@ def peer_view(member: Member, busy: Mapping[str, list[RenderingItem]]) -> PeerVi
         "allow_command": bool(meta.get("cmd", False)),
         "rendering": rendering,
         "devices": _strings(meta.get("devices")),
+        "availability": availability,
     }
 
 
@@ -97,6 +106,7 @@ def incompatible_view(
         "allow_command": False,
         "rendering": [],
         "devices": [],
+        "availability": "",
     }
 
 
@@ -145,8 +155,19 @@ def waiting_view(
     banned = ledger.banned(spec.id)
     labels = _labels(members)
     jobs_of = {node: [item["job"] for item in items] for node, items in busy.items()}
-    reasons = eligibility.waiting_reasons(spec, members, banned=banned, paused=paused, busy=jobs_of)
-    blocked = eligibility.no_peer_summary(spec, members, banned=banned, names=labels)
+    peak = ledger.peak_memory(spec.id)
+    reasons = eligibility.waiting_reasons(
+        spec,
+        members,
+        banned=banned,
+        paused=paused,
+        busy=jobs_of,
+        holds=ledger.host_holds(),
+        peak_memory=peak,
+    )
+    blocked = eligibility.no_peer_summary(
+        spec, members, banned=banned, names=labels, peak_memory=peak
+    )
     named = sorted((labels[node], reason) for node, reason in reasons.items())
     return dict(named), blocked
 
@@ -250,6 +271,7 @@ def frames_view(
                     "peer": None,
                     "attempts": 0,
                     "seconds": None,
+                    "memory": None,
                     "delivered": False,
                     "outputs": [],
                     "error": None,
@@ -264,6 +286,7 @@ def frames_view(
                 "peer": names.get(record.node, record.node[:8]) if record.node else None,
                 "attempts": record.attempt,
                 "seconds": record.seconds if record.status == Status.DONE else None,
+                "memory": record.memory or None,
                 "delivered": ledger.delivered(spec.id, frame),
                 "outputs": [
                     OutputView(name=o.name, sha256=o.digest.hex(), size=o.size)

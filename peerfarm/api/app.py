@@ -58,6 +58,7 @@ from peerfarm.api.bodies import (
 from peerfarm.api.streams import done_outputs, event_stream, render_metrics, zip_stream
 from peerfarm.control import (
     ACTIONS,
+    HOST_ACTIONS,
     FarmControl,
     FrameQuery,
     LoginAnswer,
@@ -272,6 +273,17 @@ class _Api:
             parse_frames(frames)
         return JSONResponse(await self.control.act(job, action, frames))
 
+    async def host(self, request: Request) -> Response:
+        action = request.path_params["action"]
+        if action not in HOST_ACTIONS:
+            return JSONResponse({"error": f"unknown host action {action!r}"}, status_code=404)
+        body = await read_json(request)
+        now = body.get("now", False)
+        if type(now) is not bool:
+            return JSONResponse({"error": "now must be true or false"}, status_code=400)
+        answer = await self.control.host(request.path_params["ref"], action, now=now)
+        return JSONResponse(answer)
+
     async def log(self, request: Request) -> Response:
         return JSONResponse(self.control.logs(self.job(request), request.path_params["n"]))
 
@@ -411,6 +423,7 @@ def create_app(
         Route("/api/login-link", api.login_link, methods=["POST"]),
         Route("/api/status", api.status),
         Route("/api/peers", api.peers),
+        Route("/api/peers/{ref}/{action}", api.host, methods=["POST"]),
         Route("/api/events", api.events),
         Route("/api/jobs", api.submit, methods=["POST"]),
         Route("/api/upload", api.upload, methods=["POST"]),

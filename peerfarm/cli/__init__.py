@@ -7,12 +7,13 @@ Every verb but ``up``, ``key`` and ``demo`` talks to the local daemon only throu
 - :mod:`~peerfarm.cli.app` — the click group, exit codes, one-line errors, shared options;
 - :mod:`~peerfarm.cli.jobs` — submit, status, peers, cancel/pause/resume/retry, logs, fetch, encode;
 - :mod:`~peerfarm.cli.host` — up, key, dashboard, demo;
+- :mod:`~peerfarm.cli.hosts` — hold, release, drain (another peer's availability);
 - :mod:`~peerfarm.cli.parsing` and :mod:`~peerfarm.cli.views` — arguments in, text out (pure).
 
 ``main`` is the console script (``peerfarm = "peerfarm.cli:main"``).
 """
 
-from peerfarm.cli import host, jobs  # noqa: F401  (their verbs register on the group)
+from peerfarm.cli import host, hosts, jobs  # noqa: F401  (their verbs register on the group)
 from peerfarm.cli.app import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,

@@ -73,6 +73,32 @@ PRESETS = ("lan", "wan", "fast")
     help="A Blender program to use (repeat for several; PATH, the usual install places and "
     "bpy are searched too).",
 )
+@click.option(
+    "--schedule",
+    default=None,
+    metavar="SPEC",
+    help="Local hours to take new work, e.g. 'Mon-Fri 19:00-08:00, Sat-Sun' (default: always).",
+)
+@click.option(
+    "--when-idle",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="MINUTES",
+    help="Take work only after the desktop was idle this long; hand frames back when the "
+    "user returns.",
+)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Render threads at most.")
+@click.option(
+    "--nice/--no-nice",
+    default=None,
+    help="Render at a lower priority (default: on when a desktop session is found).",
+)
+@click.option(
+    "--max-memory",
+    default=None,
+    metavar="SIZE",
+    help="e.g. 8G: refuse jobs whose frames peaked above it; stop renders that go over it.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every event.")
 def up(
     data_dir: Path | None,
@@ -97,11 +123,22 @@ def up(
     stuck_after: float,
     notify_grace: float,
     blender: tuple[str, ...],
+    schedule: str | None,
+    when_idle: float | None,
+    threads: int | None,
+    nice: bool | None,
+    max_memory: str | None,
     verbose: bool,
 ) -> int:
     """Run this host's peer (until Ctrl-C or SIGTERM)."""
     if web is not None and no_web:
         raise UsageError("--web and --no-web exclude each other")
+    from peerfarm.scheduler.availability import Schedule
+
+    parsed_schedule = Schedule.parse(schedule) if schedule is not None else None
+    memory_cap = parse_size(max_memory) if max_memory else None
+    if max_memory and not memory_cap:
+        raise UsageError(f"bad --max-memory {max_memory!r}: write e.g. 8G")
     # Imported here: the daemon (gossip, renderers, the HTTP server) takes ~0.2 s to import,
     # more than the rest of the CLI, and no other verb needs it.
     from peerfarm import daemon
@@ -131,6 +168,11 @@ def up(
         stuck_after=stuck_after,
         notify_grace=notify_grace,
         blender=list(blender),
+        schedule=parsed_schedule,
+        when_idle=when_idle * 60 if when_idle is not None else None,
+        threads=threads,
+        nice=nice,
+        max_memory=memory_cap,
         verbose=verbose,
     )
     return daemon.run_daemon(options)

@@ -20,6 +20,7 @@ from peerfarm.control import (
     FetchAnswer,
     FramePage,
     FrameView,
+    HostAnswer,
     JobView,
     LogsView,
     PeerView,
@@ -92,6 +93,17 @@ def action_text(job: str, answer: ActionAnswer) -> str:
     return f"{answer['action']}: {job} ({answer['state']})"
 
 
+def host_text(answer: HostAnswer) -> str:
+    """``hold: b (held by a)`` / ``release: b (takes work)``."""
+    return f"{answer['action']}: {answer['name']} ({answer['availability'] or 'takes work'})"
+
+
+def format_size(size: int | None) -> str:
+    if not size:
+        return "-"
+    return f"{size / 1024**2:.0f} MiB" if size < 1024**3 else f"{size / 1024**3:.1f} GiB"
+
+
 def fetch_text(answer: FetchAnswer) -> str:
     return f"{answer['files']} file(s) in {printable(answer['dest'])}"
 
@@ -118,10 +130,11 @@ def peers_table(peers: Sequence[PeerView]) -> Table:
     for column in ("name", "address", "state", "slots", "busy", "renderers", "rendering"):
         table.add_column(column)
     for peer in peers:
+        away = peer.get("availability")
         table.add_row(
             plain(peer["name"]),
             plain(peer["address"]),
-            state_cell(peer["state"]),
+            state_cell(peer["state"]) + (plain(f", {away}", "yellow") if away else Text("")),
             plain(peer["slots"]),
             plain(peer["busy"]),
             plain(format_renderers(peer["renderers"])),
@@ -146,6 +159,7 @@ def peer_details(peers: Sequence[PeerView]) -> RenderableType:
             ("peerfarm", peer["peerfarm"]),
             ("renderers", format_renderers(peer["renderers"]) or "-"),
             ("slots", f"{peer['busy']} busy of {peer['slots']}"),
+            ("takes work", peer.get("availability") or "yes"),
             ("rendering", format_rendering(peer["rendering"])),
             ("tags", ", ".join(peer["tags"]) or "-"),
             ("devices", ", ".join(peer.get("devices", [])) or "-"),  # Cycles; older peers: none
@@ -199,7 +213,8 @@ def frames_table(
     if still_frame is not None:
         unit, title = "tile", title.replace("Frames", f"Tiles of frame {still_frame}", 1)
     table = Table(title=title, title_justify="left")
-    for column in (unit, "state", "peer", "attempts", "seconds", "delivered", "error"):
+    columns = (unit, "state", "peer", "attempts", "seconds", "memory", "delivered", "error")
+    for column in columns:
         table.add_column(column)
     for frame in shown:
         seconds = frame["seconds"]
@@ -209,6 +224,7 @@ def frames_table(
             plain(frame["peer"] or "-"),
             plain(frame["attempts"]),
             "-" if seconds is None else f"{seconds:.1f}",
+            format_size(frame.get("memory")),
             "yes" if frame["delivered"] else "no",
             plain(frame["error"] or ""),
         )

@@ -243,7 +243,9 @@ def decode_spec(job: str, body: Any) -> JobSpec:
 
 
 def encode_frame(r: FrameRecord) -> list[Any]:
-    return [
+    """Nine fields; a tenth, the render's peak memory, only when it was measured (so a record
+    without it encodes as it always did)."""
+    fields = [
         r.epoch,
         int(r.status),
         r.attempt,
@@ -254,9 +256,15 @@ def encode_frame(r: FrameRecord) -> list[Any]:
         [[o.name, o.digest, o.size] for o in r.outputs],
         r.error,
     ]
+    return [*fields, r.memory] if r.memory else fields
 
 
 def decode_frame(x: Any, origin: str, version: int) -> FrameRecord:
+    if type(x) is list and len(x) == 10:  # with the peak memory (optional tenth field)
+        memory = _int(x[9], "peak memory", 1, MAX_VERSION)
+        x = x[:9]
+    else:
+        memory = 0
     f = _list(x, "frame record", 9)
     try:
         status = Status(_int(f[1], "frame status", 0, 255))
@@ -282,6 +290,7 @@ def decode_frame(x: Any, origin: str, version: int) -> FrameRecord:
         seconds=_float(f[6], "render seconds"),
         outputs=tuple(outputs),
         error=_str(f[8], "frame error", MAX_ERROR),
+        memory=memory,
         origin=origin,
         version=version,
     )
@@ -289,6 +298,8 @@ def decode_frame(x: Any, origin: str, version: int) -> FrameRecord:
         raise DecodeError("a pending frame has no node; every other state names one")
     if status != Status.DONE and outputs:
         raise DecodeError("only a done frame has outputs")
+    if status != Status.DONE and memory:
+        raise DecodeError("only a done frame has a peak memory")
     return record
 
 
@@ -316,6 +327,19 @@ def _is_notice(value: Any) -> bool:
     )
 
 
+HOLD_MODES = ("hold", "drain")
+
+
+def _is_hold(value: Any) -> bool:
+    return (
+        type(value) is dict
+        and set(value) == {"mode", "by"}
+        and value["mode"] in HOLD_MODES
+        and type(value["by"]) is str
+        and len(value["by"]) <= MAX_NAME
+    )
+
+
 def decode_register(kind: Kind, x: Any) -> Register:
     value, stamp, node, rank = _list(x, "register", 4)
     value = _plain(value, "register value")
@@ -331,6 +355,8 @@ def decode_register(kind: Kind, x: Any) -> Register:
         raise DecodeError("a notice holds [job state, phase]")
     if kind in (Kind.BAN, Kind.HALTED) and value is not None and type(value) is not str:
         raise DecodeError("a ban or halt holds its reason (or nothing, when lifted)")
+    if kind == Kind.HOST and value is not None and not _is_hold(value):
+        raise DecodeError('a host hold holds {"mode": "hold" or "drain", "by": name} or nothing')
     return Register(
         value,
         _int(stamp, "stamp", 0, MAX_STAMP),

@@ -27,8 +27,8 @@ from collections.abc import Iterator, Mapping
 
 from .model import FrameRecord, JobSpec, Output, Status
 
-#: version, stamp, seconds, seq, origin, node, epoch, attempt, outputs
-_HEAD = struct.Struct("<QQdQIIIIB")
+#: version, stamp, seconds, seq, origin, node, epoch, attempt, outputs, peak memory
+_HEAD = struct.Struct("<QQdQIIIIBQ")
 #: one output: size, digest, name length (the name's UTF-8 bytes follow)
 _OUT = struct.Struct("<Q32sH")
 _VERSION = struct.Struct("<Q")
@@ -80,6 +80,7 @@ def pack_done(record: FrameRecord, nodes: NodeTable) -> bytes:
             record.epoch,
             record.attempt,
             len(record.outputs),
+            record.memory,
         )
     ]
     for output in record.outputs:
@@ -90,7 +91,9 @@ def pack_done(record: FrameRecord, nodes: NodeTable) -> bytes:
 
 
 def unpack_done(data: bytes, nodes: NodeTable) -> FrameRecord:
-    version, stamp, seconds, seq, origin, node, epoch, attempt, count = _HEAD.unpack_from(data)
+    version, stamp, seconds, seq, origin, node, epoch, attempt, count, memory = _HEAD.unpack_from(
+        data
+    )
     ids = nodes._ids
     if count == 1:  # the usual case, kept short: this runs for every record a sync sends
         size, digest, length = _OUT.unpack_from(data, _HEAD.size)
@@ -106,8 +109,8 @@ def unpack_done(data: bytes, nodes: NodeTable) -> FrameRecord:
             at += length
         outputs = tuple(found)
     return FrameRecord(
-        epoch, Status.DONE, attempt, stamp, ids[node], seq, seconds, outputs, "", ids[origin],
-        version,
+        epoch, Status.DONE, attempt, stamp, ids[node], seq, seconds, outputs,
+        memory=memory, origin=ids[origin], version=version,
     )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ D     (D, job, frame)                         Register what was delivered to the
 X     (X, job)                                Register archived job summary (tombstone)
 H     (H, job)                                Register why the job was halted (failed) farm-wide
 N     (N, job, event)                         Register [state, phase] of a job-end notification
+W     (W, node)                               Register a host hold / drain of ``node`` (or None)
 ====  ======================================  ===========================================
 """
 
@@ -44,6 +45,7 @@ class Kind(enum.StrEnum):
     ARCHIVED = "X"
     HALTED = "H"
     NOTICE = "N"
+    HOST = "W"  # keyed by a node id, not a job: ``hold`` / ``drain`` of a host
 
 
 #: Kinds whose value is a :class:`Register`.
@@ -57,11 +59,12 @@ REGISTER_KINDS = frozenset(
         Kind.ARCHIVED,
         Kind.HALTED,
         Kind.NOTICE,
+        Kind.HOST,
     }
 )
 #: The order in which a job's non-frame entries are sent: the spec and tombstone first, so a
 #: receiver validates everything else against its job.
-SEND_ORDER = {kind: index for index, kind in enumerate("JXHPZCBDNA")}
+SEND_ORDER = {kind: index for index, kind in enumerate("JXHPZCBDNAW")}
 
 Key = tuple[Any, ...]
 Value = JobSpec | FrameRecord | Register | Attempt
@@ -151,8 +154,18 @@ class NoticeMarked:
     delta: Delta
 
 
+@dataclass(frozen=True, slots=True)
+class HostChanged:
+    """A host was held or drained (``hold`` is the register's value) or released (None)."""
+
+    node: str
+    hold: dict[str, Any] | None
+    delta: Delta
+
+
 Change = (
-    JobAdded
+    HostChanged
+    | JobAdded
     | FrameChanged
     | JobControlChanged
     | JobHalted
@@ -185,6 +198,8 @@ def classify(delta: Delta) -> Change:
         return DeliveryMarked(job, key[2], delta)
     if kind == Kind.NOTICE:
         return NoticeMarked(job, key[2], delta)
+    if kind == Kind.HOST:
+        return HostChanged(job, value.value if isinstance(value.value, dict) else None, delta)
     if kind == Kind.HALTED:
         return JobHalted(job, None if value.value is None else str(value.value), delta)
     return JobControlChanged(job, Kind(kind), delta)

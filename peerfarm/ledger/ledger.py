@@ -184,6 +184,7 @@ class Ledger(Replica):
         claim: FrameRecord,
         outputs: Sequence[Output],
         seconds: float,
+        memory: int = 0,
     ) -> list[Delta]:
         current = self._owned(job, frame, claim)
         new = FrameRecord(
@@ -194,6 +195,7 @@ class Ledger(Replica):
             node=self.node_id,
             seconds=round(float(seconds), 3),
             outputs=tuple(outputs),
+            memory=max(0, int(memory)),
         )
         check_transition(current, Event.COMPLETE, new)
         return [self._write((Kind.FRAME, job, frame), new)]
@@ -257,6 +259,25 @@ class Ledger(Replica):
         key = (Kind.BAN, job, self.node_id)
         reg = self._next_register(job, key, reason[: codec.MAX_ERROR], wall_ms)
         return [self._write(key, reg)]
+
+    def hold_host(self, node: str, mode: str, by: str, wall_ms: int) -> list[Delta]:
+        """Hold a host (``hold``: it finishes its frames and takes no more; ``drain``: it
+        hands them back at once too) until :meth:`release_host`. Any peer may write it."""
+        if mode not in codec.HOLD_MODES:
+            raise LedgerError(f"unknown host mode {mode!r}")
+        key = (Kind.HOST, node)
+        value = {"mode": mode, "by": by[: codec.MAX_NAME]}
+        reg = self._regs.get(key)
+        if reg is not None and reg.value == value:
+            return []
+        return [self._write(key, self._next_register(node, key, value, wall_ms))]
+
+    def release_host(self, node: str, wall_ms: int) -> list[Delta]:
+        key = (Kind.HOST, node)
+        reg = self._regs.get(key)
+        if reg is None or reg.value is None:
+            return []
+        return [self._write(key, self._next_register(node, key, None, wall_ms))]
 
     def mark_delivered(
         self, job: str, frame: int, record: FrameRecord, wall_ms: int

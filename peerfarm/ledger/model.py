@@ -112,6 +112,7 @@ class FrameRecord:
     seconds: float = 0.0  # render time, DONE only
     outputs: tuple[Output, ...] = ()  # DONE only
     error: str = ""  # RETRYING / FAILED only
+    memory: int = 0  # peak bytes of the render's processes, DONE only (0: not measured)
     # Replication metadata (who wrote this value, at which of its versions): not part of the state.
     origin: str = field(default="", compare=False, repr=False)
     version: int = field(default=0, compare=False, repr=False)
@@ -159,7 +160,7 @@ def delivery_mark(record: FrameRecord) -> list[Any]:
 
 
 def _payload_key(r: FrameRecord) -> tuple[Any, ...]:
-    return (r.seconds, tuple((o.name, o.digest, o.size) for o in r.outputs), r.error)
+    return (r.seconds, tuple((o.name, o.digest, o.size) for o in r.outputs), r.error, r.memory)
 
 
 def merge_frames(a: FrameRecord, b: FrameRecord) -> FrameRecord:

@@ -94,6 +94,8 @@ class Replica:
         self._delivered: dict[str, set[int]] = {}  # job -> done frames delivered (as they are)
         self._done_by: dict[str, list[float]] = {}  # node -> [done frames, their render seconds]
         self._done_seconds: dict[str, float] = {}  # job -> render seconds of its done frames
+        self._peak_memory: dict[str, int] = {}  # job -> greatest peak memory of a done frame
+        self._hosts: dict[str, Register] = {}  # node -> its hold / drain register (N)
         self._dirty: dict[Key, None] = {}
         self._removed: dict[Key, None] = {}
 
@@ -191,6 +193,8 @@ class Replica:
             if value.status == Status.DONE:
                 self._done_seconds[job] = self._done_seconds.get(job, 0.0) + value.seconds
                 self._count_done(value, 1)
+                if value.memory > self._peak_memory.get(job, 0):
+                    self._peak_memory[job] = value.memory
             self._fp ^= _fp(codec.state_bytes(key, value))
             self._refresh_delivered(job, frame, value)
         elif kind == Kind.JOB:
@@ -232,6 +236,8 @@ class Replica:
                 self._purge(job)
             elif kind == Kind.DELIVERED:
                 self._refresh_delivered(job, key[2])
+            elif kind == Kind.HOST:
+                self._hosts[job] = value
         self._mark(key, origin, version)
         self._dirty[key] = None
         self._removed.pop(key, None)
@@ -286,6 +292,7 @@ class Replica:
         self._claimed.pop(job, None)
         self._delivered.pop(job, None)
         self._counts.pop(job, None)
+        self._peak_memory.pop(job, None)
         self._bucket_marks.pop(job, None)
         spec = self._specs.pop(job, None)
         if spec is not None:
@@ -486,6 +493,18 @@ class Replica:
     def done_by_node(self) -> dict[str, tuple[int, float]]:
         """Node -> (done frames, render seconds) over every job this replica holds."""
         return {node: (int(c), s) for node, (c, s) in self._done_by.items() if c > 0}
+
+    def peak_memory(self, job: str) -> int:
+        """The greatest peak memory (bytes) a done frame of the job recorded (0: none yet)."""
+        return self._peak_memory.get(job, 0)
+
+    def host_holds(self) -> dict[str, dict[str, Any]]:
+        """Node id -> its hold (``{"mode": "hold" | "drain", "by": name}``) for held hosts."""
+        return {n: dict(r.value) for n, r in self._hosts.items() if isinstance(r.value, dict)}
+
+    def host_hold(self, node: str) -> dict[str, Any] | None:
+        reg = self._hosts.get(node)
+        return dict(reg.value) if reg is not None and isinstance(reg.value, dict) else None
 
     def claimed_frames(self, job: str) -> list[tuple[int, FrameRecord]]:
         """The job's frames claimed now (an index kept by every write: no scan of the job)."""

@@ -13,6 +13,7 @@ Everything else is a service with one job, each in its own module:
 ``peer.delivery``         outputs to the submitter's folder, archiving
 ``peer.blobs``            the content store: fetching, the disk budget
 ``peer.notify``           job-end notifications (``submit --notify``)
+``peer.citizen``          schedule, desktop idle time, host holds and drains
 ========================  =========================================================
 
 The parts are injected, so the same node runs on real sockets (``peerfarm.daemon``) or on the
@@ -40,6 +41,7 @@ from ..ledger.codec import Delta
 from ..ledger.keys import (
     Change,
     FrameChanged,
+    HostChanged,
     JobAdded,
     JobArchived,
     JobControlChanged,
@@ -50,6 +52,7 @@ from ..ledger.model import JobSpec, JobState, Status
 from ..scheduler import eligibility
 from ..scheduler.leases import LeaseTable
 from .blobs import Blobs
+from .citizen import Citizen
 from .delivery import Deliverer
 from .gossip import GossipService
 from .notify import Notifier
@@ -87,6 +90,8 @@ class Node:
         self.killed = False  # simulations: a kill -9 saves nothing on the way out
         #: Local reasons this peer takes no work, by source ("disk", "ledger"...).
         self.problems: dict[str, str] = {}
+        #: Passing reasons this peer takes no new work (outside its schedule, user active).
+        self.away: dict[str, str] = {}
         self.incompatible: dict[str, IncompatiblePeer] = {}
         self._changed = trio.Event()
         self._started = trio.current_time()
@@ -110,6 +115,7 @@ class Node:
         self.worker = Worker(self)
         self.deliverer = Deliverer(self)
         self.notifier = Notifier(self)
+        self.citizen = Citizen(self)
         now = trio.current_time()
         for spec in self.ledger.jobs():
             for frame, record in self.ledger.claimed_frames(spec.id):
@@ -140,6 +146,10 @@ class Node:
             meta["shared"] = True
         if self.problems:
             meta["problem"] = "; ".join(self.problems.values())[:160]
+        if self.away:
+            meta["away"] = "; ".join(self.away.values())[:160]
+        if self.parts.max_memory:
+            meta["maxmem"] = int(self.parts.max_memory)
         meta.update(self.parts.extra_meta)
         return meta
 
@@ -156,6 +166,23 @@ class Node:
             log.info("%s", "this peer takes work again" if not self.problems else "")
         self.membership.update_meta(self.meta(), self.now())
         self.touch()
+
+    def set_away(self, reasons: dict[str, str]) -> None:
+        """This peer's passing reasons to take no new work (``citizen``), gossiped in its
+        metadata so every ``status`` shows them; an empty dict: it takes work."""
+        if reasons == self.away:
+            return
+        if reasons:
+            log.info("this peer takes no new work: %s", "; ".join(reasons.values()))
+        else:
+            log.info("this peer takes work again")
+        self.away = dict(reasons)
+        self.membership.update_meta(self.meta(), self.now())
+        self.touch()
+
+    def takes_work(self) -> bool:
+        """Whether this peer claims now: no problem, not away, not held or drained."""
+        return not (self.problems or self.away or self.ledger.host_hold(self.node_id))
 
     def now(self) -> float:
         return trio.current_time()
@@ -229,6 +256,8 @@ class Node:
                 self.worker.forget(change.job)
             elif isinstance(change, JobAdded):
                 self.worker.forget(change.job)
+            elif isinstance(change, HostChanged):
+                self.citizen.host_changed(change.node, change.hold)
         self.touch()
 
     # ----------------------------------------------------------------------------------
@@ -251,6 +280,7 @@ class Node:
                 nursery.start_soon(self.worker.run)
                 nursery.start_soon(self.deliverer.run)
                 nursery.start_soon(self.notifier.run)
+                nursery.start_soon(self.citizen.run)
                 if seeds:
                     await self.join(seeds)
                 task_status.started()
@@ -326,6 +356,8 @@ class Node:
             self_id=self.node_id,
             stopping=self.stopping,
             troubled=troubled,
+            holds=self.ledger.host_holds(),
+            peak_memory=self.ledger.peak_memory(spec.id),
         )
 
     def job_label(self, job: str) -> str:

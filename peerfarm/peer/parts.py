@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ from ..gossip.transport import ForeignPeer, Transport
 from ..ledger import Ledger
 from ..ledger.model import FrameRecord
 from ..ledger.store import LedgerStore
-from ..renderers.base import Progress, Renderer
+from ..renderers.base import Progress, Renderer, RenderLimits
+from ..scheduler.availability import Schedule
+from .idle import IdleSource
 
 #: Seconds between two notices to a peer that speaks a protocol we do not (it logs them).
 INCOMPATIBLE_NOTICE_INTERVAL = 5.0
@@ -79,9 +82,29 @@ class NodeParts:
     #: Shared-storage mode (a NAS mounted on every peer, perhaps at different paths): scenes
     #: under it are read in place and outputs written there; nothing is transferred.
     shared_root: Path | None = None
+    #: ``--schedule``: the local hours this peer takes new work (None: always).
+    schedule: Schedule | None = None
+    #: ``--when-idle`` in seconds: claim only after the desktop was idle that long, and hand
+    #: running frames back when its user returns (None: render whatever the user does).
+    when_idle: float | None = None
+    #: Where the desktop's idle time comes from (None: detected when ``when_idle`` is set).
+    idle_source: IdleSource | None = None
+    #: The local wall time the schedule is read in (simulations pass one that follows trio's).
+    local_time: Callable[[], datetime] = field(default=datetime.now)
+    #: ``--threads``: renders use at most this many threads (None: the renderer decides).
+    threads: int | None = None
+    #: ``--nice``: renders run at a lower priority.
+    nice: bool = False
+    #: ``--max-memory`` in bytes: refuse jobs whose frames peaked above it, stop renders over it.
+    max_memory: int | None = None
     #: Simulations only: awaited by every loop of the node before each step, so a test can
     #: freeze the whole peer (SIGSTOP). None in a real daemon.
     gate: Callable[[], Awaitable[None]] | None = None
+
+
+def render_limits(parts: NodeParts) -> RenderLimits:
+    """A fresh :class:`RenderLimits` (caps, and the meter of one render) for this peer."""
+    return RenderLimits(threads=parts.threads, nice=parts.nice, max_memory=parts.max_memory)
 
 
 @dataclass(slots=True)

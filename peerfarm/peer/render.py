@@ -33,10 +33,17 @@ from ..frames import format_frames
 from ..ledger import LostClaim, Output
 from ..ledger.model import FrameRecord, JobSpec
 from ..renderers import stuck
-from ..renderers.base import Progress, RenderFailed, RenderResult, RenderTask
+from ..renderers.base import (
+    LIMITS,
+    MemoryExceeded,
+    Progress,
+    RenderFailed,
+    RenderResult,
+    RenderTask,
+)
 from ..renderers.checks import Expected, check_files
 from .naming import output_names
-from .parts import Running
+from .parts import Running, render_limits
 
 if TYPE_CHECKING:
     from .node import Node
@@ -49,6 +56,10 @@ DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 DISK_RECHECK = 10.0
 #: Bytes that must be free before a peer whose disk was full takes work again.
 DISK_MARGIN = 64 * 1024 * 1024
+#: Stop reasons after which a render's frames are handed back at once (a release, not a
+#: failure): the job was paused, cancelled or failed, the peer stops, its user came back, or
+#: it was drained.
+HAND_BACK = frozenset({"paused", "stopping", "cancelled", "failed", "user returned", "drained"})
 
 
 class Renderer:
@@ -85,6 +96,11 @@ class Renderer:
         except trio.TooSlowError:
             reason = f"timed out after {node.parts.frame_timeout:g} s per frame"
             await self._record_failure(spec, running, reason, "")
+        except MemoryExceeded as exc:  # the frame goes elsewhere; this peer stops taking the job
+            await self._record_failure(spec, running, exc.reason, exc.log_tail)
+            ban = f"frames need more memory than on {node.name}: {exc.reason}"
+            await node.write(lambda ledger, wall: ledger.ban(spec.id, ban, wall))
+            await node.worker.halt_hopeless_jobs([spec.id])
         except RenderFailed as exc:
             await self._record_failure(spec, running, exc.reason, exc.log_tail)
         except LostClaim as exc:
@@ -108,7 +124,7 @@ class Renderer:
             log.info("stopped %s %s: another peer owns it", node.job_label(spec.id), running.frames)
             return
         log.info("stopped %s %s: %s", node.job_label(spec.id), running.frames, reason)
-        if reason in ("paused", "stopping", "cancelled", "failed"):
+        if reason in HAND_BACK:
             await node.worker.release(running)
 
     async def _hand_back(self, spec: JobSpec, running: Running, problem: str) -> None:
@@ -182,6 +198,7 @@ class Renderer:
                     **spec.options,
                     "frames_total": spec.frame_count,
                     "frame_first": spec.frames[0],
+                    **capped_threads(spec.options.get("threads"), node.parts.threads),
                 },
                 output_dir=out_dir,
                 work_dir=job_dir,
@@ -192,11 +209,14 @@ class Renderer:
             def on_progress(progress: Progress) -> None:
                 running.progress = progress
 
-            token = stuck.STUCK_AFTER.set(node.parts.stuck_after or 0.0)
+            limits = render_limits(node.parts)
+            token = LIMITS.set(limits)
+            stuck_token = stuck.STUCK_AFTER.set(node.parts.stuck_after or 0.0)
             try:
                 result = await renderer.render(task, on_progress=on_progress)
             finally:
-                stuck.STUCK_AFTER.reset(token)
+                stuck.STUCK_AFTER.reset(stuck_token)
+                LIMITS.reset(token)
             # The renderer is done with the machine: start the next frame while this one's
             # outputs are stored and its completion is gossiped.
             free_slot()
@@ -209,7 +229,14 @@ class Renderer:
                 files = result.outputs.get(frame, [])
                 outputs = await self._store_outputs(spec, frame, files)
                 try:
-                    await self._complete(spec.id, frame, running.claims[frame], outputs, per_frame)
+                    await self._complete(
+                        spec.id,
+                        frame,
+                        running.claims[frame],
+                        outputs,
+                        per_frame,
+                        limits.peak_memory,
+                    )
                 except LedgerError:  # LostClaim: another peer finished or took it
                     node.stats.duplicate_frames += 1
                     continue
@@ -256,10 +283,16 @@ class Renderer:
         return set(bad)
 
     async def _complete(
-        self, job: str, frame: int, claim: FrameRecord, outputs: list[Output], seconds: float
+        self,
+        job: str,
+        frame: int,
+        claim: FrameRecord,
+        outputs: list[Output],
+        seconds: float,
+        memory: int = 0,
     ) -> None:
         deltas = await self.node.write(
-            lambda ledger, wall: ledger.complete(job, frame, claim, outputs, seconds)
+            lambda ledger, wall: ledger.complete(job, frame, claim, outputs, seconds, memory)
         )
         for delta in deltas:
             if isinstance(delta[1], FrameRecord):
@@ -365,6 +398,15 @@ class Renderer:
             await trio.sleep(1.0)
             batch, self._trash = self._trash, []
             await trio.to_thread.run_sync(remove_all, batch)
+
+
+def capped_threads(job_threads: object, peer_threads: int | None) -> dict[str, int]:
+    """The ``threads`` option a render gets under this peer's ``--threads``: the job's own
+    (0 or missing: the renderer decides) lowered to the peer's cap; {} without a cap."""
+    if not peer_threads:
+        return {}
+    wanted = job_threads if type(job_threads) is int and job_threads > 0 else peer_threads
+    return {"threads": min(wanted, peer_threads)}
 
 
 def disk_full(exc: BaseException) -> OSError | None:

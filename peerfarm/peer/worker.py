@@ -117,6 +117,11 @@ class Worker:
             if running.job == job:
                 self._stop(running, reason)
 
+    def stop_renders(self, reason: str) -> None:
+        """Stop every render of this peer; their frames are handed back (``HAND_BACK``)."""
+        for running in self.renders():
+            self._stop(running, reason)
+
     def forget(self, job: str) -> None:
         self.planner.forget(job)
 
@@ -136,6 +141,7 @@ class Worker:
             nursery.start_soon(self._rescan_loop)
             nursery.start_soon(self.renderer.trash_loop)
             await self.release_orphans()
+            await node.citizen.ready.wait()  # schedule and idle read once before any claim
             if node.parts.settle > 0 and node.ledger.jobs():
                 # Until the first full sync with a peer (or the settle time): a restarted peer
                 # must hear the farm's claims before it picks work from what it remembers.
@@ -180,7 +186,9 @@ class Worker:
 
     async def schedule_once(self) -> None:
         node = self.node
-        if node.stopping or self._nursery is None or node.parts.slots <= 0 or node.problems:
+        if node.stopping or self._nursery is None or node.parts.slots <= 0:
+            return
+        if not node.takes_work():  # a problem, away (schedule, user), held or drained
             return
         free = self._slots.value
         if free <= 0:

@@ -7,12 +7,21 @@ one place a renderer process is started. Its rule: a renderer runs in a process 
 (a process group on POSIX, a job object on Windows: ``peerfarm.platform``), and when the caller
 is cancelled (job cancelled, lease lost, shutdown) or the process ends, the whole tree is ended
 (asked to leave, then killed after ``KILL_GRACE_S``), so no renderer leaves orphans.
+
+It also applies the peer's resource caps to every process it starts, whatever the plugin: the
+caller sets :data:`LIMITS` (a :class:`RenderLimits`) for the render, and ``run_logged`` lowers
+the process's priority (``--nice``), tells it how many threads to use (``PEERFARM_THREADS``,
+``OMP_NUM_THREADS``; plugins pass ``threads`` on their own command line too), and samples the
+group's resident memory: the peak is kept in the limits for the frame's done record, and a
+group over ``max_memory`` is killed (:class:`MemoryExceeded`).
 """
 
 from __future__ import annotations
 
 import abc
 import collections
+import contextlib
+import contextvars
 import os
 import re
 import subprocess
@@ -45,6 +54,12 @@ MAX_UNPACKED_BYTES = 4 * 1024**3
 MAX_ARCHIVE_MEMBERS = 100_000
 
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
+#: How much ``--nice`` lowers a renderer's priority (POSIX nice increment; Windows: below normal).
+NICE_INCREMENT = 10
+#: Seconds between two samples of a renderer group's resident memory.
+MEMORY_SAMPLE_S = 0.2
+#: Seconds before the first sample (renders shorter than this record no peak memory).
+FIRST_SAMPLE_S = 0.05
 
 _LINE_SPLIT = re.compile(rb"\r\n|\r|\n")
 
@@ -60,6 +75,55 @@ class RenderFailed(RendererError):
         super().__init__(reason)
         self.reason = reason
         self.log_tail = log_tail
+
+
+class MemoryExceeded(RenderFailed):
+    """The renderer's processes used more memory than this peer's ``--max-memory``."""
+
+
+@dataclass(slots=True)
+class RenderLimits:
+    """This peer's caps for one render, and what the render used (filled by ``run_logged``)."""
+
+    threads: int | None = None  # at most this many threads (None: the renderer decides)
+    nice: bool = False  # lower the renderers' priority
+    max_memory: int | None = None  # bytes; a group above it is killed
+    peak_memory: int = 0  # the greatest resident memory sampled over the group (bytes)
+
+
+#: The caps of the render the current task runs (set by the peer around a plugin's ``render``).
+LIMITS: contextvars.ContextVar[RenderLimits | None] = contextvars.ContextVar(
+    "peerfarm_render_limits", default=None
+)
+
+
+def limited_env(
+    env: Mapping[str, str] | None, limits: RenderLimits | None
+) -> dict[str, str] | None:
+    """The child's environment with the thread cap (None: inherit ours unchanged)."""
+    if limits is None or not limits.threads:
+        return dict(env) if env is not None else None
+    out = dict(env) if env is not None else dict(os.environ)
+    out["PEERFARM_THREADS"] = out["OMP_NUM_THREADS"] = str(limits.threads)
+    return out
+
+
+def _lower_priority() -> None:  # pragma: no cover - runs in the child between fork and exec
+    os.nice(NICE_INCREMENT)
+
+
+def group_memory(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (0 when it is gone)."""
+    try:
+        leader = psutil.Process(pid)
+        procs = [leader, *leader.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +349,10 @@ async def run_logged(
     """
     tail = LogTail()
     started = time.monotonic()
+    limits = LIMITS.get()
+    extra: dict[str, Any] = {}
+    if limits is not None and limits.nice and os.name == "posix":
+        extra["preexec_fn"] = _lower_priority
     try:
         process = await trio.lowlevel.open_process(
             argv,
@@ -292,13 +360,18 @@ async def run_logged(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             cwd=cwd,
-            env=dict(env) if env is not None else None,
+            env=limited_env(env, limits),
             **platform.tree_kwargs(),
+            **extra,
         )
     except OSError as exc:
         raise RenderFailed(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
     platform.track_tree(process.pid)
+    if limits is not None and limits.nice and os.name != "posix":  # pragma: no cover - Windows
+        with contextlib.suppress(psutil.Error, AttributeError):
+            psutil.Process(process.pid).nice(getattr(psutil, "BELOW_NORMAL_PRIORITY_CLASS", 10))
     groups.REGISTRY.started(process.pid)
+    over: list[int] = []
     assert process.stdout is not None
     reader = LineReader(process.stdout)
 
@@ -328,6 +401,20 @@ async def run_logged(
                     stuck_scope.cancel()
                     return
 
+    sampler = trio.CancelScope()
+
+    async def sample_memory(limits: RenderLimits) -> None:
+        with sampler:
+            await trio.sleep(FIRST_SAMPLE_S)  # a no-op process pays nothing for the sampling
+            while process.returncode is None:
+                used = await trio.to_thread.run_sync(group_memory, process.pid)
+                limits.peak_memory = max(limits.peak_memory, used)
+                if limits.max_memory and used > limits.max_memory:
+                    over.append(used)
+                    platform.signal_tree(process.pid, kill=True)
+                    return
+                await trio.sleep(MEMORY_SAMPLE_S)
+
     try:
         with stuck_scope:
             async with trio.open_nursery() as nursery:
@@ -335,8 +422,11 @@ async def run_logged(
                 watching = trio.CancelScope()
                 if after > 0:
                     nursery.start_soon(watch, watching)
+                if limits is not None:
+                    nursery.start_soon(sample_memory, limits)
                 await process.wait()
                 watching.cancel()
+                sampler.cancel()
                 # A grandchild may still hold the pipe open: end the tree so the pump sees EOF.
                 platform.signal_tree(process.pid, kill=True)
         if found_stuck:
@@ -351,6 +441,11 @@ async def run_logged(
     if found_stuck:
         raise RenderFailed(stuck.reason(after), log_tail=tail.text())
     assert process.returncode is not None
+    if over and limits is not None:
+        raise MemoryExceeded(
+            f"used {_size(over[0])}, over this peer's --max-memory {_size(limits.max_memory or 0)}",
+            log_tail=tail.text(),
+        )
     return LoggedRun(process.returncode, tail.text(), time.monotonic() - started)
 
 
@@ -370,6 +465,10 @@ def group_cpu_seconds(pid: int) -> float:
             continue
         total += times.user + times.system + times.children_user + times.children_system
     return total
+
+
+def _size(size: int) -> str:
+    return f"{size / 1024**2:.0f} MiB"
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

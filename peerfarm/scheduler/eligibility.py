@@ -22,11 +22,17 @@ Rules, in the order a reason is given:
    options (``require``), which peers older than this rule decode but do not obey: see
    ``requirement_reason``.
 6. A peer that failed the job too often has banned itself from it (a ledger register).
+7. A peer started with ``--max-memory`` refuses a job whose frames peaked above it on some
+   peer (``maxmem`` in its metadata against the job's recorded peak; rule in
+   :mod:`peerfarm.scheduler.availability`).
 
 Those are lasting reasons: they hold until the farm changes. Then come passing ones, shown only
 in ``waiting_reasons``: the peer reports a problem of its own (a full disk, a ledger it cannot
 save: ``problem`` in its metadata; it takes no work until it is solved, and it is left out of
-the job's home set meanwhile); the job is paused; every slot of the peer is busy with other jobs.
+the job's home set meanwhile); the peer is held or drained (a ledger register any peer writes:
+``peerfarm hold HOST``); the peer is away (outside its ``--schedule``, or its user is at the
+machine under ``--when-idle``: ``away`` in its metadata); the job is paused; every slot of the
+peer is busy with other jobs. Held and away peers are left out of home sets like troubled ones.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Any
 
 from ..gossip.membership import Member, MemberState
 from ..ledger.model import JobSpec
+from .availability import memory_reason
 
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)")
 _BAN_RE = re.compile(r"^failed (\d+) times on .*?: (.*)$", re.DOTALL)
@@ -158,11 +165,32 @@ def renderer_reason(spec: JobSpec, meta: Mapping[str, Any]) -> str | None:
     return version_reason(spec, renderers.get(spec.renderer)) or requirement_reason(spec, meta)
 
 
-def lasting_reason(spec: JobSpec, meta: Mapping[str, Any], ban: str | None = None) -> str | None:
-    """Rules 1-6: why a peer does not take ``spec`` until the farm changes, or ``None``."""
+def lasting_reason(
+    spec: JobSpec, meta: Mapping[str, Any], ban: str | None = None, peak_memory: int = 0
+) -> str | None:
+    """Rules 1-7: why a peer does not take ``spec`` until the farm changes, or ``None``."""
     reason = renderer_reason(spec, meta)
     if reason is None and ban is not None:
         reason = ban_reason(ban)
+    if reason is None:
+        reason = memory_reason(peak_memory, meta.get("maxmem"))
+    return reason
+
+
+def hold_reason(hold: Mapping[str, Any] | None) -> str | None:
+    """A host hold register's value as a reason: ``held by ana`` / ``drained by ana``."""
+    if not hold:
+        return None
+    verb = "drained" if hold.get("mode") == "drain" else "held"
+    by = str(hold.get("by", ""))
+    return f"{verb} by {by}" if by else verb
+
+
+def away_reason(meta: Mapping[str, Any], hold: Mapping[str, Any] | None = None) -> str | None:
+    """Why a peer takes no new work of any job for now: held, or away (schedule, idle)."""
+    reason = hold_reason(hold)
+    if reason is None and meta.get("away"):
+        reason = _one_line(str(meta["away"]))
     return reason
 
 
@@ -173,17 +201,22 @@ def peer_reason(
     ban: str | None = None,
     paused: bool = False,
     busy_with: Sequence[str] = (),
+    hold: Mapping[str, Any] | None = None,
+    peak_memory: int = 0,
 ) -> str | None:
     """Why one peer does not take ``spec`` now, or ``None`` when it can.
 
     ``busy_with`` lists the job id of every frame the peer is rendering (one per busy slot):
     a peer busy with this very job is taking it.
     """
-    reason = lasting_reason(spec, meta, ban)
+    reason = lasting_reason(spec, meta, ban, peak_memory)
     if reason is not None:
         return reason
     if meta.get("problem"):
         return _one_line(str(meta["problem"]))
+    reason = away_reason(meta, hold)
+    if reason is not None:
+        return reason
     if paused:
         return "paused"
     slots = _slots(meta)
@@ -209,14 +242,19 @@ def capable_peers(
     self_id: str = "",
     stopping: bool = False,
     troubled: bool = False,
+    holds: Mapping[str, Mapping[str, Any]] | None = None,
+    peak_memory: int = 0,
 ) -> list[str]:
     """The job's home set: peers that can render it and have not left.
 
     Excludes LEFT peers, peers DEAD for more than ``home_grace`` seconds (a brief flap keeps
     its homes), peers ``banned`` from the job, this peer (``self_id``) while it is
-    ``stopping``, and every peer with a lasting reason (rules 1-5). Busy or suspect peers stay:
-    homes are about who can render, not who is free right now.
+    ``stopping``, and every peer with a lasting reason (rules 1-5, 7). Peers with a problem,
+    held (``holds``: node id -> hold register value) or away are left out too unless
+    ``troubled`` (they take no work now). Busy or suspect peers stay: homes are about who can
+    render, not who is free right now.
     """
+    holds = holds or {}
     out = []
     for member in members:
         if member.state == MemberState.LEFT:
@@ -229,8 +267,12 @@ def capable_peers(
             continue
         if renderer_reason(spec, member.meta) is not None:
             continue
-        if member.meta.get("problem") and not troubled:
-            continue  # takes no work until its problem is solved (``troubled``: count it)
+        if memory_reason(peak_memory, member.meta.get("maxmem")) is not None:
+            continue
+        if not troubled and (
+            member.meta.get("problem") or away_reason(member.meta, holds.get(member.node_id))
+        ):
+            continue  # takes no work for now (``troubled``: count it)
         out.append(member.node_id)
     return out
 
@@ -242,9 +284,12 @@ def waiting_reasons(
     banned: Mapping[str, str],
     paused: bool = False,
     busy: Mapping[str, Sequence[str]] | None = None,
+    holds: Mapping[str, Mapping[str, Any]] | None = None,
+    peak_memory: int = 0,
 ) -> dict[str, str]:
     """For each ALIVE peer that does not take ``spec`` now: node id -> reason."""
     busy = busy or {}
+    holds = holds or {}
     out: dict[str, str] = {}
     for member in members:
         if member.state != MemberState.ALIVE:
@@ -255,6 +300,8 @@ def waiting_reasons(
             ban=banned.get(member.node_id),
             paused=paused,
             busy_with=busy.get(member.node_id, ()),
+            hold=holds.get(member.node_id),
+            peak_memory=peak_memory,
         )
         if reason is not None:
             out[member.node_id] = reason
@@ -267,6 +314,7 @@ def no_peer_summary(
     *,
     banned: Mapping[str, str],
     names: Mapping[str, str],
+    peak_memory: int = 0,
 ) -> str | None:
     """One line when NO alive peer can ever take ``spec`` as the farm stands, else ``None``.
 
@@ -279,7 +327,7 @@ def no_peer_summary(
         if member.state != MemberState.ALIVE:
             continue
         alive += 1
-        reason = lasting_reason(spec, member.meta, banned.get(member.node_id))
+        reason = lasting_reason(spec, member.meta, banned.get(member.node_id), peak_memory)
         if reason is None:
             return None
         groups.setdefault(reason, []).append(names.get(member.node_id, member.node_id[:8]))

@@ -75,6 +75,8 @@ class SimFarm(FarmView):
         self.notify_grace = notify_grace
         #: Every job-end notification a peer sent: (virtual time, node id, target, event id).
         self.notifications: list[tuple[float, str, str, str]] = []
+        #: node id -> NodeParts fields set on that peer at every boot (schedule, idle source...)
+        self.extra_parts: dict[str, dict[str, Any]] = {}
         self._nursery: trio.Nursery | None = None
         self._count = 0
 
@@ -101,11 +103,15 @@ class SimFarm(FarmView):
         node_id: str | None = None,
         renderer: bool = True,
         slots: int | None = None,
+        parts: dict[str, Any] | None = None,
     ) -> SimPeer:
+        """Add a peer; ``parts`` sets fields of its NodeParts (kept across restarts)."""
         assert self._nursery is not None, "use `async with farm.running()`"
         self._count += 1
         index = self._count
         node_id = node_id or f"{self.rng.getrandbits(64):016x}"
+        if parts:
+            self.extra_parts[node_id] = dict(parts)
         address = (f"10.0.{index // 250}.{index % 250 + 1}", 7946)
         name = name or f"peer{index}"
         data_dir = self.root / name
@@ -165,6 +171,8 @@ class SimFarm(FarmView):
             notify_sender=self._notify_sender(node_id),
             notify_grace=self.notify_grace,
         )
+        for field_name, value in self.extra_parts.get(node_id, {}).items():
+            setattr(parts, field_name, value)
         node = Node(parts)
         return SimPeer(
             node, address, trio.CancelScope(), data_dir, trio.Event(), name, renderer, slots

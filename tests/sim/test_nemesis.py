@@ -6,7 +6,8 @@ to a day, and plays a user who retries, pauses, resumes and cancels; renderers f
 After the faults stop and gossip quiesces, every frame of every job not cancelled is done or
 failed, every replica's digest is equal and every delivered file holds the bytes the ledger
 names (``peerfarm.testing.nemesis``). The default run (CI) checks 200 histories on both cores
-(about a minute here), ``--hypothesis-profile=long`` 1,000, and the long mode thousands: ``python -m peerfarm.testing.nemesis --histories 5000``; a failure prints its
+(about a minute here), ``--hypothesis-profile=long`` 1,000, and the long mode thousands:
+``python -m peerfarm.testing.nemesis --histories 5000``; a failure prints its
 seed, replayed with ``--seed N``. ``PEERFARM_NEMESIS_HISTORIES`` overrides the count.
 """
 

@@ -351,3 +351,35 @@ def test_the_page_and_its_files_are_served_locally(farm: LocalFarm, path: str) -
     response = httpx.get(farm.daemons[0].url + path, timeout=5.0)
     assert response.status_code == 200
     assert "http://" not in response.text.replace("http://127.0.0.1", "")  # no CDN
+
+
+def test_hold_drain_and_release_buttons_act_on_another_peer(
+    farm: LocalFarm, page: Any, tmp_path: Path
+) -> None:
+    atlas, birch, cedar = farm.daemons
+    log_in_with_a_link(page, farm, birch)
+    row = page.locator('#peers tr[data-peer="cedar"]')
+    row.locator('button[data-host-action="hold"]').click()
+    row.locator(".chip.held").wait_for(timeout=10_000)
+    assert row.locator(".chip.held").inner_text() == "held by birch"
+    wait_until(
+        lambda: any(p.get("availability") == "held by birch" for p in cedar.peers()
+                    if p["name"] == "cedar"),
+        5,
+        "cedar sees its hold",
+    )  # fmt: skip
+    row.locator('button[data-host-action="release"]').click()
+    page.wait_for_function(
+        """() => !document.querySelector('#peers tr[data-peer="cedar"] .chip.held')""",
+        timeout=10_000,
+    )
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.locator('button[data-host-action="drain"]').click()
+    row.locator(".chip.held").wait_for(timeout=10_000)
+    assert row.locator(".chip.held").inner_text() == "drained by birch"
+    row.locator('button[data-host-action="release"]').click()
+    page.wait_for_function(
+        """() => !document.querySelector('#peers tr[data-peer="cedar"] .chip.held')""",
+        timeout=10_000,
+    )
+    assert all(not p.get("availability") for p in atlas.peers())

@@ -346,8 +346,52 @@
         el("td", {}, peer.host || "—", el("span", { class: "sub", text: peer.os || "" })),
         el("td", {}, renderers.length ? renderers : "—"),
         el("td", {}, rendering.length ? rendering : el("span", { class: "muted", text: "idle" })),
+        el("td", {}, peer.availability
+          ? el("span", { class: "chip held", text: peer.availability })
+          : el("span", { class: "muted", text: "takes work" })),
+        el("td", {}, el("div", { class: "actions" }, hostActions(peer))),
       );
     });
+  }
+
+  // Hold / drain / release a host from this peer (a replicated register: every peer obeys).
+  function hostActions(peer) {
+    if (peer.state !== "alive" && peer.state !== "suspect") return [];
+    const held = /^(held|drained) by /.test(peer.availability || "");
+    if (held) return [hostButton(peer, "release", "Release")];
+    return [
+      hostButton(peer, "hold", "Hold"),
+      hostButton(peer, "drain", "Drain now", "danger", { now: true }),
+    ];
+  }
+
+  function hostButton(peer, action, label, extra = "", body = {}) {
+    return el("button", {
+      type: "button",
+      class: `btn small ${extra}`,
+      dataset: { hostAction: action },
+      onclick: () => runHostAction(peer, action, body),
+      text: label,
+    });
+  }
+
+  async function runHostAction(peer, action, body) {
+    if (action === "drain" &&
+        !window.confirm(`Stop ${peer.name}'s renders now and hand its frames to other peers?`)) {
+      return;
+    }
+    const result = await post(`/api/peers/${encodeURIComponent(peer.id)}/${action}`, body);
+    if (result.status === 401) {
+      keepKey(null);
+      openLogin(() => runHostAction(peer, action, body));
+      return;
+    }
+    if (!result.ok) {
+      toast(result.data.error, true);
+      return;
+    }
+    toast(`${peer.name}: ${result.data.availability || "takes work again"}`);
+    scheduleRefresh(0);
   }
 
   function shortVersion(version) {
@@ -580,7 +624,8 @@
     $("fp-state").replaceChildren(el("span", { class: `chip ${shown}`, text: shown }));
     $("fp-peer").textContent = plain(frame.peer || "—");
     $("fp-attempts-count").textContent = frame.attempts;
-    $("fp-seconds").textContent = frame.seconds === null ? "—" : `${frame.seconds.toFixed(2)} s`;
+    $("fp-seconds").textContent = (frame.seconds === null ? "—" : `${frame.seconds.toFixed(2)} s`) +
+      (frame.memory ? ` · peak ${(frame.memory / 1048576).toFixed(0)} MiB` : "");
     renderFrameWaiting(job, shown);
     const key = `${job.id}/${frame.frame}/${shown}/${frame.attempts}/${frame.peer}`;
     if (key === state.frameKey && shown !== "rendering") return;

@@ -261,3 +261,23 @@ async def test_unknown_job_everywhere(farm: CliFarm) -> None:
         result = await farm.run(*args, "--data-dir", farm.data_dir)
         assert result.exit_code == 2, args
         assert "no job 'nope'" in one_error_line(result)
+
+
+async def test_hold_drain_and_release_a_host(farm: CliFarm) -> None:
+    name = farm.peer.name
+    held = await farm.run("hold", name, "--data-dir", farm.data_dir)
+    assert held.exit_code == 0 and held.stdout.strip() == f"hold: {name} (held by {name})"
+    human = (await farm.run("peers", "--data-dir", farm.data_dir)).stdout
+    assert f"held by {name}" in human
+    drained = await farm.run("drain", name, "--now", "--json", "--data-dir", farm.data_dir)
+    answer = json.loads(drained.stdout)
+    assert answer["availability"] == f"drained by {name}" and answer["changed"] == 1
+    assert farm.peer.node.ledger.host_hold(farm.peer.node_id) == {"mode": "drain", "by": name}
+    released = await farm.run("release", name, "--data-dir", farm.data_dir)
+    assert released.stdout.strip() == f"release: {name} (takes work)"
+    assert farm.peer.node.ledger.host_hold(farm.peer.node_id) is None
+    unknown = await farm.run("hold", "nobody", "--data-dir", farm.data_dir)
+    assert unknown.exit_code == 2
+    assert one_error_line(unknown) == (
+        "peerfarm: no peer 'nobody': see `peerfarm peers` for this farm's peers"
+    )

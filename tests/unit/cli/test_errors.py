@@ -102,6 +102,11 @@ def test_up_parses_every_flag_into_node_options(
         (("--join", "[::1"), "missing ']'"),
         (("--store-limit", "lots"), "bad size 'lots'"),
         (("--preset", "moon"), "moon"),
+        (("--schedule", "Mon-Fri 19:00-8"), "write a time window as HH:MM-HH:MM"),
+        (("--schedule", "Moon"), "bad --schedule 'Moon'"),
+        (("--max-memory", "lots"), "bad size 'lots'"),
+        (("--max-memory", "0"), "bad --max-memory '0'"),
+        (("--threads", "0"), "--threads"),
     ],
 )
 def test_up_mistakes(

@@ -7,4 +7,6 @@ replicated job ledger, and claim frames with leases, so any peer can submit, ren
 __version__ = "0.1.0"
 
 #: Wire protocol version carried by every envelope. Bump it when a message changes shape.
-PROTOCOL_VERSION = 1
+#: 2: the ledger carries job-end notices (N), host holds (W) and a done frame's peak memory,
+#: which protocol-1 peers cannot decode; so protocol 1 is no longer spoken (MIN_PROTOCOL_VERSION).
+PROTOCOL_VERSION = 2

@@ -44,7 +44,9 @@ Address = tuple[str, int]
 MAGIC = b"PF"
 #: Oldest protocol version this build still speaks. Raise it only after a release that speaks
 #: the new version runs on every peer (two-step rolling upgrade: see docs/operators.md).
-MIN_PROTOCOL_VERSION = 1
+#: 2 since the ledger gained entries protocol-1 peers refuse (notices, host holds, peak memory):
+#: old and new peers refuse each other loudly instead of failing to sync in silence.
+MIN_PROTOCOL_VERSION = 2
 #: Hidden test hook: ``MAX`` or ``MIN-MAX`` fakes the protocol versions this process speaks,
 #: so tests can run an older and a newer build side by side. Never set it in production.
 TEST_PROTOCOL_ENV = "PEERFARM_TEST_PROTOCOL"

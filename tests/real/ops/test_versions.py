@@ -1,10 +1,10 @@
 """Two protocol versions side by side on real daemons (loopback, no mDNS).
 
-The newer build is faked with the documented test hook ``PEERFARM_TEST_PROTOCOL`` (see
-``peerfarm.gossip.transport``): ``2`` speaks protocols 1-2 (compatible with a 1-only build),
-``2-2`` speaks only 2 (incompatible). Compatible peers must work together; incompatible ones
-must refuse each other with a clear line in both logs and in both ``peers`` views, and keep
-running: never a crash, never a silent split.
+Both builds are faked with the documented test hook ``PEERFARM_TEST_PROTOCOL`` (see
+``peerfarm.gossip.transport``): the old one speaks ``1``; ``1-2`` speaks protocols 1-2
+(compatible with it), ``2-2`` only 2 (incompatible). Compatible peers must work together;
+incompatible ones must refuse each other with a clear line in both logs and in both ``peers``
+views, and keep running: never a crash, never a silent split.
 """
 
 from __future__ import annotations
@@ -22,10 +22,17 @@ pytestmark = pytest.mark.slow
 
 def test_a_newer_compatible_peer_works_with_an_older_one(tmp_path: Path) -> None:
     with LocalFarm(tmp_path) as farm:
-        old = farm.start("old", web=True, allow_command=True, wait=False)
+        old = farm.start(
+            "old", web=True, allow_command=True, wait=False, env={TEST_PROTOCOL_ENV: "1"}
+        )
         farm.wait_ready(old)
         new = farm.start(
-            "new", join=old, web=True, allow_command=True, wait=False, env={TEST_PROTOCOL_ENV: "2"}
+            "new",
+            join=old,
+            web=True,
+            allow_command=True,
+            wait=False,
+            env={TEST_PROTOCOL_ENV: "1-2"},
         )
         farm.wait_converged()
         by_name = {p["name"]: p for p in old.cli_json("peers")["peers"]}
@@ -47,7 +54,9 @@ def test_a_newer_compatible_peer_works_with_an_older_one(tmp_path: Path) -> None
 
 def test_incompatible_peers_refuse_each_other_loudly_and_keep_running(tmp_path: Path) -> None:
     with LocalFarm(tmp_path) as farm:
-        old = farm.start("old", web=True, allow_command=True, wait=False)
+        old = farm.start(
+            "old", web=True, allow_command=True, wait=False, env={TEST_PROTOCOL_ENV: "1"}
+        )
         farm.wait_ready(old)
         new = farm.start(
             "new",

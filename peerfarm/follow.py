@@ -31,6 +31,7 @@ def poll_interval(remaining: int, rate: float | None) -> float:
         return POLL_INTERVAL_S
     return min(POLL_INTERVAL_S, max(MIN_POLL_INTERVAL_S, remaining / rate / 10))
 
+
 _ENDED = ("done", "failed", "cancelled")
 
 

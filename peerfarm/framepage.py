@@ -129,9 +129,7 @@ def select_frames(ledger: Ledger, spec: JobSpec, query: FrameQuery) -> Selection
     candidates: Iterator[int] = iter(_candidates(spec, query.frames))
     if query.states:
         wanted = set(query.states)
-        candidates = (
-            f for f in candidates if STATE_OF[ledger.frame_status(spec.id, f)] in wanted
-        )
+        candidates = (f for f in candidates if STATE_OF[ledger.frame_status(spec.id, f)] in wanted)
     return _page(candidates, limit, known)
 
 

@@ -248,9 +248,7 @@ class Replica:
         done[0] += sign
         done[1] += sign * record.seconds
 
-    def _refresh_delivered(
-        self, job: str, frame: int, record: FrameRecord | None = None
-    ) -> None:
+    def _refresh_delivered(self, job: str, frame: int, record: FrameRecord | None = None) -> None:
         """Keep the set of delivered frames right after a frame (now ``record``, if given)
         or its mark changed."""
         if record is None:

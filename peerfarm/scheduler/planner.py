@@ -280,9 +280,7 @@ class Planner:
             for index in range(start, len(all_chunks)):
                 chunk = all_chunks[index]
                 if advancing:
-                    if all(
-                        ledger.frame_status(spec.id, f) in FINISHED for f in chunk
-                    ):
+                    if all(ledger.frame_status(spec.id, f) in FINISHED for f in chunk):
                         self._cursor[spec.id] = index + 1
                         continue
                     advancing = False

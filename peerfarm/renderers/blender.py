@@ -51,6 +51,7 @@ import trio
 from peerfarm import platform
 from peerfarm.renderers import groups, tiles
 from peerfarm.renderers import options as job_options
+from peerfarm.renderers.archives import resolve_scene
 from peerfarm.renderers.base import (
     LineReader,
     LogTail,
@@ -65,7 +66,6 @@ from peerfarm.renderers.base import (
     contiguous_runs,
     frame_stem,
     kill_process_group,
-    resolve_scene,
     run_logged,
 )
 from peerfarm.renderers.blender_settings import SCRIPT_EXIT_CODE, failure_line, settings_script

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 from peerfarm import platform
 from peerfarm.renderers import options as job_options
+from peerfarm.renderers.archives import resolve_scene
 from peerfarm.renderers.base import (
     Progress,
     Renderer,
@@ -44,7 +45,6 @@ from peerfarm.renderers.base import (
     child_env,
     contiguous_runs,
     frame_stem,
-    resolve_scene,
     run_logged,
 )
 from peerfarm.renderers.checks import Expected

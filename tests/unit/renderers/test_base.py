@@ -14,14 +14,13 @@ from hypothesis import strategies as st
 
 from peerfarm.errors import UsageError
 from peerfarm.renderers import available_renderers, renderer_for_scene
+from peerfarm.renderers.archives import find_main_file, unpack_archive_once
 from peerfarm.renderers.base import (
     LogTail,
     RenderFailed,
     contiguous_runs,
-    find_main_file,
     frame_stem,
     split_lines,
-    unpack_archive_once,
 )
 
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from . import PROTOCOL_VERSION, __version__, platform
+from . import PROTOCOL_VERSION, __version__
 from .control import (
-    RENDERERS,
     Action,
     ActionAnswer,
     CheckAnswer,
@@ -36,12 +34,10 @@ from .control import (
     SubmitRequest,
 )
 from .errors import LedgerError, PeerfarmError, StoreError, UsageError
-from .files.names import folder_name
 from .files.place import place_copy
 from .framepage import changed_states, page_view, select_frames, state_map
 from .frames import format_frames, parse_frames
 from .gossip.membership import Member, MemberState
-from .gossip.transport import versions_text
 from .ledger.keys import FrameChanged, classify
 from .ledger.model import JobState, SceneRef, Status
 from .ledger.replica import has_frame
@@ -50,12 +46,7 @@ from .peer import Node
 from .peer.delivery import DELIVERIES, read_names
 from .peer.node import Operation
 from .peer.verify import check_delivered
-from .renderers import checks, renderer_for_scene
-from .renderers.blend_names import check_names
-from .renderers.options import requirements
-from .renderers.options import validate as validate_options
-from .renderers.scenes import inspect_blend, pack_blend
-from .scheduler import dependencies, notices
+from .peer_metrics import metrics_view
 from .scheduler.eligibility import hold_reason, unaware_peers
 from .status import (
     archived_view,
@@ -68,7 +59,7 @@ from .status import (
     peer_view,
     waiting_view,
 )
-from .stills import plan_still
+from .submission import plan_submit, prepare_scene
 
 log = logging.getLogger("peerfarm")
 
@@ -180,76 +171,8 @@ class Farm:
         return logs_view(ledger, spec, frame, names, progress, members=members, busy=busy)
 
     def metrics(self) -> MetricsView:
-        """This peer's counters and the farm's per-peer totals, shaped for /metrics: keys
-        ending in ``_total`` are counters, ``{"label", "values"}`` maps are labelled (see
-        :mod:`peerfarm.metrics`)."""
-        node = self.node
-        stats = node.stats
-        net = node.transport.stats
-        members = node.members()
-        states = {state.name.lower(): 0 for state in MemberState}
-        for member in members:
-            states[member.state.name.lower()] += 1
-        states["incompatible"] = len(node.incompatible)
-        names = names_by_id(members)
-        done_frames: dict[str, float] = {}
-        done_seconds: dict[str, float] = {}
-        for node_id, (count, seconds) in node.ledger.done_by_node().items():
-            peer = names.get(node_id, node_id[:8])
-            done_frames[peer] = done_frames.get(peer, 0) + count
-            done_seconds[peer] = done_seconds.get(peer, 0.0) + seconds
-        return {
-            "info": {
-                "node": node.node_id,
-                "name": node.name,
-                "version": __version__,
-                "protocol": versions_text(),
-            },
-            "frames_rendered_total": stats.frames_rendered,
-            "frames_failed_total": stats.frames_failed,
-            "frames_duplicated_total": stats.duplicate_frames,
-            "frames_lost_total": stats.frames_lost,
-            "lease_takeovers_total": stats.takeovers,
-            "render_seconds_total": _labels("peer", stats.render_seconds_by_peer),
-            "frames_delivered_total": stats.delivered,
-            "delivery_failures_total": stats.delivery_failures,
-            "transfer_bytes_total": stats.transfer_bytes,
-            "ledger_deltas_sent_total": stats.deltas_sent,
-            "ledger_deltas_received_total": stats.deltas_received,
-            "syncs_total": stats.syncs,
-            "sync_failures_total": stats.sync_failures,
-            "bad_messages_total": stats.bad_messages,
-            "gossip_datagrams_total": _labels(
-                "direction", {"sent": net.datagrams_sent, "received": net.datagrams_received}
-            ),
-            "gossip_bytes_total": _labels(
-                "direction", {"sent": net.bytes_sent, "received": net.bytes_received}
-            ),
-            "gossip_streams_total": _labels(
-                "event",
-                {
-                    "opened": net.streams_opened,
-                    "accepted": net.streams_accepted,
-                    "refused": net.streams_refused,
-                },
-            ),
-            "gossip_rejected_total": _labels(
-                "reason",
-                {
-                    "auth_failures": net.auth_failures,
-                    "decode_failures": net.decode_failures,
-                    "oversized": net.oversized,
-                    "version_rejected": net.version_rejected,
-                    "replayed": net.replayed,
-                    "send_errors": net.send_errors,
-                },
-            ),
-            "members": _labels("state", states),
-            "render_slots": node.parts.slots,
-            "renders_running": len(node.worker.renders()),
-            "farm_frames_done": _labels("peer", done_frames),
-            "farm_render_seconds": _labels("peer", done_seconds),
-        }
+        """This peer's counters and the farm's per-peer totals (``peerfarm.peer_metrics``)."""
+        return metrics_view(self.node)
 
     async def wait_for_change(self, since: int, timeout: float) -> int:
         return await self.node.wait_for_change(since, timeout)
@@ -258,45 +181,10 @@ class Farm:
     # submit
 
     async def submit(self, request: SubmitRequest) -> SubmitAnswer:
-        scene = Path(request.scene).expanduser()
-        if not scene.exists():
-            raise UsageError(f"scene not found: {scene}")
-        if scene.is_file():
-            try:
-                with scene.open("rb") as fh:
-                    fh.read(1)
-            except OSError as exc:
-                raise UsageError(f"cannot read the scene {scene}: {exc.strerror}") from None
-        frames = parse_frames(request.frames)
-        renderer = request.renderer or renderer_for_scene(scene)
-        if renderer not in RENDERERS:
-            raise UsageError(f"unknown renderer {renderer!r}: choose one of {', '.join(RENDERERS)}")
-        if request.chunk < 1:
-            raise UsageError("--chunk must be at least 1")
-        name = (request.name or scene.stem or "job")[:200]
-        cwd = request.cwd or Path.cwd()
-        output = request.output or (cwd / "peerfarm-out" / folder_name(name))
-        output = output if output.is_absolute() else cwd / output
-        options = validate_options(renderer, request.options)
-        if request.tiles is not None:
-            frames, options = plan_still(
-                request.tiles,
-                renderer=renderer,
-                frames=frames,
-                options=options,
-                encode=request.encode is not None,
-            )
-        options.update(self._submit_extras(request, renderer))
-        if request.allow_scripts:
-            options["allow_scripts"] = True
-        if request.fps:
-            options["fps"] = request.fps
-        if request.require:
-            options["require"] = requirements(list(request.require))
         root = self.node.parts.shared_root
-        if root is not None:  # paths as the disk spells them (case-insensitive disks)
-            output = platform.on_disk_case(output.resolve())
-            scene = platform.on_disk_case(scene.resolve())
+        planned = plan_submit(request, root, self.resolve_job)
+        scene, name, renderer = planned.scene, planned.name, planned.renderer
+        frames, output, options = planned.frames, planned.output, planned.options
         if root is not None and output.is_relative_to(root):
             options["shared_output"] = output.relative_to(root).as_posix()
         if root is not None and scene.is_relative_to(root):
@@ -314,7 +202,7 @@ class Farm:
             )
         with tempfile.TemporaryDirectory(dir=self.node.data_dir) as tmp:
             main, assets, extra = await trio.to_thread.run_sync(
-                _prepare_scene, scene, renderer, Path(tmp), options
+                prepare_scene, scene, renderer, Path(tmp), options
             )
             options.update(extra)
             store = self.node.store
@@ -332,24 +220,6 @@ class Farm:
         return await self._submit_spec(
             request, name, renderer, options, frames, output, scene_ref, asset_refs
         )
-
-    def _submit_extras(self, request: SubmitRequest, renderer: str) -> dict[str, Any]:
-        """Spec options from ``--after/--per-frame``, ``--notify`` and ``--no-output``."""
-        extra: dict[str, Any] = {}
-        if request.after:
-            parent = self.resolve_job(request.after)
-            extra.update(dependencies.dependency_options(parent, request.per_frame))
-        elif request.per_frame:
-            raise UsageError("--per-frame goes with --after JOB")
-        if request.notify:
-            extra[notices.NOTIFY] = notices.check_targets(request.notify)
-        if request.no_output:
-            if renderer != "command":
-                raise UsageError(
-                    "--no-output is for command jobs: an image renderer writes its frame"
-                )
-            extra[checks.NO_OUTPUT] = True
-        return extra
 
     async def _submit_spec(
         self,
@@ -586,39 +456,3 @@ class Farm:
                 log.info("encoded %s -> %s", spec.name, result["video"])
             except PeerfarmError as exc:
                 log.error("cannot encode %s: %s", spec.name, exc)
-
-
-def _labels(label: str, values: dict[str, float] | dict[str, int]) -> dict[str, Any]:
-    return {"label": label, "values": dict(values)}
-
-
-def _prepare_scene(
-    scene: Path, renderer: str, tmp: Path, options: dict[str, Any] | None = None
-) -> tuple[Path, list[tuple[str, Path]], dict[str, Any]]:
-    """The scene file to store, its assets (relative name, path) and options it implies."""
-    extra: dict[str, Any] = {}
-    if scene.is_dir():
-        archive = tmp / f"{scene.name}.zip"
-        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-            for path in sorted(scene.rglob("*")):
-                if path.is_file():
-                    zf.write(path, path.relative_to(scene).as_posix())
-        return archive, [], extra
-    if renderer == "blender" and scene.suffix.lower() == ".blend":
-        info = inspect_blend(scene)
-        extra["blend_version"] = f"{info.version[0]}.{info.version[1]}"
-        check_names(scene, options or {})  # a camera or view layer the file lacks
-        packed = pack_blend(scene, tmp / "packed")
-        if packed.missing:
-            raise UsageError(
-                f"{scene.name} uses files that are missing: {', '.join(packed.missing[:5])}"
-                + (" ..." if len(packed.missing) > 5 else "")
-            )
-        root = packed.main.parent
-        assets = [
-            (p.relative_to(root).as_posix(), p)
-            for p in packed.files
-            if p != packed.main and p.is_file()
-        ]
-        return packed.main, assets, extra
-    return scene, [], extra

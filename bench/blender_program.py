@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -56,8 +55,8 @@ MAKE_TURNTABLE = ROOT / "examples" / "blender" / "make_turntable.py"
 
 def children_cpu() -> float:
     """CPU seconds of every finished, reaped descendant of this process so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    times = os.times()  # portable: no ``resource`` module on Windows
+    return times.children_user + times.children_system
 
 
 def tree_cpu(pid: int) -> float:

@@ -40,7 +40,9 @@ def big_job(solo: Daemon, tmp_path: Path) -> str:
     script = tmp_path / "quick.sh"
     script.write_text(_SCRIPT)
     script.chmod(0o755)
-    done = solo.cli("submit", str(script), f"1-{FRAMES}", "--retries", "0", "--name", "big")
+    done = solo.cli(
+        "submit", str(script), f"1-{FRAMES}", "--retries", "0", "--name", "big", "--no-output"
+    )
     job = done.stdout.strip()
     wait_until(lambda: solo.job(job)["frames_done"] >= 30, 60.0, "some frames of the job done")
     solo.cli("pause", job)

@@ -23,7 +23,9 @@ def test_status_job_frames_and_state_pages(farm: LocalFarm, tmp_path: Path) -> N
     scene = tmp_path / "pages.sh"
     scene.write_text(SCRIPT)
     scene.chmod(0o755)
-    job = peer.cli_json("submit", str(scene), "1-30", "--retries", "0", "--name", "pages")["job"]
+    job = peer.cli_json(
+        "submit", str(scene), "1-30", "--retries", "0", "--name", "pages", "--no-output"
+    )["job"]
 
     def ended() -> bool:
         summary = peer.job(job)

@@ -94,6 +94,7 @@ class Replica:
         self._delivered: dict[str, set[int]] = {}  # job -> done frames delivered (as they are)
         self._done_by: dict[str, list[float]] = {}  # node -> [done frames, their render seconds]
         self._done_seconds: dict[str, float] = {}  # job -> render seconds of its done frames
+        self._epochs: dict[str, int] = {}  # job -> sum of its frame records' epochs
         self._peak_memory: dict[str, int] = {}  # job -> greatest peak memory of a done frame
         self._hosts: dict[str, Register] = {}  # node -> its hold / drain register (N)
         self._dirty: dict[Key, None] = {}
@@ -183,6 +184,7 @@ class Replica:
             frames.put(frame, value)
             self._index_claim(job, frame, value)
             counts = self._counts.setdefault(job, [0] * len(Status))
+            self._epochs[job] = self._epochs.get(job, 0) + value.epoch - (old.epoch if old else 0)
             if old is not None:
                 counts[old.status] -= 1
                 self._fp ^= _fp(codec.state_bytes(key, old))
@@ -279,6 +281,7 @@ class Replica:
         if old.status == Status.DONE:
             self._count_done(old, -1)
         self._counts[job][old.status] -= 1
+        self._epochs[job] = self._epochs.get(job, 0) - old.epoch
         if old.status == Status.DONE:
             self._done_seconds[job] = self._done_seconds.get(job, 0.0) - old.seconds
         self._fp ^= _fp(codec.state_bytes(key, old))
@@ -292,6 +295,7 @@ class Replica:
         self._claimed.pop(job, None)
         self._delivered.pop(job, None)
         self._counts.pop(job, None)
+        self._epochs.pop(job, None)
         self._peak_memory.pop(job, None)
         self._bucket_marks.pop(job, None)
         spec = self._specs.pop(job, None)
@@ -481,6 +485,11 @@ class Replica:
         """Mean render time of the job's done frames (None before the first one)."""
         done = self._counts.get(job, [0] * len(Status))[Status.DONE]
         return self._done_seconds.get(job, 0.0) / done if done else None
+
+    def epoch_sum(self, job: str) -> int:
+        """The sum of the epochs of the job's frame records (kept by every write): a retried
+        job's next end is told apart from its last one by it."""
+        return self._epochs.get(job, 0)
 
     def delivered_count(self, job: str) -> int:
         """Done frames of the job whose outputs the submitter holds (kept by every write)."""

@@ -472,6 +472,13 @@ class Replica:
         status = table.status(frame) if table is not None else None
         return Status.PENDING if status is None else status
 
+    def first_unfinished(self, job: str, position: int) -> int | None:
+        """The position (in the spec's frame order) of the job's first frame from
+        ``position`` on that is neither done nor failed; None when the records are not
+        indexed by position (see :meth:`FrameTable.first_unfinished`)."""
+        table = self._frames.get(job)
+        return max(0, position) if table is None else table.first_unfinished(position)
+
     def counts(self, job: str) -> JobCounts:
         spec = self._require_job(job)
         c = self._counts.get(job, [0] * len(Status))

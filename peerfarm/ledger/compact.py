@@ -27,6 +27,8 @@ from collections.abc import Iterator, Mapping
 
 from .model import FrameRecord, JobSpec, Output, Status
 
+_FINISHED = frozenset({Status.DONE, Status.FAILED})
+
 #: version, stamp, seconds, seq, origin, node, epoch, attempt, outputs, peak memory
 _HEAD = struct.Struct("<QQdQIIIIBQ")
 #: one output: size, digest, name length (the name's UTF-8 bytes follow)
@@ -223,6 +225,22 @@ class FrameTable(Mapping[int, FrameRecord]):
                 if stored is not None:
                     status = Status.DONE if isinstance(stored, bytes) else stored.status
                     yield first + index * step, status
+
+    def first_unfinished(self, start: int) -> int | None:
+        """The first position from ``start`` whose frame is neither done nor failed (pending
+        when it has no record): the frame count when there is none; None when the table is not
+        indexed by position (no spec yet, or interleaved runs). One pass over the slots, no
+        record built."""
+        if self._loose is not None:
+            return None
+        slots = self._slots
+        for position in range(max(0, start), len(slots)):
+            stored = slots[position]
+            if stored is None:
+                return position
+            if not isinstance(stored, bytes) and stored.status not in _FINISHED:
+                return position
+        return len(slots)
 
     def written(self, frame: int) -> tuple[str, int] | None:
         """(origin, version) of the frame's record, or None when it has none."""

@@ -94,6 +94,7 @@ class Replica:
         self._delivered: dict[str, set[int]] = {}  # job -> done frames delivered (as they are)
         self._done_by: dict[str, list[float]] = {}  # node -> [done frames, their render seconds]
         self._done_seconds: dict[str, float] = {}  # job -> render seconds of its done frames
+        self._epochs: dict[str, int] = {}  # job -> sum of its frame records' epochs
         self._peak_memory: dict[str, int] = {}  # job -> greatest peak memory of a done frame
         self._hosts: dict[str, Register] = {}  # node -> its hold / drain register (N)
         self._dirty: dict[Key, None] = {}
@@ -183,6 +184,7 @@ class Replica:
             frames.put(frame, value)
             self._index_claim(job, frame, value)
             counts = self._counts.setdefault(job, [0] * len(Status))
+            self._epochs[job] = self._epochs.get(job, 0) + value.epoch - (old.epoch if old else 0)
             if old is not None:
                 counts[old.status] -= 1
                 self._fp ^= _fp(codec.state_bytes(key, old))
@@ -277,6 +279,7 @@ class Replica:
         if old.status == Status.DONE:
             self._count_done(old, -1)
         self._counts[job][old.status] -= 1
+        self._epochs[job] = self._epochs.get(job, 0) - old.epoch
         if old.status == Status.DONE:
             self._done_seconds[job] = self._done_seconds.get(job, 0.0) - old.seconds
         self._fp ^= _fp(codec.state_bytes(key, old))
@@ -290,6 +293,7 @@ class Replica:
         self._claimed.pop(job, None)
         self._delivered.pop(job, None)
         self._counts.pop(job, None)
+        self._epochs.pop(job, None)
         self._peak_memory.pop(job, None)
         self._bucket_marks.pop(job, None)
         spec = self._specs.pop(job, None)
@@ -466,6 +470,13 @@ class Replica:
         status = table.status(frame) if table is not None else None
         return Status.PENDING if status is None else status
 
+    def first_unfinished(self, job: str, position: int) -> int | None:
+        """The position (in the spec's frame order) of the job's first frame from
+        ``position`` on that is neither done nor failed; None when the records are not
+        indexed by position (see :meth:`FrameTable.first_unfinished`)."""
+        table = self._frames.get(job)
+        return max(0, position) if table is None else table.first_unfinished(position)
+
     def counts(self, job: str) -> JobCounts:
         spec = self._require_job(job)
         c = self._counts.get(job, [0] * len(Status))
@@ -479,6 +490,11 @@ class Replica:
         """Mean render time of the job's done frames (None before the first one)."""
         done = self._counts.get(job, [0] * len(Status))[Status.DONE]
         return self._done_seconds.get(job, 0.0) / done if done else None
+
+    def epoch_sum(self, job: str) -> int:
+        """The sum of the epochs of the job's frame records (kept by every write): a retried
+        job's next end is told apart from its last one by it."""
+        return self._epochs.get(job, 0)
 
     def delivered_count(self, job: str) -> int:
         """Done frames of the job whose outputs the submitter holds (kept by every write)."""

@@ -75,6 +75,8 @@ class Blobs:
             if state in (JobState.ACTIVE, JobState.PAUSED):
                 needed.add(spec.scene.digest.hex())
                 needed.update(a.digest.hex() for a in spec.assets)
+            if ledger.counts(spec.id).done == ledger.delivered_count(spec.id):
+                continue  # every done frame is delivered: no output is needed any more
             records = ledger.frame_records(spec.id)
             for frame in records:  # done records are built only when still undelivered
                 if ledger.frame_status(spec.id, frame) == Status.DONE and not ledger.delivered(

@@ -123,6 +123,8 @@ class Deliverer:
                         spec.output,
                     )
                 continue
+            if node.ledger.counts(spec.id).done == node.ledger.delivered_count(spec.id):
+                continue  # every done frame is delivered (the replica keeps both counts)
             records = node.ledger.frame_records(spec.id)
             frames = list(records) if full else sorted(dirty.get(spec.id, ()))
             for frame in frames:  # a done record is built only when it is still undelivered

@@ -132,6 +132,8 @@ class Notifier:
         # this peer started, as far as it can tell.
         since_start = now - self._started
         for spec in self.node.ledger.jobs():
+            if not notices.targets_of(spec):
+                continue  # nothing to send for it: its peers are not looked at
             for peer in (spec.submitted_by, *self._claimants(spec)):
                 if peer not in alive and peer not in gone_for:
                     gone_for[peer] = since_start

@@ -181,6 +181,23 @@ class Planner:
             self._cursor[spec.id] = start
         return start
 
+    def _skip_finished(self, ledger: Ledger, spec: JobSpec, start: int, count: int) -> int:
+        """The cursor moved past the finished chunks from ``start`` in one pass over the
+        ledger's frame table (no per-frame lookups), where the chunks are in frame order (the
+        default order): a cursor set back to the first chunk (a rescan) costs microseconds per
+        thousand frames, not a lookup per frame. Other orders advance chunk by chunk in plan."""
+        if spec.options.get("order", "ordered") in ("first-last", "spread"):
+            return start
+        size = max(1, spec.chunk)
+        position = ledger.first_unfinished(spec.id, start * size)
+        if position is None:
+            return start
+        index = min(position // size, count)
+        if index > start:
+            self._cursor[spec.id] = index
+            return index
+        return start
+
     def _lagging(
         self,
         other: list[tuple[int, Claim]],
@@ -275,7 +292,7 @@ class Planner:
             all_chunks = self.chunks(spec)
             mean = ledger.mean_frame_seconds(spec.id)
             long_frames = mean is not None and mean >= LONG_FRAME
-            start = self._start_of(spec)
+            start = self._skip_finished(ledger, spec, self._start_of(spec), len(all_chunks))
             advancing = True
             for index in range(start, len(all_chunks)):
                 chunk = all_chunks[index]

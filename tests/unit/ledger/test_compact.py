@@ -148,3 +148,22 @@ def test_records_that_came_before_their_spec_are_kept_and_indexed() -> None:
     assert b.deltas_since({}) and {d[0] for d in b.deltas_since({})} == {
         d[0] for d in a.deltas_since({})
     }
+
+
+def test_first_unfinished_walks_positions_and_needs_an_index() -> None:
+    a = Ledger(NODES[0])
+    spec = make_job(a, frames=6)
+    submit = a.submit(spec)
+    b = Ledger(NODES[1])
+    deltas = []
+    for f in (1, 2, 4):
+        deltas += a.claim(spec.id, [f], 2_000 + f)
+    deltas += a.complete(spec.id, 1, a.frame(spec.id, 1), [output(1)], 0.5)
+    b.merge(deltas, 3_000)  # no spec yet: records kept by frame, not by position
+    assert b.first_unfinished(spec.id, 0) is None
+    b.merge(submit, 3_000)
+    assert b.first_unfinished(spec.id, 0) == 1  # frame 2: claimed
+    b.merge(a.complete(spec.id, 2, a.frame(spec.id, 2), [output(2)], 0.5), 3_000)
+    assert b.first_unfinished(spec.id, 0) == 2  # frame 3: pending, no record
+    assert b.first_unfinished(spec.id, 4) == 4
+    assert b.first_unfinished("no such job", 3) == 3

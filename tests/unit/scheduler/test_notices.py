@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 from peerfarm.errors import UsageError
 from peerfarm.ledger import Ledger, codec
 from peerfarm.ledger.keys import Kind
+from peerfarm.ledger.model import Status
 from peerfarm.scheduler import notices
 from peerfarm.scheduler.notices import Decision, Mark, Situation, decide
 from tests.support.ledger import NODES, make_job, output
@@ -133,3 +136,34 @@ def test_events_and_the_notice_register_replicate() -> None:
     with pytest.raises(Exception, match="notice"):
         codec.decode_deltas(bad)
     assert deltas[0][0][0] == Kind.NOTICE
+
+
+@given(st.randoms(use_true_random=False))
+def test_the_event_number_is_the_epoch_sum_whatever_the_merge_order(rnd: random.Random) -> None:
+    """The event number is kept by every write (no walk over the frames): it equals the sum
+    of the frame records' epochs on the writer and on a replica that merged the same deltas
+    in any order, with duplicates; an archived job's is gone."""
+    a, b = Ledger(SUB), Ledger(P1)
+    spec = make_job(a, frames=6, options={notices.NOTIFY: ["http://h/x"]})
+    deltas = list(a.submit(spec))
+    wall = 2_000
+    for round_ in range(3):
+        for frame in spec.frames:
+            if a.frame_status(spec.id, frame) in (Status.DONE, Status.FAILED):
+                continue
+            wall += 10
+            (claim,) = a.claim(spec.id, [frame], wall)
+            deltas.append(claim)
+            if (frame + round_) % 2:
+                deltas += a.complete(spec.id, frame, claim[1], [output(frame)], 1.0)  # type: ignore[arg-type]
+            else:
+                deltas += a.fail(spec.id, frame, claim[1], "boom", "", 1.0, wall)  # type: ignore[arg-type]
+        deltas += a.retry(spec.id, rnd.sample(spec.frames, 3), wall)
+    walked = sum(r.epoch for r in a.frame_records(spec.id).values())
+    assert walked > 0 and a.epoch_sum(spec.id) == walked
+    shuffled = deltas + rnd.sample(deltas, len(deltas) // 2)
+    rnd.shuffle(shuffled)
+    b.merge(shuffled, wall)
+    assert b.epoch_sum(spec.id) == walked
+    b.merge(a.archive(spec.id, wall + 10), wall + 10)
+    assert b.epoch_sum(spec.id) == 0

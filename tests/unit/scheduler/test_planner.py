@@ -217,3 +217,42 @@ def test_frame_orders() -> None:
         chunks = chunks_of(spec)
         assert [c[0] for c in chunks[:3]] == first, order
         assert sorted(f for c in chunks for f in c) == list(range(1, 11))
+
+
+@given(
+    st.lists(st.sampled_from(["done", "claimed", "pending"]), min_size=1, max_size=40),
+    st.integers(min_value=1, max_value=4),
+    st.sampled_from(["ordered", "first-last", "spread"]),
+)
+def test_a_rescan_moves_the_cursor_to_the_first_chunk_with_an_unfinished_frame(
+    states: list[str], chunk: int, order: str
+) -> None:
+    """The cursor skips the finished chunks in one pass over the frame table (ordered) or
+    chunk by chunk (other orders): either way, after a rescan a lone peer claims the free
+    frames of the first chunk, in the job's chunk order, that has a frame nobody renders."""
+    ledger = Ledger(A)
+    spec = make_job(ledger, frames=len(states), chunk=chunk, options={"order": order})
+    other = Ledger(B)
+    other.merge(ledger.submit(spec), 1_000)
+    wall = 2_000
+    for frame, state in zip(spec.frames, states, strict=True):
+        if state == "pending":
+            continue
+        (claim,) = other.claim(spec.id, [frame], wall)
+        if state == "done":
+            ledger.merge(other.complete(spec.id, frame, claim[1], [], 1.0), wall)  # type: ignore[arg-type]
+        else:
+            ledger.merge([claim], wall)
+    planner = Planner(A)
+    planner.plan(ledger, free_slots=1, capable={spec.id: [A]})
+    planner.rescan_all()
+    claims = planner.plan(ledger, free_slots=1, capable={spec.id: [A]})
+    finished = (Status.DONE, Status.FAILED)
+    expected: tuple[int, ...] | None = None
+    for frames in chunks_of(spec):
+        if any(ledger.frame_status(spec.id, f) not in finished for f in frames):
+            free = [f for f in frames if ledger.frame_status(spec.id, f) == Status.PENDING]
+            if free:
+                expected = tuple(free)
+                break
+    assert (claims[0].frames if claims else None) == expected

@@ -75,7 +75,7 @@ def cli_wait(farm: LocalFarm, script: Path, frames: int, name: str) -> float:
     """Seconds from starting ``peerfarm submit SCRIPT 1-FRAMES --wait`` to it returning."""
     origin = farm.daemons[0]
     argv = [*PEERFARM, "submit", str(script), f"1-{frames}", "--name", name, "--wait",
-            "--json", "--data-dir", str(origin.data_dir)]  # fmt: skip
+            "--no-output", "--json", "--data-dir", str(origin.data_dir)]  # fmt: skip
     started = time.monotonic()
     done = subprocess.run(argv, cwd=farm.root, env=daemon_env(), capture_output=True, text=True,
                           timeout=max(300.0, frames * 2.0), check=False)  # fmt: skip

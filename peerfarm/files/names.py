@@ -11,7 +11,6 @@ inside the folder. Pure: nothing here touches the filesystem (the ledger's codec
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from peerfarm.errors import RemoteProtocolError
 
@@ -29,6 +28,9 @@ _DEVICE_NAMES = frozenset(
 )
 
 _DRIVE_PREFIX = re.compile(r"^[A-Za-z]:")
+# Exactly the characters of Unicode categories Cc (C0, DEL, C1) and Cs (lone surrogates): one
+# regex search instead of a category lookup per character (names arrive 100,000 at a time).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class UnsafeName(RemoteProtocolError):
@@ -48,7 +50,7 @@ def _problem(name: str) -> str | None:
         return "refers to a folder, not a file"
     if "/" in name or "\\" in name:
         return "contains a path separator"
-    if any(unicodedata.category(char) in ("Cc", "Cs") for char in name):
+    if _CONTROL.search(name):
         return "contains a control character, NUL or a lone surrogate"
     if _DRIVE_PREFIX.match(name):
         return "starts with a drive letter"

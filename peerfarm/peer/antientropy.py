@@ -74,13 +74,19 @@ class SyncSession:
         self.received = 0  # deltas received from the other side
         self.sent = 0  # deltas we sent
         self._their_marks: dict[str, int] | None = None
+        self.peer: str | None = None  # the other side's node id, when it says
 
     @property
     def done(self) -> bool:
         return self.phase is Phase.DONE
 
     def _hello(self, kind: str) -> Message:
-        return {"t": kind, "m": self.membership.push_pull_state(), "w": self.ledger.watermarks()}
+        return {
+            "t": kind,
+            "m": self.membership.push_pull_state(),
+            "w": self.ledger.watermarks(),
+            "n": self.ledger.node_id,  # who speaks (added later: absent from older peers)
+        }
 
     def opening(self) -> Message:
         """The initiator's first message."""
@@ -104,6 +110,8 @@ class SyncSession:
                 raise DecodeError(f"expected {want!r} to open a sync, got {kind!r}")
             marks = codec.decode_watermarks(message.get("w"))
             self._their_marks = marks
+            peer = message.get("n")
+            self.peer = peer if type(peer) is str and codec.ID_RE.match(peer) else None
             self.phase = Phase.RECEIVING
             step = Step(members=message.get("m"))
             if not self.initiator:

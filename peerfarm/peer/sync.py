@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -56,6 +56,10 @@ class SyncService:
         self._requests, self._receive = trio.open_memory_channel(64)
         self.synced = trio.Event()  # set after the first complete push-pull
         self._seeds: list[Address] = []  # --join addresses (and mDNS finds), tried again later
+        # Push-pulls under way, by the other peer's address (set when one ends): a second one
+        # with the same peer waits for the first, then sends only what is still missing,
+        # instead of a second copy of a big ledger (a joiner and its seed both start one).
+        self._active: dict[Address, trio.Event] = {}
 
     def remember_seeds(self, seeds: Sequence[Address]) -> None:
         for seed in seeds:
@@ -118,12 +122,17 @@ class SyncService:
     async def push_pull(self, address: Address) -> None:
         """Full anti-entropy with one peer: member tables and the ledger, both ways.
 
-        TooSlowError when the exchange stalls: every message must come within
+        TooSlowError when the exchange stalls: every message must come or go within
         ``3 * stream_timeout`` of the previous one (a big ledger takes many messages, so the
-        exchange as a whole may take longer)."""
+        exchange as a whole may take longer). One under way with the same peer (it asked
+        first) is waited for, so this one only carries what that one did not."""
         node = self.node
         timeout = node.config.stream_timeout
-        with trio.fail_after(timeout * 3) as progress:
+        busy = self._active.get(address)
+        if busy is not None:  # it ends by itself (each of its messages has a deadline)
+            with trio.move_on_after(timeout * 30):  # unless a peer trickles deltas forever
+                await busy.wait()
+        with self._exchange(address), trio.fail_after(timeout * 3) as progress:
             stream = await node.transport.connect(address, timeout=timeout)
             try:
                 session = SyncSession(node.ledger, node.membership, initiator=True)
@@ -131,6 +140,19 @@ class SyncService:
                 await self._drive(session, stream, progress)
             finally:
                 await stream.aclose()
+
+    @contextlib.contextmanager
+    def _exchange(self, address: Address | None) -> Iterator[None]:
+        """Mark a push-pull with ``address`` as under way (unless one is already)."""
+        if address is None or address in self._active:
+            yield
+            return
+        done = self._active[address] = trio.Event()
+        try:
+            yield
+        finally:
+            del self._active[address]
+            done.set()
 
     async def _drive(
         self, session: SyncSession, stream: Stream, progress: trio.CancelScope | None = None
@@ -149,6 +171,8 @@ class SyncService:
                 node.merge(step.deltas)
             for out in step.send:
                 await stream.send(out)
+                if progress is not None:  # sending a big ledger is progress too
+                    progress.deadline = trio.current_time() + node.config.stream_timeout * 3
                 await trio.lowlevel.checkpoint()
         node.stats.syncs += 1
         self.synced.set()
@@ -190,10 +214,12 @@ class SyncService:
                 step = session.receive(request)
                 if step.members is not None:
                     node.membership.merge_push_pull(step.members, node.now())
-                for out in step.send:
-                    await stream.send(out)
-                    await trio.lowlevel.checkpoint()
-                await self._drive(session, stream)
+                peer = None if session.peer is None else node.address_of(session.peer)
+                with self._exchange(peer):
+                    for out in step.send:
+                        await stream.send(out)
+                        await trio.lowlevel.checkpoint()
+                    await self._drive(session, stream)
                 return
             if kind == T_GET:
                 await serve_blob(stream, node.store, request)

@@ -331,10 +331,10 @@ class Deliverer:
             written.parent.mkdir(exist_ok=True)
             with written.open("a") as fh:
                 fh.write(target.name + "\n")
-            partial.replace(target)
+            platform.replace(partial, target)
             return target.name
         finally:
-            partial.unlink(missing_ok=True)
+            platform.remove(partial)
 
 
 def read_names(path: Path) -> set[str]:

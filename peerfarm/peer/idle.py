@@ -23,6 +23,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import time
 from typing import Protocol
 
@@ -105,7 +106,7 @@ def logind_idle(hint: str, since_us: str, now: float | None = None) -> float | N
         since = int(since_us) / 1e6
     except ValueError:
         return None
-    clock = time.clock_gettime(time.CLOCK_MONOTONIC) if now is None else now
+    clock = time.monotonic() if now is None else now  # CLOCK_MONOTONIC, as logind's stamp
     return max(0.0, clock - since) if since > 0 else None
 
 
@@ -176,6 +177,8 @@ def graphical_session() -> str | None:
     session = os.environ.get("XDG_SESSION_ID")
     if session:
         return session
+    if sys.platform == "win32":  # no logind there
+        return None
     out = _run(["loginctl", "show-user", str(os.getuid()), "-p", "Display", "--value"])
     return out.strip() if out and out.strip() else None
 

@@ -25,6 +25,7 @@ import contextvars
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -102,7 +103,8 @@ def limited_env(
 
 
 def _lower_priority() -> None:  # pragma: no cover - runs in the child between fork and exec
-    os.nice(NICE_INCREMENT)
+    if sys.platform != "win32":  # Windows lowers priority through psutil after the start
+        os.nice(NICE_INCREMENT)
 
 
 def group_memory(pid: int) -> int:

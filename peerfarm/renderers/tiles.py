@@ -131,6 +131,8 @@ def stitch(tiles: Sequence[Path], target: Path) -> tuple[int, int]:
     Written through a partial file and a rename; the format follows ``target``'s suffix."""
     from PIL import Image  # only the submitter stitches; Blender's Python has no Pillow
 
+    from peerfarm import platform  # nor peerfarm: this file is loaded by path there
+
     images = []
     try:
         for path in tiles:
@@ -145,7 +147,7 @@ def stitch(tiles: Sequence[Path], target: Path) -> tuple[int, int]:
             canvas.paste(image, offset)
         partial = target.with_name(f".{target.name}.part")
         canvas.save(partial, format=images[0].format)
-        partial.replace(target)
+        platform.replace(partial, target)  # retries while Windows holds the file
         return size
     finally:
         for image in images:

@@ -11,8 +11,10 @@ from pathlib import Path
 import trio
 import trio.testing
 
+from peerfarm.cli.views import waiting_lines
 from peerfarm.gossip.config import GossipConfig
 from peerfarm.ledger.model import JobState, Status
+from peerfarm.status import job_view, logs_view
 from peerfarm.testing import SimFarm
 from tests.support.depth import depth
 
@@ -131,6 +133,14 @@ async def test_a_job_that_fails_everywhere_ends_failed_with_its_reason(
             assert "fake failure" in reason
             assert len(ledger.banned(job)) == 3
             assert ledger.counts(job).pending > 0  # ended early, not frame by frame
+            spec = ledger.job(job)
+            assert spec is not None
+            # Every view says why: `status`, `status JOB`, the dashboard (`ended`) and `logs`.
+            view = job_view(ledger, spec, peer_slots=1)
+            assert view["state"] == "failed" and view.get("ended") == reason
+            pending = next(f for f in spec.frames if ledger.frame(job, f).status == Status.PENDING)
+            assert logs_view(ledger, spec, pending, {}, None).get("ended") == reason
+            assert waiting_lines(view)[0] == f"ended: {reason}"
             farm.check_invariants()
             # A user's retry lifts the verdict and the bans: the job is active again.
             await farm.act(peers[0], job, "retry")

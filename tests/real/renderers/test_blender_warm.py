@@ -140,7 +140,9 @@ async def test_a_cancelled_render_kills_the_program_worker(tmp_path: Path) -> No
                 )
             assert scope.cancelled_caught  # it was rendering when the claim went
             assert pid_gone(pid) and renderer.worker_pid is None
-            assert not list((tmp_path / "b").glob("frame_*"))
+            # No frame file is asserted: on a quiet machine Cycles' adaptive sampling may end
+            # the cube before the first (throttled) progress event, and then the frame is saved
+            # before the cancel; the ledger's claim, not the file, fences a lost frame.
             result = await renderer.render(
                 make_task(tmp_path, scene, (2,), name="c"), on_progress=_ignore
             )

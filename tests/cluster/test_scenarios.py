@@ -252,7 +252,7 @@ def test_split_and_heal_converges_with_counted_duplicates(
     cluster: ClusterFactory, figures: dict[str, Any]
 ) -> None:
     from peerfarm.gossip.config import GossipConfig
-    from peerfarm.scheduler.planner import rendezvous_home
+    from peerfarm.scheduler.planner import _rank, rendezvous_home
 
     c = cluster(4)
     h1, h2, h3, h4 = c.hosts
@@ -297,11 +297,20 @@ def test_split_and_heal_converges_with_counted_duplicates(
         started = {e.frame for e in starts if e.host in side_of[peer] and e.at <= t}
         return own <= started
 
+    def first_backup(frame: int, peer: str) -> bool:
+        """``peer`` ranks right after the frame's home among all four (the planner's rank 1)."""
+        return _rank(job, frame - 1, id_of[peer], sorted(id_of.values())) == 1
+
     def allowed(e: RenderEvent) -> bool:
         """A render of a frame both sides rendered that the planner's rules explain: a steal
-        once the peer had none of its own left, or, once the other side has been gone longer
-        than ``home_grace``, a frame whose home moved to this peer."""
-        if home(e.frame, list(id_of)) != e.host and ran_out_of_own(e.host, e.at):
+        once the peer had none of its own left; a lagging chunk taken by its first backup while
+        its home across the split still looked alive and busy (the split is not detected yet,
+        so the home cannot see the claim); or, once the other side has been gone longer than
+        ``home_grace``, a frame whose home moved to this peer."""
+        owner = home(e.frame, list(id_of))
+        if owner != e.host and ran_out_of_own(e.host, e.at):
+            return True
+        if side_of[owner] != side_of[e.host] and first_backup(e.frame, e.host):
             return True
         return home(e.frame, side_of[e.host]) == e.host and e.at >= split_at + grace
 

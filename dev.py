@@ -78,9 +78,16 @@ def test(args: list[str]) -> None:
     run(PYTHON, "-m", "mypy", "--platform", "darwin")
     if sys.platform.startswith("linux"):  # the simulation reads /proc/self/fd
         say("pytest: the Windows-sensitive unit and sim tests under a simulated Windows")
-        run(PYTHON, "-m", "pytest", "-q", "--simulate-windows", *SIMULATED_WINDOWS_TESTS)
-    say("pytest")
-    run(PYTHON, "-m", "pytest", *args)
+        run(PYTHON, "-m", "pytest", "-q", "-n", "2", "--simulate-windows", *SIMULATED_WINDOWS_TESTS)
+    if args:
+        say(f"pytest {' '.join(args)}")
+        run(PYTHON, "-m", "pytest", *args)
+        return
+    # The whole suite in two passes: the fast layers on both cores, then the real layers.
+    say("pytest -m 'not real' -n 2: the unit and sim layers on both cores")
+    run(PYTHON, "-m", "pytest", "-m", "not real", "-n", "2")
+    say("pytest -m real: real daemons, renderers, namespaces and the browser")
+    run(PYTHON, "-m", "pytest", "-m", "real")
 
 
 def main(argv: list[str]) -> int:

@@ -248,6 +248,9 @@ def _open_renders(c: Cluster, job: str) -> list[tuple[str, int]]:
 # 4. split 2|2 for 20 s, then heal
 
 
+SPAWN_SLACK_S = 0.3
+
+
 def test_split_and_heal_converges_with_counted_duplicates(
     cluster: ClusterFactory, figures: dict[str, Any]
 ) -> None:
@@ -284,7 +287,11 @@ def test_split_and_heal_converges_with_counted_duplicates(
     starts = [e for e in renders if e.kind == "start"]
     ends = [e for e in renders if e.kind == "end"]
     done_before = {e.frame for e in ends if e.at < split_at}
-    in_flight = {e.frame for e in starts if e.at <= split_done + 0.05} - {
+    # The render log's "start" is written by the frame script, a process spawn after the claim
+    # (0.1-0.2 s on a busy 2-core machine): a start logged that soon after the split belongs
+    # to a claim the other side may have heard of before it (then a takeover once its lease
+    # lapses there: rendered twice, which a split allows).
+    in_flight = {e.frame for e in starts if e.at <= split_done + SPAWN_SLACK_S} - {
         e.frame for e in ends if e.at < split_at - 0.25
     }
     open_at_split = set(range(1, frames + 1)) - done_before - in_flight
@@ -339,6 +346,11 @@ def test_split_and_heal_converges_with_counted_duplicates(
         for frame in unexplained
     }
     assert unexplained == [], f"duplicates neither in flight nor stolen after own: {detail}"
+    completed: dict[int, int] = {}
+    for e in ends:
+        completed[e.frame] = completed.get(e.frame, 0) + 1
+    thrice = {f: n for f, n in completed.items() if n > 2}
+    assert thrice == {}, f"frames rendered more than twice across one split: {thrice}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -114,6 +114,8 @@ class NodeStats:
     frames_lost: int = 0  # renders stopped because another peer won the claim
     takeovers: int = 0
     takeovers_refused: int = 0  # lapsed leases whose owner said it still renders
+    steals_refused: int = 0  # steals the chunk's home refused (taken or promised already)
+    steals_granted: int = 0  # frames this peer, as their home, promised to a thief
     render_seconds: float = 0.0
     deltas_sent: int = 0
     deltas_received: int = 0

@@ -13,6 +13,15 @@ Lease check, one round trip (wire names append-only)::
     asker -> owner   {"t": "lease?", "j": job, "f": [frame, ...]}
     owner -> asker   {"t": "lease!", "d": [delta, ...]}
 
+Steal check, one round trip, before a thief claims frames of a chunk homed on a live peer
+(``peer.worker``: the home promises each open frame to one thief)::
+
+    thief -> home    {"t": "steal?", "j": job, "f": [frame, ...], "n": thief}
+    home  -> thief   {"t": "steal!", "ok": [frame, ...], "d": [delta, ...]}
+
+``ok`` are the frames the thief may claim; ``d`` the home's records of the others (merged by
+the thief, which then sees why).
+
 The owner renews (or, when it no longer renders them, releases) its claims of those frames and
 answers with its current records, which the asker merges: a renewed lease is no longer lapsed, a
 finished frame is finished, a released one is free to claim without a takeover.
@@ -43,6 +52,8 @@ log = logging.getLogger("peerfarm")
 T_GET = "get"  # stream: blob request (peerfarm.files.transfer)
 T_LEASE_Q = "lease?"
 T_LEASE_A = "lease!"
+T_STEAL_Q = "steal?"
+T_STEAL_A = "steal!"
 MAX_LEASE_FRAMES = 1_000
 
 
@@ -227,6 +238,9 @@ class SyncService:
             if kind == T_LEASE_Q:
                 await stream.send(await self._answer_lease(request))
                 continue
+            if kind == T_STEAL_Q:
+                await stream.send(await self._answer_steal(request))
+                continue
             raise DecodeError(f"unknown stream request {kind!r}")
 
     # ----------------------------------------------------------------------------------
@@ -243,16 +257,62 @@ class SyncService:
         frames = [f for f in raw if type(f) is int]
         if node.ledger.job(job) is not None:
             await node.worker.confirm_claims(job, frames)
+        return {"t": T_LEASE_A, "d": self._records(job, frames)}
+
+    def _records(self, job: str, frames: Sequence[int]) -> list[Any]:
+        """Our explicit records of ``frames``, encoded as deltas."""
         deltas = []
         for frame in frames:
-            record = node.ledger.frame(job, frame)
+            record = self.node.ledger.frame(job, frame)
             if record.version:  # an explicit record (not the implicit pending one)
-                deltas.append(
-                    codec.encode_delta(
-                        (frame_key(job, frame), record, record.origin, record.version)
-                    )
-                )
-        return {"t": T_LEASE_A, "d": deltas}
+                key = frame_key(job, frame)
+                deltas.append(codec.encode_delta((key, record, record.origin, record.version)))
+        return deltas
+
+    async def _answer_steal(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Promise the open frames nobody holds to the thief; our records of the others."""
+        node = self.node
+        job, raw, thief = request.get("j"), request.get("f"), request.get("n")
+        if (
+            not isinstance(job, str)
+            or not isinstance(raw, list)
+            or len(raw) > MAX_LEASE_FRAMES
+            or not isinstance(thief, str)
+            or not codec.ID_RE.match(thief)
+        ):
+            raise DecodeError("bad steal question")
+        frames = [f for f in raw if type(f) is int]
+        granted = await node.worker.grant_steal(job, frames, thief)
+        refused = [f for f in frames if f not in set(granted)]
+        return {"t": T_STEAL_A, "ok": granted, "d": self._records(job, refused)}
+
+    async def check_steal(self, home: str, job: str, frames: Sequence[int]) -> set[int] | None:
+        """Ask ``home`` which of ``frames`` this peer may steal; merge its records of the
+        others. None when it could not be asked (the steal goes ahead without it)."""
+        node = self.node
+        address = node.address_of(home)
+        if address is None:
+            return None
+        timeout = node.config.probe_timeout * 2
+        try:
+            with trio.fail_after(timeout * 2):
+                stream = await node.transport.connect(address, timeout=timeout)
+                try:
+                    question = {"t": T_STEAL_Q, "j": job, "f": list(frames), "n": node.node_id}
+                    await stream.send(question)
+                    answer = await stream.receive(timeout=timeout)
+                finally:
+                    await stream.aclose()
+            if not isinstance(answer, dict) or answer.get("t") != T_STEAL_A:
+                raise DecodeError("unexpected answer to a steal question")
+            ok = answer.get("ok")
+            if not isinstance(ok, list):
+                raise DecodeError("bad steal answer")
+            node.merge(codec.decode_deltas(answer.get("d"), max_count=MAX_LEASE_FRAMES))
+        except (PeerfarmError, trio.TooSlowError, LedgerError) as exc:
+            log.debug("steal check with %s failed: %s", home[:8], exc)
+            return None
+        return {f for f in ok if type(f) is int and f in frames}
 
     async def check_lapsed(self, owner: str, job: str, frames: Sequence[int]) -> bool:
         """Ask ``owner`` about its lapsed claims of ``frames``; merge its answer. True when it

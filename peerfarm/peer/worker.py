@@ -14,6 +14,11 @@ Rules kept here:
 * a render stops as soon as the ledger says its claim is not ours any more (another peer won,
   finished, or took over; the job was paused, cancelled, halted or archived);
 * a restarted peer releases, at once, its own claims that no render of this life holds;
+* a thief asks the chunk's home before it claims a stolen chunk, and the home, answering its
+  askers one at a time, promises each open frame to one thief only and then leaves it alone:
+  the home is where a steal and the home's own claim, or two thieves, would meet, so they
+  never render the same frame twice however slowly gossip spreads their claims (a home that
+  cannot be asked, dead or across a split, does not stop the steal);
 * every unfinished frame is looked at again every :data:`RESCAN_INTERVAL` seconds, whatever
   the planner's cursor says.
 """
@@ -23,13 +28,14 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import trio
 
 from ..errors import LedgerError
 from ..frames import format_frames
-from ..ledger.model import FrameRecord, JobState, Status, same_claim
+from ..ledger.model import OPEN, FrameRecord, JobState, Status, same_claim
 from ..scheduler import bans, dependencies
 from ..scheduler.planner import Claim, Planner
 from .parts import Running
@@ -61,6 +67,10 @@ class Worker:
         self._nursery: trio.Nursery | None = None
         self.renderer = Renderer(node)
         self._checking: set[tuple[str, int]] = set()  # lapsed claims being confirmed
+        # Frames of chunks homed here that this peer promised to a thief: (job, frame) ->
+        # (thief, until). Neither this peer nor another thief takes them until the promise
+        # runs out (by then the thief's claim has arrived, or the thief is gone).
+        self._promised: dict[tuple[str, int], tuple[str, float]] = {}
         self._mine: OrderedDict[tuple[str, int], tuple[int, int]] = OrderedDict()
 
     def wake(self) -> None:
@@ -92,6 +102,8 @@ class Worker:
     def frame_changed(self, job: str, frame: int, record: FrameRecord) -> None:
         if record.status not in (Status.DONE, Status.FAILED):
             self.planner.reopened(job, frame)
+        if record.status not in OPEN:
+            self._promised.pop((job, frame), None)  # the thief's claim (or a result) holds it
         ours = self._mine.get((job, frame))
         if (
             ours is not None
@@ -217,16 +229,68 @@ class Worker:
             free_slots=free,
             capable=capable,
             expired=[key for key in expired if key not in self._checking],
-            busy=list(self.running),
+            busy=[*self.running, *self._promised_away(now)],
             alive=alive,
             saturated=saturated,
             held={job: frames for job, frames in held.items() if frames is not None},
         )
         gone = set(node.gone())
         for claim in claims:
-            if claim.takeover and not await self._confirm_lapsed(claim, gone):
-                continue
+            if claim.takeover:
+                if not await self._confirm_lapsed(claim, gone):
+                    continue
+            elif not claim.home:
+                confirmed = await self._confirm_steal(claim, set(alive))
+                if confirmed is None:
+                    continue
+                claim = confirmed
             await self._start(claim)
+
+    def _promised_away(self, now: float) -> list[tuple[str, int]]:
+        """Frames promised to a thief whose promise still holds (expired ones dropped)."""
+        for key in [k for k, (_t, until) in self._promised.items() if until <= now]:
+            del self._promised[key]
+        return list(self._promised)
+
+    async def _confirm_steal(self, claim: Claim, alive: set[str]) -> Claim | None:
+        """The part of a stolen chunk its home lets this peer take (None: nothing). A home
+        that is not alive, or cannot be reached, is not asked: the steal goes ahead."""
+        node = self.node
+        home = claim.home_peer
+        if home is None or home == node.node_id or home not in alive:
+            return claim
+        granted = await node.sync.check_steal(home, claim.job, claim.frames)
+        if granted is None:
+            return claim
+        frames = tuple(f for f in claim.frames if f in granted)
+        if not frames:
+            node.stats.steals_refused += 1
+            return None
+        return replace(claim, frames=frames)
+
+    async def grant_steal(self, job: str, frames: Sequence[int], thief: str) -> list[int]:
+        """A thief asks for frames of chunks homed here: the open ones that nobody renders,
+        claims or was promised are promised to it for a lease (this peer's planner leaves them
+        alone meanwhile); the rest are refused. Runs without a checkpoint: answers to thieves
+        are serialised."""
+        node = self.node
+        now = node.now()
+        self._promised_away(now)
+        if node.ledger.job(job) is None or thief == node.node_id:
+            return []
+        until = now + node.config.lease_timeout
+        granted = []
+        for frame in frames:
+            key = (job, frame)
+            promise = self._promised.get(key)
+            if key in self.running or (promise is not None and promise[0] != thief):
+                continue
+            if node.ledger.frame_status(job, frame) not in OPEN:
+                continue
+            self._promised[key] = (thief, until)
+            granted.append(frame)
+        node.stats.steals_granted += len(granted)
+        return granted
 
     async def _confirm_lapsed(self, claim: Claim, gone: set[str]) -> bool:
         """Whether a takeover may go ahead: owners that gossip says are gone lost their leases
@@ -255,6 +319,12 @@ class Worker:
         assert self._nursery is not None
         if self._slots.value <= 0 or node.stopping:
             return
+        promised = self._promised_away(node.now())
+        if promised and not claim.takeover:  # promised to a thief while we were planning
+            frames = tuple(f for f in claim.frames if (claim.job, f) not in self._promised)
+            if not frames:
+                return
+            claim = replace(claim, frames=frames)
         try:
             deltas = await node.write(
                 lambda ledger, wall: ledger.claim(

@@ -38,6 +38,7 @@ class Claim:
     frames: tuple[int, ...]
     takeover: bool  # claims an expired or dead owner's frames (a new attempt)
     home: bool  # the chunk's home is this peer (False: stolen)
+    home_peer: str | None = None  # the chunk's home (a thief asks it first: worker)
 
 
 def rendezvous_home(job: str, chunk: int, peers: Sequence[str]) -> str | None:
@@ -329,7 +330,8 @@ class Planner:
                     mine = rendezvous_home(f"{spec.id}/takeover", index, live) == self.node_id
                 else:
                     mine = homes is None or homes[index] == self.node_id
-                claim = Claim(spec.id, tuple(free), takeover, mine)
+                home_peer = homes[index] if homes is not None else None
+                claim = Claim(spec.id, tuple(free), takeover, mine, home_peer)
                 if mine:
                     lagging = (
                         self._lagging(other, index, spec, peers, alive_set, busy_homes)

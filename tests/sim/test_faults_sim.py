@@ -15,7 +15,7 @@ from peerfarm.cli.views import waiting_lines
 from peerfarm.gossip.config import GossipConfig
 from peerfarm.ledger.model import JobState, Status
 from peerfarm.status import job_view, logs_view
-from peerfarm.testing import SimFarm
+from peerfarm.testing import SimFarm, SimPeer
 from tests.support.depth import depth
 
 DAY_MS = 24 * 3600 * 1000
@@ -182,15 +182,24 @@ async def test_a_paused_peer_does_not_make_frames_render_three_times(
         for seed in range(70, 76):
             farm = SimFarm(tmp_path / str(seed), seed=seed, renderer_seconds=4.0, slots=2)
             async with farm.running():
-                a, _b, victim = await farm.start(3)
+                peers = await farm.start(3)
+                a = peers[0]
                 job = await farm.submit(a, "1-4")
 
-                def victim_free_and_others_busy() -> bool:
+                def one_free_and_others_busy() -> SimPeer | None:
+                    """A peer with a free slot while three frames render (the victim)."""
                     nodes = list(rendering_on(farm, job).values())  # noqa: B023
-                    mine = nodes.count(victim.node_id)  # noqa: B023
-                    return mine < 2 and len(nodes) - mine >= 1 and len(nodes) >= 3
+                    if len(nodes) < 3:
+                        return None
+                    for peer in peers:  # noqa: B023
+                        mine = nodes.count(peer.node_id)
+                        if mine < 2 and len(nodes) - mine >= 1:
+                            return peer
+                    return None
 
-                await farm.wait_until(victim_free_and_others_busy, timeout=10, what="renders")
+                await farm.wait_until(one_free_and_others_busy, timeout=10, what="renders")
+                victim = one_free_and_others_busy()
+                assert victim is not None
                 held = {f for f, n in rendering_on(farm, job).items() if n == victim.node_id}
                 await trio.sleep(0.3)  # the victim has seen every claim renewed
                 farm.pause(victim.node_id)

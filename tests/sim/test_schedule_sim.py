@@ -483,3 +483,51 @@ async def test_frames_finish_close_to_their_order_and_the_order_option_is_kept(
             print(f"largest count of later frames done before an earlier one started: {lags}")
             assert lags["ordered"] <= 2 * len(peers)
             assert lags["spread"] > lags["ordered"]
+
+
+async def test_a_home_promises_each_open_frame_to_one_thief_and_leaves_it_alone(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Steals are asked of the chunk's home (issue 16, the 32-host run): the home promises an
+    open frame to the first thief that asks, refuses the next one, refuses a frame it renders
+    itself (and the refused thief learns its claim from the answer), does not claim a promised
+    frame while the promise holds, and takes it again once the promise ran out and the thief
+    never claimed it (a thief that vanished loses nothing)."""
+    with trio.fail_after(120):
+        farm = SimFarm(tmp_path, seed=5, renderer_seconds=0.4)  # shorter than the promise
+        async with farm.running():
+            home, thief, other = await farm.start(3)
+            job = await farm.submit(home, "1-30")
+            spec = home.node.ledger.job(job)
+            assert spec is not None
+            peers = sorted(p.node_id for p in (home, thief, other))
+            homes = Planner(home.node_id).homes(spec, peers)
+            own = [f for f, h in zip(spec.frames, homes, strict=True) if h == home.node_id]
+
+            def home_renders() -> list[int]:
+                return [f for f in own if (job, f) in home.node.worker.running]
+
+            await farm.wait_until(lambda: bool(home_renders()), timeout=10, what="a render")
+            busy = home_renders()[0]
+            pending = [f for f in own if home.node.ledger.frame_status(job, f) == Status.PENDING]
+            wanted = pending[0]  # the home's next own frame once its render ends
+
+            assert await thief.node.sync.check_steal(home.node_id, job, [wanted]) == {wanted}
+            assert await other.node.sync.check_steal(home.node_id, job, [wanted]) == set()
+            assert await other.node.sync.check_steal(home.node_id, job, [busy]) == set()
+            record = other.node.ledger.frame(job, busy)
+            assert (record.status, record.node) == (Status.CLAIMED, home.node_id)
+            assert home.node.stats.steals_granted == 1
+
+            # The thief never claims it: nobody renders it while the promise holds...
+            promised_until = trio.current_time() + farm.config.lease_timeout
+            await trio.sleep_until(promised_until - 0.05)
+            assert not any(r.frame == wanted for r in farm.log.records if r.job == job)
+            # ...and the farm finishes the job, that frame included, exactly once each.
+            await farm.wait_until(
+                lambda: home.node.ledger.job_state(job) == JobState.DONE,
+                timeout=100,
+                what="the job finished",
+            )
+            assert [r.frame for r in farm.log.completed(job)].count(wanted) == 1
+            assert_no_duplicates(farm)

@@ -8,6 +8,11 @@ One exchange between two peers over one stream, the same for both sides::
                                          <-    deltas {d: [...]} ... end
       deltas {d: [...]} ... end          ->
 
+Two peers that open an exchange with each other at once (a joiner and its seed both do) keep
+one: the responder that started its own exchange with the initiator, and has the smaller node
+id, answers ``sync-busy`` instead of ``sync-r`` (the other exchange carries both directions),
+so a big ledger is never encoded, sent, decoded and merged twice.
+
 Each side sends exactly the ledger entries the other's watermarks say it may lack, taken from a
 snapshot (so merges that happen while the stream is written never disturb it), in batches of at
 most :data:`SYNC_BATCH`. After the other side's ``end`` the session absorbs its watermarks: the
@@ -33,6 +38,7 @@ T_SYNC = "sync"  # initiator: member table and ledger watermarks
 T_SYNC_REPLY = "sync-r"  # responder: the same
 T_DELTAS = "deltas"  # a batch of ledger entries
 T_END = "end"  # no more entries from this side
+T_BUSY = "sync-busy"  # responder: the exchange it started with the initiator carries it all
 
 SYNC_BATCH = 1_000  # ledger entries per message
 
@@ -75,6 +81,7 @@ class SyncSession:
         self.sent = 0  # deltas we sent
         self._their_marks: dict[str, int] | None = None
         self.peer: str | None = None  # the other side's node id, when it says
+        self.refused = False  # initiator: the responder answered sync-busy
 
     @property
     def done(self) -> bool:
@@ -105,6 +112,10 @@ class SyncSession:
             raise DecodeError("expected a map in a sync")
         kind = message.get("t")
         if self.phase is Phase.START:
+            if self.initiator and kind == T_BUSY:
+                self.refused = True
+                self.phase = Phase.DONE
+                return Step()
             want = T_SYNC_REPLY if self.initiator else T_SYNC
             if kind != want:
                 raise DecodeError(f"expected {want!r} to open a sync, got {kind!r}")
@@ -133,6 +144,11 @@ class SyncSession:
                 return Step()
             raise DecodeError(f"unexpected message {kind!r} in a sync")
         raise DecodeError("message after the end of a sync")
+
+
+def busy_reply() -> Message:
+    """The responder's answer when the exchange it started with the initiator wins."""
+    return {"t": T_BUSY}
 
 
 def _chain(*parts: Iterator[Message]) -> Iterator[Message]:

@@ -120,6 +120,7 @@ class NodeStats:
     deltas_sent: int = 0
     deltas_received: int = 0
     syncs: int = 0
+    sync_deltas_received: int = 0  # ledger entries received in push-pulls
     sync_failures: int = 0
     bad_messages: int = 0
     stream_errors: int = 0

@@ -42,7 +42,7 @@ from ..gossip.membership import MemberState
 from ..gossip.transport import Address, Stream
 from ..ledger import codec
 from ..ledger.keys import frame_key
-from .antientropy import T_SYNC, SyncSession
+from .antientropy import T_SYNC, SyncSession, busy_reply
 
 if TYPE_CHECKING:
     from .node import Node
@@ -70,7 +70,9 @@ class SyncService:
         # Push-pulls under way, by the other peer's address (set when one ends): a second one
         # with the same peer waits for the first, then sends only what is still missing,
         # instead of a second copy of a big ledger (a joiner and its seed both start one).
-        self._active: dict[Address, trio.Event] = {}
+        # (exchanges under way, an event set when the last of them ends) by address
+        self._active: dict[Address, tuple[int, trio.Event]] = {}
+        self._initiated: set[Address] = set()  # push-pulls this peer opened, under way
 
     def remember_seeds(self, seeds: Sequence[Address]) -> None:
         for seed in seeds:
@@ -140,30 +142,40 @@ class SyncService:
         node = self.node
         timeout = node.config.stream_timeout
         busy = self._active.get(address)
-        if busy is not None:  # it ends by itself (each of its messages has a deadline)
+        if busy is not None:  # they end by themselves (each of their messages has a deadline)
             with trio.move_on_after(timeout * 30):  # unless a peer trickles deltas forever
-                await busy.wait()
+                await busy[1].wait()
         with self._exchange(address), trio.fail_after(timeout * 3) as progress:
-            stream = await node.transport.connect(address, timeout=timeout)
+            self._initiated.add(address)
             try:
-                session = SyncSession(node.ledger, node.membership, initiator=True)
-                await stream.send(session.opening())
-                await self._drive(session, stream, progress)
+                stream = await node.transport.connect(address, timeout=timeout)
+                try:
+                    session = SyncSession(node.ledger, node.membership, initiator=True)
+                    await stream.send(session.opening())
+                    await self._drive(session, stream, progress)
+                finally:
+                    await stream.aclose()
             finally:
-                await stream.aclose()
+                self._initiated.discard(address)
 
     @contextlib.contextmanager
     def _exchange(self, address: Address | None) -> Iterator[None]:
-        """Mark a push-pull with ``address`` as under way (unless one is already)."""
-        if address is None or address in self._active:
+        """Count a push-pull with ``address`` as under way (both directions: a second one
+        waits until every exchange with that peer ended, then sends only what is missing)."""
+        if address is None:
             yield
             return
-        done = self._active[address] = trio.Event()
+        count, done = self._active.get(address, (0, trio.Event()))
+        self._active[address] = (count + 1, done)
         try:
             yield
         finally:
-            del self._active[address]
-            done.set()
+            count, done = self._active[address]
+            if count == 1:
+                del self._active[address]
+                done.set()
+            else:
+                self._active[address] = (count - 1, done)
 
     async def _drive(
         self, session: SyncSession, stream: Stream, progress: trio.CancelScope | None = None
@@ -185,6 +197,9 @@ class SyncService:
                 if progress is not None:  # sending a big ledger is progress too
                     progress.deadline = trio.current_time() + node.config.stream_timeout * 3
                 await trio.lowlevel.checkpoint()
+        node.stats.sync_deltas_received += session.received
+        if session.refused:  # the exchange the other side opened with us carries it
+            return
         node.stats.syncs += 1
         self.synced.set()
         await node.gossip.membership_events()
@@ -221,6 +236,9 @@ class SyncService:
                 raise DecodeError("expected a map")
             kind = request.get("t")
             if kind == T_SYNC:
+                if self._ours_wins(request):
+                    await stream.send(busy_reply())  # one exchange between two peers at once
+                    return
                 session = SyncSession(node.ledger, node.membership, initiator=False)
                 step = session.receive(request)
                 if step.members is not None:
@@ -242,6 +260,21 @@ class SyncService:
                 await stream.send(await self._answer_steal(request))
                 continue
             raise DecodeError(f"unknown stream request {kind!r}")
+
+    def _ours_wins(self, request: dict[str, Any]) -> bool:
+        """Whether an exchange we opened with this request's sender is under way and wins
+        over theirs (the smaller node id's does), checked before any snapshot is taken."""
+        node = self.node
+        peer = request.get("n")
+        if type(peer) is not str or not codec.ID_RE.match(peer) or node.node_id >= peer:
+            return False
+        address = node.address_of(peer)
+        if address is None or address not in self._initiated:
+            return False
+        members = request.get("m")
+        if members is not None:  # what they know of the farm still counts
+            node.membership.merge_push_pull(members, node.now())
+        return True
 
     # ----------------------------------------------------------------------------------
     # lease checks

@@ -272,3 +272,30 @@ async def test_halves_that_forgot_each_other_meet_again_after_a_long_split(
                 farm.membership_converged, timeout=30, what="one farm again"
             )
             print(f"one farm again {took - healed:.2f} s after the heal")
+
+
+async def test_a_joiner_and_its_seed_opening_exchanges_at_once_carry_the_ledger_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A joiner opens a push-pull with its seed while the seed opens one with the new member
+    (issue 19's late joiner): one exchange carries both directions, the other is answered
+    ``sync-busy``, so the joiner receives the seed's big ledger once, not twice."""
+    frames = 400
+    with trio.fail_after(60):
+        farm = SimFarm(tmp_path, seed=17, invariants="converged")  # nobody renders here
+        async with farm.running():
+            seed = await farm.add_peer(renderer=False, node_id="1" * 16)  # the lower id
+            job = await farm.submit(seed, f"1-{frames}")
+            for frame in range(1, frames + 1):  # one entry per frame in the seed's ledger
+                await seed.node.write(lambda ledger, wall, f=frame: ledger.claim(job, [f], wall))
+            entries = len(seed.node.ledger.all_deltas())
+            assert entries > frames
+            joiner = await farm.add_peer(seeds=[seed.address], renderer=False, node_id="f" * 16)
+            await farm.wait_until(
+                lambda: joiner.node.ledger.state_digest() == seed.node.ledger.state_digest(),
+                timeout=30,
+                what="the joiner holds the ledger",
+            )
+            await trio.sleep(1.0)  # both exchanges over
+            # Every entry came by push-pull once (gossip relays count apart).
+            assert joiner.node.stats.sync_deltas_received == entries

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from peerfarm.farm import Farm
 from peerfarm.ledger.model import JobState, Status
@@ -85,7 +86,11 @@ async def test_per_frame_dependency_starts_frame_n_after_parent_frame_n(tmp_path
         assert min(r.started for r in farm.log.of_job(child)) < _first_end(farm, parent)
 
 
-async def test_failed_or_cancelled_parent_leaves_the_child_waiting(tmp_path: Path) -> None:
+async def test_failed_or_cancelled_parent_leaves_the_child_waiting(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Virtual time: in real time a loaded machine could let the cancelled parent's frame 2
+    finish before its cancel (then the per-frame child's frame 2 may rightly start)."""
     farm = SimFarm(tmp_path, seed=7, fail=lambda node, frame: frame >= 100, invariants="off")
     async with farm.running():
         peers = await farm.start(3)

@@ -316,14 +316,15 @@ class SyncService:
             raise DecodeError("bad steal question")
         frames = [f for f in raw if type(f) is int]
         granted = await node.worker.grant_steal(job, frames, thief)
-        refused = [f for f in frames if f not in set(granted)]
+        promised = set(granted)
+        refused = [f for f in frames if f not in promised]
         return {"t": T_STEAL_A, "ok": granted, "d": self._records(job, refused)}
 
-    async def check_steal(self, home: str, job: str, frames: Sequence[int]) -> set[int] | None:
-        """Ask ``home`` which of ``frames`` this peer may steal; merge its records of the
-        others. None when it could not be asked (the steal goes ahead without it)."""
+    async def _ask(self, peer: str, question: dict[str, Any], kind: str) -> dict[str, Any] | None:
+        """One round trip to ``peer``: send ``question``, merge the records (``d``) of an
+        answer of type ``kind`` and return it; None when the peer could not be asked."""
         node = self.node
-        address = node.address_of(home)
+        address = node.address_of(peer)
         if address is None:
             return None
         timeout = node.config.probe_timeout * 2
@@ -331,42 +332,30 @@ class SyncService:
             with trio.fail_after(timeout * 2):
                 stream = await node.transport.connect(address, timeout=timeout)
                 try:
-                    question = {"t": T_STEAL_Q, "j": job, "f": list(frames), "n": node.node_id}
                     await stream.send(question)
                     answer = await stream.receive(timeout=timeout)
                 finally:
                     await stream.aclose()
-            if not isinstance(answer, dict) or answer.get("t") != T_STEAL_A:
-                raise DecodeError("unexpected answer to a steal question")
-            ok = answer.get("ok")
-            if not isinstance(ok, list):
-                raise DecodeError("bad steal answer")
+            if not isinstance(answer, dict) or answer.get("t") != kind:
+                raise DecodeError(f"unexpected answer to {question.get('t')!r}")
             node.merge(codec.decode_deltas(answer.get("d"), max_count=MAX_LEASE_FRAMES))
         except (PeerfarmError, trio.TooSlowError, LedgerError) as exc:
-            log.debug("steal check with %s failed: %s", home[:8], exc)
+            log.debug("%s with %s failed: %s", question.get("t"), peer[:8], exc)
+            return None
+        return answer
+
+    async def check_steal(self, home: str, job: str, frames: Sequence[int]) -> set[int] | None:
+        """Ask ``home`` which of ``frames`` this peer may steal; merge its records of the
+        others. None when it could not be asked (the steal goes ahead without it)."""
+        question = {"t": T_STEAL_Q, "j": job, "f": list(frames), "n": self.node.node_id}
+        answer = await self._ask(home, question, T_STEAL_A)
+        ok = None if answer is None else answer.get("ok")
+        if not isinstance(ok, list):
             return None
         return {f for f in ok if type(f) is int and f in frames}
 
     async def check_lapsed(self, owner: str, job: str, frames: Sequence[int]) -> bool:
         """Ask ``owner`` about its lapsed claims of ``frames``; merge its answer. True when it
         answered (the ledger now says what it knows), False when it could not be reached."""
-        node = self.node
-        address = node.address_of(owner)
-        if address is None:
-            return False
-        timeout = node.config.probe_timeout * 2
-        try:
-            with trio.fail_after(timeout * 2):
-                stream = await node.transport.connect(address, timeout=timeout)
-                try:
-                    await stream.send({"t": T_LEASE_Q, "j": job, "f": list(frames)})
-                    answer = await stream.receive(timeout=timeout)
-                finally:
-                    await stream.aclose()
-            if not isinstance(answer, dict) or answer.get("t") != T_LEASE_A:
-                raise DecodeError("unexpected answer to a lease question")
-            node.merge(codec.decode_deltas(answer.get("d"), max_count=MAX_LEASE_FRAMES))
-        except (PeerfarmError, trio.TooSlowError, LedgerError) as exc:
-            log.debug("lease check with %s failed: %s", owner[:8], exc)
-            return False
-        return True
+        question = {"t": T_LEASE_Q, "j": job, "f": list(frames)}
+        return await self._ask(owner, question, T_LEASE_A) is not None

@@ -152,7 +152,9 @@ async def test_notification_falls_to_another_peer_when_the_submitter_is_gone(
         assert reg is not None and reg.value == ["done", "sent"]
 
 
-async def test_a_retried_job_that_ends_again_is_a_new_event(tmp_path: Path) -> None:
+async def test_a_retried_job_that_ends_again_is_a_new_event(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     farm = SimFarm(tmp_path, seed=13)
     async with farm.running():
         peers = await farm.start(3)

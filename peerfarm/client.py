@@ -50,7 +50,6 @@ from peerfarm.control import (
     SubmitBody,
 )
 from peerfarm.errors import ControlError, PeerfarmError, UsageError
-from peerfarm.gossip.crypto import decode_key, load_key_file, load_or_create_key_file
 
 CONTROL_FILE = "control.json"
 KEY_FILE = "farm.key"
@@ -178,6 +177,9 @@ def load_farm_key(
     With ``create`` (``peerfarm up``) a missing data-dir key file is created; otherwise a
     missing one is a ``UsageError`` that says how to get one.
     """
+    # The key's crypto is imported only here: most commands never read the key.
+    from peerfarm.gossip.crypto import decode_key, load_key_file, load_or_create_key_file
+
     env = os.environ if environ is None else environ
     if key_file is not None:
         return load_key_file(key_file)

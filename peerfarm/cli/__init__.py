@@ -10,10 +10,10 @@ Every verb but ``up``, ``key`` and ``demo`` talks to the local daemon only throu
 - :mod:`~peerfarm.cli.hosts` — hold, release, drain (another peer's availability);
 - :mod:`~peerfarm.cli.parsing` and :mod:`~peerfarm.cli.views` — arguments in, text out (pure).
 
-``main`` is the console script (``peerfarm = "peerfarm.cli:main"``).
+Verb modules are imported when their verb runs (``app.VERBS``), which keeps a short command
+quick to start. ``main`` is the console script (``peerfarm = "peerfarm.cli:main"``).
 """
 
-from peerfarm.cli import host, hosts, jobs  # noqa: F401  (their verbs register on the group)
 from peerfarm.cli.app import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,

@@ -44,7 +44,6 @@ from peerfarm.files.names import folder_name
 from peerfarm.follow import job_succeeded, wait_for_job
 from peerfarm.frames import MAX_FRAMES, parse_frames
 from peerfarm.plaintext import printable
-from peerfarm.scheduler import notices
 
 #: What the daemon answers ``status JOB --json`` with when no --limit is given (its
 #: ``peerfarm.framepage.DEFAULT_LIMIT``, not imported: the CLI does not load the ledger).
@@ -153,6 +152,8 @@ def submit(
         fields["after"] = after
         fields["per_frame"] = per_frame
     if notify:
+        from peerfarm.scheduler import notices  # imports the ledger: only when asked for
+
         fields["notify"] = list(notices.check_targets(notify))
     if no_output:
         fields["no_output"] = True

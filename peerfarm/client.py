@@ -50,6 +50,7 @@ from peerfarm.control import (
     SubmitBody,
 )
 from peerfarm.errors import ControlError, PeerfarmError, UsageError
+from peerfarm.local_http import StdlibTransport
 
 CONTROL_FILE = "control.json"
 KEY_FILE = "farm.key"
@@ -227,6 +228,8 @@ class FarmClient:
         self.url = url.rstrip("/")
         self.web = web.rstrip("/") if web else None
         self.data_dir = data_dir
+        if transport is None and self.url.startswith("http://"):
+            transport = StdlibTransport()  # quick to start (peerfarm.local_http)
         self._http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token}", "X-Peerfarm": "1"},

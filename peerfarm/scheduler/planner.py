@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..frames import frame_position
 from ..ledger import Ledger
@@ -28,6 +28,46 @@ FINISHED = frozenset({Status.DONE, Status.FAILED})
 #: (it would otherwise idle for a whole frame); shorter frames are left to their home, since a
 #: collision at the hand-over costs more than the wait.
 LONG_FRAME = 2.0
+#: Short frames are claimed several at a time: a claim of a peer's own chunks covers about
+#: this many seconds of the job's measured frame time (never more than :data:`MAX_BATCH`
+#: chunks), so a farm of no-op or sub-second frames does not spend more on claiming and
+#: gossiping each frame than on rendering it. Frames of a second or more are claimed one
+#: chunk at a time, as before.
+BATCH_SECONDS = 0.1
+MAX_BATCH = 16
+
+
+def batch_size(mean_seconds: float | None, chunk: int = 1) -> int:
+    """How many of its own chunks a peer claims at once, from the job's mean frame time (None:
+    nothing measured yet, one chunk)."""
+    if mean_seconds is None:
+        return 1
+    per_chunk = max(mean_seconds, 0.001) * max(1, chunk)
+    return max(1, min(MAX_BATCH, int(BATCH_SECONDS / per_chunk)))
+
+
+def merge_claims(claims: Sequence[Claim], batch: int) -> list[Claim]:
+    """``claims`` (a peer's own, in plan order) with runs of fresh home claims joined into one
+    claim of up to ``batch`` chunks each. Takeovers and stolen chunks stay alone."""
+    merged: list[Claim] = []
+    run: list[Claim] = []
+
+    def flush() -> None:
+        if run:
+            frames = tuple(sorted(f for c in run for f in c.frames))
+            merged.append(replace(run[0], frames=frames))
+            run.clear()
+
+    for claim in claims:
+        if claim.takeover or not claim.home:
+            flush()
+            merged.append(claim)
+            continue
+        run.append(claim)
+        if len(run) >= batch:
+            flush()
+    flush()
+    return merged
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +333,7 @@ class Planner:
             all_chunks = self.chunks(spec)
             mean = ledger.mean_frame_seconds(spec.id)
             long_frames = mean is not None and mean >= LONG_FRAME
+            batch = batch_size(mean, spec.chunk)
             start = self._skip_finished(ledger, spec, self._start_of(spec), len(all_chunks))
             advancing = True
             for index in range(start, len(all_chunks)):
@@ -339,7 +380,7 @@ class Planner:
                         else None
                     )
                     own.append(claim if lagging is None else lagging)
-                    if len(own) >= free_slots:
+                    if len(own) >= free_slots * batch:
                         break
                     continue
                 home = homes[index] if homes is not None else None
@@ -360,6 +401,7 @@ class Planner:
                     next_of.add(home)  # the home peer's next chunk: leave it to that peer
                     continue
                 other.append((index, claim))
+            own = merge_claims(own, batch) if batch > 1 else own
             picked = own[: free_slots - len(claims)]
             if len(picked) < free_slots - len(claims) and not own:
                 # Nothing of our own left in this job: steal, chunks of live homes (this side

@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 from peerfarm.ledger import Ledger
 from peerfarm.ledger.model import FrameRecord, Status
 from peerfarm.scheduler.leases import LeaseTable
-from peerfarm.scheduler.planner import Planner, chunks_of, rendezvous_home, spread_order
+from peerfarm.scheduler.planner import (
+    Claim,
+    Planner,
+    batch_size,
+    chunks_of,
+    merge_claims,
+    rendezvous_home,
+    spread_order,
+)
 from tests.support.ledger import NODES, make_job, output
 
 A, B, C, D = NODES[:4]
@@ -256,3 +264,46 @@ def test_a_rescan_moves_the_cursor_to_the_first_chunk_with_an_unfinished_frame(
                 expected = tuple(free)
                 break
     assert (claims[0].frames if claims else None) == expected
+
+
+@pytest.mark.parametrize(("seconds", "per_claim"), [(None, 1), (2.0, 1), (0.05, 2), (0.004, 16)])
+def test_short_frames_are_claimed_several_home_chunks_at_a_time(
+    seconds: float | None, per_claim: int
+) -> None:
+    """Once the job's frames are measured short, a free slot gets up to BATCH_SECONDS of this
+    peer's own chunks in one claim (fewer claims and gossip per frame); a takeover and a
+    stolen chunk are never joined to them, and no frame is in two claims."""
+    ledger, job = setup(frames=200)
+    spec = ledger.job(job)
+    assert spec is not None
+    planner = Planner(A)
+    homes = planner.homes(spec, [A, B])
+    mine = [c[0] for i, c in enumerate(chunks_of(spec)) if homes[i] == A]
+    if seconds is not None:  # one frame of A's done, in `seconds`
+        claim = ledger.claim(job, [mine[0]], 1_000)[0][1]
+        assert isinstance(claim, FrameRecord)
+        ledger.complete(job, mine[0], claim, [output(mine[0])], seconds)
+    assert batch_size(seconds) == per_claim
+    claims = planner.plan(ledger, free_slots=2, capable={job: [A, B]}, alive=[A, B])
+    assert len(claims) == 2
+    start = 1 if seconds is not None else 0
+    assert [c.frames for c in claims] == [
+        tuple(mine[start : start + per_claim]),
+        tuple(mine[start + per_claim : start + 2 * per_claim]),
+    ]
+    assert all(c.home and not c.takeover for c in claims)
+
+
+def test_merged_claims_keep_takeovers_and_steals_apart() -> None:
+    job = "job"
+    fresh = [Claim(job, (f,), False, True, A) for f in (1, 2, 3)]
+    takeover = Claim(job, (7,), True, True, A)
+    stolen = Claim(job, (9,), False, False, B)
+    merged = merge_claims([fresh[0], fresh[1], takeover, fresh[2], stolen], batch=4)
+    assert [(c.frames, c.takeover, c.home) for c in merged] == [
+        ((1, 2), False, True),
+        ((7,), True, True),
+        ((3,), False, True),
+        ((9,), False, False),
+    ]
+    assert [c.frames for c in merge_claims(fresh, batch=2)] == [(1, 2), (3,)]

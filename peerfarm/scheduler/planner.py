@@ -6,11 +6,15 @@ or stopped taking (banned after repeated failures here). Within a job the unit o
 chunk (``chunk`` consecutive frames of the job's order; 1 by default) and every chunk has a
 rendezvous-hash *home* among the job's capable peers. Chunks follow the job's ``order``
 (its frames' own order by default; see :func:`chunks_of`). A peer takes its own chunks first,
-in order; only when a job has none of its own left does it steal, earliest first but never a
-live home's next chunk (the home is about to take it), so the farm as a whole finishes frames
-close to their order and a home and a thief rarely meet. Homes are computed over
-every capable peer that has not left the farm, alive or not, until it has been dead for a grace
-period: after a network split each side first renders the chunks homed on its own side.
+in order; only when a job has none of its own left does it steal, earliest first but never the
+next chunk of a live home with a free slot (the home is about to take it), so the farm as a
+whole finishes frames close to their order and a home and a thief rarely meet. A busy home's
+next chunk may be stolen, whatever the frame length, rather than leave the thief idle while
+the home still has frames to do: the worker confirms every steal with the home, which
+promises each frame to one peer (``peer.worker``), so the two never both render it. Homes are
+computed over every capable peer that has not left the farm, alive or not, until it has been
+dead for a grace period: after a network split each side first renders the chunks homed on its
+own side.
 """
 
 from __future__ import annotations
@@ -24,10 +28,6 @@ from ..ledger import Ledger
 from ..ledger.model import OPEN, FrameRecord, JobSpec, JobState, Status
 
 FINISHED = frozenset({Status.DONE, Status.FAILED})
-#: Seconds per frame from which an idle peer takes the next chunk of a home peer that is busy
-#: (it would otherwise idle for a whole frame); shorter frames are left to their home, since a
-#: collision at the hand-over costs more than the wait.
-LONG_FRAME = 2.0
 #: Short frames are claimed several at a time: a claim of a peer's own chunks covers about
 #: this many seconds of the job's measured frame time (never more than :data:`MAX_BATCH`
 #: chunks), so a farm of no-op or sub-second frames does not spend more on claiming and
@@ -332,7 +332,6 @@ class Planner:
             next_of: set[str | None] = set()
             all_chunks = self.chunks(spec)
             mean = ledger.mean_frame_seconds(spec.id)
-            long_frames = mean is not None and mean >= LONG_FRAME
             batch = batch_size(mean, spec.chunk)
             start = self._skip_finished(ledger, spec, self._start_of(spec), len(all_chunks))
             advancing = True
@@ -396,7 +395,7 @@ class Planner:
                     and not retry
                     and home not in next_of
                     and (alive_set is None or home in alive_set)
-                    and not (home in busy_homes and long_frames)
+                    and home not in busy_homes
                 ):
                     next_of.add(home)  # the home peer's next chunk: leave it to that peer
                     continue

@@ -35,7 +35,9 @@ def _first_end(farm: SimFarm, job: str, frame: int | None = None) -> float:
     return firsts[frame] if frame is not None else max(firsts.values())
 
 
-async def test_bake_render_encode_chain_runs_in_order(tmp_path: Path) -> None:
+async def test_bake_render_encode_chain_runs_in_order(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     farm = SimFarm(tmp_path, seed=3)
     async with farm.running():
         peers = await farm.start(4)
@@ -66,7 +68,9 @@ async def test_bake_render_encode_chain_runs_in_order(tmp_path: Path) -> None:
     assert farm.last_check is not None and farm.last_check.jobs == 3
 
 
-async def test_per_frame_dependency_starts_frame_n_after_parent_frame_n(tmp_path: Path) -> None:
+async def test_per_frame_dependency_starts_frame_n_after_parent_frame_n(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     farm = SimFarm(tmp_path, seed=5)
     async with farm.running():
         peers = await farm.start(3)
@@ -122,7 +126,7 @@ async def test_failed_or_cancelled_parent_leaves_the_child_waiting(
 
 
 async def test_notification_falls_to_another_peer_when_the_submitter_is_gone(
-    tmp_path: Path,
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     farm = SimFarm(tmp_path, seed=11, notify_grace=5.0)
     async with farm.running():
@@ -226,6 +230,6 @@ SEEDS = int(os.environ.get("PEERFARM_NOTIFY_SEEDS", "8"))
 
 @pytest.mark.parametrize("seed", range(SEEDS))
 async def test_one_notification_per_event_across_crashes_and_splits(
-    seed: int, tmp_path: Path
+    seed: int, tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     await _notify_history(seed, tmp_path)

@@ -201,7 +201,7 @@ class Farm:
                 [],
             )
         with tempfile.TemporaryDirectory(dir=self.node.data_dir) as tmp:
-            main, assets, extra = await trio.to_thread.run_sync(
+            main, assets, extra = await self.node.blocking(
                 prepare_scene, scene, renderer, Path(tmp), options
             )
             options.update(extra)
@@ -211,11 +211,11 @@ class Farm:
                 await self.node.blobs.make_room(total)
             except StoreError as exc:
                 raise UsageError(f"cannot submit: {exc} (raise --store-limit?)") from None
-            digest = await trio.to_thread.run_sync(store.put_file, main)
+            digest = await self.node.blocking(store.put_file, main)
             scene_ref = SceneRef(bytes.fromhex(digest), main.name, main.stat().st_size)
             asset_refs = []
             for rel, path in assets:
-                d = await trio.to_thread.run_sync(store.put_file, path)
+                d = await self.node.blocking(store.put_file, path)
                 asset_refs.append(SceneRef(bytes.fromhex(d), rel, path.stat().st_size))
         return await self._submit_spec(
             request, name, renderer, options, frames, output, scene_ref, asset_refs
@@ -367,7 +367,7 @@ class Farm:
             for output in record.outputs:
                 blob = await self.node.blobs.ensure(output.digest.hex(), prefer=record.node)
                 # A planted symlink at the name is replaced, never written through.
-                target = await trio.to_thread.run_sync(place_copy, blob, dest, output.name)
+                target = await self.node.blocking(place_copy, blob, dest, output.name)
                 written.append(str(target))
         return {"job": job, "dest": str(dest), "files": len(written)}
 
@@ -388,7 +388,7 @@ class Farm:
         out = thumbs / f"{path.name}.png"
         if not out.exists():
             try:
-                await trio.to_thread.run_sync(make_thumbnail, path, out)
+                await self.node.blocking(make_thumbnail, path, out)
             except PeerfarmError:
                 return None
         return out.read_bytes()
@@ -431,7 +431,7 @@ class Farm:
         shared = node.blobs.shared_path(spec.options.get("shared_output"))
         folder = shared if shared is not None else Path(spec.output)
         ours = read_names(node.data_dir / DELIVERIES / job)
-        problems = await trio.to_thread.run_sync(check_delivered, records, folder, ours)
+        problems = await self.node.blocking(check_delivered, records, folder, ours)
         frames = sorted({p.frame for p in problems})
         return {
             "job": job,

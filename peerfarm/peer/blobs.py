@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import trio
-
 from ..errors import PeerfarmError, StoreError
 from ..files.names import safe_name
 from ..files.place import safe_join
@@ -100,7 +98,7 @@ class Blobs:
             others = sum(folder_bytes(folder) for folder in scratch)
             return store.evict(needed=needed + others, pinned=pinned.__contains__)
 
-        evicted = await trio.to_thread.run_sync(evict)
+        evicted = await self.node.blocking(evict)
         if evicted:
             log.info(
                 "store limit: evicted %d unused file%s",
@@ -173,7 +171,7 @@ class Blobs:
         for folder in stale:
             node.worker.renderer.forget_job(folder.name)
             node.worker.renderer.discard(folder)
-        await trio.to_thread.run_sync(_remove_old_uploads, uploads)
+        await self.node.blocking(_remove_old_uploads, uploads)
 
     def shared_path(self, relative: object) -> Path | None:
         """``relative`` under this peer's --shared-root, if it has one (checked to stay inside)."""

@@ -245,9 +245,7 @@ class Deliverer:
             if not plain.exists() and not plain.is_symlink():
                 target: Path | None = plain  # the common case: no file there, no thread
             else:  # compare contents (hashing) in a thread
-                target = await trio.to_thread.run_sync(
-                    delivery_target, folder, output, overwrite, ours
-                )
+                target = await self.node.blocking(delivery_target, folder, output, overwrite, ours)
             if target is None:
                 continue  # already there
             blob = await node.blobs.ensure(
@@ -263,7 +261,7 @@ class Deliverer:
                     target.name,
                 )
             tmp = in_folder(folder, f".{target.name}.part")
-            await trio.to_thread.run_sync(shutil.copyfile, blob, tmp)
+            await self.node.blocking(shutil.copyfile, blob, tmp)
             written.parent.mkdir(exist_ok=True)
             with written.open("a") as fh:
                 fh.write(target.name + "\n")
@@ -318,12 +316,12 @@ class Deliverer:
         name = stitched_name(still, records[0].outputs[0].name)
         partial = in_folder(folder, f".{name}.stitch")
         try:
-            digest = await trio.to_thread.run_sync(stitch_to, paths, partial)
+            digest = await self.node.blocking(stitch_to, paths, partial)
             size = partial.stat().st_size
             image = Output(name, bytes.fromhex(digest), size)
             written = node.data_dir / DELIVERIES / spec.id
             overwrite = spec.options.get("overwrite") is True
-            target = await trio.to_thread.run_sync(
+            target = await self.node.blocking(
                 delivery_target, folder, image, overwrite, read_names(written)
             )
             if target is None:

@@ -27,7 +27,7 @@ import platform
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import trio
 
@@ -60,6 +60,7 @@ from .parts import IncompatiblePeer, NodeParts, NodeStats
 from .sync import SyncService
 from .worker import Worker
 
+T = TypeVar("T")
 log = logging.getLogger("peerfarm")
 
 OWN_JOBS_FILE = "submitted"  # data dir file: ids of the jobs submitted here, one a line
@@ -183,6 +184,11 @@ class Node:
     def takes_work(self) -> bool:
         """Whether this peer claims now: no problem, not away, not held or drained."""
         return not (self.problems or self.away or self.ledger.host_hold(self.node_id))
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one blocking file operation off the event loop (``NodeParts.offload``: a
+        worker thread, or inline in a simulation)."""
+        return cast(T, await self.parts.offload(fn, *args))
 
     def now(self) -> float:
         return trio.current_time()

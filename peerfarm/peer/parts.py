@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -28,10 +28,25 @@ from ..renderers.base import Progress, Renderer, RenderLimits
 from ..scheduler.availability import Schedule
 from .idle import IdleSource
 
+T = TypeVar("T")
+
 #: Seconds between two notices to a peer that speaks a protocol we do not (it logs them).
 INCOMPATIBLE_NOTICE_INTERVAL = 5.0
 #: Seconds of silence after which an incompatible peer leaves ``peers``.
 INCOMPATIBLE_FORGET_AFTER = 600.0
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """A daemon's way to run a blocking call: a trio worker thread (not cancellable)."""
+    return await trio.to_thread.run_sync(fn, *args)
+
+
+async def inline(fn: Callable[..., T], *args: Any) -> T:
+    """A simulation's way: run it now on the event loop, then yield as a thread call would
+    (without raising a cancellation: like a thread call, it cannot be cancelled midway)."""
+    result = fn(*args)
+    await trio.lowlevel.cancel_shielded_checkpoint()
+    return result
 
 
 @dataclass
@@ -100,6 +115,10 @@ class NodeParts:
     #: Simulations only: awaited by every loop of the node before each step, so a test can
     #: freeze the whole peer (SIGSTOP). None in a real daemon.
     gate: Callable[[], Awaitable[None]] | None = None
+    #: Runs one blocking file operation (``Node.blocking``): in a worker thread in a daemon;
+    #: :func:`inline` in simulations, so that virtual time never passes while a thread works
+    #: and a loaded machine cannot change what a simulation sees.
+    offload: Callable[..., Awaitable[Any]] = field(default=in_thread)
 
 
 def render_limits(parts: NodeParts) -> RenderLimits:

@@ -145,7 +145,7 @@ class Renderer:
             await node.gate()
             folders = [node.data_dir, node.store.root]
             try:
-                usages = [await trio.to_thread.run_sync(shutil.disk_usage, f) for f in folders]
+                usages = [await self.node.blocking(shutil.disk_usage, f) for f in folders]
             except OSError:
                 continue
             if all(u.free >= min(DISK_MARGIN, u.total // 10) for u in usages):
@@ -264,7 +264,7 @@ class Renderer:
         for frame in running.frames:
             files = result.outputs.get(frame, [])
             if expected.image and files:  # reads the image: off the event loop
-                problem = await trio.to_thread.run_sync(check_files, expected, files)
+                problem = await self.node.blocking(check_files, expected, files)
             else:  # counts files only: no disk access, no thread hop per frame
                 problem = check_files(expected, files)
             if problem is not None:
@@ -315,9 +315,9 @@ class Renderer:
         outputs = []
         for path, name in zip(files, output_names(frame, files), strict=True):
             if shared_out is not None:
-                await trio.to_thread.run_sync(copy_atomic, path, shared_out / name)
+                await self.node.blocking(copy_atomic, path, shared_out / name)
             size = path.stat().st_size
-            digest = await trio.to_thread.run_sync(node.store.adopt_file, path)
+            digest = await self.node.blocking(node.store.adopt_file, path)
             outputs.append(Output(name, bytes.fromhex(digest), size))
         return outputs
 
@@ -346,7 +346,7 @@ class Renderer:
                 blob = await node.blobs.ensure(
                     ref.digest.hex(), prefer=spec.submitted_by, size=ref.size
                 )
-                await trio.to_thread.run_sync(link_or_copy, blob, target)
+                await self.node.blocking(link_or_copy, blob, target)
         return scene_path
 
     def forget_job(self, job: str) -> None:
@@ -369,7 +369,7 @@ class Renderer:
     async def _make_scratch(self, job: str, slot: int) -> Path:
         name = f"slot{slot}-{self.node.parts.rng.getrandbits(32):08x}"
         folder = self.node.work_dir / job / name
-        await trio.to_thread.run_sync(functools.partial(folder.mkdir, parents=True, exist_ok=True))
+        await self.node.blocking(functools.partial(folder.mkdir, parents=True, exist_ok=True))
         return folder
 
     async def _make_spare(self, job: str, slot: int) -> None:
@@ -394,13 +394,13 @@ class Renderer:
         self._trash_event.set()
 
     async def trash_loop(self) -> None:
-        await trio.to_thread.run_sync(remove_all, self._leftovers)
+        await self.node.blocking(remove_all, self._leftovers)
         while True:
             await self._trash_event.wait()
             self._trash_event = trio.Event()
             await trio.sleep(1.0)
             batch, self._trash = self._trash, []
-            await trio.to_thread.run_sync(remove_all, batch)
+            await self.node.blocking(remove_all, batch)
 
 
 def capped_threads(job_threads: object, peer_threads: int | None) -> dict[str, int]:

@@ -27,6 +27,7 @@ from ..gossip.memnet import MemoryNetwork
 from ..ledger.model import SceneRef
 from ..ledger.store import LedgerStore
 from ..peer import Node, NodeParts
+from ..peer.parts import inline
 from ..renderers.base import Renderer, frame_stem
 from .fakes import WALL_EPOCH_MS, FakeRenderer, RenderLog
 from .farmview import FarmView, Invariants, SimPeer, output_files
@@ -170,6 +171,7 @@ class SimFarm(FarmView):
             gate=self._gate_of(node_id),
             notify_sender=self._notify_sender(node_id),
             notify_grace=self.notify_grace,
+            offload=inline,  # file work on the event loop: virtual time stays exact
         )
         for field_name, value in self.extra_parts.get(node_id, {}).items():
             setattr(parts, field_name, value)

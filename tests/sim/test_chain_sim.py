@@ -164,6 +164,11 @@ async def test_a_retried_job_that_ends_again_is_a_new_event(
         peers = await farm.start(3)
         job = await farm.submit(peers[1], "1-4", name="shot", notify=[URL])
         await farm.wait_until(lambda: len(farm.notifications) == 1, timeout=60, what="first")
+        # The retry goes through another peer: once that peer has heard the job end (until
+        # then frame 2 is not finished there, and there is nothing to retry).
+        await farm.wait_until(
+            lambda: peers[2].node.ledger.job_state(job) == JobState.DONE, timeout=10, what="done"
+        )
         await farm.act(peers[2], job, "retry", "2")
         await farm.wait_until(lambda: len(farm.notifications) == 2, timeout=60, what="second")
         await trio.sleep(10.0)

@@ -220,6 +220,7 @@ class Renderer:
             # The renderer is done with the machine: start the next frame while this one's
             # outputs are stored and its completion is gossiped.
             free_slot()
+            await trio.lowlevel.checkpoint()  # let the scheduler fill the slot first
             per_frame = result.seconds / max(1, len(running.frames))
             bad = await self._check_outputs(spec, running, renderer.expected_output(task), result)
             completed = 0

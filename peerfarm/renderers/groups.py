@@ -6,8 +6,9 @@ keep running, holding the CPU and writing into scratch folders nobody reads. So 
 written down when it starts (pid and the process's start time, one JSON line appended to a
 file in the data dir) and crossed out when it ends (another line); the next start of the daemon
 ends every group of the file still open whose leader runs with the same start time (a recycled
-pid is another program: left alone). Appending a line costs microseconds, so a frame of a
-no-op job pays nearly nothing for it; the file is rewritten small now and then.
+pid is another program: left alone). Appending a line to the file, kept open, costs
+microseconds, so a frame of a no-op job pays nearly nothing for it; the file is rewritten small
+now and then.
 
 A known limit: a renderer child that calls ``setsid`` itself leaves the group and is not found
 (on Windows the job object of a killed daemon is gone: its renderers' descendants are found
@@ -16,10 +17,12 @@ through psutil while their leader runs).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 from pathlib import Path
+from typing import TextIO
 
 import psutil
 
@@ -39,6 +42,7 @@ class ProcessGroups:
         self._live: dict[int, float] = {}
         self._lines = 0
         self._lock = threading.Lock()
+        self._file: TextIO | None = None  # kept open: a no-op frame appends two lines
 
     def started(self, pid: int) -> None:
         """A renderer group led by ``pid`` started: write it down."""
@@ -63,13 +67,24 @@ class ProcessGroups:
             self._rewrite()
             return
         try:
-            with self.path.open("a") as fh:
-                fh.write(json.dumps(entry) + "\n")
+            if self._file is None:
+                # Line-buffered: each line reaches the file (the kernel) as it is written, so
+                # a kill -9 of the daemon right after a render started loses nothing.
+                self._file = self.path.open("a", buffering=1)
+            self._file.write(json.dumps(entry) + "\n")
         except OSError as exc:
+            self._close_file()
             log.debug("cannot record renderer processes in %s: %s", self.path, exc)
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
 
     def _rewrite(self) -> None:
         assert self.path is not None
+        self._close_file()  # the rewritten file replaces the one it appends to
         text = "".join(json.dumps({"pid": p, "created": c}) + "\n" for p, c in self._live.items())
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
@@ -133,5 +148,7 @@ REGISTRY = ProcessGroups()
 
 def configure(path: Path | None) -> ProcessGroups:
     """Point the registry at ``path`` (the daemon's data dir file) and return it."""
-    REGISTRY.path = path
+    with REGISTRY._lock:
+        REGISTRY._close_file()
+        REGISTRY.path = path
     return REGISTRY

@@ -95,14 +95,16 @@ class Renderer:
                 await self._after_stop(spec, running)
         except trio.TooSlowError:
             reason = f"timed out after {node.parts.frame_timeout:g} s per frame"
-            await self._record_failure(spec, running, reason, "")
+            if not await self._unbatch(spec, running, reason):
+                await self._record_failure(spec, running, reason, "")
         except MemoryExceeded as exc:  # the frame goes elsewhere; this peer stops taking the job
             await self._record_failure(spec, running, exc.reason, exc.log_tail)
             ban = f"frames need more memory than on {node.name}: {exc.reason}"
             await node.write(lambda ledger, wall: ledger.ban(spec.id, ban, wall))
             await node.worker.halt_hopeless_jobs([spec.id])
         except RenderFailed as exc:
-            await self._record_failure(spec, running, exc.reason, exc.log_tail)
+            if not await self._unbatch(spec, running, exc.reason):
+                await self._record_failure(spec, running, exc.reason, exc.log_tail)
         except LostClaim as exc:
             node.stats.frames_lost += 1
             log.info("%s", exc)
@@ -115,6 +117,24 @@ class Renderer:
         except Exception as exc:  # a bug or a bad input inside one render: that frame fails
             log.exception("render of %s %s failed", node.job_label(spec.id), running.frames)
             await self._record_failure(spec, running, f"{type(exc).__name__}: {exc}", "")
+
+    async def _unbatch(self, spec: JobSpec, running: Running, reason: str) -> bool:
+        """A render of several short frames that this peer claimed together (more than the
+        job's chunk: ``scheduler.planner.batch_size``) failed: hand them all back and claim
+        the job one chunk at a time from now on, so that each frame fails, or succeeds, on
+        its own (a user's ``--chunk`` still fails as a whole). True when handed back."""
+        node = self.node
+        if len(running.frames) <= max(1, spec.chunk):
+            return False
+        node.worker.planner.no_batch(spec.id)
+        log.info(
+            "%s: a frame of %s failed (%s); handing them back to render one at a time",
+            node.job_label(spec.id),
+            format_frames(running.frames),
+            reason,
+        )
+        await node.worker.release(running)
+        return True
 
     async def _after_stop(self, spec: JobSpec, running: Running) -> None:
         node = self.node

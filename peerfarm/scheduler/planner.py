@@ -158,6 +158,12 @@ class Planner:
         self._reopened: dict[str, set[int]] = {}  # frames open again since the last plan
         self._ranks: dict[str, tuple[tuple[str, ...], list[int]]] = {}
         self._chunks: dict[str, list[tuple[int, ...]]] = {}
+        self._unbatched: set[str] = set()  # jobs whose batch failed here: one chunk a claim
+
+    def no_batch(self, job: str) -> None:
+        """Claim ``job`` one chunk at a time from now on: a frame of a batch failed here (the
+        worker handed the batch back, so each frame now fails or succeeds on its own)."""
+        self._unbatched.add(job)
 
     def chunks(self, spec: JobSpec) -> list[tuple[int, ...]]:
         """The job's chunks (cached: a spec never changes)."""
@@ -196,6 +202,7 @@ class Planner:
         self._cursor.pop(job, None)
         self._reopened.pop(job, None)
         self._chunks.pop(job, None)
+        self._unbatched.discard(job)
 
     def reopened(self, job: str, frame: int | None = None) -> None:
         """A frame of ``job`` is unfinished again (a retry, a failure, a release, a claim of a
@@ -332,7 +339,7 @@ class Planner:
             next_of: set[str | None] = set()
             all_chunks = self.chunks(spec)
             mean = ledger.mean_frame_seconds(spec.id)
-            batch = batch_size(mean, spec.chunk)
+            batch = 1 if spec.id in self._unbatched else batch_size(mean, spec.chunk)
             start = self._skip_finished(ledger, spec, self._start_of(spec), len(all_chunks))
             advancing = True
             for index in range(start, len(all_chunks)):

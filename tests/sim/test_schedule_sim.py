@@ -536,3 +536,29 @@ async def test_a_home_promises_each_open_frame_to_one_thief_and_leaves_it_alone(
             )
             assert [r.frame for r in farm.log.completed(job)].count(wanted) == 1
             assert_no_duplicates(farm)
+
+
+async def test_a_failing_frame_in_a_batch_of_short_frames_fails_alone(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Short frames are claimed several at a time. A frame that fails inside such a batch hands
+    the whole batch back, and the peer then claims the job one frame at a time: only the
+    failing frames fail (retries 0), every other frame is done, and the peer is not banned for
+    its neighbours' failures (the real-daemon case: tests/real/farm/test_status_pages.py)."""
+    broken = {40, 90}
+    with trio.fail_after(120):
+        farm = SimFarm(
+            tmp_path, seed=9, renderer_seconds=0.002, fail=lambda node, frame: frame in broken
+        )
+        async with farm.running():
+            (peer,) = await farm.start(1)
+            job = await farm.submit(peer, "1-200", retries=0)
+            await farm.wait_until(lambda: farm.job_finished(job), timeout=60, what="job ended")
+            ledger = peer.node.ledger
+            failed = {f for f in range(1, 201) if ledger.frame_status(job, f) == Status.FAILED}
+            assert failed == broken
+            assert ledger.counts(job).done == 200 - len(broken)
+            assert peer.node_id not in ledger.banned(job)
+            # Frame 40 was first tried inside a batch (handed back), then alone.
+            tries = [r for r in farm.log.of_job(job) if r.frame == 40]
+            assert len(tries) == 2 and all(r.failed for r in tries)

@@ -6,7 +6,6 @@ writing peer), through gossip to the held peer, as an operator meets them.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -100,9 +99,16 @@ def test_hold_and_drain_now_from_another_peer_take_effect_and_survive_a_restart(
     farm.wait_job(a, job, 120)
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _thread_cpu_ticks(pid: int) -> dict[int, int]:
+    """CPU time (clock ticks) of each thread of ``pid``."""
+    ticks = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks[int(task.name)] = int(fields[11]) + int(fields[12])
+    return ticks
 
 
 def _nice(pid: int) -> int:
@@ -134,13 +140,21 @@ def test_threads_1_keeps_a_povray_render_on_one_core(farm: LocalFarm, tmp_path: 
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert b"OMP_NUM_THREADS=1" in environ and b"PEERFARM_THREADS=1" in environ
     time.sleep(0.5)  # past parsing
-    cpu0, wall0 = _cpu_seconds(pid), time.monotonic()
+    # POV-Ray always has a front-end thread beside its render threads (it takes the
+    # rendered blocks, about 0.15 of a core here), so the process as a whole may use a
+    # little more than one core with +WT1 and less under load. What --threads 1 promises
+    # is one thread doing the rendering: with +WT2 two threads share the work about
+    # evenly, with +WT1 one thread does nearly all of it.
+    before = _thread_cpu_ticks(pid)
     time.sleep(2.0)
     try:
-        cpu1, wall1 = _cpu_seconds(pid), time.monotonic()
+        after = _thread_cpu_ticks(pid)
     except OSError:
         pytest.fail("the povray render ended too soon to measure: make the scene bigger")
-    assert (cpu1 - cpu0) / (wall1 - wall0) <= 1.1, "more than one core used"
+    used = sorted((after[tid] - before.get(tid, 0) for tid in after), reverse=True)
+    assert used[0] >= 20, f"the render thread barely ran: {used}"
+    busy = [ticks for ticks in used if ticks >= used[0] / 2]
+    assert len(busy) == 1, f"more than one thread rendering (clock ticks per thread): {used}"
     farm.wait_job(a, job, 120)
 
 

@@ -62,6 +62,10 @@ DISK_MARGIN = 64 * 1024 * 1024
 HAND_BACK = frozenset({"paused", "stopping", "cancelled", "failed", "user returned", "drained"})
 
 
+#: Empty scratch folders kept ready per job and slot: one made ahead, one given back.
+SPARES = 2
+
+
 class Renderer:
     """Renders claims for one node's worker."""
 
@@ -74,7 +78,8 @@ class Renderer:
         work = node.work_dir
         self._leftovers = [p for p in work.glob("*/slot*-*") if p.is_dir()] + [work / "trash"]
         self._scene_locks: dict[str, trio.Lock] = {}
-        self._spare: dict[tuple[str, int], Path] = {}  # (job, slot) -> its next scratch folder
+        # (job, slot) -> empty scratch folders ready for its next renders (at most SPARES)
+        self._spare: dict[tuple[str, int], list[Path]] = {}
         self._forgotten: dict[str, int] = {}  # job -> times its work folder was discarded
 
     # ----------------------------------------------------------------------------------
@@ -207,7 +212,9 @@ class Renderer:
             raise RenderFailed(f"renderer {spec.renderer!r} is not available on {node.name}")
         scene = await self._materialize_scene(spec)
         job_dir = node.work_dir / spec.id
+        generation = self._forgotten.get(spec.id, 0)
         out_dir = await self._scratch(spec.id, running.slot)
+        wrote_nothing = False
         try:
             task = RenderTask(
                 job_id=spec.id,
@@ -241,6 +248,7 @@ class Renderer:
             # outputs are stored and its completion is gossiped.
             free_slot()
             await trio.lowlevel.checkpoint()  # let the scheduler fill the slot first
+            wrote_nothing = not any(result.outputs.values())
             per_frame = result.seconds / max(1, len(running.frames))
             bad = await self._check_outputs(spec, running, renderer.expected_output(task), result)
             completed = 0
@@ -274,7 +282,8 @@ class Renderer:
                 result.seconds,
             )
         finally:
-            self.discard(out_dir)
+            if not (wrote_nothing and self._give_back(spec.id, running.slot, out_dir, generation)):
+                self.discard(out_dir)
 
     async def _check_outputs(
         self, spec: JobSpec, running: Running, expected: Expected, result: RenderResult
@@ -381,10 +390,10 @@ class Renderer:
         while the slot's previous render ran: making a folder is a disk metadata operation that
         can stall for milliseconds on a busy disk, and it must not sit between a free slot and
         the next frame, nor block the event loop."""
-        folder = self._spare.pop((job, slot), None)
-        if folder is None:
-            folder = await self._make_scratch(job, slot)
-        self.node.worker.spawn(functools.partial(self._make_spare, job, slot))
+        spares = self._spare.get((job, slot))
+        folder = spares.pop() if spares else await self._make_scratch(job, slot)
+        if not self._spare.get((job, slot)):
+            self.node.worker.spawn(functools.partial(self._make_spare, job, slot))
         return folder
 
     async def _make_scratch(self, job: str, slot: int) -> Path:
@@ -394,14 +403,35 @@ class Renderer:
         return folder
 
     async def _make_spare(self, job: str, slot: int) -> None:
-        if (job, slot) in self._spare:
+        if self._spare.get((job, slot)):
             return
         generation = self._forgotten.get(job, 0)
         folder = await self._make_scratch(job, slot)
-        if (job, slot) in self._spare or self._forgotten.get(job, 0) != generation:
+        spares = self._spare.setdefault((job, slot), [])
+        if len(spares) >= SPARES or self._forgotten.get(job, 0) != generation:
             self.discard(folder)
         else:
-            self._spare[(job, slot)] = folder
+            spares.append(folder)
+
+    def _give_back(self, job: str, slot: int, folder: Path, generation: int) -> bool:
+        """Keep the scratch folder of a render that wrote nothing for the slot's next render,
+        if it is still empty and its job's folder was not discarded meanwhile: short frames
+        then neither make nor remove a folder each (both disk metadata operations, together
+        the largest cost of a no-op frame on a peer). True when kept.
+
+        Lists the folder on the event loop: the renderer has just looked into it, so this is
+        served from the kernel's cache, not the disk."""
+        spares = self._spare.setdefault((job, slot), [])
+        if self._forgotten.get(job, 0) != generation or len(spares) >= SPARES:
+            return False
+        try:
+            with os.scandir(folder) as entries:
+                if next(entries, None) is not None:
+                    return False
+        except OSError:
+            return False
+        spares.append(folder)
+        return True
 
     # ----------------------------------------------------------------------------------
     # scratch folders
@@ -448,6 +478,11 @@ def disk_full(exc: BaseException) -> OSError | None:
 def remove_all(paths: list[Path]) -> None:
     """Remove folders (with what they hold) and files; what is gone already is fine."""
     for path in paths:
+        try:
+            os.rmdir(path)  # an empty folder (most scratch folders): one call, no walk
+            continue
+        except OSError:
+            pass
         if path.is_dir() and not path.is_symlink():
             platform.remove_tree(path)
         else:

@@ -20,6 +20,7 @@ this peer lacks fails its frame saying which one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -173,5 +174,8 @@ class CommandRenderer(Renderer):
                 )
             # A frame may leave no file (a script that writes elsewhere, a simulation step).
             outputs[frame] = sorted(p for p in frame_dir.rglob("*") if p.is_file())
+            if not outputs[frame] and frame_dir != task.output_dir.absolute():
+                with contextlib.suppress(OSError):  # not empty (folders only): leave it
+                    frame_dir.rmdir()  # so a chunk that wrote nothing leaves its folder empty
             on_progress(Progress(frame, 1.0, f"frame {frame} done"))
         return RenderResult(outputs, time.monotonic() - started, tail)

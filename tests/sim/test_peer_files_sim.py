@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,9 @@ import trio.testing
 from peerfarm.ledger.model import JobState
 from peerfarm.peer.blobs import UPLOADS, folder_bytes
 from peerfarm.renderers import BlenderRenderer, CommandRenderer, PovrayRenderer
-from peerfarm.renderers.base import Renderer
+from peerfarm.renderers.base import Progress, Renderer, RenderResult, RenderTask, frame_stem
 from peerfarm.testing import SimFarm, output_files
+from peerfarm.testing.fakes import FakeRenderer, RenderLog
 
 
 async def test_two_slots_share_one_copy_of_the_scene(
@@ -176,3 +178,54 @@ async def test_an_exception_inside_any_renderer_fails_the_frame_not_the_daemon(
             assert error == f"ValueError: injected into {plugin.name}"
             assert not peer.done.is_set()  # the node runs on
             assert peer.node.ledger.halted(job) or peer.node.ledger.counts(job).failed == 2
+
+
+class _Scratchy(FakeRenderer):
+    """Writes a file on frames divisible by 10, leaves an empty sub-folder on frame 15 and
+    writes nothing on the others; notes each render's frames, folder and whether it was
+    empty when the render began."""
+
+    def __init__(self, node: str, log: RenderLog) -> None:
+        super().__init__(node, log, seconds=0.1)
+        self.renders: list[tuple[tuple[int, ...], Path, bool]] = []
+
+    async def render(
+        self, task: RenderTask, *, on_progress: Callable[[Progress], None]
+    ) -> RenderResult:
+        folder = task.output_dir
+        self.renders.append((tuple(task.frames), folder, not any(folder.iterdir())))
+        outputs: dict[int, list[Path]] = {}
+        for frame in task.frames:
+            await trio.sleep(0.1)
+            if frame % 10 == 0:
+                out = folder / f"{frame_stem(frame)}.txt"
+                out.write_text(f"{frame}\n")
+                outputs[frame] = [out]
+            elif frame == 15:
+                (folder / "left-behind").mkdir()
+        return RenderResult(outputs, len(task.frames) * 0.1, "")
+
+
+async def test_a_slot_reuses_the_empty_scratch_folder_of_a_frame_that_wrote_nothing(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Short frames that write no file (a simulation step, a script that writes elsewhere)
+    do not make and remove a folder each: the slot keeps the empty folder for its next
+    render. A folder something was left in is never handed out again."""
+    with trio.fail_after(120):
+        farm = SimFarm(tmp_path, seed=57, renderer_seconds=0.1)
+        async with farm.running():
+            (peer,) = await farm.start(1)
+            scratchy = _Scratchy(peer.name, farm.log)
+            peer.node.parts.renderers["command"] = scratchy
+            job = await farm.submit(peer, "1-40")
+            await farm.wait_until(lambda: farm.job_finished(job), timeout=60, what="done")
+            assert peer.node.ledger.counts(job).done == 40
+    renders = scratchy.renders
+    assert sorted(f for frames, _, _ in renders for f in frames) == list(range(1, 41))
+    assert all(empty for _, _, empty in renders), "a render began in a folder holding something"
+    used = [folder for _, folder, _ in renders]
+    assert len(set(used)) <= 10, f"{len(set(used))} scratch folders for {len(renders)} renders"
+    for index, (frames, folder, _) in enumerate(renders):
+        if any(f % 10 == 0 or f == 15 for f in frames):
+            assert folder not in used[index + 1 :], f"{folder.name} handed out after use"

@@ -90,6 +90,29 @@ async def test_a_script_that_writes_nothing_succeeds_with_no_outputs(tmp_path: P
     with trio.fail_after(10):
         result = await CommandRenderer().render(task, on_progress=lambda p: None)
     assert result.outputs == {1: [], 2: []}
+    # The chunk's frame folders held nothing: they are gone, so the peer may reuse the folder.
+    assert list(task.output_dir.iterdir()) == []
+
+
+async def test_a_chunk_keeps_only_the_frame_folders_something_was_left_in(
+    tmp_path: Path,
+) -> None:
+    script = _script(
+        tmp_path / "some.sh",
+        '#!/bin/sh\ncase "$PEERFARM_FRAME" in\n'
+        '  2) echo two > "$PEERFARM_OUTPUT_DIR/two.txt" ;;\n'
+        '  3) mkdir "$PEERFARM_OUTPUT_DIR/empty" ;;\nesac\n',
+    )
+    task = make_task(tmp_path, script, (1, 2, 3, 4), allow_scripts=True)
+    with trio.fail_after(10):
+        result = await CommandRenderer().render(task, on_progress=lambda p: None)
+    assert {f: [p.name for p in files] for f, files in result.outputs.items()} == {
+        1: [],
+        2: ["two.txt"],
+        3: [],
+        4: [],
+    }
+    assert sorted(p.name for p in task.output_dir.iterdir()) == ["frame_0002", "frame_0003"]
 
 
 async def test_scripts_need_allow_scripts(tmp_path: Path) -> None:

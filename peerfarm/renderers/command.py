@@ -1,8 +1,9 @@
 """The generic command renderer: any executable script renders a frame.
 
 This module owns the contract with such a script. SCENE is run once per frame with
-``PEERFARM_FRAME`` (the frame number) and ``PEERFARM_OUTPUT_DIR`` (an empty folder,
-``output_dir/frame_0001/``) in its environment; exit status 0 means success and every file left
+``PEERFARM_FRAME`` (the frame number) and ``PEERFARM_OUTPUT_DIR`` (an empty folder: the
+task's ``output_dir``, or a folder in it once an earlier frame of the chunk left files there) in
+its environment; exit status 0 means success and every file left
 in that folder is an output of the frame, under the name the script gave it.
 ``options["args"]`` (a list of strings, checked by ``peerfarm.renderers.options``) is appended to
 the command line. Running a script is running arbitrary code, so a task must have
@@ -20,7 +21,7 @@ this peer lacks fails its frame saying which one.
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import os
 import re
 import shlex
@@ -153,12 +154,17 @@ class CommandRenderer(Renderer):
         started = time.monotonic()
         outputs: dict[int, list[Path]] = {}
         tail = ""
+        # Each frame starts in an empty folder: the task's own at first, and again for the
+        # next frame as long as each frame leaves it empty; after a frame left something
+        # there, the next frame gets a new folder inside it (``frame_0002/``). A chunk of
+        # frames that write nothing thus makes and removes no folder at all (each is a disk
+        # metadata operation of milliseconds on a busy disk).
+        frame_dir = task.output_dir.absolute()
+        frame_dir.mkdir(parents=True, exist_ok=True)
+        fresh = True
         for frame in task.frames:
-            # One frame: the task's own (fresh, empty) output folder; a chunk: one folder each.
-            frame_dir = task.output_dir.absolute()
-            if len(task.frames) > 1:
-                frame_dir = frame_dir / frame_stem(frame)
-            frame_dir.mkdir(parents=True, exist_ok=len(task.frames) == 1)
+            if not fresh:
+                frame_dir = _new_folder(task.output_dir.absolute(), frame_stem(frame))
             env = child_env({"PEERFARM_FRAME": str(frame), "PEERFARM_OUTPUT_DIR": str(frame_dir)})
 
             def on_line(line: str, frame: int = frame) -> None:
@@ -173,9 +179,20 @@ class CommandRenderer(Renderer):
                     f"script exited with status {run.returncode} on frame {frame}", log_tail=tail
                 )
             # A frame may leave no file (a script that writes elsewhere, a simulation step).
-            outputs[frame] = sorted(p for p in frame_dir.rglob("*") if p.is_file())
-            if not outputs[frame] and frame_dir != task.output_dir.absolute():
-                with contextlib.suppress(OSError):  # not empty (folders only): leave it
-                    frame_dir.rmdir()  # so a chunk that wrote nothing leaves its folder empty
+            left = list(frame_dir.rglob("*"))
+            outputs[frame] = sorted(p for p in left if p.is_file())
+            fresh = not left
             on_progress(Progress(frame, 1.0, f"frame {frame} done"))
         return RenderResult(outputs, time.monotonic() - started, tail)
+
+
+def _new_folder(parent: Path, name: str) -> Path:
+    """A new empty folder ``parent/name`` (``name-2``... if a script left one of that name)."""
+    folder = parent / name
+    for n in itertools.count(2):
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            folder = parent / f"{name}-{n}"
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -54,10 +54,11 @@ async def test_renders_the_example_script_once_per_frame(tmp_path: Path) -> None
         result = await renderer.render(task, on_progress=seen.append)
     assert sorted(result.outputs) == [1, 2, 7]
     contents = set()
-    for frame, files in result.outputs.items():
+    for files in result.outputs.values():
         assert [f.name for f in files] == ["frame.ppm"]
-        assert files[0].parent == task.output_dir / f"frame_{frame:04d}"
+        assert files[0].is_relative_to(task.output_dir)
         contents.add(files[0].read_bytes())
+    assert len({files[0].parent for files in result.outputs.values()}) == 3  # one folder each
     assert len(contents) == 3  # each frame wrote different pixels
     assert {p.frame for p in seen if p.fraction == 1.0} == {1, 2, 7}
     assert "written" in result.log_tail
@@ -90,20 +91,24 @@ async def test_a_script_that_writes_nothing_succeeds_with_no_outputs(tmp_path: P
     with trio.fail_after(10):
         result = await CommandRenderer().render(task, on_progress=lambda p: None)
     assert result.outputs == {1: [], 2: []}
-    # The chunk's frame folders held nothing: they are gone, so the peer may reuse the folder.
+    # The chunk's frames all ran in the task's folder, left empty: the peer may reuse it.
     assert list(task.output_dir.iterdir()) == []
 
 
-async def test_a_chunk_keeps_only_the_frame_folders_something_was_left_in(
+async def test_a_chunk_gives_each_frame_an_empty_folder_and_keeps_only_what_holds_something(
     tmp_path: Path,
 ) -> None:
+    """Frames of a chunk that leave their folder empty pass it on to the next frame; no
+    empty folder is left behind."""
     script = _script(
         tmp_path / "some.sh",
-        '#!/bin/sh\ncase "$PEERFARM_FRAME" in\n'
-        '  2) echo two > "$PEERFARM_OUTPUT_DIR/two.txt" ;;\n'
+        '#!/bin/sh\n[ -z "$(ls -A "$PEERFARM_OUTPUT_DIR")" ] || exit 9\n'
+        'case "$PEERFARM_FRAME" in\n'
+        '  2) echo two > "$PEERFARM_OUTPUT_DIR/two.txt"\n'
+        '     mkdir "$PEERFARM_OUTPUT_DIR/frame_0003" ;;\n'  # the name the next one would get
         '  3) mkdir "$PEERFARM_OUTPUT_DIR/empty" ;;\nesac\n',
     )
-    task = make_task(tmp_path, script, (1, 2, 3, 4), allow_scripts=True)
+    task = make_task(tmp_path, script, (1, 2, 3, 4, 5), allow_scripts=True)
     with trio.fail_after(10):
         result = await CommandRenderer().render(task, on_progress=lambda p: None)
     assert {f: [p.name for p in files] for f, files in result.outputs.items()} == {
@@ -111,8 +116,12 @@ async def test_a_chunk_keeps_only_the_frame_folders_something_was_left_in(
         2: ["two.txt"],
         3: [],
         4: [],
+        5: [],
     }
-    assert sorted(p.name for p in task.output_dir.iterdir()) == ["frame_0002", "frame_0003"]
+    # Frame 2 wrote a file and a folder into the task's folder; 3 got a new folder and left
+    # one there; 4 and 5 shared the next one, which they left empty.
+    left = sorted(p.relative_to(task.output_dir).as_posix() for p in task.output_dir.rglob("*"))
+    assert left == ["frame_0003", "frame_0003-2", "frame_0003-2/empty", "frame_0004", "two.txt"]
 
 
 async def test_scripts_need_allow_scripts(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from peerfarm import platform
 from peerfarm.client import CONTROL_FILE, FarmClient, read_control_file
 from peerfarm.control import SUMMARY_ONLY, FrameQuery, JobView, PeerView, StatusView, SubmitBody
 from peerfarm.errors import PeerfarmError
+from peerfarm.local_http import StdlibTransport
 
 from .launch import (
     CONVERGE_TIMEOUT_S,
@@ -143,8 +144,8 @@ class Daemon:
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         """A GET on its dashboard as a browser on this machine makes it (no token, no login);
         ``httpx.HTTPStatusError`` for a 4xx or 5xx."""
-        response = httpx.get(self.url + path, timeout=5.0, trust_env=False, **kwargs)
-        return response.raise_for_status()
+        with httpx.Client(timeout=5.0, trust_env=False, transport=StdlibTransport()) as http:
+            return http.get(self.url + path, **kwargs).raise_for_status()
 
     def cli(
         self, *args: str, check: bool = True, timeout: float = 60.0, cwd: Path | None = None

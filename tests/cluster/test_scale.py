@@ -10,6 +10,10 @@ For each size N, with mDNS alone (no ``--join``), the LAN preset and one slot pe
 - ``efficiency``: a job of 4xN one-second frames, ideal 4 s / (``submit`` returning to every
   frame done on the submitter);
 - ``finished_lag_s``: the submitter seeing the job finished until the last host does;
+- ``first_frame_s`` / ``all_busy_s`` / ``renders_end_s``: ``submit`` returning until the first
+  frame starts, until the last host starts its first frame, and until the last frame ends
+  (the render log's wall clock); ``frames_per_host``: the fewest and most frames one host
+  rendered (hosts that rendered none are not counted);
 - ``duplicates``: frames rendered to completion more than once (render log), asserted 0;
 - ``idle_cpu_pct`` / ``gossip_bps``: per daemon, mean over a quiet window after the job;
 - ``udp_drops``: the kernel's UDP receive errors summed over the namespaces.
@@ -31,7 +35,13 @@ import pytest
 
 from tests.cluster import netns
 from tests.cluster.conftest import ClusterFactory, report
-from tests.cluster.harness import FRAME_SCRIPT, Cluster, Host, duplicated_frames
+from tests.cluster.harness import (
+    FRAME_SCRIPT,
+    Cluster,
+    Host,
+    completed_renders,
+    duplicated_frames,
+)
 from tests.cluster.netns import ClusterError
 
 SIZES = [int(n) for n in os.environ.get("PEERFARM_SCALE", "").replace(" ", "").split(",") if n]
@@ -113,7 +123,7 @@ def test_scale_series(cluster: ClusterFactory, figures: dict[str, Any], n: int) 
     frames = FRAMES_PER_HOST * n
     submitted = time.monotonic()
     job = c.submit(submitter, FRAME_SCRIPT, f"1-{frames}", name="scale", renderer="command")
-    returned = time.monotonic()
+    returned, returned_wall = time.monotonic(), time.time()
 
     def lists_job(host: Host) -> bool:
         return any(j["id"] == job for j in c.status(host)["jobs"])
@@ -138,7 +148,14 @@ def test_scale_series(cluster: ClusterFactory, figures: dict[str, Any], n: int) 
     idle_cpu = sum(after_cpu[k] - before_cpu[k] for k in after_cpu) / len(after_cpu)
     gossip = sum(after_bytes[k] - before_bytes[k] for k in after_bytes) / len(after_bytes)
 
-    duplicates = duplicated_frames(c.renders(), job)
+    events = [e for e in c.renders() if e.job == job]
+    duplicates = duplicated_frames(events, job)
+    first_start: dict[str, float] = {}
+    for e in events:
+        if e.kind == "start":
+            first_start[e.host] = min(first_start.get(e.host, e.at), e.at)
+    per_host = [sum(1 for ends in completed_renders(events, job).values() if ends[0].host == h)
+                for h in first_start]  # fmt: skip
     report(
         figures,
         hosts=n,
@@ -147,6 +164,10 @@ def test_scale_series(cluster: ClusterFactory, figures: dict[str, Any], n: int) 
         listed_max_s=round(listed_s, 2),
         efficiency=round(FRAMES_PER_HOST * 1.0 / (done - returned), 2),
         finished_lag_s=round(lag_s, 2),
+        first_frame_s=round(min(first_start.values()) - returned_wall, 2),
+        all_busy_s=round(max(first_start.values()) - returned_wall, 2),
+        renders_end_s=round(max(e.at for e in events if e.kind == "end") - returned_wall, 2),
+        frames_per_host=f"{min(per_host)}-{max(per_host)}",
         duplicates=len(duplicates),
         idle_cpu_pct=round(100 * idle_cpu / QUIET_WINDOW_S, 2),
         gossip_bps=round(gossip / QUIET_WINDOW_S),

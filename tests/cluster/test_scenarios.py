@@ -255,7 +255,7 @@ def test_split_and_heal_converges_with_counted_duplicates(
     cluster: ClusterFactory, figures: dict[str, Any]
 ) -> None:
     from peerfarm.gossip.config import GossipConfig
-    from peerfarm.scheduler.planner import _rank, rendezvous_home
+    from peerfarm.scheduler.planner import _rank, chunk_homes
 
     c = cluster(4)
     h1, h2, h3, h4 = c.hosts
@@ -281,7 +281,8 @@ def test_split_and_heal_converges_with_counted_duplicates(
     name_of = {i: n for n, i in id_of.items()}
 
     def home(frame: int, names: list[str]) -> str:
-        chosen = rendezvous_home(job, frame - 1, sorted(id_of[n] for n in names))
+        """The frame's home among ``names``, as their planners reckon it (``chunk_homes``)."""
+        chosen = chunk_homes(job, frames, [id_of[n] for n in names])[frame - 1]
         return name_of[str(chosen)]
 
     starts = [e for e in renders if e.kind == "start"]
@@ -306,7 +307,8 @@ def test_split_and_heal_converges_with_counted_duplicates(
 
     def first_backup(frame: int, peer: str) -> bool:
         """``peer`` ranks right after the frame's home among all four (the planner's rank 1)."""
-        return _rank(job, frame - 1, id_of[peer], sorted(id_of.values())) == 1
+        owner = id_of[home(frame, list(id_of))]
+        return _rank(job, frame - 1, id_of[peer], sorted(id_of.values()), owner) == 1
 
     def allowed(e: RenderEvent) -> bool:
         """A render of a frame both sides rendered that the planner's rules explain: a steal

@@ -14,7 +14,9 @@ from peerfarm.scheduler.leases import LeaseTable
 from peerfarm.scheduler.planner import (
     Claim,
     Planner,
+    _rank,
     batch_size,
+    chunk_homes,
     chunks_of,
     merge_claims,
     rendezvous_home,
@@ -33,11 +35,11 @@ def setup(frames: int = 40, **kw: object) -> tuple[Ledger, str]:
 
 
 def test_rendezvous_is_stable_and_balanced() -> None:
+    """Plain rendezvous (a lapsed claim's taker): removing a peer moves only its chunks."""
     peers = [A, B, C, D]
     homes = Counter(rendezvous_home("job", i, peers) for i in range(4000))
     assert set(homes) == set(peers)
     assert all(800 <= n <= 1200 for n in homes.values())
-    # Removing one peer moves only that peer's chunks.
     moved = sum(
         1
         for i in range(4000)
@@ -45,6 +47,41 @@ def test_rendezvous_is_stable_and_balanced() -> None:
         and rendezvous_home("job", i, peers) != rendezvous_home("job", i, [A, B, C])
     )
     assert moved == 0
+
+
+@pytest.mark.parametrize(("count", "n"), [(128, 32), (130, 32), (7, 4), (3, 8), (4000, 4)])
+def test_every_peer_is_home_to_its_fair_share_of_chunks(count: int, n: int) -> None:
+    peers = [f"peer{i:02d}" for i in range(n)]
+    homes = chunk_homes("job", count, peers)
+    loads = Counter(homes)
+    assert sum(loads.values()) == count and set(loads) <= set(peers)
+    assert max(loads.values()) - min(loads[p] for p in peers) <= 1
+    assert chunk_homes("job", count, list(reversed(peers))) == homes  # order does not matter
+    # Plain rendezvous leaves some of these peers with none or twice their share.
+    plain = Counter(rendezvous_home("job", i, peers) for i in range(count))
+    if count == 128:
+        assert max(plain.values()) - min(plain[p] for p in peers) > 1
+
+
+def test_bounded_homes_mostly_follow_the_hash_and_mostly_stay_when_a_peer_leaves() -> None:
+    peers = [f"peer{i:02d}" for i in range(8)]
+    count = 8 * 60
+    homes = chunk_homes("job", count, peers)
+    first = sum(h == rendezvous_home("job", i, peers) for i, h in enumerate(homes))
+    assert first >= 0.85 * count
+    after = chunk_homes("job", count, peers[:-1])
+    moved = sum(1 for a, b in zip(homes, after, strict=True) if a != peers[-1] and a != b)
+    assert moved <= 0.1 * count
+    assert chunk_homes("job", 5, []) == [None] * 5
+
+
+def test_a_chunks_home_ranks_first_and_the_others_follow_the_hash() -> None:
+    peers = [A, B, C, D]
+    homes = chunk_homes("job", 40, peers)
+    for index, home in enumerate(homes):
+        ranks = sorted(_rank("job", index, p, peers, home) for p in peers)
+        assert ranks == [0, 1, 2, 3]
+        assert _rank("job", index, str(home), peers, home) == 0
 
 
 def test_takes_own_frames_first_in_order() -> None:

@@ -134,6 +134,7 @@ class NodeStats:
     takeovers: int = 0
     takeovers_refused: int = 0  # lapsed leases whose owner said it still renders
     steals_refused: int = 0  # steals the chunk's home refused (taken or promised already)
+    steals_unanswered: int = 0  # order-keeping steals dropped: the home did not answer
     steals_granted: int = 0  # frames this peer, as their home, promised to a thief
     render_seconds: float = 0.0
     deltas_sent: int = 0

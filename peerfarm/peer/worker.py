@@ -72,6 +72,9 @@ class Worker:
         # runs out (by then the thief's claim has arrived, or the thief is gone).
         self._promised: dict[tuple[str, int], tuple[str, float]] = {}
         self._mine: OrderedDict[tuple[str, int], tuple[int, int]] = OrderedDict()
+        # Homes that did not answer a steal check: node id -> until when they are not counted
+        # busy (no chunk of theirs looks lagging), since they may be across a network split.
+        self._unanswered: dict[str, float] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -219,10 +222,12 @@ class Worker:
         members = node.membership.members()
         alive = [m.node_id for m in members if m.state.name == "ALIVE"]
         claimed = node.leases.claims_by_node()
+        unanswered = self._unanswered_homes(now)
         saturated = [
             m.node_id
             for m in members
             if claimed.get(m.node_id, 0) >= max(1, int(m.meta.get("slots", 1) or 1))
+            and m.node_id not in unanswered
         ]
         claims = self.planner.plan(
             node.ledger,
@@ -246,6 +251,11 @@ class Worker:
                 claim = confirmed
             await self._start(claim)
 
+    def _unanswered_homes(self, now: float) -> set[str]:
+        for peer in [p for p, until in self._unanswered.items() if until <= now]:
+            del self._unanswered[peer]
+        return set(self._unanswered)
+
     def _promised_away(self, now: float) -> list[tuple[str, int]]:
         """Frames promised to a thief whose promise still holds (expired ones dropped)."""
         for key in [k for k, (_t, until) in self._promised.items() if until <= now]:
@@ -254,14 +264,22 @@ class Worker:
 
     async def _confirm_steal(self, claim: Claim, alive: set[str]) -> Claim | None:
         """The part of a stolen chunk its home lets this peer take (None: nothing). A home
-        that is not alive, or cannot be reached, is not asked: the steal goes ahead."""
+        that is not alive is not asked. One that cannot be reached may be across a network
+        split, still rendering: a chunk taken only to keep frames in order (``lagging``) is
+        left to it, and for a lease its chunks do not look lagging; a steal by a peer with
+        nothing of its own left goes ahead."""
         node = self.node
         home = claim.home_peer
         if home is None or home == node.node_id or home not in alive:
             return claim
         granted = await node.sync.check_steal(home, claim.job, claim.frames)
         if granted is None:
-            return claim
+            if not claim.lagging:
+                return claim
+            self._unanswered[home] = node.now() + node.config.lease_timeout
+            node.stats.steals_unanswered += 1
+            self.wake()  # plan again at once: this peer's own next chunk instead
+            return None
         frames = tuple(f for f in claim.frames if f in granted)
         if not frames:
             node.stats.steals_refused += 1

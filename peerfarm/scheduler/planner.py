@@ -80,6 +80,10 @@ class Claim:
     takeover: bool  # claims an expired or dead owner's frames (a new attempt)
     home: bool  # the chunk's home is this peer (False: stolen)
     home_peer: str | None = None  # the chunk's home (a thief asks it first: worker)
+    # Taken ahead of this peer's own next chunk to keep the farm's frames in order (it lags a
+    # round behind on a busy home): only with the home's promise. A home that does not answer
+    # may be across a network split, rendering it (``peer.worker``).
+    lagging: bool = False
 
 
 def rendezvous_home(job: str, chunk: int, peers: Sequence[str]) -> str | None:
@@ -312,7 +316,7 @@ class Planner:
                 continue  # its home is free: it is about to take it (or we cannot tell)
             if ranks[early] == 1 and not claim.takeover:
                 other.remove((early, claim))
-                return claim
+                return replace(claim, lagging=True)
         return None
 
     def _leave_retry_to_others(

@@ -180,10 +180,13 @@ async def test_short_partition_duplicates_only_frames_in_flight_at_the_split(
                     unexplained.append(frame)
             print(f"duplicates on the home's own side: {unexplained}")
             assert unexplained == []
-            # Besides the frames in flight at the split, a few are taken across it: a chunk of
-            # the other side whose first backup is here looks lagging (its home's progress is
-            # not heard) and is taken to keep frames in order. Each is rendered at most twice.
-            assert len(dups) <= len(in_flight) + 10
+            # Only the frames in flight at the split (and a claim made at that instant). A chunk
+            # of the other side whose first backup is here looks lagging (its home's progress is
+            # not heard), but it is taken to keep frames in order only with its home's promise,
+            # and the home does not answer across the split. Without that rule 6-14 more frames
+            # were rendered twice, depending on the job id's homes.
+            assert len(dups) <= len(in_flight) + 2
+            assert sum(p.node.stats.steals_unanswered for p in farm.live()) >= 1
             assert max(dups.values(), default=1) <= 2  # across a split: at most twice
             # The /metrics counter counts every completed render beyond the first, farm-wide.
             metric = sum(p.node.stats.duplicate_frames for p in farm.live())

@@ -343,3 +343,32 @@ def test_merged_claims_keep_takeovers_and_steals_apart() -> None:
         ((9,), False, False),
     ]
     assert [c.frames for c in merge_claims(fresh, batch=2)] == [(1, 2), (3,)]
+
+
+def test_a_chunk_a_round_behind_on_a_busy_home_is_taken_as_lagging() -> None:
+    ledger, job = setup(frames=12)
+    spec = ledger.job(job)
+    assert spec is not None
+    planner = Planner(A)
+    homes = planner.homes(spec, [A, B])
+    chunks = chunks_of(spec)
+    a_chunks = [i for i, home in enumerate(homes) if home == A]
+    for i in a_chunks[:-1]:  # A has done all of its own but the last
+        claim = ledger.claim(job, chunks[i], 2_000)[0][1]
+        assert isinstance(claim, FrameRecord)
+        ledger.complete(job, chunks[i][0], claim, [output(chunks[i][0])], 0.5)
+    last = a_chunks[-1]
+    behind = [i for i, home in enumerate(homes) if home == B and last - i >= 2]
+    assert behind, homes  # B's first chunks are a round (two chunks) behind A's last one
+    # B busy on every slot: A takes B's earliest chunk instead of its own, marked lagging (the
+    # worker takes it only with B's promise: B may be across a split, rendering it).
+    claims = planner.plan(ledger, free_slots=1, capable={job: [A, B]}, alive=[A, B], saturated=[B])
+    assert [(c.frames, c.lagging, c.home, c.home_peer) for c in claims] == [
+        (chunks[behind[0]], True, False, B)
+    ]
+    # B idle (about to take it), or not alive (across a split): A takes its own last chunk.
+    for alive, saturated in (([A, B], []), ([A], [B])):
+        claims = planner.plan(
+            ledger, free_slots=1, capable={job: [A, B]}, alive=alive, saturated=saturated
+        )
+        assert [(c.frames, c.lagging, c.home) for c in claims] == [(chunks[last], False, True)]

@@ -86,12 +86,17 @@ class Claim:
     lagging: bool = False
 
 
+def _weight(prefix: bytes, peer: str) -> bytes:
+    """A peer's rendezvous weight for one chunk (``prefix``: ``b"job:chunk:"``)."""
+    return hashlib.blake2b(prefix + peer.encode(), digest_size=8).digest()
+
+
 def rendezvous_home(job: str, chunk: int, peers: Sequence[str]) -> str | None:
     """Highest-random-weight hashing: the peer with the largest hash of (job, chunk, peer)."""
     best: tuple[bytes, str] | None = None
     prefix = f"{job}:{chunk}:".encode()
     for peer in peers:
-        weight = hashlib.blake2b(prefix + peer.encode(), digest_size=8).digest()
+        weight = _weight(prefix, peer)
         if best is None or weight > best[0]:
             best = (weight, peer)
     return None if best is None else best[1]
@@ -121,7 +126,7 @@ def chunk_homes(job: str, count: int, peers: Sequence[str]) -> list[str | None]:
             taken = load[peer]
             if taken > base or (taken == base and full >= extra):
                 continue  # no room left
-            weight = hashlib.blake2b(prefix + peer.encode(), digest_size=8).digest()
+            weight = _weight(prefix, peer)
             if best is None or weight > best[0]:
                 best = (weight, peer)
         assert best is not None  # the shares add up to count
@@ -138,12 +143,8 @@ def _rank(job: str, chunk: int, me: str, peers: Sequence[str], home: str | None)
     if me == home:
         return 0
     prefix = f"{job}:{chunk}:".encode()
-
-    def weight(peer: str) -> bytes:
-        return hashlib.blake2b(prefix + peer.encode(), digest_size=8).digest()
-
-    mine = weight(me)
-    return 1 + sum(1 for peer in peers if peer not in (me, home) and weight(peer) > mine)
+    mine = _weight(prefix, me)
+    return 1 + sum(1 for peer in peers if peer not in (me, home) and _weight(prefix, peer) > mine)
 
 
 def job_order(ledger: Ledger) -> list[JobSpec]:

@@ -24,10 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
-from urllib.parse import quote, urlsplit
+from typing import Any, Protocol, cast
+from urllib.parse import quote, urlencode, urlsplit
 
-import httpx
 import platformdirs
 
 from peerfarm import platform
@@ -50,7 +49,7 @@ from peerfarm.control import (
     SubmitBody,
 )
 from peerfarm.errors import ControlError, PeerfarmError, UsageError
-from peerfarm.local_http import StdlibTransport
+from peerfarm.local_http import Answer, Connections, HttpFailure, NoAnswer, Refused
 
 CONTROL_FILE = "control.json"
 KEY_FILE = "farm.key"
@@ -201,15 +200,37 @@ def load_farm_key(
     return load_key_file(path)
 
 
-def _error_message(response: httpx.Response) -> str:
+class Transport(Protocol):
+    """How a :class:`FarmClient` sends its requests (:class:`peerfarm.local_http.Connections`
+    by default; the CLI tests hand them to the app in-process). Raises ``HttpFailure``."""
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+    ) -> Answer: ...
+
+    def close(self) -> None: ...
+
+
+#: Seconds to wait for a connection to the daemon.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _error_message(answer: Answer) -> str:
     try:
-        body = response.json()
+        body = json.loads(answer.body)
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         return str(body["error"])
-    text = response.text.strip().splitlines()
-    return text[0] if text else f"HTTP {response.status_code}"
+    text = answer.body.decode("utf-8", "replace").strip().splitlines()
+    return text[0] if text else f"HTTP {answer.status}"
 
 
 class FarmClient:
@@ -222,21 +243,19 @@ class FarmClient:
         *,
         data_dir: Path | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
-        transport: httpx.BaseTransport | None = None,
+        transport: Transport | None = None,
         web: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.web = web.rstrip("/") if web else None
         self.data_dir = data_dir
-        if transport is None and self.url.startswith("http://"):
-            transport = StdlibTransport()  # quick to start (peerfarm.local_http)
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {token}", "X-Peerfarm": "1"},
-            timeout=httpx.Timeout(timeout, connect=5.0),
-            transport=transport,
-            trust_env=False,  # never send the control token through a proxy
-        )
+        self.timeout = timeout
+        self._headers = {
+            "Authorization": f"Bearer {token}",
+            "X-Peerfarm": "1",
+            "Accept": "*/*",
+        }
+        self._transport: Transport = transport if transport is not None else Connections()
 
     @classmethod
     def connect(cls, data_dir: Path, *, timeout: float = DEFAULT_TIMEOUT_S) -> FarmClient:
@@ -245,7 +264,7 @@ class FarmClient:
         return cls(info.url, info.token, data_dir=data_dir, timeout=timeout, web=info.web)
 
     def close(self) -> None:
-        self._http.close()
+        self._transport.close()
 
     def __enter__(self) -> FarmClient:
         return self
@@ -266,31 +285,41 @@ class FarmClient:
         json_body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
         timeout: float | None = None,
-    ) -> httpx.Response:
+    ) -> Answer:
         """Send one request; every failure becomes a ``PeerfarmError`` (see the module doc)."""
-        extra: dict[str, Any] = {}
-        if timeout is not None:
-            extra["timeout"] = httpx.Timeout(timeout, connect=5.0)
+        url = self.url + path + (f"?{urlencode(dict(params))}" if params else "")
+        headers = dict(self._headers)
+        body = None
+        if json_body is not None:
+            body = json.dumps(json_body, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
         try:
-            response = self._http.request(
-                method, path, json=json_body, params=dict(params or {}), **extra
+            answer = self._transport.send(
+                method,
+                url,
+                headers=headers,
+                body=body,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                read_timeout=self.timeout if timeout is None else timeout,
             )
-        except httpx.ConnectError as exc:
+        except Refused as exc:
+            if exc.timed_out:
+                raise ControlError(f"the daemon at {self.url} is not answering") from exc
             if self.data_dir is not None:
                 raise no_daemon(self.data_dir, f"{self.url} refused the connection") from exc
             raise ControlError(f"no peerfarm daemon answering at {self.url}") from exc
-        except httpx.TimeoutException as exc:
+        except NoAnswer as exc:
             raise ControlError(f"the daemon at {self.url} is not answering") from exc
-        except httpx.HTTPError as exc:
+        except HttpFailure as exc:
             raise ControlError(f"cannot talk to the daemon at {self.url}: {exc}") from exc
-        self._check(response)
-        return response
+        self._check(answer)
+        return answer
 
-    def _check(self, response: httpx.Response) -> None:
-        status = response.status_code
+    def _check(self, answer: Answer) -> None:
+        status = answer.status
         if status < 400:
             return
-        message = _error_message(response)
+        message = _error_message(answer)
         if status in (400, 404, 409, 413, 422):
             raise UsageError(message)
         if status in (401, 403):
@@ -303,9 +332,9 @@ class FarmClient:
         raise DaemonError(message)
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.request(method, path, **kwargs)
+        answer = self.request(method, path, **kwargs)
         try:
-            return response.json()
+            return json.loads(answer.body)
         except ValueError:
             raise DaemonError(f"the daemon at {self.url} sent something that is not JSON") from None
 

@@ -43,7 +43,7 @@ from peerfarm import platform
 from peerfarm.client import CONTROL_FILE, FarmClient, read_control_file
 from peerfarm.control import SUMMARY_ONLY, FrameQuery, JobView, PeerView, StatusView, SubmitBody
 from peerfarm.errors import PeerfarmError
-from peerfarm.local_http import StdlibTransport
+from peerfarm.testing.http import StdlibTransport
 
 from .launch import (
     CONVERGE_TIMEOUT_S,

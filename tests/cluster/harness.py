@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from peerfarm.local_http import StdlibTransport
 from peerfarm.testing.daemons import PEERFARM, write_key
+from peerfarm.testing.http import StdlibTransport
 from tests.cluster import netns
 from tests.cluster.netns import ClusterError, Net
 

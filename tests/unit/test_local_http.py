@@ -1,23 +1,27 @@
-"""The CLI's stdlib HTTP transport against a real HTTP server on loopback: what httpx's own
-transport would answer (bodies, headers, gzip, keep-alive), and httpx's errors for a refused
-connection, a silent server and one that closes a kept-alive connection."""
+"""The CLI's stdlib HTTP client against a real HTTP server on loopback: through the tests'
+httpx transport, what httpx's own would answer (bodies, headers, gzip, keep-alive) and httpx's
+errors for a refused connection, a silent server and one that closes a kept-alive connection;
+through :class:`FarmClient`, one kept connection and the CLI's error messages, without httpx."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
 
 from peerfarm.client import FarmClient
-from peerfarm.errors import ControlError
-from peerfarm.local_http import StdlibTransport
+from peerfarm.errors import ControlError, UsageError
+from peerfarm.testing.http import StdlibTransport
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -97,7 +101,7 @@ def test_a_kept_connection_dropped_while_idle_is_sent_again(server: str) -> None
     transport = StdlibTransport()
     with httpx.Client(base_url=server, transport=transport) as client:
         assert client.get("/one").status_code == 200
-        (idle,) = transport._idle.values()
+        (idle,) = transport.connections._idle.values()
         assert idle.sock is not None
         idle.sock.shutdown(socket.SHUT_RDWR)  # as a daemon restart would leave it
         assert client.get("/two").json()["path"] == "/two"
@@ -116,16 +120,45 @@ def test_refused_and_silent_servers_raise_httpx_errors(server: str) -> None:
             client.get("https://127.0.0.1:1/")
 
 
-def test_the_farm_client_uses_it_and_keeps_its_error_messages(server: str) -> None:
+def test_the_farm_client_keeps_one_connection_and_its_error_messages(server: str) -> None:
     client = FarmClient(server, "token")
     try:
-        assert isinstance(client._http._transport, StdlibTransport)
-        assert client.json("GET", "/x")["auth"] == "Bearer token"
+        assert client.json("GET", "/x", params={"job": "a b"}) == {
+            "path": "/x?job=a+b",
+            "auth": "Bearer token",
+        }
+        assert client.json("POST", "/jobs", json_body={"frames": "1-240"}) == {"frames": "1-240"}
+        with pytest.raises(UsageError, match="frames"):  # a 404's body is its message
+            client.json("POST", "/missing", json_body={"frames": "x"})
+        with pytest.raises(ControlError, match="is not answering"):
+            client.json("GET", "/slow", timeout=0.2)
+        assert client.json("GET", "/after")["path"] == "/after"
     finally:
         client.close()
+    assert len(_Handler.connections) == 2  # one kept-alive connection, a new one after /slow
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
     gone = FarmClient(f"http://127.0.0.1:{closed_port}", "t")
     with gone, pytest.raises(ControlError, match="no peerfarm daemon answering"):
         gone.json("GET", "/api/status")
+    with pytest.raises(ControlError, match="cannot talk"):
+        FarmClient("ftp://127.0.0.1:1", "t").json("GET", "/")
+
+
+def test_a_cli_command_does_not_import_httpx(tmp_path: Path) -> None:
+    """httpx is 75 ms of a command's start: the CLI talks to its daemon without it."""
+    code = (
+        "import sys\n"
+        "from peerfarm.cli import main\n"
+        "try:\n"
+        f"    main(['status', '--data-dir', {str(tmp_path)!r}])\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code)\n"
+        "print('httpx' in sys.modules, 'trio' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "no peerfarm daemon" in done.stderr.lower() or "peerfarm up" in done.stderr
+    assert done.stdout.split()[-2:] == ["False", "False"], done.stdout

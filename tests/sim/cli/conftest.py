@@ -3,8 +3,8 @@
 ``farm`` is one :class:`~peerfarm.testing.SimFarm` peer under virtual time, its control facade
 (:class:`peerfarm.farm.Farm`) behind the real app, and a data dir whose ``control.json`` names
 it, as a daemon writes it. ``await farm.run(*args)`` runs ``peerfarm ARGS`` (click's runner) in a
-worker thread; its HTTP requests reach the app in the test's trio loop, in-process (a sync httpx
-transport that hands each request to httpx's ASGI transport there; no socket).
+worker thread; its HTTP requests reach the app in the test's trio loop, in-process (the client's
+transport hands each request to httpx's ASGI transport there; no socket).
 
 Virtual time stands still while the CLI thread works (``sim_clock`` never jumps while a token of
 trio's default thread limiter is out, and the harness holds one), so every command sees the
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from peerfarm import follow
 from peerfarm.api import create_app
 from peerfarm.client import FarmClient, read_control_file, write_control_file
 from peerfarm.farm import Farm
+from peerfarm.local_http import Answer
 from peerfarm.testing import SimFarm, SimPeer
 from tests.support.cli import invoke, one_error_line
 
@@ -43,17 +44,29 @@ RENDER_S = 1.0
 T = TypeVar("T")
 
 
-class _Bridge(httpx.BaseTransport):
-    """A sync transport for the CLI's thread: each request is answered by the app in trio."""
+class _Bridge:
+    """The CLI client's transport in the CLI's thread: each request is answered by the app in
+    trio (through httpx's ASGI transport)."""
 
     def __init__(self, farm: CliFarm) -> None:
         self.farm = farm
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        body = request.read()
-        copy = httpx.Request(request.method, request.url, headers=request.headers, content=body)
-        status, headers, content = trio.from_thread.run(self.farm.answer, copy)
-        return httpx.Response(status, headers=headers, content=content, request=request)
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+    ) -> Answer:
+        request = httpx.Request(method, url, headers=headers, content=body or b"")
+        status, answer_headers, content = trio.from_thread.run(self.farm.answer, request)
+        return Answer(status, list(answer_headers.items()), content)
+
+    def close(self) -> None:
+        pass
 
 
 class CliFarm:

@@ -340,12 +340,20 @@ class FarmClient:
 
     # --- the verbs: the daemon's answers, typed as peerfarm.control says they are ----------
 
-    def status(self, job: str | None = None, frames: FrameQuery | None = None) -> StatusView:
+    def status(
+        self, job: str | None = None, frames: FrameQuery | None = None, *, wait: float = 0.0
+    ) -> StatusView:
         """The farm, or one job with the page of frames ``frames`` asks for (no ``limit``:
-        the daemon's default page)."""
+        the daemon's default page). With ``wait`` (and ``job``), the daemon answers as soon as
+        the job ends, or after ``wait`` seconds (``ended`` says which; a daemon older than this
+        answers at once, without ``ended``)."""
         params: dict[str, str] = {}
+        timeout = None
         if job is not None:
             params["job"] = job
+            if wait > 0:
+                params["wait"] = f"{wait:g}"
+                timeout = self.timeout + wait
         if frames is not None:
             if frames.frames is not None:
                 params["frames"] = frames.frames
@@ -353,7 +361,8 @@ class FarmClient:
                 params["state"] = ",".join(frames.states)
             if frames.limit is not None:
                 params["limit"] = str(frames.limit)
-        return cast(StatusView, self.json("GET", "/api/status", params=params or None))
+        answer = self.json("GET", "/api/status", params=params or None, timeout=timeout)
+        return cast(StatusView, answer)
 
     def frame_states(self, job: str, since: int | None = None) -> FrameStatesView:
         params = {"since": str(since)} if since is not None else None

@@ -177,6 +177,9 @@ class StatusView(TypedDict):
     archived: list[ArchivedView]
     frames: NotRequired[list[FrameView]]
     frames_page: NotRequired[FramePage]
+    #: With ``wait`` (``GET /api/status?job=J&wait=S``): whether the job had ended when the
+    #: daemon answered (it answers at once when it does, else after ``S`` seconds).
+    ended: NotRequired[bool]
 
 
 class FrameStatesView(TypedDict):
@@ -469,6 +472,11 @@ class FarmControl(Protocol):
     async def wait_for_change(self, since: int, timeout: float) -> int:
         """Block until the farm's view changes after generation ``since`` (or timeout); returns
         the current generation. Drives server-sent events."""
+        ...
+
+    async def wait_for_end(self, job: str, timeout: float) -> bool:
+        """Block until every frame of ``job`` ended (done or failed), the job ended or left the
+        ledger, or ``timeout`` passed; returns whether it ended. Drives ``submit --wait``."""
         ...
 
     def metrics(self) -> MetricsView:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from .status import (
     busy_by_peer,
     frames_view,
     incompatible_view,
+    job_ended,
     job_view,
     logs_view,
     names_by_id,
@@ -176,6 +178,16 @@ class Farm:
 
     async def wait_for_change(self, since: int, timeout: float) -> int:
         return await self.node.wait_for_change(since, timeout)
+
+    async def wait_for_end(self, job: str, timeout: float) -> bool:
+        node = self.node
+        with trio.move_on_after(timeout):
+            while True:
+                generation = node.generation
+                if job_ended(node.ledger, job):
+                    return True
+                await node.wait_for_change(generation, math.inf)
+        return job_ended(node.ledger, job)
 
     # ----------------------------------------------------------------------------------
     # submit

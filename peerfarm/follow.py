@@ -1,6 +1,7 @@
 """Following a job to its end through the control API: ``submit --wait`` and the demo.
 
-This module owns the polling loop and its progress bar (with ETA, and why the job waits when no
+This module owns the polling loop (long polls: the daemon answers as soon as the job ends, or
+every half second to move the bar) and its progress bar (with ETA, and why the job waits when no
 peer can take it). It talks to a daemon only through :class:`peerfarm.client.FarmClient`, so the
 CLI and the demo share it without importing each other.
 """
@@ -79,8 +80,14 @@ def wait_for_job(
         said = ""
         blocked_since: float | None = None
         first: tuple[float, int] | None = None  # when frames were first seen ending, how many
+        wait = 0.0  # the first answer at once (the bar is drawn), then long polls
         while True:
-            job = client.status(job_id, SUMMARY_ONLY)["jobs"][0]
+            answer = client.status(job_id, SUMMARY_ONLY, wait=wait)
+            # A daemon that held the request until the job ended or ``wait`` passed says so
+            # with ``ended`` (an older one answers at once: then the client sleeps between).
+            ask_again_now = wait == 0 or answer.get("ended") is False
+            wait = POLL_INTERVAL_S
+            job = answer["jobs"][0]
             ended = job["frames_done"] + job["frames_failed"]
             now = monotonic()
             first = first or ((now, ended) if ended else None)
@@ -104,4 +111,5 @@ def wait_for_job(
                     return job
             else:
                 blocked_since = None
-            sleep(poll_interval(job["frames_total"] - ended, rate))
+            if not ask_again_now:
+                sleep(poll_interval(job["frames_total"] - ended, rate))

@@ -172,6 +172,22 @@ def waiting_view(
     return dict(named), blocked
 
 
+#: Job states after which none of its frames renders again.
+ENDED_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+
+
+def job_ended(ledger: Ledger, job: str) -> bool:
+    """Whether ``job`` is over as ``submit --wait`` sees it (``follow.job_finished``): every
+    frame done or failed, the job done, failed or cancelled, or gone from the ledger (archived).
+    O(1): the ledger keeps the counts."""
+    if ledger.job(job) is None:
+        return True
+    if ledger.job_state(job) in ENDED_STATES:
+        return True
+    counts = ledger.counts(job)
+    return counts.total > 0 and counts.done + counts.failed >= counts.total
+
+
 def job_view(
     ledger: Ledger,
     spec: JobSpec,

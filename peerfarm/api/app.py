@@ -12,6 +12,7 @@ ones) and their status codes. Rules:
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import re
@@ -55,7 +56,13 @@ from peerfarm.api.bodies import (
     submit_request,
     text_field,
 )
-from peerfarm.api.streams import done_outputs, event_stream, render_metrics, zip_stream
+from peerfarm.api.streams import (
+    done_outputs,
+    event_stream,
+    render_metrics,
+    until_shutdown,
+    zip_stream,
+)
 from peerfarm.control import (
     ACTIONS,
     HOST_ACTIONS,
@@ -75,6 +82,8 @@ log = logging.getLogger(__name__)
 
 #: The frames an archive or a video is made of: every done one, however many.
 DONE_FRAMES = FrameQuery(states=("done",))
+#: The longest a ``GET /api/status?job=J&wait=S`` waits for the job to end.
+MAX_STATUS_WAIT_S = 60.0
 #: Where the dashboard's static files live (another module fills it; optional).
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -224,10 +233,11 @@ class _Api:
         params = request.query_params
         ref = params.get("job")
         if ref is None:
-            if any(key in params for key in ("frames", "state", "limit")):
-                raise UsageError("'frames', 'state' and 'limit' need a 'job'")
+            if any(key in params for key in ("frames", "state", "limit", "wait")):
+                raise UsageError("'frames', 'state', 'limit' and 'wait' need a 'job'")
             return JSONResponse(self.control.status())
         limit = number(params, "limit", int, (0, MAX_FRAMES))
+        wait = number(params, "wait", float, (0, MAX_STATUS_WAIT_S))
         query = frame_query(
             params.get("frames"), params.get("state"), DEFAULT_LIMIT if limit is None else limit
         )
@@ -235,7 +245,18 @@ class _Api:
             job = self.control.resolve_job(ref)
         except UsageError as exc:
             raise UnknownJob(str(exc)) from None
-        return JSONResponse(self.control.status(job, query))
+        if wait is None:
+            return JSONResponse(self.control.status(job, query))
+        # A long poll (``submit --wait``): answered as soon as the job ends, or after ``wait``.
+        ended = await until_shutdown(
+            self.shutdown, functools.partial(self.control.wait_for_end, job, wait)
+        )
+        try:
+            view = self.control.status(job, query)
+        except UsageError as exc:  # archived while we waited
+            raise UnknownJob(str(exc)) from None
+        view["ended"] = bool(ended)
+        return JSONResponse(view)
 
     async def frame_states(self, request: Request) -> Response:
         """Every frame's state in one string (the dashboard's frame map)."""

@@ -28,7 +28,7 @@ from peerfarm.control import (
 )
 from peerfarm.errors import ControlError
 from peerfarm.ledger.model import JobState
-from tests.sim.api.conftest import ClientFactory, Peer, build_app
+from tests.sim.api.conftest import RENDER_S, ClientFactory, Peer, build_app
 
 
 def keys(view: type) -> set[str]:
@@ -461,3 +461,55 @@ async def test_a_job_with_requirements_waits_for_a_tagged_peer(
             assert answer["warning"].endswith("waits: no peer can render it: peer1: not tagged gpu")
             view = (await client.get("/api/status", params={"job": answer["job"]})).json()
     assert view["jobs"][0]["waiting"] == {"peer1": "not tagged gpu"}
+
+
+async def test_a_status_long_poll_answers_the_moment_the_job_ends(
+    make_client: ClientFactory, peer: Peer, scene: Path, shutdown: trio.Event
+) -> None:
+    """``wait=S``: held until the job ends (every frame done or failed), answered at that
+    virtual instant with ``ended``; a job still running is answered after S with ``ended``
+    false; a server that stops ends the wait."""
+    with trio.fail_after(60):
+        async with make_client() as client:
+            job = await submit(client, peer.script(), "1-3", retries=0)
+            ledger = peer.node.node.ledger
+            asked = trio.current_time()
+            running = (await client.get("/api/status", params={"job": job, "wait": "0.5"})).json()
+            assert running["ended"] is False and trio.current_time() - asked == pytest.approx(
+                0.5, abs=0.05
+            )
+            assert running["jobs"][0]["frames_done"] < 3
+            asked = trio.current_time()
+            params = {"job": job, "wait": "60", "limit": "0"}
+            answer = (await client.get("/api/status", params=params)).json()
+            took = trio.current_time() - asked
+            assert answer["ended"] is True and answer["jobs"][0]["frames_done"] == 3
+            assert answer["frames"] == [] and ledger.counts(job).done == 3
+            # Answered when the last frame was done (one virtual render per frame), not at 60 s.
+            assert took < 3 * RENDER_S + 0.5
+            again = (await client.get("/api/status", params=params)).json()
+            assert again["ended"] is True and trio.current_time() - asked == pytest.approx(
+                took, abs=0.05
+            )
+
+            stuck = await submit(client, scene, "1")  # no peer renders it: it never ends
+            asked = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                waiting: list[httpx.Response] = []
+
+                async def poll() -> None:
+                    params = {"job": stuck, "wait": "30"}
+                    waiting.append(await client.get("/api/status", params=params))
+
+                nursery.start_soon(poll)
+                await trio.sleep(2)
+                shutdown.set()  # the server stops: the held request is answered at once
+            assert trio.current_time() - asked == pytest.approx(2, abs=0.05)
+            assert waiting[0].json()["ended"] is False
+            for bad, message in [
+                ({"job": job, "wait": "61"}, "'wait' must be from 0 to 60"),
+                ({"job": job, "wait": "soon"}, "'wait' must be a number"),
+                ({"wait": "1"}, "need a 'job'"),
+            ]:
+                response = await client.get("/api/status", params=bad)
+                assert response.status_code == 400 and message in response.json()["error"]

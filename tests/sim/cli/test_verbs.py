@@ -125,6 +125,34 @@ async def test_submit_wait_exit_code_follows_the_job(farm: CliFarm, fail: bool, 
     assert final["frames_failed" if fail else "frames_done"] == 2
 
 
+async def test_submit_wait_returns_the_moment_the_job_ends(farm: CliFarm) -> None:
+    """``--wait`` learns the end from a long poll the daemon answers when the last frame is
+    done: the command returns at that instant (virtual time stands still while the CLI works),
+    not at its next poll."""
+    node = farm.peer.node
+    ended_at: list[float] = []
+
+    def ended() -> bool:
+        jobs = node.ledger.jobs()
+        return bool(jobs) and node.ledger.counts(jobs[0].id).done == 5
+
+    async def witness() -> None:
+        while not ended():
+            await node.wait_for_change(node.generation, 60)
+        ended_at.append(trio.current_time())
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(witness)
+            result = await farm.run(
+                "submit", farm.script(), "1-5", "--data-dir", farm.data_dir, "--wait"
+            )
+            returned = trio.current_time()
+    assert result.exit_code == 0, result.stderr
+    assert farm.job_state(result.stdout.strip()) == "done"
+    assert ended_at and returned - ended_at[0] < 0.005
+
+
 async def test_submit_wait_says_why_a_job_waits(farm: CliFarm, scene: Path) -> None:
     """A job no peer can render waits: ``--wait`` says why, until someone cancels it."""
     ledger = farm.peer.node.ledger

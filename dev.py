@@ -52,13 +52,17 @@ def ensure_venv() -> None:
         say(f"creating {VENV}")
         venv.create(VENV, with_pip=True)
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
-    stamp = f"{digest}-{EXTRAS}"
+    stamp = f"{digest}-{EXTRAS}-compat"
     stamp_file = VENV / ".peerfarm-stamp"
     if not stamp_file.exists() or stamp_file.read_text().strip() != stamp:
         say(f"installing peerfarm[{EXTRAS}] into {VENV}")
         subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=False)
-        run(PYTHON, "-m", "pip", "install", "-q", "-e", f".[{EXTRAS}]")
+        # compat: a plain path entry, not an import hook every Python start runs
+        run(PYTHON, "-m", "pip", "install", "-q", "-e", f".[{EXTRAS}]",
+            "--config-settings", "editable_mode=compat")  # fmt: skip
         stamp_file.write_text(stamp + "\n")
+    # Bytecode, as an installed peerfarm has it (even where PYTHONDONTWRITEBYTECODE is set).
+    run(PYTHON, "-m", "compileall", "-q", "-j", "0", "peerfarm")
 
 
 def missing_programs() -> None:

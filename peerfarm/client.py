@@ -29,7 +29,6 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import platformdirs
 
-from peerfarm import platform
 from peerfarm.control import (
     Action,
     ActionAnswer,
@@ -97,6 +96,8 @@ def write_control_file(
     data_dir: Path, url: str, token: str, *, pid: int | None = None, web: str | None = None
 ) -> Path:
     """Write ``control.json`` (mode 0600, atomically) for the daemon of ``data_dir``."""
+    from peerfarm import platform  # the daemon's side: a command need not import psutil
+
     info = {"url": url, "token": token, "pid": os.getpid() if pid is None else pid, "web": web}
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = data_dir / CONTROL_FILE
@@ -114,6 +115,8 @@ def write_control_file(
 
 def pid_alive(pid: int) -> bool:
     """Whether a process with ``pid`` exists (one of another user counts as alive)."""
+    from peerfarm import platform  # only when the daemon does not answer: psutil is slow to load
+
     return platform.pid_alive(pid)
 
 

@@ -10,6 +10,8 @@ signal; they ask this module. It owns:
   (SIGKILL; TerminateJobObject), ``tree_alive`` tells whether any of it still runs,
   ``release_tree`` forgets it. Where neither groups nor a job are available (the simulated
   Windows of the tests) the tree is the leader and its descendants as psutil sees them.
+- A child's exit as a file descriptor (``exit_fd``: a pidfd on Linux), so a renderer is waited
+  for by the event loop without a thread.
 - Liveness of a pid (``pid_alive``): ``os.kill(pid, 0)`` on POSIX; never on Windows, where
   signal 0 is CTRL_C_EVENT and would interrupt the process it asks about.
 - The signals that mean "leave gracefully" (``graceful_signals``): SIGINT and SIGTERM, plus
@@ -126,6 +128,33 @@ def pid_alive(pid: int) -> bool:
         return False
     except psutil.AccessDenied:
         return True
+
+
+_EXIT_FDS: list[bool] = []  # whether exit_fd works here, once probed
+
+
+def exit_fd(pid: int) -> int | None:
+    """A file descriptor that becomes readable when our child ``pid`` exits (a pidfd: Linux
+    5.3 and later), or None where there is none (macOS, Windows, older kernels, sandboxes that
+    refuse the call). The caller closes it."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None or WINDOWS or sys.platform != "linux":
+        return None
+    try:
+        fd: int = opener(pid)
+    except OSError:
+        return None
+    return fd
+
+
+def exit_fds_work() -> bool:
+    """Whether :func:`exit_fd` gives a descriptor on this machine (probed once, on ourselves)."""
+    if not _EXIT_FDS:
+        fd = exit_fd(os.getpid())
+        if fd is not None:
+            os.close(fd)
+        _EXIT_FDS.append(fd is not None)
+    return _EXIT_FDS[0] and not WINDOWS
 
 
 # --- process trees ---------------------------------------------------------------------------

@@ -78,6 +78,7 @@ class Renderer:
         work = node.work_dir
         self._leftovers = [p for p in work.glob("*/slot*-*") if p.is_dir()] + [work / "trash"]
         self._scene_locks: dict[str, trio.Lock] = {}
+        self._scenes: dict[str, Path] = {}  # job -> its scene on local disk, once there
         # (job, slot) -> empty scratch folders ready for its next renders (at most SPARES)
         self._spare: dict[tuple[str, int], list[Path]] = {}
         self._forgotten: dict[str, int] = {}  # job -> times its work folder was discarded
@@ -363,11 +364,15 @@ class Renderer:
                     f"--shared-root {node.parts.shared_root}"
                 )
             return shared
+        ready = self._scenes.get(spec.id)
+        if ready is not None and ready.exists():  # no checkpoint: the next frame starts first
+            return ready
         job_dir = node.work_dir / spec.id / "input"  # not "scene": archives unpack there
         scene_path = safe_join(job_dir, safe_name(Path(spec.scene.name).name))
         lock = self._scene_locks.setdefault(spec.id, trio.Lock())
         async with lock:
             if scene_path.exists():
+                self._scenes[spec.id] = scene_path
                 return scene_path
             job_dir.mkdir(parents=True, exist_ok=True)
             for ref, target in [(spec.scene, scene_path)] + [
@@ -377,10 +382,12 @@ class Renderer:
                     ref.digest.hex(), prefer=spec.submitted_by, size=ref.size
                 )
                 await self.node.blocking(link_or_copy, blob, target)
+            self._scenes[spec.id] = scene_path
         return scene_path
 
     def forget_job(self, job: str) -> None:
         self._scene_locks.pop(job, None)
+        self._scenes.pop(job, None)
         self._forgotten[job] = self._forgotten.get(job, 0) + 1
         for key in [k for k in self._spare if k[0] == job]:
             del self._spare[key]  # inside the job's folder, which goes with it

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import psutil
 import trio
@@ -293,7 +293,110 @@ class LineReader:
         return self._ready.popleft()
 
 
-async def kill_process_group(process: trio.Process, grace: float = KILL_GRACE_S) -> None:
+class ChildProcess(Protocol):
+    """What ``run_logged`` uses of a child: ``trio.Process``, or a :class:`DirectChild`."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    @property
+    def stdin(self) -> trio.abc.SendStream | None: ...
+
+    @property
+    def stdout(self) -> trio.abc.ReceiveStream | None: ...
+
+    @property
+    def stderr(self) -> trio.abc.ReceiveStream | None: ...
+
+    async def wait(self) -> int: ...
+
+
+class DirectChild:
+    """A child started in the event loop itself and waited for through its exit descriptor
+    (``platform.exit_fd``), its output read from a pipe: no thread is woken to start it or to
+    see it end. Starting is a ``vfork``, a fraction of a millisecond; through
+    ``trio.lowlevel.open_process`` the same start waits for a worker thread and then for the
+    event loop to come back to it (a millisecond, several on a busy peer, between two frames)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], stdout: trio.abc.ReceiveStream) -> None:
+        self._popen = popen
+        self._exit_fd = platform.exit_fd(popen.pid)
+        self._watched: trio.Event | None = None
+        self.pid = popen.pid
+        self.stdin: trio.abc.SendStream | None = None
+        self.stdout: trio.abc.ReceiveStream | None = stdout
+        self.stderr: trio.abc.ReceiveStream | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    async def wait(self) -> int:
+        """The exit status, once the child has ended (several tasks may wait at once)."""
+        while self.returncode is None:
+            if self._exit_fd is None:  # the descriptor could not be had: look again soon
+                await trio.sleep(0.005)
+            elif self._watched is not None:  # another task watches the descriptor
+                await self._watched.wait()
+            else:  # readable once the child has ended (and stays so after it is reaped)
+                self._watched = trio.Event()
+                try:
+                    await trio.lowlevel.wait_readable(self._exit_fd)
+                finally:
+                    self._watched.set()  # the others look again (one of them may watch)
+                    self._watched = None
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._close_exit_fd()
+        return self._popen.wait()
+
+    def _close_exit_fd(self) -> None:
+        if self._exit_fd is not None:
+            fd, self._exit_fd = self._exit_fd, None
+            trio.lowlevel.notify_closing(fd)
+            os.close(fd)
+
+    def close(self) -> None:
+        """Forget the exit descriptor (the child was reaped, or is left to ``kill``)."""
+        self._close_exit_fd()
+
+
+def start_child(
+    argv: list[str],
+    *,
+    cwd: Path | None,
+    env: Mapping[str, str] | None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> DirectChild | None:
+    """``argv`` as the head of a tree of its own, stdout and stderr into one pipe, started
+    right here (see :class:`DirectChild`); None where a child cannot be waited for that way
+    (no exit descriptors: macOS, Windows, an old kernel) or must run code before ``exec``
+    (``preexec_fn`` forbids the ``vfork`` that makes starting in the event loop cheap).
+    OSError when it cannot be started."""
+    if sys.platform == "win32" or preexec_fn is not None or not platform.exit_fds_work():
+        return None
+    read_fd, write_fd = os.pipe()
+    try:
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=write_fd,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            **platform.tree_kwargs(),
+        )
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return DirectChild(popen, trio.lowlevel.FdStream(read_fd))
+
+
+async def kill_process_group(process: ChildProcess, grace: float = KILL_GRACE_S) -> None:
     """Stop ``process`` and everything in its tree: asked to leave (SIGTERM, CTRL_BREAK on
     Windows), then killed after ``grace``; see ``peerfarm.platform``.
 
@@ -312,12 +415,14 @@ async def kill_process_group(process: trio.Process, grace: float = KILL_GRACE_S)
         await process.wait()
 
 
-async def close_pipes(process: trio.Process) -> None:
+async def close_pipes(process: ChildProcess) -> None:
     """Close our ends of a process's pipes (shielded: runs during cancellation too)."""
     with trio.CancelScope(shield=True):
         for stream in (process.stdin, process.stdout, process.stderr):
             if stream is not None:
                 await stream.aclose()
+    if isinstance(process, DirectChild):
+        process.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,17 +453,21 @@ async def run_logged(
     extra: dict[str, Any] = {}
     if limits is not None and limits.nice and os.name == "posix":
         extra["preexec_fn"] = _lower_priority
+    child_env = limited_env(env, limits)
+    process: ChildProcess | None
     try:
-        process = await trio.lowlevel.open_process(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=limited_env(env, limits),
-            **platform.tree_kwargs(),
-            **extra,
-        )
+        process = start_child(argv, cwd=cwd, env=child_env, preexec_fn=extra.get("preexec_fn"))
+        if process is None:
+            process = await trio.lowlevel.open_process(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=child_env,
+                **platform.tree_kwargs(),
+                **extra,
+            )
     except OSError as exc:
         raise RenderFailed(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
     platform.track_tree(process.pid)

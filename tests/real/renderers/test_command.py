@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 import trio
 
+from peerfarm import platform
 from peerfarm.renderers.base import (
+    DirectChild,
     Progress,
     RenderFailed,
     kill_process_group,
     run_logged,
+    start_child,
 )
 from peerfarm.renderers.command import CommandRenderer
 from tests.support.renderers import EXAMPLES, make_task, pid_gone
@@ -180,3 +183,79 @@ async def test_run_logged_streams_lines_in_order(tmp_path: Path) -> None:
         )
     assert lines == ["a", "b", "c"]
     assert run.returncode == 4
+
+
+linux_only = pytest.mark.skipif(
+    not platform.exit_fds_work(), reason="children are waited for through pidfds on Linux"
+)
+
+
+@linux_only
+async def test_a_renderer_starts_in_the_event_loop_without_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Linux a render's process is started and waited for by the event loop itself
+    (vfork, then its pidfd): trio's thread-backed ``open_process`` is not used, so nothing
+    sits between a free slot and the next frame's process but the start itself."""
+
+    async def no_threads(*args: object, **kwargs: object) -> None:
+        raise AssertionError("started through a worker thread")
+
+    monkeypatch.setattr(trio.lowlevel, "open_process", no_threads)
+    monkeypatch.setattr(trio.to_thread, "run_sync", no_threads)
+    lines: list[str] = []
+    with trio.fail_after(10):
+        run = await run_logged(
+            ["/bin/sh", "-c", "echo out; echo err >&2; exit 3"], cwd=tmp_path, on_line=lines.append
+        )
+    assert run.returncode == 3 and lines == ["out", "err"]
+    with pytest.raises(RenderFailed, match="cannot start"):
+        await run_logged(["/nonexistent/renderer"])
+
+
+@linux_only
+async def test_a_direct_child_is_waited_for_however_it_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reaped early by a look at ``returncode`` (the memory sampler does that), killed while
+    waited for, or without a pidfd at all: ``wait`` returns its status and no descriptor is
+    left open."""
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = fds()
+    with trio.fail_after(10):
+        quick = start_child(["/bin/true"], cwd=tmp_path, env=None)
+        assert isinstance(quick, DirectChild)
+        while quick.returncode is None:  # reaped here, not by wait()
+            await trio.sleep(0.01)
+        assert await quick.wait() == 0
+
+        slow = start_child(["/bin/sh", "-c", "sleep 1000"], cwd=tmp_path, env=None)
+        assert slow is not None
+        async with trio.open_nursery() as nursery:
+            codes: list[int] = []
+
+            async def waiter() -> None:
+                codes.append(await slow.wait())
+
+            nursery.start_soon(waiter)
+            await trio.sleep(0.1)
+            assert not codes
+            await kill_process_group(slow, grace=0.2)
+        assert codes and codes[0] < 0
+
+        monkeypatch.setattr(platform, "exit_fd", lambda pid: None)
+        blind = start_child(["/bin/sh", "-c", "exit 5"], cwd=tmp_path, env=None)
+        assert blind is not None and await blind.wait() == 5
+        for child in (quick, slow, blind):
+            assert child.stdout is not None
+            await child.stdout.aclose()
+    assert fds() == before
+
+
+async def test_a_child_that_runs_code_before_exec_starts_through_trio(tmp_path: Path) -> None:
+    """``preexec_fn`` (lowering a render's priority) rules out vfork: such a child is left to
+    trio's ``open_process`` rather than forked in the event loop."""
+    assert start_child(["/bin/true"], cwd=tmp_path, env=None, preexec_fn=lambda: None) is None

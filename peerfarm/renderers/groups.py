@@ -46,9 +46,8 @@ class ProcessGroups:
 
     def started(self, pid: int) -> None:
         """A renderer group led by ``pid`` started: write it down."""
-        try:
-            created = psutil.Process(pid).create_time()
-        except psutil.Error:
+        created = platform.process_created(pid)
+        if created is None:
             return  # gone already
         with self._lock:
             self._live[pid] = created
@@ -132,10 +131,11 @@ class ProcessGroups:
 def kill_group_if_same(pid: int, created: float) -> bool:
     """Kill the process group led by ``pid`` if that process still runs and started at
     ``created`` (the same program, not a recycled pid). True when a group was killed."""
+    started = platform.process_created(pid)
+    if started is None or abs(started - created) > 0.01:
+        return False
     try:
         leader = psutil.Process(pid)
-        if abs(leader.create_time() - created) > 0.01:
-            return False
     except psutil.Error:
         return False
     platform.kill_tree_of(leader)

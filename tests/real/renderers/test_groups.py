@@ -7,6 +7,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
+import pytest
+
+from peerfarm import platform
 from peerfarm.renderers.groups import ProcessGroups
 
 
@@ -56,3 +60,18 @@ def test_the_file_stays_small(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_start_time_is_the_one_psutil_gives(tmp_path: Path) -> None:
+    """Groups are written down with ``platform.process_created`` (read from /proc on Linux)
+    and may be checked by a daemon of another version: it is the start time psutil gives."""
+    proc = _sleeper()
+    try:
+        created = platform.process_created(proc.pid)
+        assert created is not None
+        assert created == pytest.approx(psutil.Process(proc.pid).create_time(), abs=0.005)
+        assert created == pytest.approx(time.time(), abs=5)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert platform.process_created(proc.pid) is None  # reaped: no such process

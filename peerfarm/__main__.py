@@ -1,5 +1,5 @@
 """``python -m peerfarm``: the same as the ``peerfarm`` console script."""
 
-from peerfarm.cli import main
+from peerfarm.console import run
 
-raise SystemExit(main())
+raise SystemExit(run())

@@ -11,7 +11,7 @@ Every verb but ``up``, ``key`` and ``demo`` talks to the local daemon only throu
 - :mod:`~peerfarm.cli.parsing` and :mod:`~peerfarm.cli.views` — arguments in, text out (pure).
 
 Verb modules are imported when their verb runs (``app.VERBS``), which keeps a short command
-quick to start. ``main`` is the console script (``peerfarm = "peerfarm.cli:main"``).
+quick to start. ``main`` runs a command; the console script is :func:`peerfarm.console.run`.
 """
 
 from peerfarm.cli.app import (

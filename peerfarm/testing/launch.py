@@ -31,7 +31,7 @@ PEERFARM = [sys.executable, "-m", "peerfarm"]
 PEERFARM_WITHOUT_BPY = [
     sys.executable,
     "-c",
-    "import sys; sys.modules['bpy'] = None; from peerfarm.cli import main; sys.exit(main())",
+    "import sys; sys.modules['bpy'] = None; from peerfarm.console import run; sys.exit(run())",
 ]
 LOOPBACK = "127.0.0.1"
 #: Seconds a daemon may take to answer its control API (the CPU is shared with other tests).

@@ -46,7 +46,7 @@ def test_wheel_holds_every_module_and_the_entry_point(wheel: Path) -> None:
     assert modules <= names, sorted(modules - names)
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "[console_scripts]" in text and "peerfarm = peerfarm.cli:main" in text
+    assert "[console_scripts]" in text and "peerfarm = peerfarm.console:run" in text
 
 
 def test_wheel_holds_the_dashboard_files(wheel: Path) -> None:

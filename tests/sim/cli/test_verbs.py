@@ -13,6 +13,7 @@ import trio
 from rich.console import Console
 
 from peerfarm import farm as farm_module
+from peerfarm import follow
 from peerfarm.cli.jobs import watch_status
 from peerfarm.client import FarmClient
 from peerfarm.control import FrameView, JobView, PeerView, StatusView, SubmitRequest
@@ -125,12 +126,18 @@ async def test_submit_wait_exit_code_follows_the_job(farm: CliFarm, fail: bool, 
     assert final["frames_failed" if fail else "frames_done"] == 2
 
 
-async def test_submit_wait_returns_the_moment_the_job_ends(farm: CliFarm) -> None:
-    """``--wait`` learns the end from a long poll the daemon answers when the last frame is
-    done: the command returns at that instant (virtual time stands still while the CLI works),
-    not at its next poll."""
+async def test_submit_wait_returns_the_moment_the_job_ends(
+    farm: CliFarm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--wait`` follows the job with long polls, never sleeping between them, and learns
+    the end from the poll the daemon answers when the last frame is done (not at its next
+    poll, which would come up to half a second later)."""
     node = farm.peer.node
     ended_at: list[float] = []
+    answered: list[tuple[float, bool]] = []
+    slept: list[float] = []
+    sleep = follow.sleep
+    wait_for_end = farm.facade.wait_for_end
 
     def ended() -> bool:
         jobs = node.ledger.jobs()
@@ -141,16 +148,28 @@ async def test_submit_wait_returns_the_moment_the_job_ends(farm: CliFarm) -> Non
             await node.wait_for_change(node.generation, 60)
         ended_at.append(trio.current_time())
 
+    async def held(job: str, timeout: float) -> bool:
+        done = await wait_for_end(job, timeout)
+        answered.append((trio.current_time(), done))
+        return done
+
+    def counted(seconds: float) -> None:
+        slept.append(seconds)
+        sleep(seconds)
+
+    monkeypatch.setattr(farm.facade, "wait_for_end", held)
+    monkeypatch.setattr(follow, "sleep", counted)
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(witness)
             result = await farm.run(
                 "submit", farm.script(), "1-5", "--data-dir", farm.data_dir, "--wait"
             )
-            returned = trio.current_time()
     assert result.exit_code == 0, result.stderr
     assert farm.job_state(result.stdout.strip()) == "done"
-    assert ended_at and returned - ended_at[0] < 0.005
+    assert slept == []
+    assert [done for _at, done in answered] == [False] * (len(answered) - 1) + [True]
+    assert ended_at and answered[-1][0] - ended_at[0] < 0.001
 
 
 async def test_submit_wait_says_why_a_job_waits(farm: CliFarm, scene: Path) -> None:

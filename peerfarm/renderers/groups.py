@@ -3,12 +3,12 @@
 Every renderer runs in its own process group (``run_logged``, the Blender worker), and a
 daemon that stops normally ends each group. A daemon killed with SIGKILL cannot: its renderers
 keep running, holding the CPU and writing into scratch folders nobody reads. So each group is
-written down when it starts (pid and the process's start time, one JSON line appended to a
-file in the data dir) and crossed out when it ends (another line); the next start of the daemon
-ends every group of the file still open whose leader runs with the same start time (a recycled
-pid is another program: left alone). Appending a line to the file, kept open, costs
-microseconds, so a frame of a no-op job pays nearly nothing for it; the file is rewritten small
-now and then.
+written down when it starts (pid and the moment it was spawned, one JSON line appended to a
+file in the data dir) and crossed out when it ends (another line); the next start of the
+daemon ends every group of the file still open whose leader started then, give or take two
+seconds (a recycled pid is another program: left alone). Appending a line to the file, kept
+open, costs microseconds, so a frame of a no-op job pays nearly nothing for it; the file is
+rewritten small now and then.
 
 A known limit: a renderer child that calls ``setsid`` itself leaves the group and is not found
 (on Windows the job object of a killed daemon is gone: its renderers' descendants are found
@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -32,6 +33,11 @@ log = logging.getLogger("peerfarm")
 
 #: Lines appended before the file is rewritten with only the groups still running.
 COMPACT_AFTER = 2000
+#: How far a group's recorded spawn time may be from its leader's start time as the OS gives
+#: it (on Linux the boot time it is counted from is whole seconds). A pid the OS gave again to
+#: another program would have to be reused within this time of the first start: the pid space
+#: does not wrap in two seconds.
+SPAWNED_TOLERANCE_S = 2.0
 
 
 class ProcessGroups:
@@ -45,13 +51,13 @@ class ProcessGroups:
         self._file: TextIO | None = None  # kept open: a no-op frame appends two lines
 
     def started(self, pid: int) -> None:
-        """A renderer group led by ``pid`` started: write it down."""
-        created = platform.process_created(pid)
-        if created is None:
-            return  # gone already
+        """A renderer group led by ``pid`` started just now: write it down, with this moment
+        as its start time (reading the process's own from /proc waits while the child is still
+        in ``exec``: a twentieth of a no-op frame's time on a busy peer)."""
+        spawned = time.time()
         with self._lock:
-            self._live[pid] = created
-            self._append({"pid": pid, "created": created})
+            self._live[pid] = spawned
+            self._append({"pid": pid, "spawned": spawned})
 
     def ended(self, pid: int) -> None:
         with self._lock:
@@ -84,7 +90,7 @@ class ProcessGroups:
     def _rewrite(self) -> None:
         assert self.path is not None
         self._close_file()  # the rewritten file replaces the one it appends to
-        text = "".join(json.dumps({"pid": p, "created": c}) + "\n" for p, c in self._live.items())
+        text = "".join(json.dumps({"pid": p, "spawned": t}) + "\n" for p, t in self._live.items())
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             tmp.write_text(text)
@@ -104,18 +110,24 @@ class ProcessGroups:
         except OSError as exc:
             log.warning("cannot read %s: %s", self.path, exc)
             return 0
-        open_groups: dict[int, float] = {}
+        open_groups: dict[int, tuple[float, float]] = {}  # pid -> (start time, tolerance)
         for line in lines:
             try:
                 entry = json.loads(line)
                 pid = int(entry["pid"])
                 if entry.get("ended"):
                     open_groups.pop(pid, None)
-                else:
-                    open_groups[pid] = float(entry["created"])
+                elif "spawned" in entry:
+                    open_groups[pid] = (float(entry["spawned"]), SPAWNED_TOLERANCE_S)
+                else:  # written by an older version: the process's own start time
+                    open_groups[pid] = (float(entry["created"]), 0.01)
             except (ValueError, KeyError, TypeError):
                 continue
-        reaped = sum(1 for pid, created in open_groups.items() if kill_group_if_same(pid, created))
+        reaped = sum(
+            1
+            for pid, (when, within) in open_groups.items()
+            if kill_group_if_same(pid, when, within)
+        )
         with self._lock:
             self._live.clear()
             self._rewrite()
@@ -128,11 +140,12 @@ class ProcessGroups:
         return reaped
 
 
-def kill_group_if_same(pid: int, created: float) -> bool:
+def kill_group_if_same(pid: int, created: float, within: float = SPAWNED_TOLERANCE_S) -> bool:
     """Kill the process group led by ``pid`` if that process still runs and started at
-    ``created`` (the same program, not a recycled pid). True when a group was killed."""
+    ``created``, give or take ``within`` seconds (the same program, not a recycled pid). True
+    when a group was killed."""
     started = platform.process_created(pid)
-    if started is None or abs(started - created) > 0.01:
+    if started is None or abs(started - created) > within:
         return False
     try:
         leader = psutil.Process(pid)

@@ -63,8 +63,8 @@ def test_the_file_stays_small(tmp_path: Path) -> None:
 
 
 def test_a_start_time_is_the_one_psutil_gives(tmp_path: Path) -> None:
-    """Groups are written down with ``platform.process_created`` (read from /proc on Linux)
-    and may be checked by a daemon of another version: it is the start time psutil gives."""
+    """A restart checks a leader's start time with ``platform.process_created`` (read from
+    /proc on Linux), against lines older versions wrote with psutil's: the same figure."""
     proc = _sleeper()
     try:
         created = platform.process_created(proc.pid)
@@ -75,3 +75,23 @@ def test_a_start_time_is_the_one_psutil_gives(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     assert platform.process_created(proc.pid) is None  # reaped: no such process
+
+
+def test_groups_written_by_an_older_version_or_spawned_long_ago(tmp_path: Path) -> None:
+    """A line of an older version (the leader's own start time) is ended like one of this
+    version; a pid written down as spawned minutes ago now leads another program: left alone."""
+    path = tmp_path / "renders.pids"
+    old, recycled = _sleeper(), _sleeper()
+    try:
+        created = platform.process_created(old.pid)
+        lines = [
+            {"pid": old.pid, "created": created},
+            {"pid": recycled.pid, "spawned": time.time() - 300},
+        ]
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        assert ProcessGroups(path).reap_previous() == 1
+        assert _gone(old) and recycled.poll() is None
+    finally:
+        for proc in (old, recycled):
+            proc.kill()
+            proc.wait()

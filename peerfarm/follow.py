@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import sys
 from time import monotonic, sleep
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from typing import TYPE_CHECKING
 
 from peerfarm.client import FarmClient
 from peerfarm.control import SUMMARY_ONLY, JobView
 from peerfarm.plaintext import printable
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 #: Seconds between polls of ``submit --wait`` and ``status --watch``.
 POLL_INTERVAL_S = 0.5
@@ -67,6 +68,16 @@ def wait_for_job(
     ``give_up_after``, returns early (the job still has ``blocked`` set) once no peer could
     render it for that many seconds.
     """
+    # rich is loaded here, after the submit: a job's frames start before the bar is drawn.
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     columns = (
         TextColumn("{task.description}", markup=False),
         BarColumn(),

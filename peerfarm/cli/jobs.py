@@ -10,25 +10,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.live import Live
 
 from peerfarm.cli.app import EXIT_FAILED, EXIT_OK, cli, common, connect, console, print_json
 from peerfarm.cli.parsing import check_renderer, check_scene, parse_options
-from peerfarm.cli.views import (
-    NOT_DONE,
-    SHOWN_FRAMES,
-    action_text,
-    encode_text,
-    fetch_text,
-    logs_lines,
-    peer_details,
-    plain,
-    retry_text,
-    status_view,
-)
 from peerfarm.client import FarmClient
 from peerfarm.control import (
     RENDERERS,
@@ -44,6 +31,12 @@ from peerfarm.files.names import folder_name
 from peerfarm.follow import job_succeeded, wait_for_job
 from peerfarm.frames import MAX_FRAMES, parse_frames
 from peerfarm.plaintext import printable
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# The views (and rich under them) are imported by the verbs that print them: a submit reaches
+# the daemon, and its frames start, without waiting for them to load.
 
 #: What the daemon answers ``status JOB --json`` with when no --limit is given (its
 #: ``peerfarm.framepage.DEFAULT_LIMIT``, not imported: the CLI does not load the ledger).
@@ -203,6 +196,8 @@ def status(
     """The farm's peers and jobs, or one JOB (id, unique prefix, or name) with its frames.
 
     A job of many frames lists the ones not done first; --frames and --state pick others."""
+    from peerfarm.cli.views import status_view
+
     query = None
     if frame_range is not None or state is not None or limit is not None:
         if job is None:
@@ -221,6 +216,8 @@ def status(
 def status_for_people(client: FarmClient, job: str | None, query: FrameQuery | None) -> StatusView:
     """What ``status`` prints: a job's frames as asked, else every frame of a small job, else
     the first frames not done (a page of ``SHOWN_FRAMES``; a big job is never fetched whole)."""
+    from peerfarm.cli.views import NOT_DONE, SHOWN_FRAMES
+
     if job is None or query is not None:
         return client.status(job, query)
     data = client.status(job, FrameQuery(limit=SHOWN_FRAMES))
@@ -240,8 +237,12 @@ def watch_status(
     out: Console | None = None,
 ) -> int:
     """Redraw the status every ``interval`` seconds until Ctrl-C (or ``rounds`` redraws)."""
+    from peerfarm.cli.views import status_view
+
     count = 0
     try:
+        from rich.live import Live
+
         with Live(console=out or console(), auto_refresh=False) as live:
             while rounds is None or count < rounds:
                 live.update(status_view(status_for_people(client, job, query)), refresh=True)
@@ -257,6 +258,8 @@ def watch_status(
 @common
 def peers(data_dir: Path | None, as_json: bool) -> None:
     """Every peer: host, OS, Python, peerfarm and renderer versions, slots, what it renders."""
+    from peerfarm.cli.views import peer_details
+
     with connect(data_dir) as client:
         data = client.peers()
     if as_json:
@@ -270,6 +273,8 @@ def _action(name: Action, help_text: str) -> None:
     @common
     @click.argument("job")
     def command(data_dir: Path | None, as_json: bool, job: str) -> None:
+        from peerfarm.cli.views import action_text
+
         with connect(data_dir) as client:
             result = client.act(job, name)
         print_json(result) if as_json else click.echo(action_text(job, result))
@@ -294,6 +299,8 @@ def retry(
     data_dir: Path | None, as_json: bool, job: str, frames: str | None, from_check: bool
 ) -> None:
     """Retry JOB's failed frames, or the FRAMES given (e.g. 3,7-9), or --from-check."""
+    from peerfarm.cli.views import retry_text
+
     if frames is not None and from_check:
         raise click.UsageError("give FRAMES or --from-check, not both")
     if frames is not None:
@@ -341,6 +348,8 @@ def check(data_dir: Path | None, as_json: bool, job: str) -> int:
 @click.argument("frame", type=int)
 def logs(data_dir: Path | None, as_json: bool, job: str, frame: int) -> None:
     """A frame's state, attempts and the tail of its renderer's log."""
+    from peerfarm.cli.views import logs_lines, plain
+
     with connect(data_dir) as client:
         data = client.logs(job, frame)
     if as_json:
@@ -360,6 +369,8 @@ def logs(data_dir: Path | None, as_json: bool, job: str, frame: int) -> None:
 @click.argument("dest", required=False, type=click.Path(file_okay=False, path_type=Path))
 def fetch(data_dir: Path | None, as_json: bool, job: str, dest: Path | None) -> None:
     """Copy JOB's finished frames into DEST (default ./peerfarm-out/<name>)."""
+    from peerfarm.cli.views import fetch_text
+
     with connect(data_dir) as client:
         if dest is None:  # a job's name is anyone's text: one plain folder name made of it
             name = client.status(job, SUMMARY_ONLY)["jobs"][0]["name"]
@@ -375,6 +386,8 @@ def fetch(data_dir: Path | None, as_json: bool, job: str, dest: Path | None) -> 
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None)
 def encode(data_dir: Path | None, as_json: bool, job: str, out: Path, fps: float | None) -> None:
     """Encode JOB's finished frames into the video OUT (.mp4)."""
+    from peerfarm.cli.views import encode_text
+
     with connect(data_dir) as client:
         result = client.encode(job, out.expanduser().absolute(), fps)
     print_json(result) if as_json else click.echo(encode_text(result))

@@ -71,6 +71,31 @@ def merge_claims(claims: Sequence[Claim], batch: int) -> list[Claim]:
     return merged
 
 
+def merge_stolen(stolen: Sequence[Claim], batch: int, want: int) -> list[Claim]:
+    """The first ``want`` steals of ``stolen`` (in its order), each joined with the next chunks
+    of the same home, up to ``batch`` chunks: short frames are stolen like they are claimed at
+    home, several at a time, with one check with their home and one claim for all. Takeovers
+    stay alone."""
+    out: list[Claim] = []
+    used: set[int] = set()
+    for i, first in enumerate(stolen):
+        if len(out) >= want:
+            break
+        if i in used:
+            continue
+        group = [first]
+        for j in range(i + 1, len(stolen)):
+            if first.takeover or len(group) >= batch:
+                break
+            other = stolen[j]
+            if j not in used and not other.takeover and other.home_peer == first.home_peer:
+                group.append(other)
+                used.add(j)
+        frames = tuple(sorted(f for claim in group for f in claim.frames))
+        out.append(replace(first, frames=frames) if len(group) > 1 else first)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """What the planner asks the node to claim: frames of one job, as one chunk."""
@@ -471,7 +496,8 @@ class Planner:
                     order_key = -index if away else index
                     keyed.append(((away, ranks[index] if ranks else 0, order_key), claim))
                 stolen = [claim for _key, claim in sorted(keyed, key=lambda kc: kc[0])]
-                picked += stolen[: free_slots - len(claims) - len(picked)]
+                want = free_slots - len(claims) - len(picked)
+                picked += merge_stolen(stolen, batch, want) if batch > 1 else stolen[:want]
             for claim in picked:
                 taken.update((claim.job, f) for f in claim.frames)
             claims.extend(picked)

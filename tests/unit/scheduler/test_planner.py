@@ -19,6 +19,7 @@ from peerfarm.scheduler.planner import (
     chunk_homes,
     chunks_of,
     merge_claims,
+    merge_stolen,
     rendezvous_home,
     spread_order,
 )
@@ -343,6 +344,49 @@ def test_merged_claims_keep_takeovers_and_steals_apart() -> None:
         ((9,), False, False),
     ]
     assert [c.frames for c in merge_claims(fresh, batch=2)] == [(1, 2), (3,)]
+
+
+@pytest.mark.parametrize(("seconds", "per_steal"), [(2.0, 1), (0.05, 2), (0.004, 16)])
+def test_short_frames_are_stolen_several_chunks_at_a_time(seconds: float, per_steal: int) -> None:
+    """A peer with nothing of its own left steals as it claims at home: short frames several
+    chunks of one home in one claim (one check with that home, one claim), never the home's
+    next chunk, and never two homes' chunks together."""
+    ledger, job = setup(frames=200)
+    spec = ledger.job(job)
+    assert spec is not None
+    planner = Planner(A)
+    peers = [A, B, NODES[2]]
+    homes = planner.homes(spec, peers)
+    chunks = chunks_of(spec)
+    for i, home in enumerate(homes):  # A has rendered all of its own chunks, in ``seconds``
+        if home == A:
+            claim = ledger.claim(job, chunks[i], 1_000)[0][1]
+            assert isinstance(claim, FrameRecord)
+            ledger.complete(job, chunks[i][0], claim, [output(chunks[i][0])], seconds)
+    claims = planner.plan(ledger, free_slots=1, capable={job: peers}, alive=peers, saturated=[B])
+    assert len(claims) == 1
+    (steal,) = claims
+    assert not steal.home and not steal.takeover and steal.home_peer in (B, NODES[2])
+    assert len(steal.frames) == per_steal
+    assert all(homes[chunks.index((f,))] == steal.home_peer for f in steal.frames)
+
+
+def test_merged_steals_keep_one_home_and_takeovers_apart() -> None:
+    job = "job"
+    b1, c1, b2, b3, t = (
+        Claim(job, (1,), False, False, B),
+        Claim(job, (2,), False, False, NODES[2]),
+        Claim(job, (3,), False, False, B),
+        Claim(job, (4,), False, False, B),
+        Claim(job, (5,), True, False, B),
+    )
+    assert [c.frames for c in merge_stolen([b1, c1, b2, t, b3], batch=2, want=3)] == [
+        (1, 3),
+        (2,),
+        (5,),
+    ]
+    assert [c.frames for c in merge_stolen([b1, c1, b2, b3], batch=4, want=1)] == [(1, 3, 4)]
+    assert merge_stolen([t, b1], batch=4, want=2) == [t, b1]
 
 
 def test_a_chunk_a_round_behind_on_a_busy_home_is_taken_as_lagging() -> None:

@@ -92,12 +92,14 @@ class Notifier:
         node = self.node
         ledger = node.ledger
         now = node.now()
+        wanted = [
+            (spec, targets) for spec in ledger.jobs() if (targets := notices.targets_of(spec))
+        ]
+        if not wanted:  # woken by every change: most jobs ask for no notification
+            return []
         alive, gone_for = self._view(now)
         out = []
-        for spec in ledger.jobs():
-            targets = notices.targets_of(spec)
-            if not targets:
-                continue
+        for spec, targets in wanted:
             event = notices.event_of(ledger, spec.id)
             if event is None:
                 continue

@@ -157,32 +157,6 @@ def exit_fds_work() -> bool:
     return _EXIT_FDS[0] and not WINDOWS
 
 
-_BOOT_TIME: list[float] = []
-
-
-def process_created(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch, as ``psutil`` gives it), or None
-    when there is no such process. On Linux read from ``/proc`` directly: ``psutil.Process``
-    reads the same line twice and costs a no-op frame a twentieth of its time."""
-    if sys.platform == "linux" and not WINDOWS:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat_line = f.read()
-            ticks = int(stat_line.rpartition(b")")[2].split()[19])  # field 22, starttime
-        except (OSError, ValueError, IndexError):
-            return None
-        if not _BOOT_TIME:
-            _BOOT_TIME.append(psutil.boot_time())
-        return ticks / _CLOCK_TICKS + _BOOT_TIME[0]
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return None
-
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
 # --- process trees ---------------------------------------------------------------------------
 
 

@@ -144,11 +144,10 @@ def kill_group_if_same(pid: int, created: float, within: float = SPAWNED_TOLERAN
     """Kill the process group led by ``pid`` if that process still runs and started at
     ``created``, give or take ``within`` seconds (the same program, not a recycled pid). True
     when a group was killed."""
-    started = platform.process_created(pid)
-    if started is None or abs(started - created) > within:
-        return False
     try:
         leader = psutil.Process(pid)
+        if abs(leader.create_time() - created) > within:
+            return False
     except psutil.Error:
         return False
     platform.kill_tree_of(leader)

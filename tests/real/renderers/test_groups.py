@@ -8,9 +8,7 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 
-from peerfarm import platform
 from peerfarm.renderers.groups import ProcessGroups
 
 
@@ -62,28 +60,13 @@ def test_the_file_stays_small(tmp_path: Path) -> None:
         proc.wait()
 
 
-def test_a_start_time_is_the_one_psutil_gives(tmp_path: Path) -> None:
-    """A restart checks a leader's start time with ``platform.process_created`` (read from
-    /proc on Linux), against lines older versions wrote with psutil's: the same figure."""
-    proc = _sleeper()
-    try:
-        created = platform.process_created(proc.pid)
-        assert created is not None
-        assert created == pytest.approx(psutil.Process(proc.pid).create_time(), abs=0.005)
-        assert created == pytest.approx(time.time(), abs=5)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert platform.process_created(proc.pid) is None  # reaped: no such process
-
-
 def test_groups_written_by_an_older_version_or_spawned_long_ago(tmp_path: Path) -> None:
     """A line of an older version (the leader's own start time) is ended like one of this
     version; a pid written down as spawned minutes ago now leads another program: left alone."""
     path = tmp_path / "renders.pids"
     old, recycled = _sleeper(), _sleeper()
     try:
-        created = platform.process_created(old.pid)
+        created = psutil.Process(old.pid).create_time()
         lines = [
             {"pid": old.pid, "created": created},
             {"pid": recycled.pid, "spawned": time.time() - 300},

@@ -7,7 +7,7 @@ and a prompt, graceful stop when ``shutdown`` is set. Bind failures become ``Bin
 from __future__ import annotations
 
 import logging
-from typing import cast
+from typing import Any, cast
 
 import trio
 from hypercorn.config import Config
@@ -15,6 +15,7 @@ from hypercorn.trio import serve
 from hypercorn.typing import Framework
 from starlette.types import ASGIApp
 
+from peerfarm.api.framing import finish_request_body
 from peerfarm.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -49,13 +50,18 @@ async def serve_http(
     """Serve ``app`` on ``binds`` until ``shutdown`` is set.
 
     Reports the bound base URLs (e.g. ``["http://127.0.0.1:41234"]``) through ``task_status``.
+    An answer given before the request's body arrived keeps the connection usable
+    (:func:`~peerfarm.api.framing.finish_request_body`).
     """
     if not binds:
         raise BindError("no address to serve HTTP on")
     config = http_config(binds, graceful_timeout=graceful_timeout)
     try:
         await serve(
-            cast(Framework, app), config, shutdown_trigger=shutdown.wait, task_status=task_status
+            cast(Framework, finish_request_body(cast(Any, app))),
+            config,
+            shutdown_trigger=shutdown.wait,
+            task_status=task_status,
         )
     except (OSError, BaseExceptionGroup) as exc:
         error = _first_os_error(exc)

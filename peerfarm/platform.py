@@ -42,11 +42,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
-
-import psutil
+from typing import TYPE_CHECKING, Any
 
 from peerfarm.errors import PeerfarmError
+
+if TYPE_CHECKING:
+    import psutil
 
 #: True on native Windows. The simulated-Windows test layer sets it on Linux.
 WINDOWS = sys.platform == "win32"
@@ -122,6 +123,8 @@ def pid_alive(pid: int) -> bool:
         except OSError:
             return False
         return True
+    import psutil  # here: a short command checking its daemon's pid does not load it
+
     try:
         return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
@@ -234,6 +237,8 @@ def signal_tree(pid: int, *, kill: bool) -> bool:
             except OSError:
                 return tree_alive(pid)
             return True
+    import psutil
+
     members = _tree_members(pid)
     for process in members:
         with contextlib.suppress(psutil.Error):
@@ -253,6 +258,8 @@ def tree_alive(pid: int) -> bool:
 
 
 def _running(process: psutil.Process) -> bool:
+    import psutil
+
     try:
         return bool(process.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
@@ -260,6 +267,8 @@ def _running(process: psutil.Process) -> bool:
 
 
 def _tree_members(pid: int) -> list[psutil.Process]:
+    import psutil
+
     try:
         leader = psutil.Process(pid)
         return [leader, *leader.children(recursive=True)]
@@ -295,6 +304,8 @@ def _group_has_live_members(pgid: int) -> bool:
 def kill_tree_of(process: psutil.Process) -> None:
     """End ``process``'s group (POSIX) and every descendant psutil can see (all platforms):
     for a tree left behind by an earlier run of the daemon, whose job object is gone."""
+    import psutil
+
     members = [process]
     with contextlib.suppress(psutil.Error):
         members += process.children(recursive=True)

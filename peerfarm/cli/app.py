@@ -129,23 +129,25 @@ class _Cli(click.Group):
 
 
 def _run_guarded(run: Callable[[], Any], verbose: bool) -> int:
-    err = console(err=True)
     try:
         result = run()
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
+        err = console(err=True)  # rich is imported only when there is something to say
         err.print(f"peerfarm: {exc.format_message()}", markup=False)
         return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
-        err.print("peerfarm: interrupted", markup=False)
+        console(err=True).print("peerfarm: interrupted", markup=False)
         return EXIT_INTERRUPTED
     except PeerfarmError as exc:
+        err = console(err=True)
         if verbose:
             err.print_exception()
         err.print(f"peerfarm: {printable(exc)}", markup=False)
         return exit_code(exc)
     except Exception as exc:  # the last line of defence: one line, details on request
+        err = console(err=True)
         if verbose:
             err.print_exception()
         err.print(

@@ -238,6 +238,7 @@ class Renderer:
                 running.progress = progress
 
             limits = render_limits(node.parts)
+            limits.machine_free = free_slot  # the last process's exit: the next frame starts
             token = LIMITS.set(limits)
             stuck_token = stuck.STUCK_AFTER.set(node.parts.stuck_after or 0.0)
             try:
@@ -245,8 +246,9 @@ class Renderer:
             finally:
                 stuck.STUCK_AFTER.reset(stuck_token)
                 LIMITS.reset(token)
-            # The renderer is done with the machine: start the next frame while this one's
-            # outputs are stored and its completion is gossiped.
+            # The renderer is done with the machine (a process renderer said so at its last
+            # process's exit): start the next frame while this one's outputs are stored and its
+            # completion is gossiped.
             free_slot()
             await trio.lowlevel.checkpoint()  # let the scheduler fill the slot first
             wrote_nothing = not any(result.outputs.values())

@@ -83,6 +83,9 @@ class RenderLimits:
     nice: bool = False  # lower the renderers' priority
     max_memory: int | None = None  # bytes; a group above it is killed
     peak_memory: int = 0  # the greatest resident memory sampled over the group (bytes)
+    #: Called once the render's last process has exited (``run_logged(..., last=True)``): the
+    #: machine is free, and the peer starts its next frame while this one's files are collected.
+    machine_free: Callable[[], None] | None = None
 
 
 #: The caps of the render the current task runs (set by the peer around a plugin's ``render``).
@@ -440,12 +443,15 @@ async def run_logged(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     on_line: Callable[[str], None] | None = None,
+    last: bool = False,
 ) -> LoggedRun:
     """Run ``argv`` in its own process group, streaming stdout+stderr lines to ``on_line``.
 
     Keeps a bounded tail of the output. On cancellation the group is killed and
     ``trio.Cancelled`` propagates; when the leader exits, stragglers in its group are killed
-    too. A program that cannot be started raises ``RenderFailed``.
+    too. A program that cannot be started raises ``RenderFailed``. ``last``: the render runs
+    no process after this one, so its exit frees the machine (:attr:`RenderLimits.machine_free`)
+    whatever the outcome.
     """
     tail = LogTail()
     started = time.monotonic()
@@ -529,6 +535,8 @@ async def run_logged(
                 if limits is not None:
                     nursery.start_soon(sample_memory, limits)
                 await process.wait()
+                if last and limits is not None and limits.machine_free is not None:
+                    limits.machine_free()
                 watching.cancel()
                 sampler.cancel()
                 # A grandchild may still hold the pipe open: end the tree so the pump sees EOF.

@@ -318,7 +318,13 @@ class BlenderRenderer(Renderer):
             frames = tuple(range(start, end + 1))
             argv = self.build_argv(dataclasses.replace(task, frames=frames), executable)
             relay = self._progress_relay(on_progress, [start], fixed=split is not None)
-            run = await run_logged(argv, cwd=task.scene.parent, env=child_env(), on_line=relay)
+            run = await run_logged(
+                argv,
+                cwd=task.scene.parent,
+                env=child_env(),
+                on_line=relay,
+                last=(start, end) == runs[-1],
+            )
             tail = run.log_tail
             if run.returncode != 0:
                 reason = failure_line(tail) if run.returncode == SCRIPT_EXIT_CODE else None

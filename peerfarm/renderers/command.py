@@ -172,7 +172,8 @@ class CommandRenderer(Renderer):
                 if progress is not None:
                     on_progress(Progress(frame, progress.fraction, progress.message))
 
-            run = await run_logged(argv, cwd=task.work_dir, env=env, on_line=on_line)
+            last = frame == task.frames[-1]
+            run = await run_logged(argv, cwd=task.work_dir, env=env, on_line=on_line, last=last)
             tail = run.log_tail
             if run.returncode != 0:
                 raise RenderFailed(

@@ -196,7 +196,8 @@ class PovrayRenderer(Renderer):
         started = time.monotonic()
         outputs: dict[int, list[Path]] = {}
         tail = ""
-        for start, end in contiguous_runs(task.frames):
+        runs = contiguous_runs(task.frames)
+        for start, end in runs:
             run_task = dataclasses.replace(
                 task, frames=tuple(range(start, end + 1)), scene=main, output_dir=output_dir
             )
@@ -211,7 +212,11 @@ class PovrayRenderer(Renderer):
                     on_progress(dataclasses.replace(progress, frame=current[0]))
 
             run = await run_logged(
-                self.build_argv(run_task), cwd=main.parent, env=child_env(), on_line=on_line
+                self.build_argv(run_task),
+                cwd=main.parent,
+                env=child_env(),
+                on_line=on_line,
+                last=(start, end) == runs[-1],
             )
             tail = run.log_tail
             if run.returncode != 0:

@@ -11,9 +11,11 @@ import trio
 
 from peerfarm import platform
 from peerfarm.renderers.base import (
+    LIMITS,
     DirectChild,
     Progress,
     RenderFailed,
+    RenderLimits,
     kill_process_group,
     run_logged,
     start_child,
@@ -259,3 +261,43 @@ async def test_a_child_that_runs_code_before_exec_starts_through_trio(tmp_path: 
     """``preexec_fn`` (lowering a render's priority) rules out vfork: such a child is left to
     trio's ``open_process`` rather than forked in the event loop."""
     assert start_child(["/bin/true"], cwd=tmp_path, env=None, preexec_fn=lambda: None) is None
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_the_machine_is_free_once_the_last_frame_of_a_chunk_exits(
+    tmp_path: Path, fails: bool
+) -> None:
+    """The peer starts its next frame while the renderer still collects this chunk's files:
+    told once, at the exit of the chunk's last process (not of an earlier one), success or not."""
+    ran = tmp_path / "ran"
+    body = f'echo "$PEERFARM_FRAME" >> "{ran}"\n'
+    body += 'test "$PEERFARM_FRAME" != 3\n' if fails else 'touch "$PEERFARM_OUTPUT_DIR/out.txt"\n'
+    script = _script(tmp_path / "frame.sh", "#!/bin/sh\n" + body)
+    task = make_task(tmp_path, script, (1, 2, 3), allow_scripts=True)
+    told: list[list[str]] = []
+    limits = RenderLimits(machine_free=lambda: told.append(ran.read_text().split()))
+    token = LIMITS.set(limits)
+    try:
+        with trio.fail_after(20):
+            if fails:
+                with pytest.raises(RenderFailed, match="frame 3"):
+                    await CommandRenderer().render(task, on_progress=lambda _: None)
+            else:
+                result = await CommandRenderer().render(task, on_progress=lambda _: None)
+                assert sorted(result.outputs) == [1, 2, 3]
+    finally:
+        LIMITS.reset(token)
+    assert told == [["1", "2", "3"]]
+
+
+async def test_run_logged_frees_the_machine_only_for_the_last_process(tmp_path: Path) -> None:
+    told: list[str] = []
+    token = LIMITS.set(RenderLimits(machine_free=lambda: told.append("free")))
+    try:
+        with trio.fail_after(20):
+            await run_logged(["true"])
+            assert told == []
+            done = await run_logged(["sh", "-c", "exit 3"], last=True)
+    finally:
+        LIMITS.reset(token)
+    assert done.returncode == 3 and told == ["free"]

@@ -6,7 +6,8 @@ another protocol, and the outbox of local writes. Its rule for writes is *durabi
 gossip*: the outbox is saved to the ledger database before any of it leaves the peer, so a peer
 killed at any moment never has sent a write it cannot recover. Fresh writes are pushed at once
 to every alive peer up to ``push_fanout`` (a burst of writes within :data:`PUSH_COALESCE`
-shares datagrams and one save); only when that leaves peers out are they also queued for
+shares datagrams and one save; a write a control request waits for, such as a submit, goes at
+once); only when that leaves peers out are they also queued for
 piggybacking on later gossip (datagrams lost on the way are repaired by the push-pull, which
 runs well inside a lease); a received broadcast is relayed only when it was news here, so a
 stale value never replaces a newer one in the relay queue.
@@ -59,6 +60,7 @@ class GossipService:
         self.node = node
         self._outbox: list[Delta] = []
         self._outbox_ready = trio.Event()
+        self._awaited = trio.Event()  # someone waits for the outbox's save: no coalescing pause
         self._saved = trio.Event()  # set (and replaced) after every successful save
         self._last_save_error = -SAVE_ERROR_EVERY
         self.save_error: str | None = None
@@ -242,13 +244,18 @@ class GossipService:
         while self.node.ledger.has_unsaved or self._outbox:
             if self.save_error is not None:
                 raise LedgerError(f"not saved: {self.save_error}")
+            self._awaited.set()
             self._outbox_ready.set()
             await self._saved.wait()
 
     async def _push_loop(self) -> None:
         while True:
             await self._outbox_ready.wait()
-            await trio.sleep(PUSH_COALESCE)
+            # Writes close together share a datagram and a save, unless a control request
+            # waits for them (a submit: every peer should start on it at once).
+            with trio.move_on_after(PUSH_COALESCE):
+                await self._awaited.wait()
+            self._awaited = trio.Event()
             await self.node.gate()
             await self.flush_outbox()
 

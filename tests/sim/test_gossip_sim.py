@@ -19,6 +19,7 @@ import trio.testing
 
 from peerfarm.gossip.config import GossipConfig, suspicion_bounds
 from peerfarm.gossip.membership import MemberState
+from peerfarm.peer.gossip import PUSH_COALESCE
 from peerfarm.testing import SimFarm
 from tests.support.depth import depth
 
@@ -299,3 +300,23 @@ async def test_a_joiner_and_its_seed_opening_exchanges_at_once_carry_the_ledger_
             await trio.sleep(1.0)  # both exchanges over
             # Every entry came by push-pull once (gossip relays count apart).
             assert joiner.node.stats.sync_deltas_received == entries
+
+
+async def test_a_submit_reaches_every_peer_without_the_coalescing_pause(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Local writes wait PUSH_COALESCE to share a datagram; one a control request waits for (a
+    submit) is pushed with its save, so every peer can start on it one network hop later."""
+    with trio.fail_after(60):
+        farm = SimFarm(tmp_path, seed=5)
+        async with farm.running():
+            peers = await farm.start(4)
+            asked = trio.current_time()
+            job = await farm.submit(peers[0], "1-8")
+            known = await farm.wait_until(
+                lambda: all(p.node.ledger.job(job) is not None for p in peers),
+                timeout=5.0,
+                poll=0.0001,
+                what="the job on every peer",
+            )
+            assert known - asked < PUSH_COALESCE / 2, known - asked

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from peerfarm.errors import PeerfarmError
-from peerfarm.testing.daemons import LocalFarm
+
+if TYPE_CHECKING:
+    from peerfarm.testing.daemons import LocalFarm
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Seconds a benchmark daemon may take to start (a loaded machine starts them slowly).
@@ -24,6 +27,10 @@ class BenchError(PeerfarmError):
 def local_farm(peers: int, *, preset: str = "lan", slots: int = 1) -> LocalFarm:
     """``peers`` daemons (peer1..N) on 127.0.0.1, all joined to the first, taking command jobs,
     every one ready and seeing every other. The caller closes it (or uses it in ``with``)."""
+    # Imported here: the RQ baseline's fork worker imports this package (for bench.rq_tasks)
+    # in every job's fresh process, and the daemons' test tooling took it 0.4 s a job.
+    from peerfarm.testing.daemons import LocalFarm
+
     farm = LocalFarm(preset=preset, ready_timeout=START_TIMEOUT_S)
     try:
         farm.start_all([f"peer{i + 1}" for i in range(peers)], allow_command=True, slots=slots)

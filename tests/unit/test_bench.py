@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -39,3 +42,17 @@ def test_table_marks_missed_targets() -> None:
     assert rows["failover (SIGKILL)"][4] == "MISSED"
     assert rows["duplicates 8 peers"][4] == "ok"
     assert rows["blender"][4] == "FAILED"
+
+
+def test_the_rq_job_module_imports_no_test_tooling() -> None:
+    """RQ's fork worker imports the job's module in each job's fresh process: the package it
+    lives in must not pull in the daemons' test tooling (it once cost 0.4 s a job, and the
+    fork baseline's 1,000 frames ran for minutes)."""
+    probe = "import json, sys; import bench.rq_tasks; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = set(json.loads(done.stdout))
+    heavy = {m for m in loaded if m.split(".")[0] in {"trio", "pytest", "_pytest", "rich"}}
+    heavy |= {m for m in loaded if m.startswith("peerfarm.testing")}
+    assert not heavy, sorted(heavy)[:8]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,8 +25,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, cast
 from urllib.parse import quote, urlencode, urlsplit
-
-import platformdirs
 
 from peerfarm.control import (
     Action,
@@ -73,6 +70,8 @@ def resolve_data_dir(option: Path | None, environ: Mapping[str, str] | None = No
     elif env.get(ENV_DATA_DIR):
         chosen = Path(env[ENV_DATA_DIR])
     else:
+        import platformdirs  # here: a command given its data dir does not load it
+
         chosen = Path(platformdirs.user_data_dir("peerfarm"))
     return chosen.expanduser().absolute()
 
@@ -96,6 +95,8 @@ def write_control_file(
     data_dir: Path, url: str, token: str, *, pid: int | None = None, web: str | None = None
 ) -> Path:
     """Write ``control.json`` (mode 0600, atomically) for the daemon of ``data_dir``."""
+    import secrets
+
     from peerfarm import platform  # the daemon's side: a command need not import psutil
 
     info = {"url": url, "token": token, "pid": os.getpid() if pid is None else pid, "web": web}

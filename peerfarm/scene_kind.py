@@ -6,8 +6,6 @@ submit`` asks this first and must start quickly.
 
 from __future__ import annotations
 
-import tarfile
-import zipfile
 from pathlib import Path
 
 from peerfarm.errors import UsageError
@@ -16,6 +14,9 @@ _BY_SUFFIX = {".blend": "blender", ".pov": "povray", ".sh": "command"}
 
 
 def _archive_names(path: Path) -> list[str]:
+    import tarfile  # here: a submit of a plain scene does not load them
+    import zipfile
+
     try:
         if path.name.lower().endswith(".zip"):
             with zipfile.ZipFile(path) as zf:

@@ -283,6 +283,7 @@ class Node:
                 await nursery.start(self.gossip.run)
                 nursery.start_soon(self.sync.run)
                 nursery.start_soon(self.sync.reconnect_loop)
+                nursery.start_soon(self.sync.tidy_asking)
                 nursery.start_soon(self.worker.run)
                 nursery.start_soon(self.deliverer.run)
                 nursery.start_soon(self.notifier.run)

@@ -22,6 +22,11 @@ Steal check, one round trip, before a thief claims frames of a chunk homed on a 
 ``ok`` are the frames the thief may claim; ``d`` the home's records of the others (merged by
 the thief, which then sees why).
 
+A stream opened for a question stays open for the next question to the same peer for
+:data:`KEEP_ASKING_S` seconds (a thief asks the same few homes again and again while a job of
+short frames runs, and opening the stream was two of a question's three round trips); a kept
+stream the peer closed meanwhile is replaced once, since both questions can be asked twice.
+
 The owner renews (or, when it no longer renders them, releases) its claims of those frames and
 answers with its current records, which the asker merges: a renewed lease is no longer lapsed, a
 finished frame is finished, a released one is free to claim without a takeover.
@@ -55,6 +60,8 @@ T_LEASE_A = "lease!"
 T_STEAL_Q = "steal?"
 T_STEAL_A = "steal!"
 MAX_LEASE_FRAMES = 1_000
+#: Seconds an idle stream of lease and steal questions is kept for the next one to its peer.
+KEEP_ASKING_S = 2.0
 
 
 class SyncService:
@@ -73,6 +80,8 @@ class SyncService:
         # (exchanges under way, an event set when the last of them ends) by address
         self._active: dict[Address, tuple[int, trio.Event]] = {}
         self._initiated: set[Address] = set()  # push-pulls this peer opened, under way
+        # Idle question streams (lease?, steal?) by address, with when each was last used.
+        self._asking: dict[Address, tuple[Stream, float]] = {}
 
     def remember_seeds(self, seeds: Sequence[Address]) -> None:
         for seed in seeds:
@@ -330,12 +339,7 @@ class SyncService:
         timeout = node.config.probe_timeout * 2
         try:
             with trio.fail_after(timeout * 2):
-                stream = await node.transport.connect(address, timeout=timeout)
-                try:
-                    await stream.send(question)
-                    answer = await stream.receive(timeout=timeout)
-                finally:
-                    await stream.aclose()
+                answer = await self._round_trip(address, question, timeout)
             if not isinstance(answer, dict) or answer.get("t") != kind:
                 raise DecodeError(f"unexpected answer to {question.get('t')!r}")
             node.merge(codec.decode_deltas(answer.get("d"), max_count=MAX_LEASE_FRAMES))
@@ -343,6 +347,65 @@ class SyncService:
             log.debug("%s with %s failed: %s", question.get("t"), peer[:8], exc)
             return None
         return answer
+
+    async def _round_trip(self, address: Address, question: dict[str, Any], timeout: float) -> Any:
+        """Send ``question`` on a kept stream to ``address`` (or a new one) and read the answer.
+        A kept stream that breaks at once (its peer closed it while it was idle) is replaced
+        once; the stream is kept for the next question only after a whole answer."""
+        kept = self._asking.pop(address, None)
+        if kept is not None and self.node.now() - kept[1] > KEEP_ASKING_S:
+            await _close(kept[0])
+            kept = None
+        if kept is not None:
+            stream, asked = kept[0], self.node.now()
+            try:
+                await stream.send(question)
+                answer = await stream.receive(timeout=timeout)
+            except TransportError:
+                await _close(stream)
+                if self.node.now() - asked >= timeout:
+                    raise  # no answer in time: the peer is slow, not gone; no second wait
+                # else it was closed while idle (a restart, its idle timeout): a new stream
+            except BaseException:
+                await _close(stream)
+                raise
+            else:
+                await self._keep(address, stream)
+                return answer
+        stream = await self.node.transport.connect(address, timeout=timeout)
+        try:
+            await stream.send(question)
+            answer = await stream.receive(timeout=timeout)
+        except BaseException:
+            await _close(stream)
+            raise
+        await self._keep(address, stream)
+        return answer
+
+    async def _keep(self, address: Address, stream: Stream) -> None:
+        extra = self._asking.pop(address, None)
+        self._asking[address] = (stream, self.node.now())
+        if extra is not None:  # two questions ran at once: keep one stream
+            await _close(extra[0])
+
+    async def tidy_asking(self) -> None:
+        """Close the question streams idle for :data:`KEEP_ASKING_S` (each holds a connection
+        of its peer's), and every one when the node stops."""
+        try:
+            while True:
+                await trio.sleep(KEEP_ASKING_S / 2)
+                now = self.node.now()
+                for address, (stream, used) in list(self._asking.items()):
+                    if (
+                        now - used > KEEP_ASKING_S
+                        and self._asking.get(address, (None,))[0] is stream
+                    ):
+                        del self._asking[address]
+                        await _close(stream)
+        finally:
+            kept, self._asking = list(self._asking.values()), {}
+            for stream, _used in kept:
+                await _close(stream)
 
     async def check_steal(self, home: str, job: str, frames: Sequence[int]) -> set[int] | None:
         """Ask ``home`` which of ``frames`` this peer may steal; merge its records of the
@@ -359,3 +422,9 @@ class SyncService:
         answered (the ledger now says what it knows), False when it could not be reached."""
         question = {"t": T_LEASE_Q, "j": job, "f": list(frames)}
         return await self._ask(owner, question, T_LEASE_A) is not None
+
+
+async def _close(stream: Stream) -> None:
+    """Close a question stream, whatever state it is in (errors are of no interest here)."""
+    with trio.CancelScope(shield=True), contextlib.suppress(PeerfarmError, OSError):
+        await stream.aclose()

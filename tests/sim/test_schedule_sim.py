@@ -19,6 +19,7 @@ from peerfarm.farm import Farm
 from peerfarm.gossip.config import GossipConfig
 from peerfarm.gossip.membership import MemberState
 from peerfarm.ledger.model import JobState, Status
+from peerfarm.peer.sync import KEEP_ASKING_S
 from peerfarm.scheduler.planner import Planner, chunks_of
 from peerfarm.testing import (
     RenderRecord,
@@ -577,3 +578,35 @@ async def test_a_failing_frame_in_a_batch_of_short_frames_fails_alone(
             # Frame 40 was first tried inside a batch (handed back), then alone.
             tries = [r for r in farm.log.of_job(job) if r.frame == 40]
             assert len(tries) == 2 and all(r.failed for r in tries)
+
+
+async def test_steal_questions_to_a_home_share_one_stream_while_they_come_often(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A thief asks the same homes again and again while a job of short frames runs, and
+    opening a stream was two of a question's three round trips: questions within
+    KEEP_ASKING_S of each other share one stream, an idle one is closed, and one the home
+    closed (it was killed and restarted) is replaced without losing the question."""
+    with trio.fail_after(60):
+        farm = SimFarm(tmp_path, seed=8)
+        async with farm.running():
+            home, thief = await farm.start(2)
+            job = await farm.submit(home, "1-4")
+            await wait_finished(farm, job, 30.0)
+
+            async def ask(frames: list[int]) -> int:
+                """Asks (every frame is done: refused, with the home's records); returns the
+                streams the thief opened meanwhile (a question takes milliseconds)."""
+                before = farm.net.stats(thief.address).streams_opened
+                assert await thief.node.sync.check_steal(home.node_id, job, frames) == set()
+                return farm.net.stats(thief.address).streams_opened - before
+
+            assert await ask([1]) == 1
+            for frame in (2, 3):
+                await trio.sleep(KEEP_ASKING_S / 4)
+                assert await ask([frame]) == 0  # the same stream
+            await trio.sleep(KEEP_ASKING_S * 2)  # idle: closed (the home's connection freed)
+            assert await ask([4]) == 1
+            farm.crash(home.node_id)
+            home = await farm.restart(home.node_id)
+            assert await ask([1]) == 1  # the kept stream died with the home: a new one

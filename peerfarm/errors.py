@@ -66,6 +66,10 @@ class StoreError(PeerfarmError):
     """The content-addressed store failed (missing blob, hash mismatch, disk full)."""
 
 
+class BlobUnavailable(StoreError):
+    """No reachable peer holds a blob this peer needs (say, a scene whose submitter is down)."""
+
+
 class HashMismatch(StoreError):
     """Bytes received for a content hash do not hash to it."""
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import PeerfarmError, StoreError
+from ..errors import BlobUnavailable, PeerfarmError
 from ..files.names import safe_name
 from ..files.place import safe_join
 from ..files.transfer import fetch_blob
@@ -141,7 +141,7 @@ class Blobs:
                 if disk_full(exc) is not None:
                     raise  # our disk, not their blob: no other peer can help
                 errors.append(f"{node_id[:8]}: {exc}")
-        raise StoreError(
+        raise BlobUnavailable(
             f"no peer could provide {digest[:12]}" + (f" ({'; '.join(errors)})" if errors else "")
         )
 

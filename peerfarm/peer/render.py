@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING
 import trio
 
 from .. import platform
-from ..errors import LedgerError, RemoteProtocolError, StoreError, TransportError
+from ..errors import (
+    BlobUnavailable,
+    LedgerError,
+    RemoteProtocolError,
+    StoreError,
+    TransportError,
+)
 from ..files.names import safe_name
 from ..files.place import safe_join
 from ..frames import format_frames
@@ -114,6 +120,12 @@ class Renderer:
         except LostClaim as exc:
             node.stats.frames_lost += 1
             log.info("%s", exc)
+        except BlobUnavailable as exc:
+            # Not the frame's fault nor this peer's: the scene's holders are out of reach (its
+            # submitter was killed before anyone fetched it). Give the frames back and leave
+            # the job a while; it goes on when a holder is back, it does not fail.
+            await node.worker.release(running)
+            node.worker.set_aside(spec.id, f"scene not available: {exc}")
         except (OSError, StoreError, TransportError, RemoteProtocolError) as exc:
             full = disk_full(exc)
             if full is not None:

@@ -51,6 +51,8 @@ MAX_REMEMBERED = 4096
 #: Seconds between full rescans of every unfinished frame (liveness: no frame waits on a
 #: planner cursor that went past it).
 RESCAN_INTERVAL = 5.0
+#: Seconds a job whose scene no reachable peer holds is left alone before this peer tries again.
+SET_ASIDE_S = 5.0
 
 
 class Worker:
@@ -75,6 +77,9 @@ class Worker:
         # Homes that did not answer a steal check: node id -> until when they are not counted
         # busy (no chunk of theirs looks lagging), since they may be across a network split.
         self._unanswered: dict[str, float] = {}
+        # Jobs left alone for a while (their scene is out of reach): job -> until when.
+        self._aside: dict[str, float] = {}
+        self._aside_before: set[str] = set()  # said once in the log, at warning level
 
     def wake(self) -> None:
         self._wake.set()
@@ -139,6 +144,17 @@ class Worker:
 
     def forget(self, job: str) -> None:
         self.planner.forget(job)
+        self._aside.pop(job, None)
+        self._aside_before.discard(job)
+
+    def set_aside(self, job: str, reason: str) -> None:
+        """Leave ``job`` alone for :data:`SET_ASIDE_S` seconds (its frames were handed back):
+        a problem of reach, which counts as no failure of the job or of this peer."""
+        level = logging.DEBUG if job in self._aside_before else logging.WARNING
+        self._aside_before.add(job)
+        log.log(level, "%s set aside for %g s: %s", self.node.job_label(job), SET_ASIDE_S, reason)
+        self._aside[job] = self.node.now() + SET_ASIDE_S
+        self.wake()
 
     def _stop(self, running: Running, reason: str) -> None:
         if running.stop_reason is None:
@@ -214,10 +230,12 @@ class Worker:
             s.id: s for s in node.ledger.jobs() if node.ledger.job_state(s.id) == JobState.ACTIVE
         }
         held = dependencies.held_frames(node.ledger, active)
+        for job in [j for j, until in self._aside.items() if until <= now]:
+            del self._aside[job]
         capable = {
             job: node.capable_peers(spec)
             for job, spec in active.items()
-            if job not in held or held[job] is not None
+            if (job not in held or held[job] is not None) and job not in self._aside
         }
         members = node.membership.members()
         alive = [m.node_id for m in members if m.state.name == "ALIVE"]

@@ -1,7 +1,8 @@
 """Real daemons in network namespaces through the crashes of issue 16: nothing lost.
 
 * the submitter is killed (SIGKILL) right after ``submit`` returned, then restarted: the job it
-  acknowledged is rendered and delivered to it;
+  acknowledged is rendered and delivered to it (by the others while it is down when one of them
+  fetched the scene in time; else it waits for the scene, and does not fail);
 * the only peer that may render command jobs is killed mid-frame, then restarted: its old
   renderer is ended, its claims do not stay "rendering", and the job completes;
 * a peer is frozen (SIGSTOP) longer than a lease, then continued (SIGCONT): no frame is
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from peerfarm.peer.worker import SET_ASIDE_S
 from tests.cluster.conftest import ClusterFactory, report
 from tests.cluster.harness import FRAME_SCRIPT, Cluster, Host, completed_renders, duplicated_frames
 from tests.cluster.test_scenarios import (
@@ -46,7 +48,16 @@ def test_submitter_killed_right_after_submit_gets_its_job_done(
     job = submit(c, h1, 12)
     c.kill(h1, signal.SIGKILL)  # moments after `submit` returned
     killed = time.monotonic()
-    c.wait_until(lambda: frames_done(c, h2, job), 60.0, "the others to render the job")
+    # The others render the job while h1 is down when one of them fetched its scene before the
+    # kill, a race with it. Otherwise nobody can, and that fails neither the job nor the peers
+    # that tried: they hand the frames back and leave the job a while (SET_ASIDE_S).
+    c.wait_until(
+        lambda: frames_done(c, h2, job) or time.monotonic() - killed > 3 * SET_ASIDE_S,
+        60.0,
+        "the others to render the job, or to wait for its scene",
+    )
+    done_while_down = c.job_view(h2, job)["frames_done"]
+    assert c.job_view(h2, job)["state"] != "failed"
     c.restart(h1)
     restarted = time.monotonic()
     c.wait_until(lambda: all_delivered(c, h1, job), 60.0, "every frame delivered to h1")
@@ -54,7 +65,8 @@ def test_submitter_killed_right_after_submit_gets_its_job_done(
     check_outputs(h1, "job", range(1, 13))
     report(
         figures,
-        rendered_while_down_s=round(restarted - killed, 2),
+        down_s=round(restarted - killed, 2),
+        done_while_down=done_while_down,
         delivered_after_restart_s=round(time.monotonic() - restarted, 2),
         duplicates=len(duplicated_frames(c.renders(), job)),
     )

@@ -20,6 +20,7 @@ from peerfarm.gossip.config import GossipConfig
 from peerfarm.gossip.membership import MemberState
 from peerfarm.ledger.model import JobState, Status
 from peerfarm.peer.sync import KEEP_ASKING_S
+from peerfarm.peer.worker import SET_ASIDE_S
 from peerfarm.scheduler.planner import Planner, chunks_of
 from peerfarm.testing import (
     RenderRecord,
@@ -611,3 +612,32 @@ async def test_steal_questions_to_a_home_share_one_stream_while_they_come_often(
             farm.crash(home.node_id)
             home = await farm.restart(home.node_id)
             assert await ask([1]) == 1  # the kept stream died with the home: a new one
+
+
+async def test_a_job_whose_scene_went_down_with_its_submitter_waits_and_does_not_fail(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The submitter is killed before any other peer fetched the scene: nobody can render the
+    job meanwhile, but that is no failure of the job nor of the peers that tried (they hand the
+    frames back and leave the job a while); once the submitter is back, the job is done and
+    delivered to it."""
+    with trio.fail_after(120):
+        farm = SimFarm(tmp_path, seed=23, renderer_seconds=0.25)
+        async with farm.running():
+            submitter, *others = await farm.start(3)
+            job = await farm.submit(submitter, "1-12")
+            await farm.wait_until(
+                lambda: all(p.node.ledger.job(job) is not None for p in others),
+                timeout=5.0,
+                poll=0.0001,
+                what="the job heard of",
+            )
+            farm.crash(submitter.node_id)  # before a fetch of the scene could end (a round trip)
+            await trio.sleep(3 * SET_ASIDE_S)
+            for peer in others:
+                assert peer.node.ledger.job_state(job) == JobState.ACTIVE
+                assert not peer.node.ledger.banned(job)
+                assert peer.node.stats.frames_failed == 0
+            submitter = await farm.restart(submitter.node_id)
+            await wait_finished(farm, job, 60.0)
+            assert_complete(farm, job, submitter)

@@ -353,34 +353,29 @@ class SyncService:
         A kept stream that breaks at once (its peer closed it while it was idle) is replaced
         once; the stream is kept for the next question only after a whole answer."""
         kept = self._asking.pop(address, None)
+        stream = None if kept is None else kept[0]
         if kept is not None and self.node.now() - kept[1] > KEEP_ASKING_S:
             await _close(kept[0])
-            kept = None
-        if kept is not None:
-            stream, asked = kept[0], self.node.now()
+            stream = None
+        reused = stream is not None
+        while True:
+            if stream is None:
+                stream = await self.node.transport.connect(address, timeout=timeout)
+            asked = self.node.now()
             try:
                 await stream.send(question)
                 answer = await stream.receive(timeout=timeout)
-            except TransportError:
+            except BaseException as exc:
                 await _close(stream)
-                if self.node.now() - asked >= timeout:
-                    raise  # no answer in time: the peer is slow, not gone; no second wait
-                # else it was closed while idle (a restart, its idle timeout): a new stream
-            except BaseException:
-                await _close(stream)
-                raise
-            else:
-                await self._keep(address, stream)
-                return answer
-        stream = await self.node.transport.connect(address, timeout=timeout)
-        try:
-            await stream.send(question)
-            answer = await stream.receive(timeout=timeout)
-        except BaseException:
-            await _close(stream)
-            raise
-        await self._keep(address, stream)
-        return answer
+                broke_at_once = isinstance(exc, TransportError) and (
+                    self.node.now() - asked < timeout  # else the peer is slow: no second wait
+                )
+                if not (reused and broke_at_once):
+                    raise
+                stream, reused = None, False  # closed while idle (a restart, its idle timeout)
+                continue
+            await self._keep(address, stream)
+            return answer
 
     async def _keep(self, address: Address, stream: Stream) -> None:
         extra = self._asking.pop(address, None)
@@ -396,10 +391,7 @@ class SyncService:
                 await trio.sleep(KEEP_ASKING_S / 2)
                 now = self.node.now()
                 for address, (stream, used) in list(self._asking.items()):
-                    if (
-                        now - used > KEEP_ASKING_S
-                        and self._asking.get(address, (None,))[0] is stream
-                    ):
+                    if now - used > KEEP_ASKING_S and self._asking.get(address) == (stream, used):
                         del self._asking[address]
                         await _close(stream)
         finally:

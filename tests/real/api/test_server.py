@@ -90,6 +90,16 @@ def _request(method: str, target: str, headers: dict[str, str]) -> h11.Request:
     )
 
 
+async def _post_headers(
+    stream: trio.SocketStream, target: str, content_type: str, length: int
+) -> h11.Connection:
+    """A new client on ``stream`` that has sent the headers of a dashboard POST (no login)."""
+    client = h11.Connection(h11.CLIENT)
+    headers = {"X-Peerfarm": "1", "Content-Type": content_type, "Content-Length": str(length)}
+    await stream.send_all(client.send(_request("POST", target, headers)))
+    return client
+
+
 async def _answer(stream: trio.SocketStream, client: h11.Connection) -> tuple[h11.Response, bytes]:
     """The next whole answer on the connection; fails if the server closes it instead."""
     response, body = None, b""
@@ -115,13 +125,9 @@ async def test_an_answer_before_the_body_keeps_the_connection_usable(tmp_path: P
     body = b'{"frames": "1"}'
     with trio.fail_after(30):
         async with served(tmp_path) as stream:
-            client = h11.Connection(h11.CLIENT)
-            headers = {
-                "X-Peerfarm": "1",
-                "Content-Type": "application/json",
-                "Content-Length": str(len(body)),
-            }
-            await stream.send_all(client.send(_request("POST", "/api/jobs/nope/retry", headers)))
+            client = await _post_headers(
+                stream, "/api/jobs/nope/retry", "application/json", len(body)
+            )
             await trio.sleep(0.3)  # the refusal is decided (and was sent) meanwhile
             await stream.send_all(
                 client.send(h11.Data(data=body)) + client.send(h11.EndOfMessage())
@@ -141,13 +147,7 @@ async def test_an_answer_before_a_large_body_says_the_connection_closes(tmp_path
     """A refused upload of 10 MB is not read: the answer says ``Connection: close``."""
     with trio.fail_after(30):
         async with served(tmp_path) as stream:
-            client = h11.Connection(h11.CLIENT)
-            headers = {
-                "X-Peerfarm": "1",
-                "Content-Type": "application/octet-stream",
-                "Content-Length": "10000000",
-            }
-            await stream.send_all(client.send(_request("POST", "/api/upload", headers)))
+            client = await _post_headers(stream, "/api/upload", "application/octet-stream", 10**7)
             await stream.send_all(client.send(h11.Data(data=b"x" * 4096)))
             refused, _ = await _answer(stream, client)
             assert refused.status_code == 401

@@ -93,6 +93,8 @@ class Node:
         self.problems: dict[str, str] = {}
         #: Passing reasons this peer takes no new work (outside its schedule, user active).
         self.away: dict[str, str] = {}
+        #: Jobs whose scene this peer could get from no peer (see ``Worker.set_aside``).
+        self.scene_out_of_reach: set[str] = set()
         self.incompatible: dict[str, IncompatiblePeer] = {}
         self._changed = trio.Event()
         self._started = trio.current_time()
@@ -149,6 +151,10 @@ class Node:
             meta["problem"] = "; ".join(self.problems.values())[:160]
         if self.away:
             meta["away"] = "; ".join(self.away.values())[:160]
+        if self.scene_out_of_reach:
+            # Id prefixes, as many as fit beside the rest (a few: each is an unusual event).
+            prefixes = sorted(job[: eligibility.JOB_PREFIX] for job in self.scene_out_of_reach)
+            meta[eligibility.NO_SCENE] = prefixes[: eligibility.MAX_NO_SCENE]
         if self.parts.max_memory:
             meta["maxmem"] = int(self.parts.max_memory)
         meta.update(self.parts.extra_meta)
@@ -178,6 +184,19 @@ class Node:
         else:
             log.info("this peer takes work again")
         self.away = dict(reasons)
+        self.membership.update_meta(self.meta(), self.now())
+        self.touch()
+
+    def scene_reached(self, job: str, reached: bool) -> None:
+        """Whether this peer could get ``job``'s scene (and assets) from a peer: one out of
+        reach is gossiped in its metadata, so every peer's ``status`` says why this one does
+        not render the job. Said again only when it changes."""
+        if reached == (job not in self.scene_out_of_reach):
+            return
+        if reached:
+            self.scene_out_of_reach.discard(job)
+        else:
+            self.scene_out_of_reach.add(job)
         self.membership.update_meta(self.meta(), self.now())
         self.touch()
 

@@ -126,6 +126,7 @@ class Renderer:
             # the job a while; it goes on when a holder is back, it does not fail.
             await node.worker.release(running)
             node.worker.set_aside(spec.id, f"scene not available: {exc}")
+            node.scene_reached(spec.id, False)
         except (OSError, StoreError, TransportError, RemoteProtocolError) as exc:
             full = disk_full(exc)
             if full is not None:
@@ -387,6 +388,7 @@ class Renderer:
         async with lock:
             if scene_path.exists():
                 self._scenes[spec.id] = scene_path
+                node.scene_reached(spec.id, True)
                 return scene_path
             job_dir.mkdir(parents=True, exist_ok=True)
             for ref, target in [(spec.scene, scene_path)] + [
@@ -397,6 +399,7 @@ class Renderer:
                 )
                 await self.node.blocking(link_or_copy, blob, target)
             self._scenes[spec.id] = scene_path
+        node.scene_reached(spec.id, True)
         return scene_path
 
     def forget_job(self, job: str) -> None:

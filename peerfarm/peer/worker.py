@@ -146,6 +146,7 @@ class Worker:
         self.planner.forget(job)
         self._aside.pop(job, None)
         self._aside_before.discard(job)
+        self.node.scene_reached(job, True)
 
     def set_aside(self, job: str, reason: str) -> None:
         """Leave ``job`` alone for :data:`SET_ASIDE_S` seconds (its frames were handed back):
@@ -230,6 +231,8 @@ class Worker:
             s.id: s for s in node.ledger.jobs() if node.ledger.job_state(s.id) == JobState.ACTIVE
         }
         held = dependencies.held_frames(node.ledger, active)
+        for job in [j for j in node.scene_out_of_reach if j not in active]:
+            node.scene_reached(job, True)  # paused or ended: nothing to say about its scene
         for job in [j for j, until in self._aside.items() if until <= now]:
             del self._aside[job]
         capable = {

@@ -31,8 +31,10 @@ in ``waiting_reasons``: the peer reports a problem of its own (a full disk, a le
 save: ``problem`` in its metadata; it takes no work until it is solved, and it is left out of
 the job's home set meanwhile); the peer is held or drained (a ledger register any peer writes:
 ``peerfarm hold HOST``); the peer is away (outside its ``--schedule``, or its user is at the
-machine under ``--when-idle``: ``away`` in its metadata); the job is paused; every slot of the
-peer is busy with other jobs. Held and away peers are left out of home sets like troubled ones.
+machine under ``--when-idle``: ``away`` in its metadata); the job is paused; the peer could
+get the job's scene from no peer (its holders are down or out of reach: the job's id prefix in
+``noscene`` in its metadata; the peer tries again every few seconds); every slot of the peer is
+busy with other jobs. Held and away peers are left out of home sets like troubled ones.
 """
 
 from __future__ import annotations
@@ -49,6 +51,13 @@ _VERSION_RE = re.compile(r"(\d+)\.(\d+)")
 _BAN_RE = re.compile(r"^failed (\d+) times on .*?: (.*)$", re.DOTALL)
 #: Characters of a ban's last error kept in a reason (a reason is one short line).
 MAX_ERROR_CHARS = 160
+#: Metadata key: id prefixes (``JOB_PREFIX`` characters) of jobs whose scene the peer could get
+#: from no peer, at most ``MAX_NO_SCENE`` of them.
+NO_SCENE = "noscene"
+JOB_PREFIX = 12
+MAX_NO_SCENE = 8
+#: What ``waiting_reasons`` says of such a peer.
+NO_SCENE_REASON = "cannot get the scene: no peer that has it answers"
 
 
 def version_tuple(text: str) -> tuple[int, int] | None:
@@ -219,10 +228,19 @@ def peer_reason(
         return reason
     if paused:
         return "paused"
+    if scene_out_of_reach(spec.id, meta):
+        return NO_SCENE_REASON
     slots = _slots(meta)
     if len(busy_with) >= slots and spec.id not in busy_with:
         return f"all {slots} slots busy" if slots > 1 else "its slot is busy"
     return None
+
+
+def scene_out_of_reach(job: str, meta: Mapping[str, Any]) -> bool:
+    """Whether a peer's metadata says it could get ``job``'s scene from no peer (a list of id
+    prefixes; anything else a peer sent counts as none)."""
+    listed = meta.get(NO_SCENE)
+    return isinstance(listed, list | tuple) and job[:JOB_PREFIX] in listed
 
 
 def _slots(meta: Mapping[str, Any]) -> int:

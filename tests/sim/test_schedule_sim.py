@@ -21,6 +21,7 @@ from peerfarm.gossip.membership import MemberState
 from peerfarm.ledger.model import JobState, Status
 from peerfarm.peer.sync import KEEP_ASKING_S
 from peerfarm.peer.worker import SET_ASIDE_S
+from peerfarm.scheduler.eligibility import NO_SCENE, NO_SCENE_REASON
 from peerfarm.scheduler.planner import Planner, chunks_of
 from peerfarm.testing import (
     RenderRecord,
@@ -634,10 +635,21 @@ async def test_a_job_whose_scene_went_down_with_its_submitter_waits_and_does_not
             )
             farm.crash(submitter.node_id)  # before a fetch of the scene could end (a round trip)
             await trio.sleep(3 * SET_ASIDE_S)
+            names = sorted(str(p.node.name) for p in others)
             for peer in others:
                 assert peer.node.ledger.job_state(job) == JobState.ACTIVE
                 assert not peer.node.ledger.banned(job)
                 assert peer.node.stats.frames_failed == 0
+                # Every peer's status says why each of them waits (gossiped in metadata).
+                view = Farm(peer.node).status(job)["jobs"][0]
+                assert view["waiting"] == {name: NO_SCENE_REASON for name in names}
+                assert view["blocked"] is None  # a passing reason: the job is not stuck for good
             submitter = await farm.restart(submitter.node_id)
             await wait_finished(farm, job, 60.0)
             assert_complete(farm, job, submitter)
+            # Once the job is over, no peer says it lacks the scene any more.
+            await farm.wait_until(
+                lambda: all(NO_SCENE not in m.meta for p in others for m in p.node.members()),
+                timeout=10.0,
+                what="the scene reasons withdrawn",
+            )

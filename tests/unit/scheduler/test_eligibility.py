@@ -98,6 +98,17 @@ def test_passing_reasons_come_after_lasting_ones() -> None:
     assert el.peer_reason(FIVE, old, paused=True, busy_with=["x"]).startswith("blender 3.4.1")
 
 
+def test_a_peer_that_cannot_get_the_scene_says_so_for_that_job_only() -> None:
+    meta = {"slots": 1, "renderers": {"blender": "5.0.1"}, el.NO_SCENE: [FIVE.id[: el.JOB_PREFIX]]}
+    assert el.peer_reason(FIVE, meta) == el.NO_SCENE_REASON
+    assert el.peer_reason(FIVE, meta, busy_with=["other"]) == el.NO_SCENE_REASON
+    assert el.peer_reason(FIVE, meta, paused=True) == "paused"
+    assert el.peer_reason(FIVE, {**meta, el.NO_SCENE: ["0" * el.JOB_PREFIX]}) is None
+    # What another peer sent may be anything: only a list of prefixes counts.
+    for junk in (FIVE.id, {FIVE.id[: el.JOB_PREFIX]: 1}, 7, None, [None, 3]):
+        assert el.peer_reason(FIVE, {**meta, el.NO_SCENE: junk}) is None
+
+
 def test_a_ban_reads_as_the_failures_and_the_last_error() -> None:
     text = "failed 3 times on birch: blender exited with status 1"
     assert el.ban_reason(text) == "banned after 3 failures: blender exited with status 1"

@@ -352,7 +352,11 @@ class DirectChild:
                     self._watched.set()  # the others look again (one of them may watch)
                     self._watched = None
         await trio.lowlevel.checkpoint_if_cancelled()
-        self._close_exit_fd()
+        if self._watched is None:
+            # Not while another task watches it: that one may not have run since the child
+            # ended (this one found it reaped), and closing the descriptor under it would
+            # raise there. It closes it itself when it looks again.
+            self._close_exit_fd()
         return self._popen.wait()
 
     def _close_exit_fd(self) -> None:

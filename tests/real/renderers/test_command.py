@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import time
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from peerfarm import platform
 from peerfarm.renderers.base import (
@@ -255,6 +258,33 @@ async def test_a_direct_child_is_waited_for_however_it_ended(
             assert child.stdout is not None
             await child.stdout.aclose()
     assert fds() == before
+
+
+@linux_only
+async def test_a_second_wait_leaves_the_exit_descriptor_to_the_task_watching_it(
+    tmp_path: Path,
+) -> None:
+    """One task waits on the exit descriptor; the child ends and another task finds it reaped
+    before the first has run again (a kill after its grace, under load): both get the status,
+    and the descriptor is not closed under the first."""
+    with trio.fail_after(10):
+        child = start_child(["/bin/sh", "-c", "sleep 1000"], cwd=tmp_path, env=None)
+        assert isinstance(child, DirectChild)
+        codes: list[int] = []
+
+        async def waiter() -> None:
+            codes.append(await child.wait())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()  # the waiter watches the descriptor
+            os.kill(child.pid, signal.SIGKILL)
+            while child.returncode is None:  # reaped here, with no checkpoint in between
+                time.sleep(0.001)
+            assert await child.wait() == -signal.SIGKILL
+        assert codes == [-signal.SIGKILL]
+        assert child.stdout is not None
+        await child.stdout.aclose()
 
 
 async def test_a_child_that_runs_code_before_exec_starts_through_trio(tmp_path: Path) -> None:

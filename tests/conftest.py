@@ -22,6 +22,7 @@ own conftest.
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -97,3 +98,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             )
         for marker in LAYERS[layer]:
             item.add_marker(marker)
+        if layer == "sim":
+            _check_virtual_time(item)
+
+
+#: The clock fixtures of the simulation layer (tests/sim/conftest.py).
+CLOCKS = ("autojump_clock", "mock_clock")
+
+
+def _check_virtual_time(item: pytest.Item) -> None:
+    """A trio test of the simulation layer runs in virtual time. pytest-trio uses a Clock only
+    when it is an argument of the test function itself, not when only a fixture asks for it,
+    and such a test silently runs on the system clock: its simulated seconds are real ones."""
+    function = getattr(item, "obj", None)
+    if not inspect.iscoroutinefunction(function):
+        return
+    if not any(name in inspect.signature(function).parameters for name in CLOCKS):
+        raise pytest.UsageError(
+            f"{item.nodeid}: a simulation test takes autojump_clock as an argument "
+            "(else it runs in real time)"
+        )

@@ -10,5 +10,7 @@ from peerfarm.testing import sim_clock
 
 @pytest.fixture
 def autojump_clock() -> trio.testing.MockClock:
-    """pytest-trio runs a test under any Clock among its fixtures: this one, by this name."""
+    """The clock of a simulation test. pytest-trio runs a test under a Clock only when the
+    test function itself takes it as an argument (one a fixture asks for is not used): every
+    async test here does (checked at collection, tests/conftest.py)."""
     return sim_clock()

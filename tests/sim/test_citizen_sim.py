@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from peerfarm.farm import Farm
 from peerfarm.ledger.model import Status
@@ -29,7 +30,9 @@ def local_clock(base: datetime) -> Callable[[], datetime]:
     return lambda: base + timedelta(seconds=trio.current_time() - start)
 
 
-async def test_nothing_is_claimed_outside_the_schedule(tmp_path: Path) -> None:
+async def test_nothing_is_claimed_outside_the_schedule(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     schedule = Schedule.parse("Mon-Fri 19:00-08:00, Sat-Sun")
     opens = trio.current_time() + 30.0  # 19:00 local
     parts = {"schedule": schedule, "local_time": local_clock(WEDNESDAY_EVENING)}
@@ -53,7 +56,9 @@ async def test_nothing_is_claimed_outside_the_schedule(tmp_path: Path) -> None:
             assert farm.log.duplicates() == {}
 
 
-async def test_a_returning_user_gets_the_machine_and_the_frame_moves_on(tmp_path: Path) -> None:
+async def test_a_returning_user_gets_the_machine_and_the_frame_moves_on(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     idle = DrivenIdle()  # idle since forever
     farm = SimFarm(tmp_path, renderer_seconds=30.0)
     with trio.fail_after(600):
@@ -88,7 +93,9 @@ async def test_a_returning_user_gets_the_machine_and_the_frame_moves_on(tmp_path
             assert desk.node.takes_work()
 
 
-async def test_hold_and_drain_from_another_peer_survive_a_restart(tmp_path: Path) -> None:
+async def test_hold_and_drain_from_another_peer_survive_a_restart(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     farm = SimFarm(tmp_path, renderer_seconds=6.0, slots=1)
     with trio.fail_after(600):
         async with farm.running():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from peerfarm.api.access import (
     SESSION_COOKIE,
@@ -98,7 +99,9 @@ def test_access_rules(facts: RequestFacts, status: int | None) -> None:
     assert (denied.status if denied else None) == status
 
 
-async def test_loopback_browser_needs_a_session_to_act(make_client: ClientFactory) -> None:
+async def test_loopback_browser_needs_a_session_to_act(
+    make_client: ClientFactory, autojump_clock: trio.testing.MockClock
+) -> None:
     sessions = Sessions()
     with trio.fail_after(10):
         async with make_client(bearer=None, sessions=sessions) as browser:
@@ -123,7 +126,9 @@ async def test_loopback_browser_needs_a_session_to_act(make_client: ClientFactor
             assert response.status_code == 401 and response.json()["error"] == "wrong control token"
 
 
-async def test_a_one_time_link_works_once(make_client: ClientFactory) -> None:
+async def test_a_one_time_link_works_once(
+    make_client: ClientFactory, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with make_client() as cli:  # bearer: the CLI asks for a link
             minted = await cli.post("/api/login-link")
@@ -166,7 +171,9 @@ def test_a_link_code_expires() -> None:
     assert not sessions.valid(cookie) and not sessions.acting(key)
 
 
-async def test_logout_revokes_the_session_on_the_server(make_client: ClientFactory) -> None:
+async def test_logout_revokes_the_session_on_the_server(
+    make_client: ClientFactory, autojump_clock: trio.testing.MockClock
+) -> None:
     sessions = Sessions()
     with trio.fail_after(10):
         async with make_client("10.1.2.3", bearer=None, sessions=sessions) as browser:
@@ -182,7 +189,9 @@ async def test_logout_revokes_the_session_on_the_server(make_client: ClientFacto
             assert (await browser.post("/api/jobs/x/pause", headers=headers)).status_code == 401
 
 
-async def test_login_beyond_loopback(make_client: ClientFactory, scene: Path) -> None:
+async def test_login_beyond_loopback(
+    make_client: ClientFactory, scene: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with make_client("10.1.2.3", bearer=None) as browser:
             assert (await browser.get("/api/status")).status_code == 401
@@ -210,7 +219,9 @@ async def test_login_beyond_loopback(make_client: ClientFactory, scene: Path) ->
             await browser.post("/api/logout", headers=mark)
 
 
-async def test_logins_are_rate_limited_per_source(make_client: ClientFactory) -> None:
+async def test_logins_are_rate_limited_per_source(
+    make_client: ClientFactory, autojump_clock: trio.testing.MockClock
+) -> None:
     now = [0.0]
     limiter = LoginLimiter(burst=3, interval=10.0, clock=lambda: now[0])
     with trio.fail_after(10):
@@ -230,7 +241,9 @@ async def test_logins_are_rate_limited_per_source(make_client: ClientFactory) ->
     assert limiter.wait("10.9.9.9") == 0.0  # another source has its own bucket
 
 
-async def test_public_view_and_disabled_login(make_client: ClientFactory) -> None:
+async def test_public_view_and_disabled_login(
+    make_client: ClientFactory, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with make_client(
             "10.1.2.3", bearer=None, public=True, login_password=None
@@ -256,7 +269,7 @@ async def test_public_view_and_disabled_login(make_client: ClientFactory) -> Non
     ],
 )
 async def test_forwarded_headers_never_grant_loopback_trust(
-    make_client: ClientFactory, header: tuple[str, str]
+    make_client: ClientFactory, header: tuple[str, str], autojump_clock: trio.testing.MockClock
 ) -> None:
     """A reverse proxy on the same host reaches the daemon over loopback: its requests carry
     a forwarding header, and are then treated as remote (login needed to view and to act)."""

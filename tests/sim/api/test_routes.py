@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from peerfarm import farm as farm_module
 from peerfarm.api.bodies import JSON_LIMIT
@@ -47,7 +48,9 @@ async def submit(
     return job
 
 
-async def test_status_and_peers_shapes(make_client: ClientFactory, peer: Peer) -> None:
+async def test_status_and_peers_shapes(
+    make_client: ClientFactory, peer: Peer, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with make_client() as client:
             job = await submit(client, peer.script(), name="spin")
@@ -69,7 +72,7 @@ async def test_status_and_peers_shapes(make_client: ClientFactory, peer: Peer) -
 
 
 async def test_a_job_no_peer_can_render_is_accepted_with_a_warning(
-    make_client: ClientFactory, scene: Path
+    make_client: ClientFactory, scene: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(10):
         async with make_client() as client:
@@ -83,7 +86,7 @@ async def test_a_job_no_peer_can_render_is_accepted_with_a_warning(
 
 
 async def test_submit_sends_a_validated_request(
-    make_client: ClientFactory, peer: Peer, tmp_path: Path
+    make_client: ClientFactory, peer: Peer, tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(10):
         async with make_client() as client:
@@ -109,7 +112,9 @@ async def test_submit_sends_a_validated_request(
     assert spec.output == str(tmp_path / "peerfarm-out" / "spin")
 
 
-async def test_a_tiled_submit_is_a_job_of_tiles(make_client: ClientFactory) -> None:
+async def test_a_tiled_submit_is_a_job_of_tiles(
+    make_client: ClientFactory, autojump_clock: trio.testing.MockClock
+) -> None:
     scene = Path(__file__).resolve().parents[3] / "examples" / "blender" / "turntable.blend"
     with trio.fail_after(30):
         async with make_client() as client:
@@ -149,7 +154,12 @@ async def test_a_tiled_submit_is_a_job_of_tiles(make_client: ClientFactory) -> N
     ],
 )
 async def test_submit_mistakes_are_400_with_a_message(
-    make_client: ClientFactory, scene: Path, body: dict[str, object], status: int, needle: str
+    make_client: ClientFactory,
+    scene: Path,
+    body: dict[str, object],
+    status: int,
+    needle: str,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     body = {k: (str(scene) if v == "SCENE" else v) for k, v in body.items()}
     with trio.fail_after(10):
@@ -159,7 +169,9 @@ async def test_submit_mistakes_are_400_with_a_message(
     assert needle in response.json()["error"]
 
 
-async def test_body_caps_and_bad_json(make_client: ClientFactory) -> None:
+async def test_body_caps_and_bad_json(
+    make_client: ClientFactory, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with make_client() as client:
             big = await client.post(
@@ -174,7 +186,9 @@ async def test_body_caps_and_bad_json(make_client: ClientFactory) -> None:
             assert array.status_code == 400
 
 
-async def test_unknown_job_is_404_everywhere(make_client: ClientFactory) -> None:
+async def test_unknown_job_is_404_everywhere(
+    make_client: ClientFactory, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with make_client() as client:
             for method, path in [
@@ -190,7 +204,9 @@ async def test_unknown_job_is_404_everywhere(make_client: ClientFactory) -> None
                 assert "no job 'nope'" in response.json()["error"]
 
 
-async def test_actions_reach_the_farm(make_client: ClientFactory, peer: Peer) -> None:
+async def test_actions_reach_the_farm(
+    make_client: ClientFactory, peer: Peer, autojump_clock: trio.testing.MockClock
+) -> None:
     peer.failing.update({1, 2})
     with trio.fail_after(10):
         async with make_client() as client:
@@ -217,7 +233,9 @@ async def test_actions_reach_the_farm(make_client: ClientFactory, peer: Peer) ->
             assert unknown.status_code == 404
 
 
-async def test_frame_log_thumbnail_and_output(make_client: ClientFactory, peer: Peer) -> None:
+async def test_frame_log_thumbnail_and_output(
+    make_client: ClientFactory, peer: Peer, autojump_clock: trio.testing.MockClock
+) -> None:
     peer.failing.add(2)
     with trio.fail_after(10):
         async with make_client() as client:
@@ -241,7 +259,7 @@ async def test_frame_log_thumbnail_and_output(make_client: ClientFactory, peer: 
 
 
 async def test_status_pages_frames_and_the_frame_map_is_one_string(
-    make_client: ClientFactory, peer: Peer, scene: Path
+    make_client: ClientFactory, peer: Peer, scene: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     peer.failing.update({3, 15})
     with trio.fail_after(600):
@@ -301,7 +319,7 @@ async def test_status_pages_frames_and_the_frame_map_is_one_string(
 
 
 async def test_archive_streams_a_zip_of_done_frames(
-    make_client: ClientFactory, peer: Peer, tmp_path: Path
+    make_client: ClientFactory, peer: Peer, tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     peer.failing.add(2)
     with trio.fail_after(10):
@@ -324,7 +342,11 @@ async def test_archive_streams_a_zip_of_done_frames(
 
 
 async def test_fetch_encode_and_video(
-    make_client: ClientFactory, peer: Peer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_client: ClientFactory,
+    peer: Peer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     encoded: list[tuple[list[Path], Path, float]] = []
 
@@ -363,7 +385,11 @@ async def test_fetch_encode_and_video(
 
 
 async def test_control_errors_are_503_and_surprises_500_without_traceback(
-    peer: Peer, tmp_path: Path, shutdown: trio.Event, monkeypatch: pytest.MonkeyPatch
+    peer: Peer,
+    tmp_path: Path,
+    shutdown: trio.Event,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     def unreachable(job: str | None = None) -> object:
         raise ControlError("the farm is unreachable")
@@ -387,7 +413,9 @@ async def test_control_errors_are_503_and_surprises_500_without_traceback(
     assert peers.json() == {"error": "internal error: RuntimeError"}
 
 
-async def test_metrics_in_prometheus_text(make_client: ClientFactory, peer: Peer) -> None:
+async def test_metrics_in_prometheus_text(
+    make_client: ClientFactory, peer: Peer, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with make_client() as client:
             job = await submit(client, peer.script(), "1-2")
@@ -406,6 +434,7 @@ async def test_events_stream_a_change_and_stop_on_shutdown(
     scene: Path,
     shutdown: trio.Event,
     monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     seen: list[int] = []
     wait = peer.farm.wait_for_change
@@ -429,7 +458,7 @@ async def test_events_stream_a_change_and_stop_on_shutdown(
 
 
 async def test_index_placeholder_and_static_dashboard(
-    peer: Peer, tmp_path: Path, shutdown: trio.Event
+    peer: Peer, tmp_path: Path, shutdown: trio.Event, autojump_clock: trio.testing.MockClock
 ) -> None:
     static = tmp_path / "static"
     static.mkdir()
@@ -446,7 +475,7 @@ async def test_index_placeholder_and_static_dashboard(
 
 
 async def test_a_job_with_requirements_waits_for_a_tagged_peer(
-    make_client: ClientFactory, peer: Peer, tmp_path: Path
+    make_client: ClientFactory, peer: Peer, tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     """This peer has no tags: the job waits, says why, and the answer warns."""
     with trio.fail_after(10):
@@ -464,7 +493,11 @@ async def test_a_job_with_requirements_waits_for_a_tagged_peer(
 
 
 async def test_a_status_long_poll_answers_the_moment_the_job_ends(
-    make_client: ClientFactory, peer: Peer, scene: Path, shutdown: trio.Event
+    make_client: ClientFactory,
+    peer: Peer,
+    scene: Path,
+    shutdown: trio.Event,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """``wait=S``: held until the job ends (every frame done or failed), answered at that
     virtual instant with ``ended``; a job still running is answered after S with ``ended``

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from peerfarm.api.access import Sessions
 from tests.sim.api.conftest import ClientFactory, Peer, log_in
@@ -14,7 +15,7 @@ SCENE_BYTES = b"#version 3.7;\n" + bytes(range(256)) * 400  # binary-safe, > one
 
 
 async def test_upload_saves_the_scene_and_submits(
-    make_client: ClientFactory, peer: Peer, tmp_path: Path
+    make_client: ClientFactory, peer: Peer, tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     sessions = Sessions()
     with trio.fail_after(10):
@@ -43,7 +44,7 @@ async def test_upload_saves_the_scene_and_submits(
 
 
 async def test_an_upload_carries_the_tags_the_job_requires(
-    make_client: ClientFactory, peer: Peer
+    make_client: ClientFactory, peer: Peer, autojump_clock: trio.testing.MockClock
 ) -> None:
     """The dashboard's form sends ``require`` as one text field, tags separated by commas."""
     sessions = Sessions()
@@ -61,7 +62,7 @@ async def test_an_upload_carries_the_tags_the_job_requires(
 
 
 async def test_upload_mistakes_leave_nothing_behind(
-    make_client: ClientFactory, tmp_path: Path
+    make_client: ClientFactory, tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     scene = {"scene": ("spin.pov", SCENE_BYTES, "application/octet-stream")}
     with trio.fail_after(10):

@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import trio.testing
+
 from peerfarm.scheduler import dependencies, notices
 from tests.sim.cli.conftest import CliFarm, one_error_line
 
 
-async def test_submit_chains_and_notify_go_into_the_spec(farm: CliFarm) -> None:
+async def test_submit_chains_and_notify_go_into_the_spec(
+    farm: CliFarm, autojump_clock: trio.testing.MockClock
+) -> None:
     d = ("--data-dir", farm.data_dir)
     bake = await farm.run("submit", farm.script("bake"), "1-3", "--name", "bake", *d)
     assert bake.exit_code == 0, bake.stderr
@@ -29,7 +33,9 @@ async def test_submit_chains_and_notify_go_into_the_spec(farm: CliFarm) -> None:
     assert status["jobs"][0]["after"] == {"id": parent, "name": "bake", "per_frame": True}
 
 
-async def test_bad_chain_and_notify_flags_are_one_line_errors(farm: CliFarm) -> None:
+async def test_bad_chain_and_notify_flags_are_one_line_errors(
+    farm: CliFarm, autojump_clock: trio.testing.MockClock
+) -> None:
     d = ("--data-dir", farm.data_dir)
     scene = farm.script("x")
     cases = [
@@ -48,7 +54,7 @@ async def test_bad_chain_and_notify_flags_are_one_line_errors(farm: CliFarm) -> 
 
 
 async def test_check_finds_missing_and_damaged_files_and_retry_takes_them(
-    farm: CliFarm,
+    farm: CliFarm, autojump_clock: trio.testing.MockClock
 ) -> None:
     d = ("--data-dir", farm.data_dir)
     job = (await farm.run("submit", farm.script("shot"), "1-4", *d)).stdout.strip()

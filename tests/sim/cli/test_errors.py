@@ -6,19 +6,22 @@ from __future__ import annotations
 import json
 
 import pytest
+import trio.testing
 
 from peerfarm.client import FarmClient, write_control_file
 from peerfarm.errors import ControlError
 from tests.sim.cli.conftest import URL, CliFarm, one_error_line
 
 
-async def test_wrong_token(farm: CliFarm) -> None:
+async def test_wrong_token(farm: CliFarm, autojump_clock: trio.testing.MockClock) -> None:
     write_control_file(farm.data_dir, URL, "wrong-token")
     result = await farm.run("status", "--data-dir", farm.data_dir)
     assert result.exit_code == 3 and "refused us (wrong control token)" in one_error_line(result)
 
 
-async def test_farm_unreachable_is_exit_3(farm: CliFarm, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_farm_unreachable_is_exit_3(
+    farm: CliFarm, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
     def unreachable() -> object:
         raise ControlError("the farm is unreachable")
 
@@ -28,7 +31,7 @@ async def test_farm_unreachable_is_exit_3(farm: CliFarm, monkeypatch: pytest.Mon
 
 
 async def test_unexpected_errors_are_one_line_with_a_hint(
-    farm: CliFarm, monkeypatch: pytest.MonkeyPatch
+    farm: CliFarm, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
 ) -> None:
     def explode(self: FarmClient, job: str | None = None, frames: object = None) -> object:
         raise RuntimeError("boom")
@@ -45,7 +48,7 @@ async def test_unexpected_errors_are_one_line_with_a_hint(
     assert "Traceback" in verbose.stderr and verbose.exit_code == 1
 
 
-async def test_json_everywhere(farm: CliFarm) -> None:
+async def test_json_everywhere(farm: CliFarm, autojump_clock: trio.testing.MockClock) -> None:
     for verb in ("status", "peers"):
         result = await farm.run(verb, "--json", "--data-dir", farm.data_dir)
         assert isinstance(json.loads(result.stdout), dict)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from rich.console import Console
 
 from peerfarm import farm as farm_module
@@ -40,7 +41,11 @@ async def submit(farm: CliFarm, scene: Path, frames: str, *extra: str) -> str:
 
 
 async def test_submit_prints_the_job_and_sends_every_field(
-    farm: CliFarm, scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    farm: CliFarm,
+    scene: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     sent: list[SubmitRequest] = []
     real = farm.facade.submit
@@ -87,7 +92,11 @@ async def test_submit_prints_the_job_and_sends_every_field(
     ],
 )
 async def test_submit_mistakes_are_one_line_exit_2(
-    farm: CliFarm, scene: Path, args: tuple[str, ...], needle: str
+    farm: CliFarm,
+    scene: Path,
+    args: tuple[str, ...],
+    needle: str,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     notes = scene.with_name("notes.txt")
     notes.write_text("x")
@@ -98,7 +107,9 @@ async def test_submit_mistakes_are_one_line_exit_2(
     assert farm.peer.node.ledger.jobs() == []  # nothing was submitted
 
 
-async def test_unreadable_scene(farm: CliFarm, scene: Path) -> None:
+async def test_unreadable_scene(
+    farm: CliFarm, scene: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     if os.geteuid() == 0:
         pytest.skip("root reads everything")
     scene.chmod(0)
@@ -107,7 +118,9 @@ async def test_unreadable_scene(farm: CliFarm, scene: Path) -> None:
 
 
 @pytest.mark.parametrize(("fail", "code"), [(False, 0), (True, 1)])
-async def test_submit_wait_exit_code_follows_the_job(farm: CliFarm, fail: bool, code: int) -> None:
+async def test_submit_wait_exit_code_follows_the_job(
+    farm: CliFarm, fail: bool, code: int, autojump_clock: trio.testing.MockClock
+) -> None:
     if fail:
         farm.failing.update({1, 2, 3})
     result = await farm.run(
@@ -127,7 +140,7 @@ async def test_submit_wait_exit_code_follows_the_job(farm: CliFarm, fail: bool, 
 
 
 async def test_submit_wait_returns_the_moment_the_job_ends(
-    farm: CliFarm, monkeypatch: pytest.MonkeyPatch
+    farm: CliFarm, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
 ) -> None:
     """``--wait`` follows the job with long polls, never sleeping between them, and learns
     the end from the poll the daemon answers when the last frame is done (not at its next
@@ -172,7 +185,9 @@ async def test_submit_wait_returns_the_moment_the_job_ends(
     assert ended_at and answered[-1][0] - ended_at[0] < 0.001
 
 
-async def test_submit_wait_says_why_a_job_waits(farm: CliFarm, scene: Path) -> None:
+async def test_submit_wait_says_why_a_job_waits(
+    farm: CliFarm, scene: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     """A job no peer can render waits: ``--wait`` says why, until someone cancels it."""
     ledger = farm.peer.node.ledger
 
@@ -188,7 +203,9 @@ async def test_submit_wait_says_why_a_job_waits(farm: CliFarm, scene: Path) -> N
     assert result.stderr.count("spin waits: no peer can render it") == 2  # warning, then --wait
 
 
-async def test_status_json_shapes_and_human_tables(farm: CliFarm) -> None:
+async def test_status_json_shapes_and_human_tables(
+    farm: CliFarm, autojump_clock: trio.testing.MockClock
+) -> None:
     job = await submit(farm, farm.script(), "1-4", "--name", "spin")
     await farm.sim.wait_until(
         lambda: farm.sim.frame_statuses(job)[1] == Status.DONE, timeout=30, what="frame 1 done"
@@ -211,7 +228,9 @@ async def test_status_json_shapes_and_human_tables(farm: CliFarm) -> None:
     assert "Frames" in (await farm.run("status", job[:6], "--data-dir", farm.data_dir)).stdout
 
 
-async def test_status_watch_redraws(farm: CliFarm, scene: Path) -> None:
+async def test_status_watch_redraws(
+    farm: CliFarm, scene: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     await submit(farm, scene, "1", "--name", "watched")
     console = Console(record=True, width=120)
 
@@ -223,7 +242,7 @@ async def test_status_watch_redraws(farm: CliFarm, scene: Path) -> None:
     assert "watched" in console.export_text()
 
 
-async def test_peers(farm: CliFarm) -> None:
+async def test_peers(farm: CliFarm, autojump_clock: trio.testing.MockClock) -> None:
     data = json.loads((await farm.run("peers", "--json", "--data-dir", farm.data_dir)).stdout)
     (peer,) = data["peers"]
     assert set(peer) == keys(PeerView)
@@ -233,7 +252,7 @@ async def test_peers(farm: CliFarm) -> None:
         assert text in human
 
 
-async def test_job_actions(farm: CliFarm) -> None:
+async def test_job_actions(farm: CliFarm, autojump_clock: trio.testing.MockClock) -> None:
     farm.failing.update({2, 3})
     job = await submit(farm, farm.script(), "1-4", "--retries", "0")
     for action, state in [("pause", "paused"), ("resume", "active")]:
@@ -254,7 +273,7 @@ async def test_job_actions(farm: CliFarm) -> None:
     assert json.loads(cancelled.stdout)["state"] == "cancelled"
 
 
-async def test_logs(farm: CliFarm) -> None:
+async def test_logs(farm: CliFarm, autojump_clock: trio.testing.MockClock) -> None:
     farm.failing.add(2)
     job = await submit(farm, farm.script(), "1-4", "--retries", "0")
     await farm.settle(job)
@@ -271,7 +290,10 @@ async def test_logs(farm: CliFarm) -> None:
 
 
 async def test_fetch_default_dir_and_encode(
-    farm: CliFarm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    farm: CliFarm,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     async def encode_video(frames: list[Path], out: Path, fps: float) -> Path:
         """ffmpeg's stand-in (tests/real/farm/test_cli.py encodes for real)."""
@@ -296,7 +318,9 @@ async def test_fetch_default_dir_and_encode(
     assert human.stdout.strip() == f"{video} (4 frames at 30 fps)"
 
 
-async def test_unknown_job_everywhere(farm: CliFarm) -> None:
+async def test_unknown_job_everywhere(
+    farm: CliFarm, autojump_clock: trio.testing.MockClock
+) -> None:
     for args in (
         ("status", "nope"),
         ("cancel", "nope"),
@@ -310,7 +334,9 @@ async def test_unknown_job_everywhere(farm: CliFarm) -> None:
         assert "no job 'nope'" in one_error_line(result)
 
 
-async def test_hold_drain_and_release_a_host(farm: CliFarm) -> None:
+async def test_hold_drain_and_release_a_host(
+    farm: CliFarm, autojump_clock: trio.testing.MockClock
+) -> None:
     name = farm.peer.name
     held = await farm.run("hold", name, "--data-dir", farm.data_dir)
     assert held.exit_code == 0 and held.stdout.strip() == f"hold: {name} (held by {name})"

@@ -198,7 +198,7 @@ async def test_same_seed_same_delivery_order(autojump_clock: trio.testing.MockCl
     assert other != first
 
 
-async def test_not_running_is_an_error() -> None:
+async def test_not_running_is_an_error(autojump_clock: trio.testing.MockClock) -> None:
     net = MemoryNetwork(seed=0)
     a: Transport = net.transport(A)  # mypy checks MemoryTransport against the protocol
     with pytest.raises(RuntimeError, match="running"):

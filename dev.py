@@ -87,11 +87,14 @@ def test(args: list[str]) -> None:
         say(f"pytest {' '.join(args)}")
         run(PYTHON, "-m", "pytest", *args)
         return
-    # The whole suite in two passes: the fast layers on both cores, then the real layers.
+    # The whole suite in three passes, as ./dev runs it: the fast layers and the real daemons,
+    # renderers and browser on both cores, then the namespace clusters one at a time.
     say("pytest -m 'not real' -n 2: the unit and sim layers on both cores")
     run(PYTHON, "-m", "pytest", "-m", "not real", "-n", "2")
-    say("pytest -m real: real daemons, renderers, namespaces and the browser")
-    run(PYTHON, "-m", "pytest", "-m", "real")
+    say("pytest -m 'real and not cluster' -n 2: real daemons, renderers and the browser")
+    run(PYTHON, "-m", "pytest", "-m", "real and not cluster", "-n", "2")
+    say("pytest -m cluster: real daemons in network namespaces, one test at a time")
+    run(PYTHON, "-m", "pytest", "-m", "cluster")
 
 
 def main(argv: list[str]) -> int:

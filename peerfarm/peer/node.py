@@ -34,6 +34,7 @@ import trio
 from .. import __version__
 from ..errors import UsageError
 from ..framepage import FrameJournal
+from ..gossip.broadcast import encoded_size
 from ..gossip.membership import Member, Membership, MemberState
 from ..gossip.transport import SPOKEN_VERSION, Address
 from ..ledger import Ledger
@@ -151,13 +152,17 @@ class Node:
             meta["problem"] = "; ".join(self.problems.values())[:160]
         if self.away:
             meta["away"] = "; ".join(self.away.values())[:160]
-        if self.scene_out_of_reach:
-            # Id prefixes, as many as fit beside the rest (a few: each is an unusual event).
-            prefixes = sorted(job[: eligibility.JOB_PREFIX] for job in self.scene_out_of_reach)
-            meta[eligibility.NO_SCENE] = prefixes[: eligibility.MAX_NO_SCENE]
         if self.parts.max_memory:
             meta["maxmem"] = int(self.parts.max_memory)
         meta.update(self.parts.extra_meta)
+        if self.scene_out_of_reach:
+            # Id prefixes, as many as fit under the size limit beside the rest (a few at most:
+            # each is an unusual event, and status just lacks a reason for the others).
+            prefixes = sorted(job[: eligibility.JOB_PREFIX] for job in self.scene_out_of_reach)
+            for count in range(min(len(prefixes), eligibility.MAX_NO_SCENE), 0, -1):
+                listed = {**meta, eligibility.NO_SCENE: prefixes[:count]}
+                if encoded_size(listed) <= self.config.meta_limit:
+                    return listed
         return meta
 
     def set_problem(self, source: str, problem: str | None) -> None:

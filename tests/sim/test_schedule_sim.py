@@ -16,12 +16,13 @@ import trio
 import trio.testing
 
 from peerfarm.farm import Farm
+from peerfarm.gossip.broadcast import encoded_size
 from peerfarm.gossip.config import GossipConfig
 from peerfarm.gossip.membership import MemberState
 from peerfarm.ledger.model import JobState, Status
 from peerfarm.peer.sync import KEEP_ASKING_S
 from peerfarm.peer.worker import SET_ASIDE_S
-from peerfarm.scheduler.eligibility import NO_SCENE, NO_SCENE_REASON
+from peerfarm.scheduler.eligibility import JOB_PREFIX, NO_SCENE, NO_SCENE_REASON
 from peerfarm.scheduler.planner import Planner, chunks_of
 from peerfarm.testing import (
     RenderRecord,
@@ -613,6 +614,29 @@ async def test_steal_questions_to_a_home_share_one_stream_while_they_come_often(
             farm.crash(home.node_id)
             home = await farm.restart(home.node_id)
             assert await ask([1]) == 1  # the kept stream died with the home: a new one
+
+
+async def test_a_peer_near_its_metadata_limit_lists_the_unreachable_scenes_that_fit(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Gossiped metadata has a size limit: a peer that cannot get the scenes of many jobs lists
+    as many as fit, and never fails to update its metadata because of them."""
+    farm = SimFarm(tmp_path, seed=5)
+    async with farm.running():
+        (peer,) = await farm.start(1)
+        node = peer.node
+        limit = node.config.meta_limit
+        node.parts.extra_meta["pad"] = "x" * (limit - encoded_size(node.meta()) - 40)
+        jobs = [f"{n:032x}" for n in range(10)]
+        for job in jobs:
+            node.scene_reached(job, False)  # each updates the gossiped metadata
+        meta = node.meta()
+        assert encoded_size(meta) <= limit
+        assert 1 <= len(meta[NO_SCENE]) < len(jobs)
+        assert meta[NO_SCENE] == sorted(j[:JOB_PREFIX] for j in jobs)[: len(meta[NO_SCENE])]
+        for job in jobs:
+            node.scene_reached(job, True)
+        assert NO_SCENE not in node.meta()
 
 
 async def test_a_job_whose_scene_went_down_with_its_submitter_waits_and_does_not_fail(

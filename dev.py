@@ -34,6 +34,8 @@ SIMULATED_WINDOWS_TESTS = [
     "tests/unit/test_platform.py", "tests/unit/files", "tests/unit/renderers", "tests/unit/cli",
     "tests/sim/test_peer_files_sim.py", "tests/sim/security", "tests/sim/api", "tests/sim/cli",
 ]  # fmt: skip
+#: pytest-xdist on both cores; a worker that runs dry takes tests queued for the other.
+BOTH_CORES = ("-n", "2", "--dist", "worksteal")
 
 
 def say(text: str) -> None:
@@ -82,7 +84,8 @@ def test(args: list[str]) -> None:
     run(PYTHON, "-m", "mypy", "--platform", "darwin")
     if sys.platform.startswith("linux"):  # the simulation reads /proc/self/fd
         say("pytest: the Windows-sensitive unit and sim tests under a simulated Windows")
-        run(PYTHON, "-m", "pytest", "-q", "-n", "2", "--simulate-windows", *SIMULATED_WINDOWS_TESTS)
+        windows = ("--simulate-windows", *SIMULATED_WINDOWS_TESTS)
+        run(PYTHON, "-m", "pytest", "-q", *BOTH_CORES, *windows)
     if args:
         say(f"pytest {' '.join(args)}")
         run(PYTHON, "-m", "pytest", *args)
@@ -90,9 +93,9 @@ def test(args: list[str]) -> None:
     # The whole suite in three passes, as ./dev runs it: the fast layers and the real daemons,
     # renderers and browser on both cores, then the namespace clusters one at a time.
     say("pytest -m 'not real' -n 2: the unit and sim layers on both cores")
-    run(PYTHON, "-m", "pytest", "-m", "not real", "-n", "2")
+    run(PYTHON, "-m", "pytest", "-m", "not real", *BOTH_CORES)
     say("pytest -m 'real and not cluster' -n 2: real daemons, renderers and the browser")
-    run(PYTHON, "-m", "pytest", "-m", "real and not cluster", "-n", "2")
+    run(PYTHON, "-m", "pytest", "-m", "real and not cluster", *BOTH_CORES)
     say("pytest -m cluster: real daemons in network namespaces, one test at a time")
     run(PYTHON, "-m", "pytest", "-m", "cluster")
 

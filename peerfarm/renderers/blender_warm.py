@@ -11,6 +11,7 @@ timeout or cancellation (a lost claim), so the next render starts a fresh one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Callable
@@ -30,10 +31,13 @@ from peerfarm.renderers.base import (
     close_pipes,
     kill_process_group,
 )
+from peerfarm.renderers.blender_worker import LOG_MARK
 from peerfarm.renderers.installs import Installation
 
 #: The worker script a Blender program runs (``--python``): standard library and bpy only.
 WORKER_SCRIPT = Path(__file__).with_name("blender_worker.py")
+#: Seconds an answer waits for the log to be read up to its mark (see ``WarmWorker._exchange``).
+LOG_DRAIN_S = 2.0
 #: Seconds allowed for the worker to import bpy, and to load a scene.
 WORKER_START_TIMEOUT_S = 120.0
 SCENE_LOAD_TIMEOUT_S = 600.0
@@ -72,6 +76,8 @@ class WarmWorker:
         self._stdin: trio.abc.SendStream | None = None
         self._proto: LineReader | None = None
         self._log: LineReader | None = None
+        self._marks_read = 0  # the last log mark read (see blender_worker: LOG_MARK)
+        self._mark_read = trio.Event()
 
     @property
     def alive(self) -> bool:
@@ -79,6 +85,7 @@ class WarmWorker:
 
     async def start(self) -> None:
         self.tail = LogTail()
+        self._marks_read = 0
         try:
             self.process = await trio.lowlevel.open_process(
                 self.argv,
@@ -166,9 +173,25 @@ class WarmWorker:
 
         async def pump_log() -> None:
             while (line := await log.next_line()) is not None:
+                if line.startswith(LOG_MARK):
+                    with contextlib.suppress(ValueError):
+                        self._marks_read = max(self._marks_read, int(line[len(LOG_MARK) :]))
+                    self._mark_read.set()
+                    self._mark_read = trio.Event()
+                    continue
                 self.tail.add(line)
                 if on_line is not None:
                     on_line(line)
+
+        async def log_read_up_to(mark: object) -> None:
+            """Wait until the log is read up to ``mark`` (what Blender printed before the
+            event that named it), at most ``LOG_DRAIN_S``: the log is a pipe of its own, and
+            under load its last lines arrive after the event that ends the command."""
+            if not isinstance(mark, int):
+                return  # a worker of protocol 2 marks nothing
+            with trio.move_on_after(LOG_DRAIN_S):
+                while self._marks_read < mark:
+                    await self._mark_read.wait()
 
         async def read_answer(cancel: trio.CancelScope) -> None:
             while (raw := await proto.next_line()) is not None:
@@ -181,10 +204,12 @@ class WarmWorker:
                 if event == "progress" and on_line is not None:
                     on_line(f"Fra:{message.get('frame')} | {message.get('line', '')}")
                 elif event == "error":
+                    await log_read_up_to(message.get("log"))
                     reason = f"Blender: {message.get('message', 'unknown error')}"
                     failure.append(RenderFailed(reason[:300], log_tail=self.tail.text()))
                     break
                 elif event in until:
+                    await log_read_up_to(message.get("log"))
                     answer.update(message)
                     break
             else:

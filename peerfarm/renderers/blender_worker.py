@@ -22,6 +22,11 @@ parent keeps as the log. Append-only protocol, version ``WORKER_PROTOCOL``:
     <- {"event": "ready", "version": str, "protocol": int, "oidn": bool}   # once, at start
     <- {"event": "error", "message": str}                  # answers a command that failed
 
+Every event but ``progress`` also carries ``"log": n`` (protocol 3), and the line ``LOG_MARK n``
+is written to the log just before it: what Blender printed for the command is on the log
+before that line, so the parent reads the log up to it before it takes the next command (the
+two streams are separate pipes, read at their own pace).
+
 The scene renders with its own settings; only the output path changes, Cycles denoising is
 turned off when this build lacks OpenImageDenoise, and a movie output format becomes PNG (a farm
 renders frames, the video is made afterwards). A tile is a border render cropped to the border
@@ -41,7 +46,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
 
-WORKER_PROTOCOL = 2
+WORKER_PROTOCOL = 3
+#: Starts a line of the log that ends a command's output (see the protocol above).
+LOG_MARK = "\x1epeerfarm-log-end "
 #: Formats the submitter's Pillow reads and writes: a tile in any other becomes PNG.
 STITCHABLE_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "TARGA", "TARGA_RAW", "WEBP")
 
@@ -104,6 +111,7 @@ class Worker:
         self.oidn = _has_oidn()
         self.current_frame: int | None = None
         self._last_progress = 0.0
+        self._marks = 0  # log marks written so far
         self._own: dict[str, Any] = {}  # the loaded scene's own settings a render may change
 
         def on_stats(stats: str, *_: Any) -> None:
@@ -113,6 +121,11 @@ class Worker:
         bpy.app.handlers.render_stats.append(bpy.app.handlers.persistent(on_stats))
 
     def send(self, **message: Any) -> None:
+        if message.get("event") != "progress":
+            self._marks += 1
+            message["log"] = self._marks
+            sys.stderr.write(f"{LOG_MARK}{self._marks}\n")
+            sys.stderr.flush()
         self.out.write(json.dumps(message) + "\n")
         self.out.flush()
 

@@ -45,12 +45,14 @@ def test_a_four_tile_still_equals_the_frame_rendered_whole(farm: LocalFarm, tmp_
     refused = a.cli("submit", str(scene), "7", "--tiles", "1", check=False)
     assert refused.returncode == 2 and "from 2 to 256" in refused.stderr
 
-    whole_out = tmp_path / "whole"
-    whole = a.cli_json("submit", str(scene), "7", "--output", str(whole_out))["job"]
+    # The tiles first, while both peers are idle: each takes its own home tiles at once (the
+    # whole frame first could keep one peer busy while the other took every tile).
     tiled_out = tmp_path / "tiled"
     answer = a.cli_json("submit", str(scene), "7", "--tiles", "4", "--output", str(tiled_out))
     tiled = answer["job"]
     assert answer["frames"] == 4
+    whole_out = tmp_path / "whole"
+    whole = a.cli_json("submit", str(scene), "7", "--output", str(whole_out))["job"]
 
     wait_until(lambda: a.job(whole)["frames_delivered"] == 1, 180, "the whole frame")
     wait_until(lambda: a.job(tiled)["frames_delivered"] == 4, 180, "every tile")

@@ -94,7 +94,7 @@ class Node:
         self.problems: dict[str, str] = {}
         #: Passing reasons this peer takes no new work (outside its schedule, user active).
         self.away: dict[str, str] = {}
-        #: Jobs whose scene this peer could get from no peer (see ``Worker.set_aside``).
+        #: Jobs whose scene this peer could get from no peer (``Worker.set_aside`` adds them).
         self.scene_out_of_reach: set[str] = set()
         self.incompatible: dict[str, IncompatiblePeer] = {}
         self._changed = trio.Event()

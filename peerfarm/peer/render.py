@@ -126,7 +126,6 @@ class Renderer:
             # the job a while; it goes on when a holder is back, it does not fail.
             await node.worker.release(running)
             node.worker.set_aside(spec.id, f"scene not available: {exc}")
-            node.scene_reached(spec.id, False)
         except (OSError, StoreError, TransportError, RemoteProtocolError) as exc:
             full = disk_full(exc)
             if full is not None:

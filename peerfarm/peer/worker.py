@@ -155,6 +155,7 @@ class Worker:
         self._aside_before.add(job)
         log.log(level, "%s set aside for %g s: %s", self.node.job_label(job), SET_ASIDE_S, reason)
         self._aside[job] = self.node.now() + SET_ASIDE_S
+        self.node.scene_reached(job, False)  # every peer's status says why, until it is had
         self.wake()
 
     def _stop(self, running: Running, reason: str) -> None:

@@ -450,9 +450,12 @@ class Planner:
                 home_peer = homes[index] if homes is not None else None
                 claim = Claim(spec.id, tuple(free), takeover, mine, home_peer)
                 if mine:
+                    # Short frames claimed several at a time take no lagging chunk: it would
+                    # split the batch into claims of one frame, each asked of its home first,
+                    # to put back in order frames done a few milliseconds apart.
                     lagging = (
                         self._lagging(other, index, spec, peers, alive_set, busy_homes)
-                        if homes
+                        if homes and batch == 1
                         else None
                     )
                     own.append(claim if lagging is None else lagging)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import stat
@@ -13,6 +14,7 @@ import trio
 import trio.testing
 
 from peerfarm import platform
+from peerfarm.renderers import base
 from peerfarm.renderers.base import (
     LIMITS,
     DirectChild,
@@ -331,3 +333,35 @@ async def test_run_logged_frees_the_machine_only_for_the_last_process(tmp_path: 
     finally:
         LIMITS.reset(token)
     assert done.returncode == 3 and told == ["free"]
+
+
+async def test_a_long_render_is_sampled_less_and_less_often(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each memory sample reads every process of the machine: a render is sampled soon after
+    it starts (its peak is still recorded), then at doubling intervals up to one a second,
+    not every 0.2 s however long it runs."""
+    samples: list[float] = []
+    real = base.group_memory
+
+    def counted(pid: int) -> int:
+        samples.append(time.monotonic())
+        return real(pid)
+
+    monkeypatch.setattr(base, "group_memory", counted)
+    limits = RenderLimits()
+    token = LIMITS.set(limits)
+    try:
+        with trio.fail_after(20):
+            started = time.monotonic()
+            hold = "import time; x = b'x' * 30_000_000; time.sleep(2.2)"
+            await run_logged(["python3", "-c", hold])
+    finally:
+        LIMITS.reset(token)
+    offsets = [round(t - started, 2) for t in samples]
+    # at about 0.05, 0.25, 0.65, 1.45 s (a sample every 0.2 s would be 11)
+    assert 3 <= len(samples) <= 6, offsets
+    assert samples[0] - started < 0.5, offsets
+    gaps = [b - a for a, b in itertools.pairwise(samples)]
+    assert all(later > earlier + 0.1 for earlier, later in itertools.pairwise(gaps)), offsets
+    assert limits.peak_memory >= 30_000_000

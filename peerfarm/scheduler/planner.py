@@ -20,8 +20,9 @@ own side.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from ..frames import frame_position
@@ -228,6 +229,11 @@ class Planner:
         self._ranks: dict[str, tuple[tuple[str, ...], list[int]]] = {}
         self._chunks: dict[str, list[tuple[int, ...]]] = {}
         self._unbatched: set[str] = set()  # jobs whose batch failed here: one chunk a claim
+        # Per job, for the peers it was computed over: the indexes of the chunks homed here,
+        # and the place in that list before which every one of them is finished.
+        self._own: dict[str, tuple[tuple[str, ...], list[int]]] = {}
+        self._own_cursor: dict[str, tuple[tuple[str, ...], int]] = {}
+        self._own_reopened: dict[str, set[int]] = {}
 
     def no_batch(self, job: str) -> None:
         """Claim ``job`` one chunk at a time from now on: a frame of a batch failed here (the
@@ -267,6 +273,9 @@ class Planner:
         return ranks
 
     def forget(self, job: str) -> None:
+        self._own.pop(job, None)
+        self._own_cursor.pop(job, None)
+        self._own_reopened.pop(job, None)
         self._homes.pop(job, None)
         self._ranks.pop(job, None)
         self._cursor.pop(job, None)
@@ -279,13 +288,19 @@ class Planner:
         new epoch heard without its pending record): plan from its chunk again."""
         if frame is None:
             self._cursor.pop(job, None)
-        elif job in self._cursor:
+            self._own_cursor.pop(job, None)
+            return
+        if job in self._cursor:
             self._reopened.setdefault(job, set()).add(frame)
+        if job in self._own_cursor:
+            self._own_reopened.setdefault(job, set()).add(frame)
 
     def rescan_all(self) -> None:
         """Look at every unfinished frame of every job again at the next plan (liveness)."""
         self._cursor.clear()
         self._reopened.clear()
+        self._own_cursor.clear()
+        self._own_reopened.clear()
 
     def _start_of(self, spec: JobSpec) -> int:
         start = self._cursor.get(spec.id, 0)
@@ -315,6 +330,59 @@ class Planner:
             self._cursor[spec.id] = index
             return index
         return start
+
+    def _own_chunks(
+        self,
+        ledger: Ledger,
+        spec: JobSpec,
+        peers: Sequence[str],
+        homes: Sequence[str | None],
+        start: int,
+        want: int,
+        free_of: Callable[[tuple[int, ...]], tuple[list[int], bool]],
+    ) -> list[Claim] | None:
+        """The first ``want`` chunks homed here from chunk ``start`` on that hold frames to
+        claim, in order, found through the list of this peer's own chunks rather than by
+        looking at every chunk between. In a long job of short frames the peers' places drift
+        apart: a peer whose cursor waited behind a slower peer's chunks looked at thousands of
+        other chunks a plan (5-7 ms at 100,000 frames, 1.2 ms at 2,000). None when fewer
+        are left: the caller then looks at every chunk (steals, priorities)."""
+        key = tuple(sorted(peers))
+        cached = self._own.get(spec.id)
+        if cached is None or cached[0] != key:
+            own = [i for i, home in enumerate(homes) if home == self.node_id]
+            self._own[spec.id] = (key, own)
+            self._own_cursor.pop(spec.id, None)
+            self._own_reopened.pop(spec.id, None)
+        else:
+            own = cached[1]
+        at = self._own_cursor.get(spec.id)
+        pos = at[1] if at is not None and at[0] == key else 0
+        size = max(1, spec.chunk)
+        for frame in self._own_reopened.pop(spec.id, ()):  # of any chunk: ours count
+            position = frame_position(spec.runs, frame)
+            if position is not None:
+                at_chunk = bisect.bisect_left(own, position // size)
+                if at_chunk < len(own) and own[at_chunk] == position // size:
+                    pos = min(pos, at_chunk)
+        pos = max(pos, bisect.bisect_left(own, start))  # every chunk before start is finished
+        all_chunks = self.chunks(spec)
+        claims: list[Claim] = []
+        advancing = True
+        for i in range(pos, len(own)):
+            chunk = all_chunks[own[i]]
+            if advancing:
+                if all(ledger.frame_status(spec.id, f) in FINISHED for f in chunk):
+                    pos = i + 1
+                    continue
+                advancing = False
+            free, _takeover = free_of(chunk)  # none: no lapsed claim in this job
+            if free:
+                claims.append(Claim(spec.id, tuple(free), False, True, self.node_id))
+                if len(claims) >= want:
+                    break
+        self._own_cursor[spec.id] = (key, pos)
+        return claims if len(claims) >= want else None
 
     def _lagging(
         self,
@@ -390,6 +458,7 @@ class Planner:
         takeable = set(expired)
         for job, frame in takeable:  # a lapsed claim is looked at wherever the cursor is
             self.reopened(job, frame)
+        takeable_jobs = {job for job, _frame in takeable}
         taken = set(busy)
         claims: list[Claim] = []
         waiting_priority: int | None = None  # a job whose frames wait for their home peers
@@ -411,14 +480,16 @@ class Planner:
             mean = ledger.mean_frame_seconds(spec.id)
             batch = 1 if spec.id in self._unbatched else batch_size(mean, spec.chunk)
             start = self._skip_finished(ledger, spec, self._start_of(spec), len(all_chunks))
-            advancing = True
-            for index in range(start, len(all_chunks)):
-                chunk = all_chunks[index]
-                if advancing:
-                    if all(ledger.frame_status(spec.id, f) in FINISHED for f in chunk):
-                        self._cursor[spec.id] = index + 1
-                        continue
-                    advancing = False
+
+            def free_of(
+                chunk: tuple[int, ...],
+                spec: JobSpec = spec,
+                records: Mapping[int, FrameRecord] = records,
+                held_here: Collection[int] = held_here,
+                peers: Sequence[str] = peers,
+            ) -> tuple[list[int], bool]:
+                """The frames of ``chunk`` this peer may claim, and whether they are taken
+                over (a lapsed claim)."""
                 free = []
                 takeover = False
                 for frame in chunk:
@@ -436,6 +507,34 @@ class Planner:
                     elif record.status == Status.CLAIMED and (spec.id, frame) in takeable:
                         free.append(frame)
                         takeover = True
+                return free, takeover
+
+            if (
+                batch > 1
+                and homes is not None
+                and spec.id not in takeable_jobs
+                and spec.options.get("order", "ordered") not in ("first-last", "spread")
+            ):
+                mine_first = self._own_chunks(
+                    ledger, spec, peers, homes, start, free_slots * batch, free_of
+                )
+                if mine_first is not None:  # the slots are filled with this peer's own
+                    picked = merge_claims(mine_first, batch)[: free_slots - len(claims)]
+                    for claim in picked:
+                        taken.update((claim.job, f) for f in claim.frames)
+                    claims.extend(picked)
+                    if len(claims) >= free_slots:
+                        break
+                    continue
+            advancing = True
+            for index in range(start, len(all_chunks)):
+                chunk = all_chunks[index]
+                if advancing:
+                    if all(ledger.frame_status(spec.id, f) in FINISHED for f in chunk):
+                        self._cursor[spec.id] = index + 1
+                        continue
+                    advancing = False
+                free, takeover = free_of(chunk)
                 if not free:
                     continue
                 if takeover:

@@ -424,3 +424,38 @@ def test_a_chunk_a_round_behind_on_a_busy_home_is_taken_as_lagging(seconds: floa
             ledger, free_slots=1, capable={job: [A, B]}, alive=alive, saturated=saturated
         )
         assert [(c.frames, c.lagging, c.home) for c in claims] == [(chunks[last], False, True)]
+
+
+def test_a_peer_far_ahead_claims_its_own_next_chunks_and_finds_a_reopened_one() -> None:
+    """Short frames, a peer far ahead of a slower one (whose unfinished chunk holds the job's
+    cursor): its plan is its own next chunks, found through its own chunks alone, and an own
+    frame opened again behind its place (a user's retry) is the first one it claims."""
+    ledger, job = setup(frames=400)
+    spec = ledger.job(job)
+    assert spec is not None
+    planner = Planner(A)
+    peers = [A, B]
+    homes = planner.homes(spec, peers)
+    chunks = chunks_of(spec)
+    mine = [i for i, home in enumerate(homes) if home == A]
+    theirs = [i for i, home in enumerate(homes) if home == B]
+    slow = ledger.claim(job, chunks[theirs[0]], 1_000)[0][1]  # B renders its first chunk
+    assert isinstance(slow, FrameRecord)
+    for i in mine[:100]:  # A has done its first hundred
+        claim = ledger.claim(job, chunks[i], 1_000)[0][1]
+        assert isinstance(claim, FrameRecord)
+        ledger.complete(job, chunks[i][0], claim, [output(chunks[i][0])], 0.004)
+    assert batch_size(ledger.mean_frame_seconds(job)) == 16
+
+    def plan() -> list[tuple[int, ...]]:
+        claims = planner.plan(ledger, free_slots=1, capable={job: peers}, alive=peers)
+        assert all(c.home and not c.takeover and not c.lagging for c in claims)
+        return [c.frames for c in claims]
+
+    expected = tuple(f for i in mine[100:116] for f in chunks[i])
+    assert plan() == [expected]
+    assert plan() == [expected]  # nothing claimed meanwhile: the same again
+    retried = chunks[mine[3]][0]
+    ledger.retry(job, [retried], 2_000)
+    planner.reopened(job, retried)  # as the worker tells it of every frame open again
+    assert plan() == [(retried, *expected[:15])]

@@ -16,7 +16,8 @@ from __future__ import annotations
 import gzip
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Any
 
 import zstandard
 
@@ -104,6 +105,33 @@ def can_open(file_version: tuple[int, int], blender_version: tuple[int, int]) ->
     return tuple(file_version) <= tuple(blender_version)
 
 
+def packer_class() -> Any:
+    """blender-asset-tracer's ``Packer`` with a file mover that reads a file's size before it
+    queues the move. BAT 1.23 queues a move and then reads the source's size; its copier
+    thread, already running, may have moved the file away by then, and the submit failed with
+    "FileNotFoundError: .../bat-...-batpack/pack-info.txt" (seen on a loaded machine)."""
+    from blender_asset_tracer import pack  # heavy import, only where packing happens
+    from blender_asset_tracer.pack import filesystem, transfer
+
+    class SizeFirstCopier(filesystem.FileCopier):
+        def queue_move(self, src: Path, dst: PurePath) -> None:
+            if src.is_dir():
+                raise TypeError(f"only files can be moved, not directories: {src}")
+            if self.has_error:
+                return
+            size = src.stat().st_size  # before the copier thread can take it
+            self.queue.put((src, dst, transfer.Action.MOVE))
+            self.total_queued_bytes += size
+
+    class SizeFirstPacker(pack.Packer):
+        def _create_file_transferer(self) -> Any:
+            if self.compress:  # peerfarm never compresses: BAT's own then
+                return super()._create_file_transferer()
+            return SizeFirstCopier()  # type: ignore[no-untyped-call]
+
+    return SizeFirstPacker
+
+
 def pack_blend(path: Path, out_dir: Path, *, project: Path | None = None) -> PackResult:
     """Copy ``path`` and every file it uses into ``out_dir`` (``bat pack`` equivalent).
 
@@ -112,15 +140,13 @@ def pack_blend(path: Path, out_dir: Path, *, project: Path | None = None) -> Pac
     originals move away. Missing assets are listed in ``missing`` (the caller refuses the
     submit); the rest is still packed.
     """
-    from blender_asset_tracer import pack  # heavy import, only where packing happens
-
     blend = path.resolve()
     inspect_blend(blend)
     root = (project or blend.parent).resolve()
     if not blend.is_relative_to(root):
         raise UsageError(f"{blend} is not inside the project folder {root}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    with pack.Packer(blend, root, str(out_dir.resolve())) as packer:
+    with packer_class()(blend, root, str(out_dir.resolve())) as packer:
         try:
             packer.strategise()
         except Exception as exc:  # blender-asset-tracer's many errors on a damaged file

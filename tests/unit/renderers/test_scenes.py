@@ -83,3 +83,41 @@ versions = st.tuples(st.integers(2, 9), st.integers(0, 99))
 def test_can_open_is_the_version_order(a: tuple[int, int], b: tuple[int, int]) -> None:
     assert can_open(a, b) == (a <= b)
     assert can_open(a, a)
+
+
+@pytest.mark.parametrize("mover", ["bat", "peerfarm"])
+def test_a_packed_file_moved_at_once_by_the_copier_thread_is_not_lost(
+    tmp_path: Path, mover: str
+) -> None:
+    """The pack's copier thread may move a queued file before the queueing thread reads its
+    size (a loaded machine): blender-asset-tracer 1.23 then raised FileNotFoundError and the
+    submit failed; peerfarm's mover reads the size first. Here the queue moves each file the
+    moment it is put, as the quickest copier thread would."""
+    from blender_asset_tracer.pack import filesystem
+
+    from peerfarm.renderers.scenes import packer_class
+
+    if mover == "bat":
+        copier = filesystem.FileCopier()
+    else:
+        cls = packer_class()
+        packer = cls.__new__(cls)  # no blend file needed to make its mover
+        packer.compress = False
+        copier = packer._create_file_transferer()
+
+    class MovesAtOnce:
+        def put(self, item: tuple[Path, Path, object], **_kw: object) -> None:
+            src, dst, _action = item
+            src.rename(dst)
+
+    copier.queue = MovesAtOnce()
+    src = tmp_path / "pack-info.txt"
+    src.write_text("This is a Blender Asset Tracer pack.\n")
+    dst = tmp_path / "out.txt"
+    if mover == "bat":  # the race, as it is in blender-asset-tracer itself
+        with pytest.raises(FileNotFoundError):
+            copier.queue_move(src, dst)
+        return
+    copier.queue_move(src, dst)
+    assert dst.read_text().startswith("This is a Blender Asset Tracer pack.")
+    assert copier.total_queued_bytes == dst.stat().st_size

@@ -526,6 +526,9 @@ class Planner:
                     if len(claims) >= free_slots:
                         break
                     continue
+            else:  # not this way (any more): keep no place, so reopened frames pile up nowhere
+                self._own_cursor.pop(spec.id, None)
+                self._own_reopened.pop(spec.id, None)
             advancing = True
             for index in range(start, len(all_chunks)):
                 chunk = all_chunks[index]

@@ -13,6 +13,7 @@ This module owns two questions asked before a Blender job is submitted or claime
 
 from __future__ import annotations
 
+import functools
 import gzip
 import re
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ def can_open(file_version: tuple[int, int], blender_version: tuple[int, int]) ->
     return tuple(file_version) <= tuple(blender_version)
 
 
+@functools.cache
 def packer_class() -> Any:
     """blender-asset-tracer's ``Packer`` with a file mover that reads a file's size before it
     queues the move. BAT 1.23 queues a move and then reads the source's size; its copier

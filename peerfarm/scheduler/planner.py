@@ -199,6 +199,11 @@ def chunks_of(spec: JobSpec) -> list[tuple[int, ...]]:
     return chunks
 
 
+def in_frame_order(spec: JobSpec) -> bool:
+    """Whether the job's chunks follow its frames' order (chunk i holds the i-th frames)."""
+    return spec.options.get("order", "ordered") not in ("first-last", "spread")
+
+
 def spread_order(n: int) -> list[int]:
     """0..n-1 in bisection order: 0, then the middle, then the middles of the halves..."""
     if n <= 0:
@@ -232,7 +237,7 @@ class Planner:
         # Per job, for the peers it was computed over: the indexes of the chunks homed here,
         # and the place in that list before which every one of them is finished.
         self._own: dict[str, tuple[tuple[str, ...], list[int]]] = {}
-        self._own_cursor: dict[str, tuple[tuple[str, ...], int]] = {}
+        self._own_cursor: dict[str, int] = {}
         self._own_reopened: dict[str, set[int]] = {}
 
     def no_batch(self, job: str) -> None:
@@ -319,7 +324,7 @@ class Planner:
         ledger's frame table (no per-frame lookups), where the chunks are in frame order (the
         default order): a cursor set back to the first chunk (a rescan) costs microseconds per
         thousand frames, not a lookup per frame. Other orders advance chunk by chunk in plan."""
-        if spec.options.get("order", "ordered") in ("first-last", "spread"):
+        if not in_frame_order(spec):
             return start
         size = max(1, spec.chunk)
         position = ledger.first_unfinished(spec.id, start * size)
@@ -356,8 +361,7 @@ class Planner:
             self._own_reopened.pop(spec.id, None)
         else:
             own = cached[1]
-        at = self._own_cursor.get(spec.id)
-        pos = at[1] if at is not None and at[0] == key else 0
+        pos = self._own_cursor.get(spec.id, 0)  # dropped above when the peers changed
         size = max(1, spec.chunk)
         for frame in self._own_reopened.pop(spec.id, ()):  # of any chunk: ours count
             position = frame_position(spec.runs, frame)
@@ -381,7 +385,7 @@ class Planner:
                 claims.append(Claim(spec.id, tuple(free), False, True, self.node_id))
                 if len(claims) >= want:
                     break
-        self._own_cursor[spec.id] = (key, pos)
+        self._own_cursor[spec.id] = pos
         return claims if len(claims) >= want else None
 
     def _lagging(
@@ -513,7 +517,7 @@ class Planner:
                 batch > 1
                 and homes is not None
                 and spec.id not in takeable_jobs
-                and spec.options.get("order", "ordered") not in ("first-last", "spread")
+                and in_frame_order(spec)
             ):
                 mine_first = self._own_chunks(
                     ledger, spec, peers, homes, start, free_slots * batch, free_of

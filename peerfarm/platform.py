@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import signal
@@ -274,6 +275,58 @@ def _tree_members(pid: int) -> list[psutil.Process]:
         return [leader, *leader.children(recursive=True)]
     except psutil.Error:
         return []
+
+
+def tree_processes(pid: int) -> list[psutil.Process]:
+    """The process ``pid`` and every process below it ([] when it is gone), for sampling a
+    render's memory and CPU.
+
+    On Linux the tree is walked down from ``pid`` through ``/proc/PID/task/TID/children``,
+    which costs the tree's size; psutil's ``children`` reads every process of the machine
+    (about 5 ms with 200 processes, several times a frame). Elsewhere, or on a kernel without
+    those files, psutil's walk."""
+    import psutil
+
+    pids = _proc_tree_pids(pid)
+    if pids is None:
+        return _tree_members(pid)
+    members = []
+    for member in pids:
+        with contextlib.suppress(psutil.Error):
+            members.append(psutil.Process(member))
+    return members
+
+
+@functools.cache
+def _proc_children_files() -> bool:
+    """Whether this kernel lists a thread's children in /proc (CONFIG_PROC_CHILDREN)."""
+    me = f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children"
+    return sys.platform == "linux" and os.path.exists(me)
+
+
+def _proc_tree_pids(pid: int) -> list[int] | None:
+    """``pid`` and its descendants from /proc (None: no children files here; [] when gone).
+    A process that exits meanwhile is skipped, as psutil skips it."""
+    if not _proc_children_files():
+        return None
+    if not os.path.isdir(f"/proc/{pid}/task"):
+        return []
+    found = [pid]
+    index = 0
+    while index < len(found):
+        parent = found[index]
+        index += 1
+        try:
+            threads = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue  # exited meanwhile
+        for thread in threads:
+            try:
+                with open(f"/proc/{parent}/task/{thread}/children", "rb") as f:
+                    found.extend(int(child) for child in f.read().split())
+            except (OSError, ValueError):
+                continue
+    return found
 
 
 def _group_has_live_members(pgid: int) -> bool:

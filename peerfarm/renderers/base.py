@@ -118,13 +118,8 @@ def _lower_priority() -> None:  # pragma: no cover - runs in the child between f
 
 def group_memory(pid: int) -> int:
     """Resident bytes of a process and all its descendants (0 when it is gone)."""
-    try:
-        leader = psutil.Process(pid)
-        procs = [leader, *leader.children(recursive=True)]
-    except psutil.Error:
-        return 0
     total = 0
-    for proc in procs:
+    for proc in platform.tree_processes(pid):
         with contextlib.suppress(psutil.Error):
             total += proc.memory_info().rss
     return total
@@ -576,13 +571,8 @@ async def run_logged(
 def group_cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) used so far by ``pid`` and every process below it,
     including children it has reaped; 0 when it is gone."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
     total = 0.0
-    for proc in procs:
+    for proc in platform.tree_processes(pid):
         try:
             times = proc.cpu_times()
         except psutil.Error:

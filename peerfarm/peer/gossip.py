@@ -16,7 +16,7 @@ stale value never replaces a newer one in the relay queue.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -49,6 +49,8 @@ T_LEDGER = "L"  # datagram: fresh ledger deltas pushed at once. Wire name: appen
 
 MAX_PUSH_BYTES = 1_100  # payload budget of an immediate ledger push datagram
 PUSH_COALESCE = 0.005  # seconds writes wait to share an immediate-push datagram (and a save)
+#: Seconds at most a push waits for the writes a finished render still owes (``hold_push``).
+PUSH_HOLD_MAX = 0.05
 SAVE_INTERVAL = 0.25  # seconds between saves of merged (remote) changes
 SAVE_ERROR_EVERY = 30.0  # seconds between two log lines about a ledger that cannot be saved
 
@@ -62,6 +64,8 @@ class GossipService:
         self._outbox_ready = trio.Event()
         self._awaited = trio.Event()  # someone waits for the outbox's save: no coalescing pause
         self._saved = trio.Event()  # set (and replaced) after every successful save
+        self._holds = 0  # renders whose finished frames are still to be written (hold_push)
+        self._unheld = trio.Event()  # set when the last hold is released
         self._last_save_error = -SAVE_ERROR_EVERY
         self.save_error: str | None = None
 
@@ -236,6 +240,27 @@ class GossipService:
         self.node.stats.deltas_sent += len(deltas)
         self._outbox_ready.set()
 
+    def hold_push(self) -> Callable[[], None]:
+        """Keep pushes back until the returned function is called (at most PUSH_HOLD_MAX).
+
+        A render frees its slot as its process exits and the slot is claimed again at once,
+        while the finished frames are still being stored: without the hold, the claim left in
+        one push and the finished frames in another a few milliseconds later, each a datagram
+        to every peer (two thirds of a 32-peer farm's pushes were such halves). A request that
+        waits for its write (a submit) is pushed at once all the same."""
+        self._holds += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._holds -= 1
+                if not self._holds:
+                    self._unheld.set()
+
+        return release
+
     async def persisted(self) -> None:
         """Wait until everything written so far is on disk (no-op without a database);
         LedgerError when the database cannot be written."""
@@ -245,6 +270,7 @@ class GossipService:
             if self.save_error is not None:
                 raise LedgerError(f"not saved: {self.save_error}")
             self._awaited.set()
+            self._unheld.set()
             self._outbox_ready.set()
             await self._saved.wait()
 
@@ -255,6 +281,11 @@ class GossipService:
             # waits for them (a submit: every peer should start on it at once).
             with trio.move_on_after(PUSH_COALESCE):
                 await self._awaited.wait()
+            if self._holds and not self._awaited.is_set():
+                with trio.move_on_after(PUSH_HOLD_MAX):
+                    while self._holds and not self._awaited.is_set():
+                        self._unheld = trio.Event()
+                        await self._unheld.wait()
             self._awaited = trio.Event()
             await self.node.gate()
             await self.flush_outbox()

@@ -166,6 +166,7 @@ class Running:
     progress: Progress | None = None
     stop_reason: str | None = None
     slot_freed: bool = False
+    renewed: float | None = None  # when its claims were last renewed (None: never since start)
 
 
 @dataclass(slots=True)

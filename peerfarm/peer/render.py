@@ -228,6 +228,7 @@ class Renderer:
         generation = self._forgotten.get(spec.id, 0)
         out_dir = await self._scratch(spec.id, running.slot)
         wrote_nothing = False
+        release_push: Callable[[], None] | None = None
         try:
             task = RenderTask(
                 job_id=spec.id,
@@ -249,8 +250,16 @@ class Renderer:
             def on_progress(progress: Progress) -> None:
                 running.progress = progress
 
+            def machine_free() -> None:
+                """The last process exited: the next frame starts, and the pushes wait for
+                this render's frames, so the next claim and these travel together."""
+                nonlocal release_push
+                if release_push is None:
+                    release_push = node.gossip.hold_push()
+                free_slot()
+
             limits = render_limits(node.parts)
-            limits.machine_free = free_slot  # the last process's exit: the next frame starts
+            limits.machine_free = machine_free
             token = LIMITS.set(limits)
             stuck_token = stuck.STUCK_AFTER.set(node.parts.stuck_after or 0.0)
             try:
@@ -261,7 +270,7 @@ class Renderer:
             # The renderer is done with the machine (a process renderer said so at its last
             # process's exit): start the next frame while this one's outputs are stored and its
             # completion is gossiped.
-            free_slot()
+            machine_free()
             await trio.lowlevel.checkpoint()  # let the scheduler fill the slot first
             wrote_nothing = not any(result.outputs.values())
             per_frame = result.seconds / max(1, len(running.frames))
@@ -297,6 +306,8 @@ class Renderer:
                 result.seconds,
             )
         finally:
+            if release_push is not None:
+                release_push()
             if not (wrote_nothing and self._give_back(spec.id, running.slot, out_dir, generation)):
                 self.discard(out_dir)
 

@@ -417,12 +417,20 @@ class Worker:
     # keeping and giving back claims
 
     async def _renew_loop(self) -> None:
+        """Renew each render's claims once they are ``lease_renew_interval`` old, looking every
+        half interval (so at most 1.5 intervals apart, well inside a lease). Not every render
+        at each tick: a frame claimed a moment before would be renewed for nothing, a push to
+        every peer (with one-second frames, half of the frames)."""
         node = self.node
+        interval = node.config.lease_renew_interval
         while True:
-            await trio.sleep(node.config.lease_renew_interval)
+            await trio.sleep(interval / 2)
             await node.gate()
+            now = node.now()
             for running in self.renders():
-                await self._renew(running)
+                last = running.started if running.renewed is None else running.renewed
+                if now - last >= interval:
+                    await self._renew(running)
 
     async def _renew(self, running: Running) -> None:
         try:
@@ -432,6 +440,7 @@ class Worker:
         except LedgerError:  # LostClaim: another peer owns one of the frames now
             self._stop(running, "lost")
             return
+        running.renewed = self.node.now()
         for delta in renewed:
             if isinstance(delta[1], FrameRecord):
                 running.claims[delta[0][2]] = delta[1]

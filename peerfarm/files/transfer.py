@@ -122,30 +122,41 @@ async def serve_blob(
     0 is hashed on the way out; if our copy turns out corrupt it is removed so we stop serving it.
     """
     digest, offset = parse_get(request)
-    try:
-        blob = await trio.to_thread.run_sync(_open_blob, store, digest)
+    try:  # one thread hop for a blob of one chunk (a scene, a frame): each is a wait in line
+        blob, size, data = await trio.to_thread.run_sync(_open_at, store, digest, offset)
     except BlobMissing:
         await _send(stream, {"t": "missing"}, timeout)
         return
     with blob:
-        size = await trio.to_thread.run_sync(lambda: _fstat_size(blob))
         if offset > size:
             raise BadRequest(f"offset {offset} beyond the end of blob {digest} ({size} bytes)")
         await _send(stream, {"t": "blob", "size": size}, timeout)
         hasher = hashlib.sha256() if offset == 0 else None
         position = offset
         while position < size:
-            data = await trio.to_thread.run_sync(_read_at, blob, position)
             if not data:
                 break  # truncated on disk: the client's size check catches it
             if hasher is not None:
                 hasher.update(data)
             await _send(stream, {"t": "chunk", "data": data}, timeout)
             position += len(data)
+            if position < size:
+                data = await trio.to_thread.run_sync(_read_at, blob, position)
         await _send(stream, {"t": "end"}, timeout)
     if hasher is not None and hasher.hexdigest() != digest:
         log.warning("blob %s is corrupt in our store; removing it", digest)
         await trio.to_thread.run_sync(store.remove, digest)
+
+
+def _open_at(store: ContentStore, digest: str, offset: int) -> tuple[BinaryIO, int, bytes]:
+    """The open blob, its size and its first chunk from ``offset`` (empty past the end)."""
+    blob = _open_blob(store, digest)
+    try:
+        size = _fstat_size(blob)
+        return blob, size, _read_at(blob, offset) if offset < size else b""
+    except BaseException:
+        blob.close()
+        raise
 
 
 def _open_blob(store: ContentStore, digest: str) -> BinaryIO:
@@ -226,9 +237,11 @@ async def fetch_blob(
         try:
             for _attempt in range(attempts):
                 try:
-                    writer = await _attempt_download(download, stream_factory, timeout, on_progress)
+                    writer, last = await _attempt_download(
+                        download, stream_factory, timeout, on_progress
+                    )
                     download.writer = None  # commit cleans up after itself, success or not
-                    return await trio.to_thread.run_sync(writer.commit)
+                    return await trio.to_thread.run_sync(_write_and_commit, writer, last)
                 except HashMismatch as exc:
                     failures.append(f"hash mismatch ({exc})")
                 except RemoteProtocolError as exc:
@@ -241,6 +254,12 @@ async def fetch_blob(
         raise FetchFailed(
             f"could not fetch blob {digest} in {attempts} attempts: " + "; ".join(failures)
         )
+
+
+def _write_and_commit(writer: BlobWriter, last: bytes) -> Path:
+    if last:
+        writer.write(last)
+    return writer.commit()
 
 
 @dataclass(slots=True)
@@ -267,8 +286,9 @@ async def _attempt_download(
     stream_factory: StreamFactory,
     timeout: float,
     on_progress: ProgressCallback | None,
-) -> BlobWriter:
-    """One attempt: request from ``download.offset`` on; returns the writer once "end" arrives.
+) -> tuple[BlobWriter, bytes]:
+    """One attempt: request from ``download.offset`` on; once "end" arrives, the writer and the
+    last chunk, which the caller writes with the commit (one thread hop, not two).
 
     Creates the writer on the first "blob" reply. On any error the writer stays in ``download``
     and the caller decides whether its bytes are kept for a resume.
@@ -314,29 +334,41 @@ async def _receive_chunks(
     writer: BlobWriter,
     timeout: float,
     on_progress: ProgressCallback | None,
-) -> BlobWriter:
+) -> tuple[BlobWriter, bytes]:
+    """The chunks until "end": each written when the next arrives, the last one returned
+    unwritten (or written when the stream breaks, so a resume asks for what is missing)."""
+    held = b""
     while True:
-        message = _expect_mapping(await stream.receive(timeout=timeout), stream)
+        try:
+            received_message = await stream.receive(timeout=timeout)
+        except TransportError:
+            if held:  # a resume goes on after every byte that arrived
+                await trio.to_thread.run_sync(writer.write, held)
+            raise
+        message = _expect_mapping(received_message, stream)
         kind = message.get("t")
+        received = writer.written + len(held)
         if kind == "end":
-            if writer.written != writer.size:
+            if received != writer.size:
                 raise RemoteProtocolError(
-                    f"blob {writer.digest} from {stream.remote} ended after {writer.written} "
+                    f"blob {writer.digest} from {stream.remote} ended after {received} "
                     f"of {writer.size} bytes"
                 )
-            return writer
+            return writer, held
         if kind != "chunk":
             raise RemoteProtocolError(f"expected 'chunk' from {stream.remote}, got {kind!r}")
         data = message.get("data")
         if not isinstance(data, bytes) or not data or len(data) > MAX_CHUNK_SIZE:
             raise RemoteProtocolError(f"invalid chunk from {stream.remote}: {_shorten(data)}")
-        if writer.written + len(data) > writer.size:
+        if received + len(data) > writer.size:
             raise RemoteProtocolError(
                 f"blob {writer.digest} from {stream.remote} overruns its size {writer.size}"
             )
-        await trio.to_thread.run_sync(writer.write, data)
+        if held:
+            await trio.to_thread.run_sync(writer.write, held)
+        held = data
         if on_progress is not None:
-            on_progress(writer.written, writer.size)
+            on_progress(writer.written + len(held), writer.size)
 
 
 def _expect_mapping(message: object, stream: MessageStream) -> Mapping[str, Any]:

@@ -67,11 +67,25 @@ def _resolve(module: str, node: ast.ImportFrom) -> list[str]:
     return [m for m in out if m and _path_of(m).exists()]
 
 
+def _parse(source: str) -> ast.Module:
+    """``ast.parse``, again when CPython 3.11 before 3.11.8 raises its false "AST constructor
+    recursion depth mismatch" (gh-106905): the counter it checks is shared by every thread,
+    and another thread of the test process formatting a traceback (3.11 parses the source
+    line for its carets) moves it under our feet."""
+    for _attempt in range(5):
+        try:
+            return ast.parse(source)
+        except SystemError as exc:
+            if "recursion depth mismatch" not in str(exc):
+                raise
+    return ast.parse(source)
+
+
 def _problems(module: str, source: str | None = None) -> tuple[list[str], list[str]]:
     """(what is impure in this module's own imports and calls, the peerfarm modules it imports)."""
     if source is None:
         source = _path_of(module).read_text(encoding="utf-8")
-    tree = ast.parse(source)
+    tree = _parse(source)
     problems: list[str] = []
     local: list[str] = []
     for node in ast.walk(tree):

@@ -87,7 +87,8 @@ class GossipConfig:
     #: Seconds without a renewal after which any peer considers a frame lease expired
     #: (default 10). Shorter recovers from stuck renderers faster but risks false takeovers.
     lease_timeout: float = 10.0
-    #: Seconds between a claimant's lease renewals (default 2); well below ``lease_timeout``
+    #: Age in seconds at which a render's claims are renewed (default 2; looked at every half
+    #: interval, so renewals come at most 1.5 intervals apart); well below ``lease_timeout``
     #: so a couple of lost renewals do not expire a healthy lease.
     lease_renew_interval: float = 2.0
 

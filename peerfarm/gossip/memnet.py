@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -374,6 +374,10 @@ class MemoryTransport:
         self._stats.datagrams_sent += 1
         self._stats.bytes_sent += len(payload) + ENVELOPE_OVERHEAD
         self._net._route(self._address, to, payload)
+
+    async def send_datagrams(self, to: Sequence[Address], message: Any) -> None:
+        for address in to:
+            await self.send_datagram(address, message)
 
     async def receive_datagram(self) -> Datagram:
         while True:

@@ -24,7 +24,7 @@ import logging
 import secrets
 import socket
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -194,7 +194,15 @@ class NetTransport:
     # --- datagrams ----------------------------------------------------------------------------
 
     async def send_datagram(self, to: Address, message: Any) -> None:
-        data = encode_datagram(self._keyring, message)  # MessageTooLarge is the caller's bug
+        # MessageTooLarge is the caller's bug
+        await self._send_sealed(to, encode_datagram(self._keyring, message))
+
+    async def send_datagrams(self, to: Sequence[Address], message: Any) -> None:
+        data = encode_datagram(self._keyring, message)
+        for address in to:
+            await self._send_sealed(address, data)
+
+    async def _send_sealed(self, to: Address, data: bytes) -> None:
         try:
             with (
                 map_network_errors(f"send datagram to {to}"),

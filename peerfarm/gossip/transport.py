@@ -14,7 +14,7 @@ This module owns the interface every transport keeps and nothing about the bytes
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
@@ -200,6 +200,10 @@ class Transport(Protocol):
 
     async def send_datagram(self, to: Address, message: Any) -> None:
         """Best effort: network errors are counted, never raised. MessageTooLarge if oversize."""
+
+    async def send_datagrams(self, to: Sequence[Address], message: Any) -> None:
+        """``send_datagram`` to each of ``to``, the message encoded and sealed once (a ledger
+        push goes to every peer: 31 seals of the same bytes at 32 peers)."""
 
     async def receive_datagram(self) -> Datagram:
         """Next authenticated, decoded datagram; everything else is counted and dropped."""

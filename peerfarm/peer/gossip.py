@@ -314,10 +314,12 @@ class GossipService:
                     # Too big for a datagram (a spec with many assets): push-pull carries it.
                     for member in self.sample_peers(node.config.gossip_fanout):
                         node.sync.request(member.address)
+        addresses = [member.address for member in targets]
         for batch in batches(encoded, MAX_PUSH_BYTES):
-            message = {"t": T_LEDGER, "d": batch}
-            for member in targets:
-                await self.send(member.address, message)
+            try:
+                await node.transport.send_datagrams(addresses, {"t": T_LEDGER, "d": batch})
+            except PeerfarmError as exc:  # MessageTooLarge: batches() keeps under the budget
+                log.warning("dropped a ledger push: %s", exc)
         for wire in encoded:
             if len(codec.packb(wire)) > MAX_PUSH_BYTES:  # left out of the pushes: push-pull
                 for member in self.sample_peers(node.config.gossip_fanout):

@@ -17,6 +17,7 @@ from peerfarm.errors import (
     TransportError,
     UsageError,
 )
+from peerfarm.gossip import net
 from peerfarm.gossip.crypto import Keyring
 from peerfarm.gossip.net import NetLimits, NetTransport, open_transport
 from peerfarm.gossip.transport import (
@@ -102,6 +103,38 @@ async def test_datagram_roundtrip_over_udp() -> None:
             assert got.version == PROTOCOL_VERSION
             assert a.stats.datagrams_sent == 1 and b.stats.datagrams_received == 1
             assert a.stats.bytes_sent == b.stats.bytes_received > ENVELOPE_OVERHEAD
+
+
+async def test_one_message_to_several_peers_is_sealed_once_and_each_accepts_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ledger push goes to every peer: one encoding and one seal for all of them, and the
+    same sealed bytes pass each receiver's replay filter once (a second copy is a replay)."""
+    sealed: list[bytes] = []
+    real = net.encode_datagram
+
+    def counted(*args: Any, **kwargs: Any) -> bytes:
+        sealed.append(real(*args, **kwargs))
+        return sealed[-1]
+
+    monkeypatch.setattr(net, "encode_datagram", counted)
+    with trio.fail_after(5):
+        async with (
+            open_transport(RING, LOCAL) as a,
+            open_transport(RING, LOCAL) as b,
+            open_transport(RING, LOCAL) as c,
+        ):
+            await a.send_datagrams([b.local_address, c.local_address], {"d": [1, 2]})
+            for receiver in (b, c):
+                got = await receiver.receive_datagram()
+                assert got.message == {"d": [1, 2]} and got.sender == a.local_address
+            assert len(sealed) == 1
+            assert a.stats.datagrams_sent == 2
+            # the same bytes again, to b: refused as a replay, and b keeps working
+            await a._send_sealed(b.local_address, sealed[0])
+            await a.send_datagram(b.local_address, "after")
+            assert (await b.receive_datagram()).message == "after"
+            assert b.stats.replayed == 1
 
 
 async def test_udp_and_tcp_share_the_port_and_advertise_host() -> None:

@@ -93,9 +93,17 @@ async def test_per_frame_dependency_starts_frame_n_after_parent_frame_n(
 async def test_failed_or_cancelled_parent_leaves_the_child_waiting(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """Virtual time: in real time a loaded machine could let the cancelled parent's frame 2
-    finish before its cancel (then the per-frame child's frame 2 may rightly start)."""
-    farm = SimFarm(tmp_path, seed=7, fail=lambda node, frame: frame >= 100, invariants="off")
+    """The cancelled parent's frames take 30 s: one that finished before its cancel would
+    rightly start the per-frame child's frame. Virtual time alone did not rule that out: it
+    jumps while a peer waits for a worker thread (a save, a file), and in about one run in
+    four a parent frame of 0.25 s finished before the cancel (seen on 7f0ea5f as well)."""
+    farm = SimFarm(
+        tmp_path,
+        seed=7,
+        fail=lambda node, frame: frame >= 100,
+        renderer_seconds=lambda frame: 30.0 if frame < 100 else 0.25,
+        invariants="off",
+    )
     async with farm.running():
         peers = await farm.start(3)
         doomed = await farm.submit(peers[0], "100-101", name="bake", retries=1)

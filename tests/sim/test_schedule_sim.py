@@ -699,6 +699,16 @@ def _record_pushes(peer: SimPeer) -> list[tuple[float, list[tuple[int, FrameReco
     return pushes
 
 
+def _first_push(
+    sent: list[tuple[float, list[tuple[int, FrameRecord]]]], frame: int, status: Status
+) -> int | None:
+    """The index of the first push carrying ``frame`` with ``status`` (None: none did)."""
+    for index, (_at, frames) in enumerate(sent):
+        if any(f == frame and r.status == status for f, r in frames):
+            return index
+    return None
+
+
 async def test_a_finished_frame_and_the_claim_of_its_slots_next_frame_leave_in_one_push(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -728,19 +738,11 @@ async def test_a_finished_frame_and_the_claim_of_its_slots_next_frame_leave_in_o
         )
         assert len(renders) >= 3, renders  # both peers render a share
         for before, after in itertools.pairwise(renders):
-            claimed = [
-                i
-                for i, (_t, frames) in enumerate(sent)
-                if any(f == after.frame and r.status == Status.CLAIMED for f, r in frames)
-            ]
-            done = [
-                i
-                for i, (_t, frames) in enumerate(sent)
-                if any(f == before.frame and r.status == Status.DONE for f, r in frames)
-            ]
-            assert claimed and done, (before, after, sent)
-            assert claimed[0] >= done[0], f"frame {after.frame} claimed ahead of {before.frame}"
-            together += claimed[0] == done[0]
+            claimed = _first_push(sent, after.frame, Status.CLAIMED)
+            done = _first_push(sent, before.frame, Status.DONE)
+            assert claimed is not None and done is not None, (before, after, sent)
+            assert claimed >= done, f"frame {after.frame} claimed ahead of {before.frame}"
+            together += claimed == done
     assert together >= 8, pushes
 
 

@@ -374,11 +374,18 @@ THREADED_SPAWNER = """
 import subprocess, sys, threading, time
 kids = []
 def spawn():
-    kids.append(subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60; wait"]))
+    # The shell says "up" once it has forked both sleeps: "ready" must not race them.
+    shell = subprocess.Popen(
+        ["sh", "-c", "sleep 60 & sleep 60 & echo up; wait"], stdout=subprocess.PIPE, text=True
+    )
+    assert shell.stdout.readline() == "up\\n"
+    kids.append(shell)
 thread = threading.Thread(target=spawn)
 thread.start()
 thread.join()
 kids.append(subprocess.Popen(["sleep", "60"]))
+while time.process_time() < 0.05:  # CPU the sample must count: several clock ticks
+    pass
 print("ready", flush=True)
 time.sleep(60)
 """

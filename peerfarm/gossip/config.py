@@ -33,6 +33,14 @@ class GossipConfig:
     #: hop and concurrent claims of one frame are rare; in larger farms a random sample of that
     #: many (gossip carries it to the rest). Higher costs one small datagram per peer a write.
     push_fanout: int = 32
+    #: Seconds at most a write nobody waits for waits to ride a push of one somebody does
+    #: (default 1.0): a finished frame (sent at once to its job's submitter alone, which passes
+    #: it on) and a delivery mark reach the other peers with the writer's next claim, or this
+    #: long after, or as soon as they end their job. Longer saves datagrams in big farms; it
+    #: must stay well inside the shortest time to declare a member dead (at most a quarter of
+    #: ``suspicion_mult * probe_interval``), so a frame finished by a peer that died right after
+    #: is known before its lease is lost.
+    push_defer_max: float = 1.0
     #: Seconds a dead member still receives gossip (default 30). Lets a wrongly-declared peer
     #: hear that it is dead and refute; longer wastes datagrams on peers that really are gone.
     gossip_to_dead_time: float = 30.0
@@ -115,6 +123,11 @@ class GossipConfig:
             )
         if self.lease_renew_interval * 3 > self.lease_timeout:
             raise ValueError("lease_renew_interval must be at most a third of lease_timeout")
+        if self.push_defer_max * 4 > self.suspicion_mult * self.probe_interval + 1e-9:
+            raise ValueError(
+                f"push_defer_max ({self.push_defer_max} s) must be at most a quarter of "
+                f"suspicion_mult * probe_interval ({self.suspicion_mult * self.probe_interval} s)"
+            )
 
     @property
     def message_budget(self) -> int:
@@ -146,6 +159,7 @@ class GossipConfig:
             lease_timeout=30.0,
             lease_renew_interval=6.0,
             join_retry_interval=3.0,
+            push_defer_max=2.0,
         )
 
     @classmethod
@@ -164,6 +178,7 @@ class GossipConfig:
             stream_timeout=1.0,
             lease_timeout=1.0,
             lease_renew_interval=0.2,
+            push_defer_max=0.1,
         )
 
 

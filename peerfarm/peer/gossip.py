@@ -11,11 +11,20 @@ once); only when that leaves peers out are they also queued for
 piggybacking on later gossip (datagrams lost on the way are repaired by the push-pull, which
 runs well inside a lease); a received broadcast is relayed only when it was news here, so a
 stale value never replaces a newer one in the relay queue.
+
+Writes nobody waits for are *deferred* (:func:`push_scope`): a delivery mark, and a finished
+frame, which no peer may claim while its lease runs and which only its submitter waits for.
+A finished frame goes at once to its submitter alone, asking it to pass the frame on; deferred
+writes ride the next push that carries a write someone does wait for (a finished render's next
+claim), or go to every peer ``push_defer_max`` seconds after the first of them, or at once when
+one ends its job here. At the end of a job, when every peer finishes its last frame together,
+the submitter hears each at once while the datagrams to the other peers wait until it is done.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +37,7 @@ from ..gossip.membership import (
     MemberDied,
     MemberJoined,
     MemberLeft,
+    MemberState,
     MemberSuspected,
     MemberUpdated,
     UserBroadcast,
@@ -37,7 +47,8 @@ from ..gossip.swim_wire import Alive as AliveItem
 from ..gossip.transport import SPOKEN_VERSION, Address, ForeignPeer, versions_text
 from ..ledger import codec
 from ..ledger.codec import Delta
-from ..ledger.keys import broadcast_key
+from ..ledger.keys import Kind, broadcast_key
+from ..ledger.model import FrameRecord, Status
 from .parts import INCOMPATIBLE_FORGET_AFTER, INCOMPATIBLE_NOTICE_INTERVAL, IncompatiblePeer
 
 if TYPE_CHECKING:
@@ -66,6 +77,8 @@ class GossipService:
         self._saved = trio.Event()  # set (and replaced) after every successful save
         self._holds = 0  # renders whose finished frames are still to be written (hold_push)
         self._unheld = trio.Event()  # set when the last hold is released
+        self._deferred: dict[Any, Delta] = {}  # saved, not yet pushed to every peer (by key)
+        self._deferred_due = math.inf  # when the deferred writes go on their own
         self._last_save_error = -SAVE_ERROR_EVERY
         self.save_error: str | None = None
 
@@ -110,7 +123,12 @@ class GossipService:
     async def _on_datagram(self, sender: Address, message: Any) -> None:
         node = self.node
         if isinstance(message, dict) and message.get("t") == T_LEDGER:
-            node.merge(codec.decode_deltas(message.get("d"), max_count=1_000))
+            deltas = codec.decode_deltas(message.get("d"), max_count=1_000)
+            node.merge(deltas)
+            if message.get("r") is True:
+                # Sent to this peer alone (a finished frame to its submitter): pass it on with
+                # this peer's next push, so the news survives its sender dying right after.
+                self.defer([d for d in deltas if not node.ledger.superseded(d)])
             return
         for address, out in node.membership.receive(sender, message, node.now()):
             await self.send(address, out)
@@ -274,9 +292,32 @@ class GossipService:
             self._outbox_ready.set()
             await self._saved.wait()
 
+    def defer(self, deltas: Sequence[Delta]) -> None:
+        """Push ``deltas`` (already saved) to every peer with the next push, or on their own
+        within ``push_defer_max``; at once when one of them ends its job here (its last frame), so the
+        farm learns that a job is finished when its submitter does."""
+        if not deltas:
+            return
+        ledger = self.node.ledger
+        ends = False
+        for delta in deltas:
+            self._deferred[delta[0]] = delta
+            if delta[0][0] == Kind.FRAME and ledger.job(delta[0][1]) is not None:
+                counts = ledger.counts(delta[0][1])
+                ends |= counts.done + counts.failed == counts.total
+        due = trio.current_time() + (0.0 if ends else self.node.config.push_defer_max)
+        if due < self._deferred_due:
+            self._deferred_due = due
+            self._outbox_ready.set()  # the push loop learns the new deadline
+
     async def _push_loop(self) -> None:
         while True:
-            await self._outbox_ready.wait()
+            with trio.move_on_at(self._deferred_due):
+                await self._outbox_ready.wait()
+            if not self._outbox_ready.is_set():  # deferred writes are due: they go alone
+                await self.node.gate()
+                await self.flush_outbox(everything=True)
+                continue
             # Writes close together share a datagram and a save, unless a control request
             # waits for them (a submit: every peer should start on it at once).
             with trio.move_on_after(PUSH_COALESCE):
@@ -290,17 +331,64 @@ class GossipService:
             await self.node.gate()
             await self.flush_outbox()
 
-    async def flush_outbox(self) -> None:
-        """Save the outbox, then push it at once and queue it for gossip. When the ledger
-        cannot be saved (full disk), nothing leaves: it is retried until it can."""
+    async def flush_outbox(self, *, everything: bool = False) -> None:
+        """Save the outbox, then push it and queue it for gossip. When the ledger cannot be
+        saved (full disk), nothing leaves: it is retried until it can.
+
+        Only deferred writes (``push_scope``) leave the others for later: a finished frame
+        goes to its submitter alone, and the rest ride the next push of a write someone
+        waits for. ``everything`` pushes the deferred writes too (their time is up, or the
+        peer leaves)."""
         self._outbox_ready = trio.Event()
-        if not self._outbox:
+        if not self._outbox and not (everything and self._deferred):
             return
         if not self.save():
             await trio.sleep(SAVE_INTERVAL)
             self._outbox_ready.set()
             return
         deltas, self._outbox = self._outbox, []
+        node = self.node
+        scopes = [push_scope(delta, node.ledger.job) for delta in deltas]
+        if not everything and all(scope != PUSH_ALL for scope in scopes):
+            await self._push_to_submitters(deltas, scopes)
+            self.defer(deltas)
+            return
+        if self._deferred:
+            # Written earlier, so sent first; a key written again since goes once, newest.
+            fresh = {delta[0] for delta in deltas}
+            deltas = [
+                d
+                for key, d in self._deferred.items()
+                if key not in fresh and not node.ledger.superseded(d)
+            ] + deltas
+            self._deferred = {}
+        self._deferred_due = math.inf
+        if not deltas:
+            return
+        await self._push(deltas)
+
+    async def _push_to_submitters(self, deltas: list[Delta], scopes: list[str | None]) -> None:
+        """Send each finished frame to its job's submitter alone, asking it to pass them on."""
+        node = self.node
+        by_submitter: dict[str, list[Any]] = {}
+        for delta, scope in zip(deltas, scopes, strict=True):
+            if scope is not None and scope != node.node_id:
+                by_submitter.setdefault(scope, []).append(codec.encode_delta(delta))
+        for submitter, encoded in by_submitter.items():
+            member = node.membership.get(submitter)
+            if member is None or member.state not in (MemberState.ALIVE, MemberState.SUSPECT):
+                continue  # deferred all the same: every peer has it within push_defer_max
+            for batch in batches(encoded, MAX_PUSH_BYTES):
+                try:
+                    await node.transport.send_datagram(
+                        member.address, {"t": T_LEDGER, "d": batch, "r": True}
+                    )
+                except PeerfarmError as exc:
+                    log.debug("dropped a push to a submitter: %s", exc)
+
+    async def _push(self, deltas: list[Delta]) -> None:
+        """Push saved writes to every alive peer at once (up to ``push_fanout``, the others
+        through gossip)."""
         node = self.node
         encoded = [codec.encode_delta(delta) for delta in deltas]
         alive = node.membership.alive_members()
@@ -363,6 +451,26 @@ class GossipService:
         self._saved.set()
         self._saved = trio.Event()
         return True
+
+
+#: ``push_scope``: the write goes to every peer at once.
+PUSH_ALL = "*"
+
+
+def push_scope(delta: Delta, job_of: Callable[[str], Any]) -> str | None:
+    """Who waits for a local write to arrive: :data:`PUSH_ALL` (every peer, at once), a node
+    id (only that one, the submitter of a finished frame's job), or None (nobody).
+
+    Deferred writes are those no peer acts on before it hears them: a delivery mark, and a
+    finished frame, which nobody may claim while its lease runs (a claim, a release, a retry
+    or a failure does change what peers claim, and goes at once)."""
+    kind = delta[0][0]
+    if kind == Kind.DELIVERED:
+        return None
+    if kind == Kind.FRAME and isinstance(delta[1], FrameRecord) and delta[1].status == Status.DONE:
+        spec = job_of(delta[0][1])
+        return spec.submitted_by if spec is not None else PUSH_ALL
+    return PUSH_ALL
 
 
 def batches(items: list[Any], budget: int) -> list[list[Any]]:

@@ -331,7 +331,7 @@ class Node:
         """Graceful stop: render nothing new, hand back claims, announce the leave."""
         self.stopping = True
         await self.worker.stop_all(grace)
-        await self.gossip.flush_outbox()
+        await self.gossip.flush_outbox(everything=True)
         for address, message in self.membership.leave(self.now()):
             await self.gossip.send(address, message)
         # Give the leave a moment to go out (and be relayed) before sockets close.

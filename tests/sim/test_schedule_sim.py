@@ -22,7 +22,9 @@ from peerfarm.farm import Farm
 from peerfarm.gossip.broadcast import encoded_size
 from peerfarm.gossip.config import GossipConfig
 from peerfarm.gossip.membership import MemberState
+from peerfarm.ledger import codec
 from peerfarm.ledger.model import FrameRecord, JobState, Status
+from peerfarm.peer.gossip import T_LEDGER
 from peerfarm.peer.render import Renderer as PeerRenderer
 from peerfarm.peer.sync import KEEP_ASKING_S
 from peerfarm.peer.worker import SET_ASIDE_S
@@ -684,18 +686,21 @@ async def test_a_job_whose_scene_went_down_with_its_submitter_waits_and_does_not
 
 
 def _record_pushes(peer: SimPeer) -> list[tuple[float, list[tuple[int, FrameRecord]]]]:
-    """Every push ``peer`` sends from now on: (virtual time, its frame records by frame)."""
+    """Every ledger push ``peer`` sends to all its peers from now on, as it leaves the
+    transport: (virtual time, its frame records by frame)."""
     pushes: list[tuple[float, list[tuple[int, FrameRecord]]]] = []
-    gossip = peer.node.gossip
-    flush = gossip.flush_outbox
+    transport = peer.node.transport
+    send = transport.send_datagrams
 
-    async def recording() -> None:
-        frames = [(d[0][2], d[1]) for d in gossip._outbox if isinstance(d[1], FrameRecord)]
-        await flush()
-        if frames and not gossip._outbox:  # sent (a full disk keeps the outbox)
-            pushes.append((trio.current_time(), frames))
+    async def recording(addresses: Any, message: Any) -> None:
+        await send(addresses, message)
+        if isinstance(message, dict) and message.get("t") == T_LEDGER:
+            deltas = codec.decode_deltas(message["d"])
+            frames = [(d[0][2], d[1]) for d in deltas if isinstance(d[1], FrameRecord)]
+            if frames:
+                pushes.append((trio.current_time(), frames))
 
-    gossip.flush_outbox = recording  # type: ignore[method-assign]
+    transport.send_datagrams = recording  # type: ignore[method-assign]
     return pushes
 
 

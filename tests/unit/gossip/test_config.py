@@ -26,6 +26,7 @@ TIMERS = (
     "push_pull_interval",
     "lease_timeout",
     "lease_renew_interval",
+    "push_defer_max",
 )
 
 
@@ -56,6 +57,13 @@ def test_presets_are_internally_consistent(cfg: GossipConfig) -> None:
     assert cfg.push_pull_interval * 3 <= cfg.lease_timeout  # repair well inside a lease
     assert cfg.home_grace < cfg.dead_node_reclaim
     assert cfg.gossip_interval < cfg.probe_interval
+    # A deferred finished frame is passed on well before its dead renderer loses its lease.
+    assert cfg.push_defer_max * 4 <= cfg.suspicion_mult * cfg.probe_interval
+
+
+def test_a_deferral_as_long_as_the_time_to_declare_a_peer_dead_is_refused() -> None:
+    with pytest.raises(ValueError, match="push_defer_max"):
+        GossipConfig.lan().replace(push_defer_max=2.0)
 
 
 def test_config_is_frozen_and_replace_copies() -> None:

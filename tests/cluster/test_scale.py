@@ -17,7 +17,8 @@ For each size N, with mDNS alone (no ``--join``), the LAN preset and one slot pe
   until the last frame ends (the render log's wall clock); ``frames_per_host``: the fewest
   and most frames one host rendered (hosts that rendered none are not counted);
 - ``duplicates``: frames rendered to completion more than once (render log), asserted 0;
-- ``idle_cpu_pct`` / ``gossip_bps``: per daemon, mean over a quiet window after the job;
+- ``idle_cpu_pct`` / ``gossip_bps``: per daemon, mean over a quiet window starting 2 s after
+  the job (once the writes its end left deferred are out);
 - ``udp_drops``: the kernel's UDP receive errors summed over the namespaces.
 
 Figures are printed and collected in the "cluster figures" summary; only correctness is
@@ -48,6 +49,7 @@ from tests.cluster.netns import ClusterError
 
 SIZES = [int(n) for n in os.environ.get("PEERFARM_SCALE", "").replace(" ", "").split(",") if n]
 QUIET_WINDOW_S = 10.0
+QUIET_AFTER_S = 2.0  # between the job's end and the quiet window
 FRAMES_PER_HOST = 4
 
 pytestmark = [pytest.mark.slow, pytest.mark.mdns, pytest.mark.timeout(900)]
@@ -163,7 +165,9 @@ def test_scale_series(cluster: ClusterFactory, figures: dict[str, Any], n: int) 
     done = time.monotonic()
     assert view["frames_done"] == frames, view
 
-    # a quiet window after the job: CPU and gossip bytes per daemon
+    # a quiet window after the job: CPU and gossip bytes per daemon, from when the writes the
+    # job's end left deferred (push_defer_max: 1 s) are out
+    time.sleep(QUIET_AFTER_S)
     before_cpu = {h.name: _cpu_seconds(h.proc.pid) for h in hosts if h.proc is not None}
     names = [h.name for h in hosts]
     before_bytes = dict(zip(names, _sweep(c, hosts, lambda h: _gossip_bytes(c, h)), strict=True))

@@ -294,8 +294,8 @@ class GossipService:
 
     def defer(self, deltas: Sequence[Delta]) -> None:
         """Push ``deltas`` (already saved) to every peer with the next push, or on their own
-        within ``push_defer_max``; at once when one of them ends its job here (its last frame), so the
-        farm learns that a job is finished when its submitter does."""
+        within ``push_defer_max``; at once when one of them ends its job here (its last
+        frame), so the farm learns that a job is finished when its submitter does."""
         if not deltas:
             return
         ledger = self.node.ledger

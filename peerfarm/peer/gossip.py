@@ -13,7 +13,8 @@ runs well inside a lease); a received broadcast is relayed only when it was news
 stale value never replaces a newer one in the relay queue.
 
 Writes nobody waits for are *deferred* (:func:`push_scope`): a delivery mark, and a finished
-frame, which no peer may claim while its lease runs and which only its submitter waits for.
+frame, which no peer may claim while its lease runs and which only its submitter waits for;
+and what a caller publishes as deferred (a peer's first claim of a job: ``Worker._start``).
 A finished frame goes at once to its submitter alone, asking it to pass the frame on; deferred
 writes ride the next push that carries a write someone does wait for (a finished render's next
 claim), or go to every peer ``push_defer_max`` seconds after the first of them, or at once when
@@ -79,6 +80,7 @@ class GossipService:
         self._unheld = trio.Event()  # set when the last hold is released
         self._deferred: dict[Any, Delta] = {}  # saved, not yet pushed to every peer (by key)
         self._deferred_due = math.inf  # when the deferred writes go on their own
+        self._deferred_keys: set[Any] = set()  # keys in the outbox published ``deferred``
         self._last_save_error = -SAVE_ERROR_EVERY
         self.save_error: str | None = None
 
@@ -252,8 +254,14 @@ class GossipService:
     # ----------------------------------------------------------------------------------
     # local writes: saved, then sent
 
-    def publish(self, deltas: Sequence[Delta]) -> None:
-        """Queue local writes; the push task saves them, then sends them."""
+    def publish(self, deltas: Sequence[Delta], *, deferred: bool = False) -> None:
+        """Queue local writes; the push task saves them, then sends them. ``deferred``: they
+        ride the next push of a write someone waits for, as ``push_scope``'s deferred kinds."""
+        for delta in deltas:
+            if deferred:
+                self._deferred_keys.add(delta[0])
+            else:
+                self._deferred_keys.discard(delta[0])
         self._outbox.extend(deltas)
         self.node.stats.deltas_sent += len(deltas)
         self._outbox_ready.set()
@@ -348,7 +356,11 @@ class GossipService:
             return
         deltas, self._outbox = self._outbox, []
         node = self.node
-        scopes = [push_scope(delta, node.ledger.job) for delta in deltas]
+        scopes = [
+            None if delta[0] in self._deferred_keys else push_scope(delta, node.ledger.job)
+            for delta in deltas
+        ]
+        self._deferred_keys.difference_update(delta[0] for delta in deltas)
         if not everything and all(scope != PUSH_ALL for scope in scopes):
             await self._push_to_submitters(deltas, scopes)
             self.defer(deltas)

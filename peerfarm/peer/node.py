@@ -243,17 +243,21 @@ class Node:
                 await self._changed.wait()
         return self.generation
 
-    async def write(self, operation: Operation, *, durable: bool = False) -> list[Delta]:
+    async def write(
+        self, operation: Operation, *, durable: bool = False, deferred: bool = False
+    ) -> list[Delta]:
         """Apply a local operation, react to it and publish it: the only way this peer writes.
 
         The gossip service persists every write before it sends it; ``durable`` waits until
         that happened (a control request answers only once its write would survive a crash).
+        ``deferred``: no peer needs the write at once, it rides this peer's next push
+        (``GossipService.publish``).
         Errors of the operation (LedgerError, LostClaim) propagate; nothing was written then.
         """
         deltas = list(operation(self.ledger, self.wall()))
         if deltas:
             self.react([classify(d) for d in deltas])
-            self.gossip.publish(deltas)
+            self.gossip.publish(deltas, deferred=deferred)
         if durable:
             await self.gossip.persisted()
         return deltas

@@ -63,7 +63,16 @@ async def test_a_restarted_peer_releases_claims_no_render_holds(
             submitter, renderer = renderer, submitter  # the first peer renders, the other not
             assert renderer.renderer and not submitter.renderer
             job = await farm.submit(submitter, "1-3")
-            await farm.wait_until(lambda: rendering_on(farm, job), timeout=10, what="rendering")
+            # Killed once the submitter has heard its claim (a first claim of a job waits for
+            # the renderer's next push, up to push_defer_max).
+            await farm.wait_until(
+                lambda: (
+                    bool(rendering_on(farm, job))
+                    and Status.CLAIMED in farm.frame_statuses(job, submitter).values()
+                ),
+                timeout=10,
+                what="rendering, and the claim heard",
+            )
             farm.crash(renderer.node_id)
             await trio.sleep(2.0)
             statuses = farm.frame_statuses(job, submitter)

@@ -1,8 +1,9 @@
 """Who hears a write when (issue 19, 32 hosts): deferred pushes, in virtual time.
 
-A claim goes to every peer at once; a finished frame goes at once to its job's submitter
-alone, which passes it on, and to the other peers with the finisher's next claim, within
-``push_defer_max``, or at once when it ends the job; a delivery mark waits the same way. These
+A claim goes to every peer at once, but for a peer's first claim of a job; a finished frame
+goes at once to its job's submitter alone, which passes it on, and to the other peers with the
+finisher's next claim, within ``push_defer_max``, or at once when it ends the job; a delivery
+mark and a first claim wait the same way. These
 tests watch the datagrams real nodes hand to the in-memory network and when each peer learns
 each frame is done.
 """
@@ -20,6 +21,7 @@ from peerfarm.ledger import codec
 from peerfarm.ledger.keys import FrameChanged, Kind
 from peerfarm.ledger.model import FrameRecord, Status
 from peerfarm.peer.gossip import PUSH_COALESCE, PUSH_HOLD_MAX, T_LEDGER
+from peerfarm.scheduler.planner import Planner, chunks_of
 from peerfarm.testing import SimFarm, SimPeer
 
 from .test_schedule_sim import assert_complete, assert_no_duplicates, wait_finished
@@ -176,3 +178,60 @@ async def test_a_finished_frame_sent_to_its_submitter_alone_survives_its_rendere
         assert all(r.started >= killed["at"] + config.home_grace for r in again), again
     others = {frame for _job, frame in farm.log.duplicates()} - set(killed["frames"])
     assert not others, farm.log.duplicates()
+
+
+async def test_a_peers_first_claim_of_a_job_rides_its_next_push(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """As a job starts every peer claims a chunk at once: those claims do not each go to every
+    peer then, they ride each peer's next push (its first finished frame with its next claim,
+    or ``push_defer_max`` later); its later claims go at once. Nothing renders twice."""
+    config = GossipConfig.fast()
+    with trio.fail_after(60):
+        farm = SimFarm(tmp_path, seed=53, config=config, renderer_seconds=0.05)
+        async with farm.running():
+            peers = await farm.start(4)
+            submitter = peers[0]
+            sent = {p.node_id: Sent(p) for p in peers}
+            job = await farm.submit(submitter, "1-24")
+            await wait_finished(farm, job, 30.0)
+            assert_complete(farm, job, submitter)
+            assert_no_duplicates(farm)
+    spec = submitter.node.ledger.job(job)
+    assert spec is not None
+    ids = [p.node_id for p in peers]
+    home_of = {
+        frame: home
+        for chunk, home in zip(chunks_of(spec), Planner(ids[0]).homes(spec, ids), strict=True)
+        for frame in chunk
+    }
+    checked = 0
+    for peer in peers[1:]:
+        renders = sorted(
+            (r for r in farm.log.completed(job) if r.node == peer.node_id), key=lambda r: r.started
+        )
+        assert len(renders) >= 3, peer.node_id
+        first, second = renders[0], renders[1]
+        assert first.ended is not None
+        if home_of[first.frame] != peer.node_id:
+            continue  # its first frame was a steal (asked of its home): a claim that goes at once
+        checked += 1
+        pushes = [(at, ds) for at, ds, to_one in sent[peer.node_id].pushes if not to_one]
+        # Nothing to every peer while its first frame renders...
+        assert all(
+            at >= min(first.ended, first.started + config.push_defer_max) for at, _ in pushes
+        )
+        # ...then the first claim goes with the first finished frame and the next claim.
+        _at, deltas = pushes[0]
+        frames = {(d[0][2], d[1].status) for d in deltas if isinstance(d[1], FrameRecord)}
+        assert (first.frame, Status.DONE) in frames and (second.frame, Status.CLAIMED) in frames
+        # A later claim goes at once: before its frame ends.
+        third = renders[2]
+        claimed_at = min(
+            t
+            for t, ds in pushes
+            for d in ds
+            if d[0][2] == third.frame and isinstance(d[1], FrameRecord)
+        )
+        assert third.ended is not None and claimed_at < third.ended
+    assert checked >= 2

@@ -22,9 +22,7 @@ from peerfarm.farm import Farm
 from peerfarm.gossip.broadcast import encoded_size
 from peerfarm.gossip.config import GossipConfig
 from peerfarm.gossip.membership import MemberState
-from peerfarm.ledger import codec
 from peerfarm.ledger.model import FrameRecord, JobState, Status
-from peerfarm.peer.gossip import T_LEDGER
 from peerfarm.peer.render import Renderer as PeerRenderer
 from peerfarm.peer.sync import KEEP_ASKING_S
 from peerfarm.peer.worker import SET_ASIDE_S
@@ -37,6 +35,8 @@ from peerfarm.testing import (
     frames_of,
     output_files,
 )
+
+from .pushes import Sent
 
 N = 20
 SECONDS = 0.25  # per fake frame
@@ -685,25 +685,6 @@ async def test_a_job_whose_scene_went_down_with_its_submitter_waits_and_does_not
             )
 
 
-def _record_pushes(peer: SimPeer) -> list[tuple[float, list[tuple[int, FrameRecord]]]]:
-    """Every ledger push ``peer`` sends to all its peers from now on, as it leaves the
-    transport: (virtual time, its frame records by frame)."""
-    pushes: list[tuple[float, list[tuple[int, FrameRecord]]]] = []
-    transport = peer.node.transport
-    send = transport.send_datagrams
-
-    async def recording(addresses: Any, message: Any) -> None:
-        await send(addresses, message)
-        if isinstance(message, dict) and message.get("t") == T_LEDGER:
-            deltas = codec.decode_deltas(message["d"])
-            frames = [(d[0][2], d[1]) for d in deltas if isinstance(d[1], FrameRecord)]
-            if frames:
-                pushes.append((trio.current_time(), frames))
-
-    transport.send_datagrams = recording  # type: ignore[method-assign]
-    return pushes
-
-
 def _first_push(
     sent: list[tuple[float, list[tuple[int, FrameRecord]]]], frame: int, status: Status
 ) -> int | None:
@@ -732,12 +713,13 @@ async def test_a_finished_frame_and_the_claim_of_its_slots_next_frame_leave_in_o
         farm = SimFarm(tmp_path, seed=41)
         async with farm.running():
             peers = await farm.start(2)
-            pushes = {p.node_id: _record_pushes(p) for p in peers}
+            pushes = {p.node_id: Sent(p) for p in peers}
             job = await farm.submit(peers[0], "1-12")
             await wait_finished(farm, job, 30.0)
             assert_complete(farm, job, peers[0])
     together = 0
-    for node_id, sent in pushes.items():
+    for node_id, recorded in pushes.items():
+        sent = recorded.frame_pushes()
         renders = sorted(
             (r for r in farm.log.completed(job) if r.node == node_id), key=lambda r: r.started
         )
@@ -766,15 +748,15 @@ async def test_a_render_is_renewed_when_its_lease_is_due_not_at_every_tick(
         farm = SimFarm(tmp_path, seed=42, config=config, renderer_seconds=seconds)
         async with farm.running():
             peers = await farm.start(2)
-            pushes = {p.node_id: _record_pushes(p) for p in peers}
+            pushes = {p.node_id: Sent(p) for p in peers}
             job = await farm.submit(peers[0], "1-16")
             await wait_finished(farm, job, 60.0)
             assert_complete(farm, job, peers[0])
             assert_no_duplicates(farm)
     renewals: dict[int, list[float]] = {}
     claims: dict[int, float] = {}
-    for sent in pushes.values():
-        for at, frames in sent:
+    for recorded in pushes.values():
+        for at, frames in recorded.frame_pushes():
             for frame, record in frames:
                 if record.status == Status.CLAIMED and record.seq == 0:
                     claims.setdefault(frame, at)
